@@ -1,0 +1,117 @@
+//! The script-facing builtins (`spawn`, `pool_map`, `queue`, ...): the same code in the parent and in
+//! every worker; only the [`Backend`] behind them differs.
+
+mod pool;
+mod process;
+mod queue;
+mod system;
+
+use std::sync::{Arc, Mutex};
+
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Position};
+
+use crate::{
+    Error, RemoteError, Value,
+    value::{FnTable, FnValue},
+    wire::{Op, Reply},
+};
+
+/// Where builtins send their operations: the hub itself in the parent, the parent over the socket in
+/// a worker. This is the whole difference between the two sides.
+pub(crate) trait Backend: Send + Sync {
+    /// Performs `op`, blocking until it completes or fails.
+    fn call(&self, op: Op) -> Result<Reply, Error>;
+}
+
+/// What every builtin closure shares.
+pub(crate) struct Ctx {
+    backend: Arc<dyn Backend>,
+    fns: FnTable,
+    last_remote: Mutex<Option<(String, RemoteError)>>,
+}
+
+impl Ctx {
+    pub(crate) fn new(backend: Arc<dyn Backend>, fns: FnTable) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            backend,
+            fns,
+            last_remote: Mutex::new(None),
+        })
+    }
+
+    fn call(&self, op: Op) -> Result<Reply, Box<EvalAltResult>> {
+        self.backend.call(op).map_err(|e| self.script_error(e))
+    }
+
+    fn to_dynamic(&self, value: Value) -> Dynamic {
+        value.into_dynamic(&self.fns)
+    }
+
+    /// Turns a runtime error into the string a script can catch, remembering a remote error's
+    /// details so an uncaught one can be reported at both its call site and its origin.
+    fn script_error(&self, error: Error) -> Box<EvalAltResult> {
+        let message = error.to_string();
+        if let Some(remote) = remote_cause(&error) {
+            *self.last_remote.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((message.clone(), remote.clone()));
+        }
+        EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into()
+    }
+
+    /// The worker-side error behind `message`, if a builtin raised it.
+    pub(crate) fn remote_error_for(&self, message: &str) -> Option<RemoteError> {
+        let stash = self.last_remote.lock().unwrap_or_else(|e| e.into_inner());
+        stash
+            .as_ref()
+            .filter(|(m, _)| m == message)
+            .map(|(_, remote)| remote.clone())
+    }
+}
+
+fn remote_cause(error: &Error) -> Option<&RemoteError> {
+    match error {
+        Error::Remote(remote) => Some(remote),
+        Error::MapItem { source, .. } => remote_cause(source),
+        _ => None,
+    }
+}
+
+/// Registers every builtin and handle type on `engine`.
+pub(crate) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
+    process::register(engine, ctx);
+    pool::register(engine, ctx);
+    queue::register(engine, ctx);
+    system::register(engine);
+}
+
+/// A plain script error with `message`.
+fn invalid(message: impl Into<String>) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(message.into().into(), Position::NONE).into()
+}
+
+/// Converts a value to send, as a script error naming the value's type when it cannot be sent.
+fn sendable(value: &Dynamic, what: &str) -> Result<Value, Box<EvalAltResult>> {
+    Value::from_dynamic(value).map_err(|e| invalid(format!("{what}: {e}")))
+}
+
+/// The function value a builtin was given.
+fn function_arg(value: &Dynamic, builtin: &str) -> Result<FnValue, Box<EvalAltResult>> {
+    let Some(f) = value.read_lock::<FnPtr>() else {
+        return Err(invalid(format!(
+            "{builtin} expects a function value (Fn(\"name\") or a closure) as its first argument, got {}",
+            value.type_name()
+        )));
+    };
+    FnValue::from_fn_ptr(&f).map_err(|e| invalid(format!("{builtin}: {e}")))
+}
+
+/// Seconds from an int or float argument, refusing negative and non-finite values.
+fn seconds(value: f64, what: &str) -> Result<f64, Box<EvalAltResult>> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(invalid(format!(
+            "{what} needs a time in seconds that is zero or more, got {value}"
+        )))
+    }
+}

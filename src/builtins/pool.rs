@@ -1,0 +1,98 @@
+//! `pool_map(f, items, options)`: Python's `Pool.map` over the runtime's warm worker pool.
+
+use std::{
+    any::TypeId,
+    ops::{Range, RangeInclusive},
+    sync::Arc,
+};
+
+use rhai::{Dynamic, Engine, EvalAltResult, INT, Map};
+
+use super::{Ctx, function_arg, invalid, process::unexpected};
+use crate::{
+    Value,
+    wire::{Items, MapOptions, Op, Reply},
+};
+
+pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
+    for arity in [2, 3] {
+        let ctx = ctx.clone();
+        engine.register_raw_fn(
+            "pool_map",
+            vec![TypeId::of::<Dynamic>(); arity],
+            move |_, args| {
+                let f = function_arg(args[0], "pool_map")?;
+                let items = items(args[1])?;
+                let options = match args.get(2) {
+                    Some(options) => map_options(options)?,
+                    None => MapOptions::default(),
+                };
+                match ctx.call(Op::PoolMap { f, items, options })? {
+                    Reply::Value(v) => Ok(ctx.to_dynamic(v)),
+                    other => Err(unexpected(&other)),
+                }
+            },
+        );
+    }
+}
+
+/// An array, or an integer range that is never materialised.
+fn items(value: &Dynamic) -> Result<Items, Box<EvalAltResult>> {
+    if let Some(r) = value.read_lock::<Range<INT>>() {
+        return Ok(Items::Range {
+            start: r.start,
+            end: r.end.max(r.start),
+        });
+    }
+    if let Some(r) = value.read_lock::<RangeInclusive<INT>>() {
+        let end = r
+            .end()
+            .checked_add(1)
+            .ok_or_else(|| invalid("pool_map: range end is too large"))?;
+        return Ok(Items::Range {
+            start: *r.start(),
+            end: end.max(*r.start()),
+        });
+    }
+    if value.is_array() {
+        return Value::from_dynamic(value)
+            .map(Items::Values)
+            .map_err(|e| invalid(format!("pool_map items: {e}")));
+    }
+    Err(invalid(format!(
+        "pool_map expects an array or a range of items, got {}",
+        value.type_name()
+    )))
+}
+
+fn map_options(value: &Dynamic) -> Result<MapOptions, Box<EvalAltResult>> {
+    let Some(map) = value.read_lock::<Map>() else {
+        return Err(invalid(format!(
+            "pool_map options must be an object map like #{{workers: 4}}, got {}",
+            value.type_name()
+        )));
+    };
+    let mut options = MapOptions::default();
+    for (key, v) in map.iter() {
+        let slot = match key.as_str() {
+            "workers" => &mut options.workers,
+            "chunk_size" => &mut options.chunk_size,
+            other => {
+                return Err(invalid(format!(
+                    "pool_map: unknown option `{other}` (known: workers, chunk_size)"
+                )));
+            }
+        };
+        *slot = Some(positive(v, key)?);
+    }
+    Ok(options)
+}
+
+fn positive(value: &Dynamic, key: &str) -> Result<usize, Box<EvalAltResult>> {
+    match value.as_int() {
+        Ok(n) if n >= 1 => Ok(n as usize),
+        _ => Err(invalid(format!(
+            "pool_map option `{key}` must be an integer of 1 or more, got {value}"
+        ))),
+    }
+}

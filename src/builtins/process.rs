@@ -1,0 +1,103 @@
+//! `spawn` and the `Process` handle: Python's `multiprocessing.Process` as a script function.
+
+use std::{any::TypeId, sync::Arc};
+
+use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, INT};
+
+use super::{Ctx, function_arg, invalid, seconds, sendable};
+use crate::{
+    value::ProcessHandle,
+    wire::{Op, Reply},
+};
+
+/// `spawn(f, a1, ..., aN)` is registered for N up to this many arguments.
+const MAX_SPAWN_ARGS: usize = 8;
+
+pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
+    engine.register_type_with_name::<ProcessHandle>("Process");
+    for arity in 1..=MAX_SPAWN_ARGS + 1 {
+        let ctx = ctx.clone();
+        engine.register_raw_fn(
+            "spawn",
+            vec![TypeId::of::<Dynamic>(); arity],
+            move |_, args| {
+                let f = function_arg(args[0], "spawn")?;
+                let args = args[1..]
+                    .iter()
+                    .map(|a| sendable(a, "spawn argument"))
+                    .collect::<Result<_, _>>()?;
+                match ctx.call(Op::Spawn { f, args })? {
+                    Reply::Process { id, pid } => Ok(ProcessHandle { id, pid }),
+                    other => Err(unexpected(&other)),
+                }
+            },
+        );
+    }
+    engine.register_get("pid", |p: &mut ProcessHandle| p.pid as INT);
+    let c = ctx.clone();
+    engine.register_get("exit_code", move |p: &mut ProcessHandle| {
+        exit_code(&c, p).map(|code| code.map_or(Dynamic::UNIT, Dynamic::from))
+    });
+    let c = ctx.clone();
+    method(engine, "is_alive", move |p: &mut ProcessHandle| {
+        exit_code(&c, p).map(|code| code.is_none())
+    });
+    let c = ctx.clone();
+    method(engine, "join", move |p: &mut ProcessHandle| {
+        join(&c, p, None)
+    });
+    let c = ctx.clone();
+    method(engine, "join", move |p: &mut ProcessHandle, secs: INT| {
+        join(&c, p, Some(secs as f64))
+    });
+    let c = ctx.clone();
+    method(engine, "join", move |p: &mut ProcessHandle, secs: f64| {
+        join(&c, p, Some(secs))
+    });
+    let c = ctx.clone();
+    method(engine, "kill", move |p: &mut ProcessHandle| {
+        c.call(Op::Kill { process: p.id }).map(|_| ())
+    });
+    engine.register_fn("to_string", |p: &mut ProcessHandle| {
+        format!("Process(pid {})", p.pid)
+    });
+    engine.register_fn("to_debug", |p: &mut ProcessHandle| {
+        format!("Process(pid {})", p.pid)
+    });
+    engine.register_fn("==", |a: ProcessHandle, b: ProcessHandle| a == b);
+}
+
+/// Registers a side-effecting method (volatile, so no optimizer ever runs it at compile time).
+pub(super) fn method<A: 'static, const N: usize, const X: bool, R, const F: bool>(
+    engine: &mut Engine,
+    name: &str,
+    f: impl rhai::RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
+) where
+    R: rhai::Variant + Clone,
+{
+    FuncRegistration::new(name)
+        .with_volatility(true)
+        .register_into_engine(engine, f);
+}
+
+fn join(ctx: &Ctx, p: &ProcessHandle, timeout: Option<f64>) -> Result<Dynamic, Box<EvalAltResult>> {
+    let timeout = timeout.map(|t| seconds(t, "join")).transpose()?;
+    match ctx.call(Op::Join {
+        process: p.id,
+        timeout,
+    })? {
+        Reply::Value(v) => Ok(ctx.to_dynamic(v)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn exit_code(ctx: &Ctx, p: &ProcessHandle) -> Result<Option<INT>, Box<EvalAltResult>> {
+    match ctx.call(Op::Status { process: p.id })? {
+        Reply::Status { exit_code } => Ok(exit_code),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub(super) fn unexpected(reply: &Reply) -> Box<EvalAltResult> {
+    invalid(format!("internal error: unexpected reply {reply:?}"))
+}

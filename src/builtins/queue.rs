@@ -1,0 +1,90 @@
+//! `queue()` and the `Queue` handle: Python's `multiprocessing.Queue`, usable from any process.
+
+use std::sync::Arc;
+
+use rhai::{Dynamic, Engine, EvalAltResult, INT};
+
+use super::{Ctx, invalid, process::method, process::unexpected, seconds, sendable};
+use crate::{
+    value::QueueHandle,
+    wire::{Op, Reply},
+};
+
+pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
+    engine.register_type_with_name::<QueueHandle>("Queue");
+    let c = ctx.clone();
+    method(engine, "queue", move || new_queue(&c, None));
+    let c = ctx.clone();
+    method(engine, "queue", move |maxsize: INT| {
+        if maxsize < 1 {
+            return Err(invalid(format!(
+                "queue(maxsize) needs a maxsize of 1 or more, got {maxsize}"
+            )));
+        }
+        new_queue(&c, Some(maxsize as u64))
+    });
+    let c = ctx.clone();
+    method(engine, "put", move |q: &mut QueueHandle, value: Dynamic| {
+        let value = sendable(&value, "q.put")?;
+        c.call(Op::Put {
+            queue: q.id,
+            value,
+            timeout: None,
+        })
+        .map(|_| ())
+    });
+    let c = ctx.clone();
+    method(engine, "get", move |q: &mut QueueHandle| get(&c, q, None));
+    let c = ctx.clone();
+    method(engine, "get", move |q: &mut QueueHandle, secs: INT| {
+        get(&c, q, Some(secs as f64))
+    });
+    let c = ctx.clone();
+    method(engine, "get", move |q: &mut QueueHandle, secs: f64| {
+        get(&c, q, Some(secs))
+    });
+    let c = ctx.clone();
+    method(engine, "try_get", move |q: &mut QueueHandle| {
+        match c.call(Op::Get {
+            queue: q.id,
+            timeout: Some(0.0),
+        })? {
+            Reply::Got(v) => Ok(v.map_or(Dynamic::UNIT, |v| c.to_dynamic(v))),
+            other => Err(unexpected(&other)),
+        }
+    });
+    let c = ctx.clone();
+    method(engine, "len", move |q: &mut QueueHandle| {
+        match c.call(Op::Len { queue: q.id })? {
+            Reply::Len(n) => Ok(n as INT),
+            other => Err(unexpected(&other)),
+        }
+    });
+    engine.register_fn("to_string", |q: &mut QueueHandle| {
+        format!("Queue({})", q.id)
+    });
+    engine.register_fn("to_debug", |q: &mut QueueHandle| format!("Queue({})", q.id));
+    engine.register_fn("==", |a: QueueHandle, b: QueueHandle| a == b);
+}
+
+fn new_queue(ctx: &Ctx, maxsize: Option<u64>) -> Result<QueueHandle, Box<EvalAltResult>> {
+    match ctx.call(Op::NewQueue { maxsize })? {
+        Reply::Queue(id) => Ok(QueueHandle { id }),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn get(ctx: &Ctx, q: &QueueHandle, timeout: Option<f64>) -> Result<Dynamic, Box<EvalAltResult>> {
+    let timeout = timeout.map(|t| seconds(t, "q.get")).transpose()?;
+    match ctx.call(Op::Get {
+        queue: q.id,
+        timeout,
+    })? {
+        Reply::Got(Some(v)) => Ok(ctx.to_dynamic(v)),
+        Reply::Got(None) => Err(invalid(format!(
+            "q.get timed out after {}s: the queue stayed empty",
+            timeout.unwrap_or_default()
+        ))),
+        other => Err(unexpected(&other)),
+    }
+}

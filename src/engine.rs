@@ -1,0 +1,74 @@
+//! The one place a Rhai `Engine` is configured, identically in the main process and every worker:
+//! same hashing seed, same tokens, same limits, same builtins.
+
+use std::sync::Arc;
+
+use rhai::{Engine, Token};
+
+use crate::{
+    Error,
+    builtins::{self, Ctx},
+    runtime::OutputSink,
+    wire::{Limits, OutStream},
+};
+
+/// Closures are named by a hash of their text and position; parent and workers must hash alike.
+const HASHING_SEED: [u64; 4] = [
+    0x6d70_7363_7269_7074,
+    0x9e37_79b9_7f4a_7c15,
+    0xbf58_476d_1ce4_e5b9,
+    0x94d0_49bb_1331_11eb,
+];
+
+/// Fixes Rhai's hashing seed for this process; must run before any `Engine` exists.
+pub(crate) fn fix_hashing_seed() -> Result<(), Error> {
+    let _ = rhai::config::hashing::set_hashing_seed(Some(HASHING_SEED));
+    if rhai::config::hashing::get_hashing_seed() == &Some(HASHING_SEED) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(
+            "Rhai's hashing seed was fixed elsewhere before mpscript started; closures could not \
+             be sent to workers. Create the mpscript Runtime before any other rhai::Engine."
+                .into(),
+        ))
+    }
+}
+
+/// A fully configured engine whose builtins go through `ctx` and whose output goes to `output`.
+pub(crate) fn new_engine(ctx: &Arc<Ctx>, limits: &Limits, output: OutputSink) -> Engine {
+    let mut engine = Engine::new();
+    // `spawn` is reserved in Rhai; make it an ordinary function name. (`on_parse_token` is marked
+    // deprecated only to flag it as volatile API.)
+    #[allow(deprecated)]
+    engine.on_parse_token(|token, _, _| match token {
+        Token::Reserved(word) if word.as_str() == "spawn" => Token::Identifier(word),
+        other => other,
+    });
+    // Explicit, so debug and release builds behave alike.
+    engine.set_max_call_levels(limits.max_call_levels);
+    engine.set_max_expr_depths(limits.max_expr_depth, limits.max_function_expr_depth);
+    engine.set_max_operations(limits.max_operations);
+    let print = output.clone();
+    engine.on_print(move |text| print(OutStream::Stdout, text));
+    engine.on_debug(move |text, source, pos| {
+        let origin = match (source, pos.line()) {
+            (Some(src), Some(line)) => format!("[{src}:{line}] "),
+            (None, Some(line)) => format!("[line {line}] "),
+            _ => String::new(),
+        };
+        output(OutStream::Stderr, &format!("{origin}{text}"))
+    });
+    builtins::register(&mut engine, ctx);
+    engine
+}
+
+/// The text both sides compile: a leading `#!` line is blanked but keeps its newline, so every
+/// position (and so every closure name) stays the same.
+pub(crate) fn script_text(source: &str) -> String {
+    if source.starts_with("#!") {
+        let end = source.find('\n').unwrap_or(source.len());
+        source[end..].to_string()
+    } else {
+        source.to_string()
+    }
+}

@@ -1,0 +1,249 @@
+//! The one public error type: every failure a host or a script can see, each variant saying when it happens.
+
+use std::{fmt, io, sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::FailureKind;
+
+/// Everything that can go wrong while running a script or talking to a worker process.
+///
+/// ```
+/// use mpscript::Error;
+/// let err = Error::Timeout { what: "join".into(), after: std::time::Duration::from_secs(1) };
+/// assert!(err.is_timeout());
+/// assert_eq!(err.to_string(), "join timed out after 1s");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The script failed in this process: a syntax error, or a runtime error that no `try`/`catch` handled.
+    /// `remote` is set when that runtime error came from a worker, so reports can point at both places.
+    #[error("{}", script_message(.error))]
+    Script {
+        /// The script's file name (or a label such as `<repl>`).
+        name: String,
+        /// The script text the positions refer to.
+        text: Arc<str>,
+        /// Rhai's error, with its position.
+        error: Box<rhai::EvalAltResult>,
+        /// The worker-side error behind it, if any.
+        remote: Option<Box<RemoteError>>,
+    },
+    /// A function called in a worker (by `spawn`, `pool_map`, ...) threw an error.
+    #[error("{0}")]
+    Remote(Box<RemoteError>),
+    /// One item of a `pool_map` failed (its function threw, or its worker died); `index` is the
+    /// item's position in the input.
+    #[error("pool_map item {index} failed: {source}")]
+    MapItem {
+        /// Position of the failing item in the input.
+        index: usize,
+        /// Why it failed.
+        source: Box<Error>,
+    },
+    /// A worker process died (killed by a signal, aborted, exited) while it was running a call.
+    #[error("worker {pid} died ({status}) while running {during}")]
+    WorkerDied {
+        /// The worker's OS process id.
+        pid: u32,
+        /// How it ended, e.g. `killed by signal 9 (SIGKILL)` or `exit code 3`.
+        status: String,
+        /// What it was running, e.g. `items 17..32 of pool_map`.
+        during: String,
+    },
+    /// A wait with a time limit (`join(secs)`, `get(secs)`, a worker start) ran out of time.
+    #[error("{what} timed out after {}", fmt_secs(*.after))]
+    Timeout {
+        /// What was being waited for.
+        what: String,
+        /// The limit that passed.
+        after: Duration,
+    },
+    /// The peer at the other end of a connection hung up (end of stream between frames).
+    #[error("{peer} hung up")]
+    Disconnected {
+        /// Who hung up, e.g. `worker 1234` or `parent`.
+        peer: String,
+    },
+    /// A peer sent bytes that are not a valid message: a truncated or oversized frame, an unknown
+    /// message kind, a value nested too deep. The connection is closed.
+    #[error("malformed message from {peer}: {detail}")]
+    Protocol {
+        /// Who sent it.
+        peer: String,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// A value cannot be sent to another process (a timestamp, a host type, a native function).
+    #[error("a value of type `{type_name}` cannot be sent to another process")]
+    NotSendable {
+        /// The script-visible type name.
+        type_name: String,
+    },
+    /// A value to be sent is nested deeper than [`MAX_DEPTH`](crate::value::MAX_DEPTH) levels.
+    #[error("value nested deeper than {limit} levels cannot be sent")]
+    TooDeep {
+        /// The nesting limit.
+        limit: usize,
+    },
+    /// A worker process could not be started or failed its handshake or compile step.
+    #[error("could not start a worker: {0}")]
+    WorkerStart(String),
+    /// A builtin was called with arguments it cannot use (an unknown option, a negative size, ...).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An operation the main process ran on behalf of this worker (a queue wait, a join, a nested
+    /// `pool_map`) failed there; `kind` keeps the predicates working on this side.
+    #[error("{}", .0.message)]
+    Relayed(crate::wire::Failure),
+    /// The script called `exit(code)` with a non-zero code.
+    #[error("script exited with code {0}")]
+    Exit(i32),
+    /// An operating-system I/O error outside the cases above (reading the script file, a socket setup).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// True when a time limit ran out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. }) || self.relayed_kind() == Some(FailureKind::Timeout)
+    }
+    /// True when a worker process died while running a call.
+    pub fn is_worker_died(&self) -> bool {
+        matches!(self, Error::WorkerDied { .. })
+            || self.relayed_kind() == Some(FailureKind::WorkerDied)
+    }
+    /// True when the other end of a connection hung up.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Error::Disconnected { .. })
+    }
+    /// True when the error was thrown by script code in a worker (or by the script itself).
+    pub fn is_script(&self) -> bool {
+        matches!(self, Error::Script { .. } | Error::Remote(_))
+    }
+    /// The exit status a command-line runner should use for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Exit(code) => *code,
+            _ => 1,
+        }
+    }
+
+    fn relayed_kind(&self) -> Option<FailureKind> {
+        match self {
+            Error::Relayed(f) => Some(f.kind),
+            _ => None,
+        }
+    }
+
+    /// This error as data, to relay to a worker.
+    pub(crate) fn to_failure(&self) -> crate::wire::Failure {
+        let kind = if self.is_timeout() {
+            FailureKind::Timeout
+        } else if self.is_worker_died() {
+            FailureKind::WorkerDied
+        } else {
+            FailureKind::Other
+        };
+        crate::wire::Failure {
+            kind,
+            message: self.to_string(),
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+fn script_message(error: &rhai::EvalAltResult) -> String {
+    error.to_string().replace('\n', " ")
+}
+
+/// Rhai's message for `error` without the trailing ` (line L, position C)`, which reports show
+/// as a source snippet instead.
+pub(crate) fn rhai_message(error: &rhai::EvalAltResult) -> String {
+    let text = error.to_string();
+    let suffix = format!(" ({})", error.position());
+    match text.strip_suffix(&suffix) {
+        Some(bare) if !error.position().is_none() => bare.to_string(),
+        _ => text,
+    }
+}
+
+fn fmt_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// An error thrown by a function running in a worker process, carried back as plain data.
+///
+/// ```
+/// use mpscript::RemoteError;
+/// let e = RemoteError { message: "boom".into(), pid: 42, line: 3, column: 9, function: "f".into() };
+/// assert_eq!(e.to_string(), "boom (worker 42, line 3, column 9, in 'f')");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// The error message (a thrown string is the string itself).
+    pub message: String,
+    /// The worker's OS process id.
+    pub pid: u32,
+    /// 1-based line in the script where it was raised, 0 when unknown.
+    pub line: u32,
+    /// 1-based column, 0 when unknown.
+    pub column: u32,
+    /// The script function it was raised in, empty when unknown.
+    pub function: String,
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (worker {}", self.message, self.pid)?;
+        if self.line > 0 {
+            write!(f, ", line {}, column {}", self.line, self.column)?;
+        }
+        if !self.function.is_empty() {
+            write!(f, ", in '{}'", self.function)?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl RemoteError {
+    /// Builds the data form of a Rhai error raised in this (worker) process.
+    pub(crate) fn from_rhai(err: &rhai::EvalAltResult) -> Self {
+        let mut function = String::new();
+        let mut inner = err;
+        while let rhai::EvalAltResult::ErrorInFunctionCall(name, _, next, _) = inner {
+            function = if name.starts_with("anon$") {
+                "closure".into()
+            } else {
+                name.clone()
+            };
+            inner = next;
+        }
+        let position = inner.position();
+        let message = match inner {
+            rhai::EvalAltResult::ErrorRuntime(value, _) if !value.is_unit() => value.to_string(),
+            other => rhai_message(other),
+        };
+        RemoteError {
+            message,
+            pid: std::process::id(),
+            line: position.line().unwrap_or(0) as u32,
+            column: position.position().unwrap_or(0) as u32,
+            function,
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The parent side: owns every worker process, queue and spawned-process record, and serves the
+//! builtins of the main script and of every worker.
+
+mod launch;
+mod pool;
+mod process;
+mod queue;
+mod worker;
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use crossbeam_channel::{Sender, unbounded};
+
+use self::{
+    launch::Launcher,
+    pool::{JobEvent, MapRun},
+    process::ProcSlot,
+    queue::Queue,
+    worker::{Task, Worker},
+};
+use crate::{
+    Error, Value,
+    builtins::Backend,
+    runtime::OutputSink,
+    value::FnValue,
+    wire::{FromWorker, Items, MapOptions, Op, Program, Reply, ToWorker},
+};
+
+/// Idle warm workers kept for `spawn` beyond this are shut down.
+fn spare_limit() -> usize {
+    crate::cpu_count().max(2)
+}
+
+/// How long a worker gets to exit after being asked, before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// What the hub needs to start workers.
+pub(crate) struct HubConfig {
+    pub(crate) exe: PathBuf,
+    pub(crate) program: Program,
+    pub(crate) workers: usize,
+    pub(crate) output: OutputSink,
+}
+
+/// The owner handle: dropping it shuts every worker down.
+pub(crate) struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    launcher: Launcher,
+    config: HubConfig,
+    workers: Mutex<HashMap<u64, Arc<Worker>>>,
+    spares: Mutex<Vec<Arc<Worker>>>,
+    pool: Mutex<Vec<Arc<Worker>>>,
+    procs: Mutex<HashMap<u64, Arc<ProcSlot>>>,
+    jobs: Mutex<HashMap<u64, Sender<JobEvent>>>,
+    queues: Mutex<HashMap<u64, Arc<Queue>>>,
+    next_id: AtomicU64,
+}
+
+/// Who asked for an operation: the main script, or a worker through a request.
+#[derive(Clone)]
+enum Caller {
+    Main,
+    Worker(Arc<Worker>),
+}
+
+fn send_reply(worker: &Worker, seq: u64, result: Result<Reply, Error>) {
+    let _ = worker.conn.send(&ToWorker::Reply {
+        seq,
+        result: result.map_err(|e| e.to_failure()),
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    pub(crate) fn new(config: HubConfig) -> Result<Hub, Error> {
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                launcher: Launcher::new(config.exe.clone())?,
+                config,
+                workers: Mutex::default(),
+                spares: Mutex::default(),
+                pool: Mutex::default(),
+                procs: Mutex::default(),
+                jobs: Mutex::default(),
+                queues: Mutex::default(),
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// Waits for spawned processes that are still running, as Python waits for non-daemon ones.
+    pub(crate) fn wait_for_processes(&self) {
+        let running: Vec<_> = lock(&self.inner.procs).values().cloned().collect();
+        for p in running {
+            let _ = p.join(None);
+        }
+    }
+}
+
+impl Backend for Hub {
+    fn call(&self, op: Op) -> Result<Reply, Error> {
+        self.inner.handle(op, &Caller::Main)
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.inner.shutdown();
+    }
+}
+
+impl Inner {
+    fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn handle(self: &Arc<Self>, op: Op, caller: &Caller) -> Result<Reply, Error> {
+        match op {
+            Op::Spawn { f, args } => self.spawn(f, args),
+            Op::Join { process, timeout } => {
+                let timeout = timeout.map(Duration::from_secs_f64);
+                self.process(process)?.join(timeout).map(Reply::Value)
+            }
+            Op::Status { process } => Ok(Reply::Status {
+                exit_code: self.process(process)?.exit_code(),
+            }),
+            Op::Kill { process } => {
+                self.process(process)?.kill();
+                Ok(Reply::Unit)
+            }
+            Op::NewQueue { maxsize } => {
+                let id = self.id();
+                let queue = Queue::new(maxsize.map(|m| m as usize));
+                lock(&self.queues).insert(id, Arc::new(queue));
+                Ok(Reply::Queue(id))
+            }
+            Op::Put {
+                queue,
+                value,
+                timeout,
+            } => {
+                let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
+                match self.queue(queue)?.put(value, deadline) {
+                    Ok(()) => Ok(Reply::Unit),
+                    Err(_) => Err(Error::Timeout {
+                        what: "q.put on a full queue".into(),
+                        after: Duration::from_secs_f64(timeout.unwrap_or_default()),
+                    }),
+                }
+            }
+            Op::Get { queue, timeout } => {
+                let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
+                Ok(Reply::Got(self.queue(queue)?.get(deadline)))
+            }
+            Op::Len { queue } => Ok(Reply::Len(self.queue(queue)?.len() as u64)),
+            Op::PoolMap { f, items, options } => {
+                if let Caller::Worker(w) = caller {
+                    if matches!(*w.task(), Task::Pool(_)) {
+                        return Err(Error::InvalidArgument(
+                            "pool_map cannot be called from a function running in pool_map \
+                             (the pool would wait on itself); use spawn there instead"
+                                .into(),
+                        ));
+                    }
+                }
+                self.pool_map(f, &items, options).map(Reply::Value)
+            }
+        }
+    }
+
+    /// Serves a worker's request without blocking this reader thread: what can finish now is
+    /// answered inline, anything that has to wait runs on its own thread.
+    fn serve(self: &Arc<Self>, worker: &Arc<Worker>, seq: u64, op: Op) {
+        let caller = Caller::Worker(worker.clone());
+        let op = match self.try_now(op, &caller) {
+            Ok(result) => return send_reply(worker, seq, result),
+            Err(op) => op,
+        };
+        let (hub, worker) = (self.clone(), worker.clone());
+        let spawned = thread::Builder::new()
+            .name("mpscript-request".into())
+            .spawn(move || send_reply(&worker, seq, hub.handle(op, &caller)));
+        if let Err(e) = spawned {
+            eprintln!("mpscript: cannot serve a worker request: {e}");
+        }
+    }
+
+    /// Performs `op` if it can complete without waiting; gives it back otherwise.
+    fn try_now(self: &Arc<Self>, op: Op, caller: &Caller) -> Result<Result<Reply, Error>, Op> {
+        let now = Some(Instant::now());
+        match op {
+            Op::NewQueue { .. } | Op::Len { .. } | Op::Status { .. } => Ok(self.handle(op, caller)),
+            Op::Get { queue, timeout } => match self.queue(queue) {
+                Err(e) => Ok(Err(e)),
+                Ok(q) => match q.get(now) {
+                    Some(v) => Ok(Ok(Reply::Got(Some(v)))),
+                    None if timeout == Some(0.0) => Ok(Ok(Reply::Got(None))),
+                    None => Err(Op::Get { queue, timeout }),
+                },
+            },
+            Op::Put {
+                queue,
+                value,
+                timeout,
+            } => match self.queue(queue) {
+                Err(e) => Ok(Err(e)),
+                Ok(q) => match q.put(value, now) {
+                    Ok(()) => Ok(Ok(Reply::Unit)),
+                    Err(value) => Err(Op::Put {
+                        queue,
+                        value,
+                        timeout,
+                    }),
+                },
+            },
+            other => Err(other),
+        }
+    }
+
+    fn process(&self, id: u64) -> Result<Arc<ProcSlot>, Error> {
+        lock(&self.procs)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("no process with id {id} in this run")))
+    }
+
+    fn queue(&self, id: u64) -> Result<Arc<Queue>, Error> {
+        lock(&self.queues)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("no queue with id {id} in this run")))
+    }
+
+    fn spawn(self: &Arc<Self>, f: FnValue, args: Vec<Value>) -> Result<Reply, Error> {
+        let id = self.id();
+        loop {
+            let worker = self.take_spare()?;
+            let slot = Arc::new(ProcSlot::new(worker.clone()));
+            lock(&self.procs).insert(id, slot);
+            if !worker.assign(Task::Process(id)) {
+                continue; // it died while idle; take another
+            }
+            let call = ToWorker::Call { call: id, f, args };
+            // If the send fails the worker is dying; its reader thread records that in the slot.
+            let _ = worker.conn.send(&call);
+            return Ok(Reply::Process {
+                id,
+                pid: worker.pid,
+            });
+        }
+    }
+
+    fn take_spare(self: &Arc<Self>) -> Result<Arc<Worker>, Error> {
+        if let Some(w) = lock(&self.spares).pop() {
+            return Ok(w);
+        }
+        Ok(self.start_workers(1)?.remove(0))
+    }
+
+    /// A worker finished a spawned call: keep it warm for the next `spawn`, or let it go.
+    fn release_spare(&self, worker: &Arc<Worker>) {
+        let mut spares = lock(&self.spares);
+        if spares.len() < spare_limit() && worker.assign(Task::Idle) {
+            spares.push(worker.clone());
+        } else {
+            worker.request_shutdown();
+        }
+    }
+
+    fn start_workers(self: &Arc<Self>, count: usize) -> Result<Vec<Arc<Worker>>, Error> {
+        let started = self.launcher.start(count, &self.config.program)?;
+        let mut started_arcs = Vec::with_capacity(count);
+        for worker in started {
+            let worker = Arc::new(worker);
+            lock(&self.workers).insert(worker.id, worker.clone());
+            let (hub, w) = (self.clone(), worker.clone());
+            thread::Builder::new()
+                .name(format!("mpscript-worker-{}", worker.pid))
+                .spawn(move || hub.read_loop(&w))
+                .map_err(|e| Error::io("starting a reader thread", e))?;
+            started_arcs.push(worker);
+        }
+        Ok(started_arcs)
+    }
+
+    fn pool_map(
+        self: &Arc<Self>,
+        f: FnValue,
+        items: &Items,
+        options: MapOptions,
+    ) -> Result<Value, Error> {
+        if items.is_empty() {
+            return Ok(Value::Array(Vec::new()));
+        }
+        let want = options
+            .workers
+            .unwrap_or(self.config.workers)
+            .min(items.len())
+            .max(1);
+        let mut pool = lock(&self.pool);
+        pool.retain(|w| *w.task() != Task::Dead);
+        if pool.len() < want {
+            let more = self.start_workers(want - pool.len())?;
+            pool.extend(more);
+        }
+        let workers = &pool[..want];
+        let job = self.id();
+        let (tx, events) = unbounded();
+        lock(&self.jobs).insert(job, tx.clone());
+        for w in workers {
+            if !w.assign(Task::Pool(job)) {
+                let death = w.reap(Duration::ZERO);
+                let _ = tx.send(JobEvent::Died {
+                    worker: w.id,
+                    death,
+                });
+            }
+        }
+        let run = MapRun {
+            job,
+            f,
+            items,
+            workers,
+            chunk_size: options.chunk_size,
+        };
+        let result = run.run(&events);
+        lock(&self.jobs).remove(&job);
+        for w in workers {
+            w.assign(Task::Idle);
+        }
+        result
+    }
+
+    fn read_loop(self: &Arc<Self>, worker: &Arc<Worker>) {
+        let mut reader = worker.conn.reader();
+        loop {
+            match reader.read::<FromWorker>() {
+                Ok(message) => self.on_message(worker, message),
+                Err(e) => return self.on_gone(worker, &e),
+            }
+        }
+    }
+
+    fn on_message(self: &Arc<Self>, worker: &Arc<Worker>, message: FromWorker) {
+        match message {
+            FromWorker::Output { stream, text } => (self.config.output)(stream, &text),
+            FromWorker::Done { call, outcome } => {
+                if let Ok(slot) = self.process(call) {
+                    slot.finish(outcome, || self.release_spare(worker));
+                }
+            }
+            FromWorker::MapDone { job, chunk, result } => {
+                if let Some(tx) = lock(&self.jobs).get(&job) {
+                    let _ = tx.send(JobEvent::Done { chunk, result });
+                }
+            }
+            FromWorker::Request { seq, op } => self.serve(worker, seq, op),
+            other => {
+                eprintln!(
+                    "mpscript: closing {}: unexpected message {other:?}",
+                    worker.conn.peer()
+                );
+                worker.kill();
+            }
+        }
+    }
+
+    /// The connection ended: reap the process and fail whatever it was running.
+    fn on_gone(&self, worker: &Arc<Worker>, error: &Error) {
+        if !error.is_disconnected() {
+            eprintln!("mpscript: closing {}: {error}", worker.conn.peer());
+            worker.kill();
+        }
+        let task = worker.mark_dead();
+        let death = worker.reap(EXIT_GRACE);
+        lock(&self.workers).remove(&worker.id);
+        lock(&self.spares).retain(|w| w.id != worker.id);
+        match task {
+            Task::Process(id) => {
+                if let Ok(slot) = self.process(id) {
+                    slot.died(death);
+                }
+            }
+            Task::Pool(job) => {
+                if let Some(tx) = lock(&self.jobs).get(&job) {
+                    let _ = tx.send(JobEvent::Died {
+                        worker: worker.id,
+                        death,
+                    });
+                }
+            }
+            Task::Idle | Task::Dead => {}
+        }
+    }
+
+    fn shutdown(&self) {
+        let workers: Vec<_> = lock(&self.workers).values().cloned().collect();
+        for w in &workers {
+            w.request_shutdown();
+        }
+        let deadline = Instant::now() + EXIT_GRACE;
+        for w in &workers {
+            w.reap(deadline.saturating_duration_since(Instant::now()));
+        }
+        lock(&self.spares).clear();
+        lock(&self.pool).clear();
+    }
+}

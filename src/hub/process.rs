@@ -1,0 +1,125 @@
+//! The parent's record of one spawned process: running, or how it ended.
+
+use std::{
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use super::worker::{Death, Worker};
+use crate::{Error, Value, wire::Outcome};
+
+enum State {
+    Running,
+    Ended(Outcome),
+    Died(Death),
+}
+
+pub(crate) struct ProcSlot {
+    worker: Arc<Worker>,
+    state: Mutex<State>,
+    ended: Condvar,
+}
+
+impl ProcSlot {
+    pub(crate) fn new(worker: Arc<Worker>) -> ProcSlot {
+        ProcSlot {
+            worker,
+            state: Mutex::new(State::Running),
+            ended: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the function's outcome, then runs `release` (returning the worker to the warm set)
+    /// under the same lock, so a concurrent `kill` can never hit a worker that was handed on.
+    pub(crate) fn finish(&self, outcome: Outcome, release: impl FnOnce()) {
+        let mut current = self.lock();
+        if matches!(*current, State::Running) {
+            *current = State::Ended(outcome);
+            release();
+        }
+        drop(current);
+        self.ended.notify_all();
+    }
+
+    pub(crate) fn died(&self, death: Death) {
+        let mut current = self.lock();
+        if matches!(*current, State::Running) {
+            *current = State::Died(death);
+        }
+        drop(current);
+        self.ended.notify_all();
+    }
+
+    /// Waits for the end (at most `timeout`) and returns the function's value, or its error.
+    pub(crate) fn join(&self, timeout: Option<Duration>) -> Result<Value, Error> {
+        let state = self.wait(timeout).ok_or_else(|| Error::Timeout {
+            what: format!("join of process {}", self.worker.pid),
+            after: timeout.unwrap_or_default(),
+        })?;
+        match &*state {
+            State::Running => unreachable!("wait returns only once ended"),
+            State::Ended(Outcome::Returned(v)) => Ok(v.clone()),
+            State::Ended(Outcome::Threw(e)) => Err(Error::Remote(Box::new(e.clone()))),
+            State::Ended(Outcome::Exited(0)) => Ok(Value::Unit),
+            State::Ended(Outcome::Exited(code)) => {
+                Err(Error::Remote(Box::new(crate::RemoteError {
+                    message: format!("process called exit({code})"),
+                    pid: self.worker.pid,
+                    line: 0,
+                    column: 0,
+                    function: String::new(),
+                })))
+            }
+            State::Died(death) => Err(Error::WorkerDied {
+                pid: self.worker.pid,
+                status: death.status.clone(),
+                during: "a spawned process".into(),
+            }),
+        }
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Option<MutexGuard<'_, State>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut state = self.lock();
+        while matches!(*state, State::Running) {
+            state = match deadline {
+                None => self.ended.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.checked_duration_since(Instant::now())?;
+                    self.ended
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        Some(state)
+    }
+
+    /// `None` while running; else Python's exit code convention (0 ok, 1 error, -N signal).
+    pub(crate) fn exit_code(&self) -> Option<i64> {
+        match &*self.lock() {
+            State::Running => None,
+            State::Ended(Outcome::Returned(_)) => Some(0),
+            State::Ended(Outcome::Threw(_)) => Some(1),
+            State::Ended(Outcome::Exited(code)) => Some(*code),
+            State::Died(death) => Some(death.code),
+        }
+    }
+
+    /// Kills the worker if it is still running this process, and waits until its end is recorded.
+    pub(crate) fn kill(&self) {
+        {
+            let state = self.lock();
+            if !matches!(*state, State::Running) {
+                return;
+            }
+            self.worker.kill();
+        }
+        self.wait(Some(Duration::from_secs(5)));
+    }
+}

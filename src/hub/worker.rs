@@ -1,0 +1,147 @@
+//! The parent's handle on one worker process: its connection, its child process, what it is doing.
+
+use std::{
+    process::{Child, ExitStatus},
+    sync::{Mutex, MutexGuard},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::wire::{Conn, ToWorker};
+
+/// What a worker is busy with, so its death can be reported to whoever waits on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Task {
+    /// Warm and waiting.
+    Idle,
+    /// Running the spawned process with this id.
+    Process(u64),
+    /// Running chunks of the `pool_map` job with this id.
+    Pool(u64),
+    /// Gone; never hand it work again.
+    Dead,
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Death {
+    /// Human-readable, e.g. `killed by signal 9 (SIGKILL)`.
+    pub(crate) status: String,
+    /// Python's convention: the exit code, or minus the signal number.
+    pub(crate) code: i64,
+}
+
+pub(crate) struct Worker {
+    pub(crate) id: u64,
+    pub(crate) pid: u32,
+    pub(crate) conn: Conn,
+    child: Mutex<Child>,
+    task: Mutex<Task>,
+}
+
+impl Worker {
+    pub(crate) fn new(id: u64, conn: Conn, child: Child) -> Worker {
+        Worker {
+            id,
+            pid: child.id(),
+            conn,
+            child: Mutex::new(child),
+            task: Mutex::new(Task::Idle),
+        }
+    }
+
+    pub(crate) fn task(&self) -> MutexGuard<'_, Task> {
+        self.task.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands the worker `task` unless it has died; false if it is dead.
+    pub(crate) fn assign(&self, task: Task) -> bool {
+        let mut current = self.task();
+        if *current == Task::Dead {
+            return false;
+        }
+        *current = task;
+        true
+    }
+
+    /// Marks the worker dead and returns what it was doing.
+    pub(crate) fn mark_dead(&self) -> Task {
+        std::mem::replace(&mut *self.task(), Task::Dead)
+    }
+
+    /// Asks the worker to exit; it also exits on its own when the connection closes.
+    pub(crate) fn request_shutdown(&self) {
+        let _ = self.conn.send(&ToWorker::Shutdown);
+    }
+
+    /// Sends SIGKILL.
+    pub(crate) fn kill(&self) {
+        let _ = self.child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+    }
+
+    /// Waits for the process to end, killing it after `grace`, and collects its status (no zombie).
+    pub(crate) fn reap(&self, grace: Duration) -> Death {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = Instant::now() + grace;
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return death(status),
+                Ok(None) if Instant::now() < deadline => {
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    return child
+                        .wait()
+                        .map(death)
+                        .unwrap_or_else(|e| unknown_death(&e));
+                }
+                Err(e) => return unknown_death(&e),
+            }
+        }
+    }
+}
+
+fn unknown_death(e: &std::io::Error) -> Death {
+    Death {
+        status: format!("status unknown: {e}"),
+        code: -1,
+    }
+}
+
+fn death(status: ExitStatus) -> Death {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return Death {
+                status: format!("killed by signal {signal} ({})", signal_name(signal)),
+                code: -(signal as i64),
+            };
+        }
+    }
+    let code = status.code().unwrap_or(-1) as i64;
+    Death {
+        status: format!("exit code {code}"),
+        code,
+    }
+}
+
+#[cfg(unix)]
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        _ => "signal",
+    }
+}

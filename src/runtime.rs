@@ -1,0 +1,274 @@
+//! `Runtime` and its builder: how a host (or the CLI) configures workers and runs scripts.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use rhai::{Dynamic, EvalAltResult, Scope};
+
+use crate::{
+    Error,
+    builtins::{Backend, Ctx},
+    engine,
+    hub::{Hub, HubConfig},
+    value::FnTable,
+    wire::{Limits, Op, OutStream, Program, Reply},
+};
+
+/// Where script and worker output goes: called once per `print` or `debug`, with the whole text.
+pub type OutputSink = Arc<dyn Fn(OutStream, &str) + Send + Sync>;
+
+/// Configures a [`Runtime`].
+///
+/// ```
+/// let runtime = mpscript::Runtime::builder().workers(2).build();
+/// assert_eq!(runtime.workers(), 2);
+/// ```
+#[derive(Clone)]
+pub struct RuntimeBuilder {
+    workers: Option<usize>,
+    worker_exe: Option<PathBuf>,
+    limits: Limits,
+    output: Option<OutputSink>,
+}
+
+impl RuntimeBuilder {
+    /// Default number of `pool_map` workers (default: the number of CPUs).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+
+    /// The executable started as a worker (default: this program). It must call
+    /// [`run_worker_if_requested`](crate::run_worker_if_requested) first thing in `main`.
+    pub fn worker_exe(mut self, path: impl Into<PathBuf>) -> Self {
+        self.worker_exe = Some(path.into());
+        self
+    }
+
+    /// Interpreter limits, applied in the main process and every worker.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Receives every `print` and `debug` text, from the script and from workers, instead of
+    /// stdout and stderr.
+    pub fn on_output(mut self, sink: impl Fn(OutStream, &str) + Send + Sync + 'static) -> Self {
+        self.output = Some(Arc::new(sink));
+        self
+    }
+
+    /// Builds the runtime. No process is started until a script first needs one.
+    pub fn build(self) -> Runtime {
+        Runtime {
+            workers: self.workers.unwrap_or_else(crate::cpu_count),
+            worker_exe: self.worker_exe,
+            limits: self.limits,
+            output: self.output.unwrap_or_else(|| Arc::new(write_line)),
+        }
+    }
+}
+
+/// Runs Rhai scripts whose `spawn`, `pool_map` and `queue` reach worker processes.
+///
+/// ```
+/// let runtime = mpscript::Runtime::builder().build();
+/// let value = runtime.run("example", "40 + 2", &[]).unwrap();
+/// assert_eq!(value.as_int().unwrap(), 42);
+/// ```
+pub struct Runtime {
+    workers: usize,
+    worker_exe: Option<PathBuf>,
+    limits: Limits,
+    output: OutputSink,
+}
+
+impl Runtime {
+    /// Starts configuring a runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            workers: None,
+            worker_exe: None,
+            limits: Limits::default(),
+            output: None,
+        }
+    }
+
+    /// The default number of `pool_map` workers.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Reads and runs a script file; `args` reach the script as the array `ARGV`.
+    pub fn run_file(&self, path: &Path, args: &[String]) -> Result<Dynamic, Error> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        self.run(&path.display().to_string(), &source, args)
+    }
+
+    /// Compiles `source` without running it, to report syntax errors.
+    pub fn check(&self, name: &str, source: &str) -> Result<(), Error> {
+        engine::fix_hashing_seed()?;
+        let session = Session::new(self, name, source)?;
+        session.compile().map(|_| ())
+    }
+
+    /// Runs script text. The run ends after every spawned process has ended (as Python waits for
+    /// its non-daemon processes), and its workers are shut down before this returns.
+    pub fn run(&self, name: &str, source: &str, args: &[String]) -> Result<Dynamic, Error> {
+        engine::fix_hashing_seed()?;
+        let session = Session::new(self, name, source)?;
+        let ast = session.compile()?;
+        let mut scope = Scope::new();
+        let argv: rhai::Array = args.iter().map(|a| a.clone().into()).collect();
+        scope.push_constant("ARGV", argv);
+        let result = session
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut scope, &ast);
+        session.backend.finish();
+        session.outcome(result)
+    }
+
+    fn hub_config(&self, program: Program) -> Result<HubConfig, Error> {
+        let exe = match &self.worker_exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| Error::io("finding this executable to start workers", e))?,
+        };
+        Ok(HubConfig {
+            exe,
+            program,
+            workers: self.workers,
+            output: self.output.clone(),
+        })
+    }
+}
+
+/// One run of one script: its engine, and the hub it starts on first use.
+struct Session<'r> {
+    runtime: &'r Runtime,
+    name: String,
+    source: Arc<str>,
+    engine: rhai::Engine,
+    backend: Arc<LazyHub>,
+    ctx: Arc<Ctx>,
+    fns: FnTable,
+}
+
+impl<'r> Session<'r> {
+    fn new(runtime: &'r Runtime, name: &str, source: &str) -> Result<Self, Error> {
+        let backend = Arc::new(LazyHub::default());
+        let fns = FnTable::default();
+        let ctx = Ctx::new(backend.clone(), fns.clone());
+        let engine = engine::new_engine(&ctx, &runtime.limits, runtime.output.clone());
+        Ok(Session {
+            runtime,
+            name: name.to_string(),
+            source: engine::script_text(source).into(),
+            engine,
+            backend,
+            ctx,
+            fns,
+        })
+    }
+
+    fn compile(&self) -> Result<rhai::AST, Error> {
+        let ast = self
+            .engine
+            .compile(&*self.source)
+            .map_err(|e| self.script_error(e.into()))?;
+        self.fns.add(&ast);
+        let program = Program {
+            name: self.name.clone(),
+            source: self.source.to_string(),
+            limits: self.runtime.limits,
+        };
+        *self
+            .backend
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(self.runtime.hub_config(program)?);
+        Ok(ast)
+    }
+
+    fn outcome(&self, result: Result<Dynamic, Box<EvalAltResult>>) -> Result<Dynamic, Error> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(e) => match *e {
+                EvalAltResult::Exit(value, _) => match value.as_int().unwrap_or(0) {
+                    0 => Ok(Dynamic::UNIT),
+                    code => Err(Error::Exit(code as i32)),
+                },
+                other => Err(self.script_error(other.into())),
+            },
+        }
+    }
+
+    fn script_error(&self, error: Box<EvalAltResult>) -> Error {
+        let remote = match error.unwrap_inner() {
+            EvalAltResult::ErrorRuntime(message, _) => message
+                .read_lock::<rhai::ImmutableString>()
+                .and_then(|m| self.ctx.remote_error_for(&m))
+                .map(Box::new),
+            _ => None,
+        };
+        Error::Script {
+            name: self.name.clone(),
+            text: self.source.clone(),
+            error,
+            remote,
+        }
+    }
+}
+
+/// The hub, started the first time a builtin needs it, so a script that never uses workers never
+/// opens a socket.
+#[derive(Default)]
+struct LazyHub {
+    config: Mutex<Option<HubConfig>>,
+    hub: Mutex<Option<Arc<Hub>>>,
+}
+
+impl LazyHub {
+    fn get(&self) -> Result<Arc<Hub>, Error> {
+        let mut hub = self.hub.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hub) = &*hub {
+            return Ok(hub.clone());
+        }
+        let config = self
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| Error::WorkerStart("the runtime has finished".into()))?;
+        let started = Arc::new(Hub::new(config)?);
+        *hub = Some(started.clone());
+        Ok(started)
+    }
+
+    /// Waits for spawned processes, then shuts every worker down.
+    fn finish(&self) {
+        let hub = self.hub.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(hub) = hub {
+            hub.wait_for_processes();
+        }
+    }
+}
+
+impl Backend for LazyHub {
+    fn call(&self, op: Op) -> Result<Reply, Error> {
+        self.get()?.call(op)
+    }
+}
+
+/// The default output: whole lines, one write each, so worker lines never interleave mid-line.
+fn write_line(stream: OutStream, text: &str) {
+    let line = format!("{text}\n");
+    let _ = match stream {
+        OutStream::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
+        OutStream::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
+    };
+}

@@ -1,0 +1,416 @@
+//! Values that cross process boundaries: an explicit wire enum, because postcard cannot decode Rhai's `Dynamic`.
+
+use std::{
+    cell::Cell,
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use rhai::{Array, Blob, Dynamic, FnPtr, Map, ScriptFuncDef, Shared};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::Error;
+
+/// How deep arrays, maps and function values may nest in a value that is sent.
+pub const MAX_DEPTH: usize = 128;
+
+/// A script value in a form that can be sent to another process.
+///
+/// ```
+/// use mpscript::Value;
+/// let v = Value::from_ints(vec![1, 2, 3]);
+/// assert_eq!(v, Value::IntArray(vec![1, 2, 3]));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// `()`
+    Unit,
+    /// `true` / `false`
+    Bool(bool),
+    /// A 64-bit integer.
+    Int(i64),
+    /// A 64-bit float.
+    Float(f64),
+    /// A character.
+    Char(char),
+    /// A string.
+    Str(String),
+    /// A blob of bytes.
+    Blob(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// An array whose items are all integers (a compact fast path).
+    IntArray(Vec<i64>),
+    /// An array whose items are all floats (a compact fast path).
+    FloatArray(Vec<f64>),
+    /// Any other array.
+    Array(#[serde(serialize_with = "nested_ser", deserialize_with = "nested_de")] Vec<Value>),
+    /// An object map, keys in order.
+    Map(
+        #[serde(serialize_with = "nested_ser", deserialize_with = "nested_de")]
+        Vec<(String, Value)>,
+    ),
+    /// A function value: its name and curried (captured) values.
+    Fn(#[serde(serialize_with = "nested_ser", deserialize_with = "nested_de")] Box<FnValue>),
+    /// A queue handle, by id.
+    Queue(u64),
+    /// A process handle, by id and OS pid.
+    Process {
+        /// The runtime's id of the process.
+        id: u64,
+        /// The OS process id of the worker running it.
+        pid: u32,
+    },
+}
+
+/// A function value on the wire: the name Rhai resolves it by, plus curried values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FnValue {
+    /// A script function name, a native function name, or a closure's `anon$...` name.
+    pub name: String,
+    /// Values bound before the call's own arguments (a closure's captured variables).
+    pub curry: Vec<Value>,
+}
+
+/// A script-visible handle to a queue that lives in the main process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueHandle {
+    pub(crate) id: u64,
+}
+
+/// A script-visible handle to a spawned process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessHandle {
+    pub(crate) id: u64,
+    pub(crate) pid: u32,
+}
+
+thread_local! {
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+    static DEPTH_EXCEEDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the last encode or decode on this thread failed on the nesting limit (and clears it),
+/// because postcard's errors do not carry a custom message.
+pub(crate) fn depth_exceeded() -> bool {
+    DEPTH_EXCEEDED.with(|f| f.replace(false))
+}
+
+/// Counts nesting while serde recurses, so a hostile frame cannot overflow the stack.
+struct DepthGuard;
+
+impl DepthGuard {
+    fn enter() -> Option<DepthGuard> {
+        DEPTH.with(|d| {
+            if d.get() >= MAX_DEPTH {
+                DEPTH_EXCEEDED.with(|f| f.set(true));
+                None
+            } else {
+                d.set(d.get() + 1);
+                Some(DepthGuard)
+            }
+        })
+    }
+}
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
+fn nested_ser<T: Serialize, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    let _guard = DepthGuard::enter().ok_or_else(|| {
+        serde::ser::Error::custom(format!("value nested deeper than {MAX_DEPTH} levels"))
+    })?;
+    value.serialize(s)
+}
+
+fn nested_de<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+    let _guard = DepthGuard::enter().ok_or_else(|| {
+        serde::de::Error::custom(format!("value nested deeper than {MAX_DEPTH} levels"))
+    })?;
+    T::deserialize(d)
+}
+
+impl Value {
+    /// An integer array value.
+    pub fn from_ints(ints: Vec<i64>) -> Value {
+        Value::IntArray(ints)
+    }
+
+    /// Number of items when this is an array value.
+    pub fn array_len(&self) -> Option<usize> {
+        match self {
+            Value::IntArray(v) => Some(v.len()),
+            Value::FloatArray(v) => Some(v.len()),
+            Value::Array(v) => Some(v.len()),
+            _ => None,
+        }
+    }
+
+    /// Items `start..end` of an array value, as an array value of the same kind.
+    pub(crate) fn slice(&self, start: usize, end: usize) -> Value {
+        match self {
+            Value::IntArray(v) => Value::IntArray(v[start..end].to_vec()),
+            Value::FloatArray(v) => Value::FloatArray(v[start..end].to_vec()),
+            Value::Array(v) => Value::Array(v[start..end].to_vec()),
+            other => other.clone(),
+        }
+    }
+
+    /// Converts a script value, refusing what cannot cross a process boundary.
+    pub fn from_dynamic(value: &Dynamic) -> Result<Value, Error> {
+        to_value(value, 0)
+    }
+
+    /// Converts into a script value; closures are resolved through `fns`.
+    pub fn into_dynamic(self, fns: &FnTable) -> Dynamic {
+        match self {
+            Value::Unit => Dynamic::UNIT,
+            Value::Bool(b) => b.into(),
+            Value::Int(i) => i.into(),
+            Value::Float(f) => f.into(),
+            Value::Char(c) => c.into(),
+            Value::Str(s) => s.into(),
+            Value::Blob(b) => Dynamic::from_blob(b),
+            Value::IntArray(v) => Dynamic::from_array(v.into_iter().map(Dynamic::from).collect()),
+            Value::FloatArray(v) => Dynamic::from_array(v.into_iter().map(Dynamic::from).collect()),
+            Value::Array(v) => {
+                Dynamic::from_array(v.into_iter().map(|x| x.into_dynamic(fns)).collect())
+            }
+            Value::Map(entries) => {
+                let map: Map = entries
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into_dynamic(fns)))
+                    .collect();
+                Dynamic::from_map(map)
+            }
+            Value::Fn(f) => Dynamic::from(f.into_fn_ptr(fns)),
+            Value::Queue(id) => Dynamic::from(QueueHandle { id }),
+            Value::Process { id, pid } => Dynamic::from(ProcessHandle { id, pid }),
+        }
+    }
+}
+
+impl FnValue {
+    /// Converts a Rhai function pointer and its curried values.
+    pub(crate) fn from_fn_ptr(f: &FnPtr) -> Result<FnValue, Error> {
+        fn_value(f, 0)
+    }
+
+    /// Rebuilds the Rhai function pointer; closures are looked up by name in `fns`.
+    pub(crate) fn into_fn_ptr(self, fns: &FnTable) -> FnPtr {
+        let mut ptr = fns.fn_ptr(&self.name);
+        ptr.set_curry(self.curry.into_iter().map(|v| v.into_dynamic(fns)));
+        ptr
+    }
+}
+
+fn fn_value(f: &FnPtr, depth: usize) -> Result<FnValue, Error> {
+    Ok(FnValue {
+        name: f.fn_name().to_string(),
+        curry: f
+            .iter_curry()
+            .map(|v| to_value(v, depth + 1))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+fn to_value(value: &Dynamic, depth: usize) -> Result<Value, Error> {
+    if depth >= MAX_DEPTH {
+        return Err(Error::TooDeep { limit: MAX_DEPTH });
+    }
+    if value.is_shared() {
+        return to_value(&value.flatten_clone(), depth);
+    }
+    if value.is_unit() {
+        return Ok(Value::Unit);
+    }
+    if let Ok(b) = value.as_bool() {
+        return Ok(Value::Bool(b));
+    }
+    if let Ok(i) = value.as_int() {
+        return Ok(Value::Int(i));
+    }
+    if let Ok(f) = value.as_float() {
+        return Ok(Value::Float(f));
+    }
+    if let Ok(c) = value.as_char() {
+        return Ok(Value::Char(c));
+    }
+    if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
+        return Ok(Value::Str(s.to_string()));
+    }
+    if let Some(b) = value.read_lock::<Blob>() {
+        return Ok(Value::Blob(b.clone()));
+    }
+    if let Some(a) = value.read_lock::<Array>() {
+        return array_value(&a, depth);
+    }
+    if let Some(m) = value.read_lock::<Map>() {
+        let entries = m
+            .iter()
+            .map(|(k, v)| Ok((k.to_string(), to_value(v, depth + 1)?)))
+            .collect::<Result<_, Error>>()?;
+        return Ok(Value::Map(entries));
+    }
+    if let Some(f) = value.read_lock::<FnPtr>() {
+        return Ok(Value::Fn(Box::new(fn_value(&f, depth)?)));
+    }
+    if let Some(q) = value.read_lock::<QueueHandle>() {
+        return Ok(Value::Queue(q.id));
+    }
+    if let Some(p) = value.read_lock::<ProcessHandle>() {
+        return Ok(Value::Process {
+            id: p.id,
+            pid: p.pid,
+        });
+    }
+    Err(Error::NotSendable {
+        type_name: script_type_name(value),
+    })
+}
+
+fn array_value(items: &[Dynamic], depth: usize) -> Result<Value, Error> {
+    if !items.is_empty() && items.iter().all(|d| d.is_int()) {
+        return Ok(Value::IntArray(
+            items
+                .iter()
+                .map(|d| d.as_int().unwrap_or_default())
+                .collect(),
+        ));
+    }
+    if !items.is_empty() && items.iter().all(|d| d.is_float()) {
+        return Ok(Value::FloatArray(
+            items
+                .iter()
+                .map(|d| d.as_float().unwrap_or_default())
+                .collect(),
+        ));
+    }
+    items
+        .iter()
+        .map(|d| to_value(d, depth + 1))
+        .collect::<Result<_, _>>()
+        .map(Value::Array)
+}
+
+/// The name a script would see from `type_of`, for error messages.
+fn script_type_name(value: &Dynamic) -> String {
+    let name = value.type_name();
+    match name.rsplit("::").next() {
+        Some("Instant") => "timestamp".into(),
+        Some(short) => short.into(),
+        None => name.into(),
+    }
+}
+
+/// Script functions of a compiled program by name, so closures received from another process
+/// (named `anon$<hash>`, which `FnPtr::new` refuses) can be rebuilt as callable function pointers.
+#[derive(Default, Clone)]
+pub struct FnTable {
+    fns: Arc<RwLock<HashMap<String, Shared<ScriptFuncDef>>>>,
+}
+
+impl FnTable {
+    /// Adds the script functions of a compiled program (a REPL adds one chunk at a time).
+    pub fn add(&self, ast: &rhai::AST) {
+        let mut fns = self.fns.write().unwrap_or_else(|e| e.into_inner());
+        for def in ast.iter_fn_def() {
+            fns.insert(def.name.to_string(), def.clone());
+        }
+    }
+
+    fn fn_ptr(&self, name: &str) -> FnPtr {
+        let fns = self.fns.read().unwrap_or_else(|e| e.into_inner());
+        match fns.get(name) {
+            Some(def) => FnPtr::from(def.clone()),
+            // Named script functions and native functions resolve by name at call time; a name
+            // that resolves to nothing fails there with Rhai's own "Function not found".
+            None => FnPtr::new(name).unwrap_or_else(|_| {
+                FnPtr::new("__mpscript_unknown_function").expect("valid identifier")
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(v: &Value) -> Value {
+        let bytes = postcard::to_stdvec(v).unwrap();
+        postcard::from_bytes(&bytes).unwrap()
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_postcard() {
+        let v = Value::Array(vec![
+            Value::Unit,
+            Value::Bool(true),
+            Value::Int(i64::MIN),
+            Value::Float(-0.5),
+            Value::Char('ß'),
+            Value::Str("héllo ✓".into()),
+            Value::Blob(vec![0, 255, 7]),
+            Value::IntArray(vec![1, 2]),
+            Value::FloatArray(vec![f64::INFINITY]),
+            Value::Map(vec![("k".into(), Value::Int(1))]),
+            Value::Fn(Box::new(FnValue {
+                name: "anon$1".into(),
+                curry: vec![Value::Int(3)],
+            })),
+            Value::Queue(9),
+            Value::Process { id: 1, pid: 2 },
+        ]);
+        assert_eq!(round_trip(&v), v);
+    }
+
+    #[test]
+    fn dynamic_arrays_take_the_fast_paths() {
+        let ints: Dynamic = Dynamic::from_array(vec![1.into(), 2.into()]);
+        assert_eq!(
+            Value::from_dynamic(&ints).unwrap(),
+            Value::IntArray(vec![1, 2])
+        );
+        let mixed: Dynamic = Dynamic::from_array(vec![1.into(), 2.5.into()]);
+        assert!(matches!(
+            Value::from_dynamic(&mixed).unwrap(),
+            Value::Array(_)
+        ));
+    }
+
+    fn nested(depth: usize) -> Dynamic {
+        (0..depth).fold(Dynamic::from(1_i64), |inner, _| {
+            Dynamic::from_array(vec![inner])
+        })
+    }
+
+    #[test]
+    fn conversion_refuses_values_nested_past_the_limit() {
+        assert!(Value::from_dynamic(&nested(MAX_DEPTH - 2)).is_ok());
+        let err = Value::from_dynamic(&nested(MAX_DEPTH + 5)).unwrap_err();
+        assert!(matches!(err, Error::TooDeep { limit: MAX_DEPTH }), "{err}");
+    }
+
+    #[test]
+    fn decoding_refuses_hostile_nesting_without_overflowing_the_stack() {
+        // Tag 9 is `Array`; a length of 1 followed by another array, 100,000 deep.
+        let mut bytes = Vec::new();
+        for _ in 0..100_000 {
+            bytes.extend_from_slice(&[9, 1]);
+        }
+        bytes.push(0);
+        assert!(postcard::from_bytes::<Value>(&bytes).is_err());
+        assert!(depth_exceeded());
+    }
+
+    #[test]
+    fn non_sendable_values_name_their_type() {
+        let ts = Dynamic::from(std::time::Instant::now());
+        let err = Value::from_dynamic(&ts).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a value of type `timestamp` cannot be sent to another process"
+        );
+    }
+}

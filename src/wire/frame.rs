@@ -1,0 +1,184 @@
+//! Length-prefixed frames: a u32 little-endian length, then one postcard message.
+
+use std::io::{self, BufReader, ErrorKind, Read};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::Error;
+
+/// The largest frame accepted, checked before anything of that size is allocated.
+pub(crate) const MAX_FRAME: usize = 512 << 20;
+
+/// Serializes `msg` into one buffer that starts with its length prefix, ready for one `write_all`.
+pub(crate) fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, Error> {
+    let mut buf = postcard::to_extend(msg, vec![0u8; 4]).map_err(|e| encode_error(&e))?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME {
+        return Err(Error::InvalidArgument(format!(
+            "message of {len} bytes exceeds the {MAX_FRAME}-byte frame limit"
+        )));
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(buf)
+}
+
+fn encode_error(e: &postcard::Error) -> Error {
+    if crate::value::depth_exceeded() {
+        Error::TooDeep {
+            limit: crate::value::MAX_DEPTH,
+        }
+    } else {
+        Error::InvalidArgument(format!("cannot encode message: {e}"))
+    }
+}
+
+/// Reads frames from a byte stream, reusing one buffer.
+pub(crate) struct FrameReader<R> {
+    inner: BufReader<R>,
+    buf: Vec<u8>,
+    peer: String,
+}
+
+impl<R: Read> FrameReader<R> {
+    pub(crate) fn new(inner: R, peer: impl Into<String>) -> Self {
+        FrameReader {
+            inner: BufReader::with_capacity(64 * 1024, inner),
+            buf: Vec::new(),
+            peer: peer.into(),
+        }
+    }
+
+    /// Reads the next message. A clean end of stream between frames is [`Error::Disconnected`];
+    /// anything malformed is [`Error::Protocol`].
+    pub(crate) fn read<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
+        let mut len = [0u8; 4];
+        match read_exact_or_eof(&mut self.inner, &mut len) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::Disconnected {
+                    peer: self.peer.clone(),
+                });
+            }
+            Err(e) => return Err(io_error(e, &self.peer)),
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(self.protocol(format!(
+                "frame length {len} exceeds the {MAX_FRAME}-byte limit"
+            )));
+        }
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        match read_exact_or_eof(&mut self.inner, &mut self.buf) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(self.protocol(format!("truncated frame (expected {len} bytes)")));
+            }
+            Err(e) => return Err(io_error(e, &self.peer)),
+        }
+        postcard::from_bytes(&self.buf).map_err(|e| {
+            if crate::value::depth_exceeded() {
+                self.protocol(format!(
+                    "value nested deeper than {} levels",
+                    crate::value::MAX_DEPTH
+                ))
+            } else {
+                self.protocol(format!("undecodable message: {e}"))
+            }
+        })
+    }
+
+    fn protocol(&self, detail: String) -> Error {
+        Error::Protocol {
+            peer: self.peer.clone(),
+            detail,
+        }
+    }
+}
+
+/// Fills `buf`; `Ok(false)` if the stream ended before the first byte, an error if it ended inside.
+fn read_exact_or_eof<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+fn io_error(e: io::Error, peer: &str) -> Error {
+    match e.kind() {
+        ErrorKind::UnexpectedEof => Error::Protocol {
+            peer: peer.into(),
+            detail: "truncated frame".into(),
+        },
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
+            Error::Disconnected { peer: peer.into() }
+        }
+        _ => Error::io(format!("talking to {peer}"), e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Value;
+
+    fn reader(bytes: Vec<u8>) -> FrameReader<io::Cursor<Vec<u8>>> {
+        FrameReader::new(io::Cursor::new(bytes), "test peer")
+    }
+
+    #[test]
+    fn frames_round_trip_back_to_back() {
+        let mut bytes = Vec::new();
+        bytes.extend(encode_frame(&Value::Str("one".into())).unwrap());
+        bytes.extend(encode_frame(&Value::IntArray(vec![1, 2, 3])).unwrap());
+        let mut r = reader(bytes);
+        assert_eq!(r.read::<Value>().unwrap(), Value::Str("one".into()));
+        assert_eq!(r.read::<Value>().unwrap(), Value::IntArray(vec![1, 2, 3]));
+        assert!(r.read::<Value>().unwrap_err().is_disconnected());
+    }
+
+    #[test]
+    fn a_truncated_frame_is_a_protocol_error() {
+        let mut bytes = encode_frame(&Value::Str("hello".into())).unwrap();
+        bytes.truncate(bytes.len() - 2);
+        let err = reader(bytes).read::<Value>().unwrap_err();
+        assert!(err.to_string().contains("truncated frame"), "{err}");
+        let err = reader(vec![5, 0]).read::<Value>().unwrap_err();
+        assert!(err.to_string().contains("truncated frame"), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_allocating() {
+        let bytes = u32::MAX.to_le_bytes().to_vec();
+        let err = reader(bytes).read::<Value>().unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        assert!(err.to_string().contains("test peer"), "{err}");
+    }
+
+    #[test]
+    fn garbage_and_unknown_tags_are_protocol_errors() {
+        let bytes = vec![2, 0, 0, 0, 200, 1];
+        let err = reader(bytes).read::<Value>().unwrap_err();
+        assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    }
+
+    #[test]
+    fn hostile_nesting_is_reported_as_such() {
+        let mut payload = Vec::new();
+        for _ in 0..10_000 {
+            payload.extend_from_slice(&[9, 1]);
+        }
+        payload.push(0);
+        let mut bytes = (payload.len() as u32).to_le_bytes().to_vec();
+        bytes.extend(payload);
+        let err = reader(bytes).read::<Value>().unwrap_err();
+        assert!(err.to_string().contains("nested deeper than 128"), "{err}");
+    }
+}

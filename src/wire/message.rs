@@ -1,0 +1,239 @@
+//! Every message of the protocol on one screen. Parent and worker speak only these.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{RemoteError, Value, value::FnValue};
+
+/// Parent to worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// First message after the handshake: the program to compile.
+    Program(Program),
+    /// Run `f(args...)` for a spawned process; answered by [`FromWorker::Done`].
+    Call {
+        call: u64,
+        f: FnValue,
+        args: Vec<Value>,
+    },
+    /// Run `f` over a chunk of a `pool_map`; answered by [`FromWorker::MapDone`]. `f` is sent with
+    /// the first chunk of a job only; later chunks reuse it.
+    Map {
+        job: u64,
+        chunk: u32,
+        f: Option<FnValue>,
+        items: Items,
+    },
+    /// The answer to a worker's [`FromWorker::Request`].
+    Reply {
+        seq: u64,
+        result: Result<Reply, Failure>,
+    },
+    /// Exit now.
+    Shutdown,
+}
+
+/// Worker to parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The handshake: the per-run secret and the worker id the parent gave this process.
+    Hello {
+        token: String,
+        worker: u64,
+        pid: u32,
+    },
+    /// The program compiled; ready for calls.
+    Ready,
+    /// The program did not compile in the worker.
+    CompileFailed(String),
+    /// One whole `print` or `debug` output.
+    Output { stream: OutStream, text: String },
+    /// A [`ToWorker::Call`] finished.
+    Done { call: u64, outcome: Outcome },
+    /// A [`ToWorker::Map`] chunk finished: all its results, or the first failing item.
+    MapDone {
+        job: u64,
+        chunk: u32,
+        result: Result<Value, ItemFailure>,
+    },
+    /// A builtin called inside the worker that the parent must serve (queues, spawn, join, ...).
+    Request { seq: u64, op: Op },
+}
+
+/// Everything needed to compile a script identically in a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Program {
+    /// The script's name, for error messages.
+    pub name: String,
+    /// The exact text the parent compiled (closure names hash positions).
+    pub source: String,
+    /// Interpreter limits.
+    pub limits: Limits,
+}
+
+/// Rhai limits applied identically in the parent and every worker.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Maximum function call nesting.
+    pub max_call_levels: usize,
+    /// Maximum expression nesting at global level.
+    pub max_expr_depth: usize,
+    /// Maximum expression nesting inside functions.
+    pub max_function_expr_depth: usize,
+    /// Maximum operations per call, 0 for no limit.
+    pub max_operations: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_call_levels: 64,
+            max_expr_depth: 64,
+            max_function_expr_depth: 32,
+            max_operations: 0,
+        }
+    }
+}
+
+/// Which output stream a worker's text goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutStream {
+    /// `print`
+    Stdout,
+    /// `debug`
+    Stderr,
+}
+
+/// How a spawned call ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The function returned this value.
+    Returned(Value),
+    /// The function threw.
+    Threw(RemoteError),
+    /// The function called `exit(code)`.
+    Exited(i64),
+}
+
+/// The items of one `pool_map` chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Items {
+    /// Integers `start..end` (a range is never materialised).
+    Range { start: i64, end: i64 },
+    /// An array value (int and float arrays take the compact fast path).
+    Values(Value),
+}
+
+impl Items {
+    /// How many items there are.
+    pub fn len(&self) -> usize {
+        match self {
+            Items::Range { start, end } => end.saturating_sub(*start).max(0) as usize,
+            Items::Values(v) => v.array_len().unwrap_or(0),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Items `from..to` by position.
+    pub(crate) fn slice(&self, from: usize, to: usize) -> Items {
+        match self {
+            Items::Range { start, .. } => Items::Range {
+                start: start + from as i64,
+                end: start + to as i64,
+            },
+            Items::Values(v) => Items::Values(v.slice(from, to)),
+        }
+    }
+}
+
+/// Which item of a chunk failed, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemFailure {
+    /// Position of the item inside its chunk.
+    pub offset: u32,
+    /// The error the function threw.
+    pub error: RemoteError,
+}
+
+/// `pool_map` options from the script's option map.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct MapOptions {
+    /// Workers to use; `None` for the runtime's default.
+    pub workers: Option<usize>,
+    /// Items per chunk; `None` to let the scheduler balance.
+    pub chunk_size: Option<usize>,
+}
+
+/// An operation a builtin asks of the process that owns queues and workers (the parent).
+/// Builtins in the parent call it directly; builtins in a worker send it as a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// `spawn(f, args...)`
+    Spawn { f: FnValue, args: Vec<Value> },
+    /// `p.join()` / `p.join(secs)`
+    Join { process: u64, timeout: Option<f64> },
+    /// `p.is_alive()` and `p.exit_code`
+    Status { process: u64 },
+    /// `p.kill()`
+    Kill { process: u64 },
+    /// `queue()` / `queue(maxsize)`
+    NewQueue { maxsize: Option<u64> },
+    /// `q.put(v)`
+    Put {
+        queue: u64,
+        value: Value,
+        timeout: Option<f64>,
+    },
+    /// `q.get()`, `q.get(secs)`, `q.try_get()` (timeout 0)
+    Get { queue: u64, timeout: Option<f64> },
+    /// `q.len()`
+    Len { queue: u64 },
+    /// `pool_map(f, items, options)`
+    PoolMap {
+        f: FnValue,
+        items: Items,
+        options: MapOptions,
+    },
+}
+
+/// The successful answer to an [`Op`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Done, nothing to return.
+    Unit,
+    /// A value (join, pool_map).
+    Value(Value),
+    /// A queue get: the value, or `None` when the wait ran out.
+    Got(Option<Value>),
+    /// A new process.
+    Process { id: u64, pid: u32 },
+    /// A new queue.
+    Queue(u64),
+    /// A process's state: `None` while running, else its exit code.
+    Status { exit_code: Option<i64> },
+    /// A length.
+    Len(u64),
+}
+
+/// A failed [`Op`], as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// What kind of failure, so the receiving side can rebuild the right error.
+    pub kind: FailureKind,
+    /// The full message.
+    pub message: String,
+}
+
+/// The kinds of [`Failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// A wait ran out of time.
+    Timeout,
+    /// A worker died.
+    WorkerDied,
+    /// Anything else.
+    Other,
+}

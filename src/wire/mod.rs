@@ -1,0 +1,12 @@
+//! The protocol between the main process and its workers: typed messages, and the bytes that carry them.
+
+mod frame;
+mod message;
+mod stream;
+
+pub(crate) use frame::{FrameReader, encode_frame};
+pub use message::{
+    Failure, FailureKind, FromWorker, ItemFailure, Items, Limits, MapOptions, Op, OutStream,
+    Outcome, Program, Reply, ToWorker,
+};
+pub(crate) use stream::{Conn, SharedStream};
