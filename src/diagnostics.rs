@@ -66,14 +66,13 @@ fn script_report(
         push_label(&mut labels, source, *pos, what);
         inner = next;
     }
-    let mut message = crate::error::rhai_message(inner);
+    let message = crate::error::rhai_message(inner);
     let mut help = None;
     if let Some(remote) = remote {
         push_label(&mut labels, source, inner.position(), "called here".into());
         let pos = Position::new(remote.line as u16, remote.column as u16);
         let origin = format!("raised here in worker {}", remote.pid);
         push_label(&mut labels, source, pos, origin);
-        message = format!("Runtime error: {}", message);
         help = Some(format!("the function ran in worker process {}", remote.pid));
     } else {
         push_label(&mut labels, source, inner.position(), "here".into());

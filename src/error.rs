@@ -35,15 +35,17 @@ pub enum Error {
     Remote(Box<RemoteError>),
     /// One item of a `pool_map` failed (its function threw, or its worker died); `index` is the
     /// item's position in the input.
-    #[error("pool_map item {index} failed: {source}")]
+    #[error("pool_map item {index} of {total} failed: {source}")]
     MapItem {
-        /// Position of the failing item in the input.
+        /// Position of the failing item in the input (0-based, as array indices are).
         index: usize,
+        /// How many items the call had.
+        total: usize,
         /// Why it failed.
         source: Box<Error>,
     },
     /// A worker process died (killed by a signal, aborted, exited) while it was running a call.
-    #[error("worker {pid} died ({status}) while running {during}")]
+    #[error("worker {pid} died: {status}, while running {during}")]
     WorkerDied {
         /// The worker's OS process id.
         pid: u32,

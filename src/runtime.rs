@@ -197,12 +197,10 @@ impl<'r> Session<'r> {
     fn outcome(&self, result: Result<Dynamic, Box<EvalAltResult>>) -> Result<Dynamic, Error> {
         match result {
             Ok(value) => Ok(value),
-            Err(e) => match *e {
-                EvalAltResult::Exit(value, _) => match value.as_int().unwrap_or(0) {
-                    0 => Ok(Dynamic::UNIT),
-                    code => Err(Error::Exit(code as i32)),
-                },
-                other => Err(self.script_error(other.into())),
+            Err(e) => match crate::builtins::exit_code(&e) {
+                Some(0) => Ok(Dynamic::UNIT),
+                Some(code) => Err(Error::Exit(code as i32)),
+                None => Err(self.script_error(e)),
             },
         }
     }

@@ -2,7 +2,9 @@
 //! `eval_ast(false)` semantics (a worker never runs the script's top level).
 
 use std::{
+    collections::VecDeque,
     env,
+    io::Write,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -14,7 +16,7 @@ use rhai::{AST, Dynamic, Engine, EvalAltResult, FnPtr};
 
 use crate::{
     Error, RemoteError, Value,
-    builtins::{Backend, Ctx},
+    builtins::{Backend, Ctx, exit_code},
     engine,
     value::{FnTable, FnValue},
     wire::{
@@ -38,10 +40,9 @@ pub(crate) const ID_ENV: &str = "MPSCRIPT_WORKER_ID";
 /// may run before this call.
 ///
 /// ```no_run
-/// fn main() {
-///     mpscript::run_worker_if_requested();
-///     // ... the host program proper ...
-/// }
+/// // The first line of the host's `main`:
+/// mpscript::run_worker_if_requested();
+/// // ... the host program proper ...
 /// ```
 pub fn run_worker_if_requested() {
     let Some(socket) = env::var_os(SOCKET_ENV) else {
@@ -62,7 +63,9 @@ pub fn run_worker_if_requested() {
         Ok(()) => 0,
         Err(e) if e.is_disconnected() => 0,
         Err(e) => {
-            eprintln!("mpscript worker {}: {e}", std::process::id());
+            // One write, so lines from several workers never interleave.
+            let line = format!("mpscript worker {}: {e}\n", std::process::id());
+            let _ = std::io::stderr().write_all(line.as_bytes());
             1
         }
     };
@@ -83,6 +86,7 @@ fn serve(socket: &str, token: String, worker: u64) -> Result<(), Error> {
     })?;
     let link = Arc::new(ParentLink {
         reader: Mutex::new(conn.reader()),
+        queued: Mutex::default(),
         conn: conn.clone(),
         next_seq: AtomicU64::new(1),
     });
@@ -161,9 +165,9 @@ impl Calls {
                 Ok(v) => Outcome::Returned(v),
                 Err(e) => Outcome::Threw(unsendable_result(&e)),
             },
-            Err(e) => match *e {
-                EvalAltResult::Exit(code, _) => Outcome::Exited(code.as_int().unwrap_or(0)),
-                other => Outcome::Threw(RemoteError::from_rhai(&other)),
+            Err(e) => match exit_code(&e) {
+                Some(code) => Outcome::Exited(code),
+                None => Outcome::Threw(RemoteError::from_rhai(&e)),
             },
         }
     }
@@ -243,11 +247,11 @@ impl Results {
 }
 
 fn item_error(e: &EvalAltResult) -> RemoteError {
-    match e {
-        EvalAltResult::Exit(code, _) => protocol_remote(&format!(
+    match exit_code(e) {
+        Some(code) => protocol_remote(&format!(
             "exit({code}) was called inside a pool_map function"
         )),
-        other => RemoteError::from_rhai(other),
+        None => RemoteError::from_rhai(e),
     }
 }
 
@@ -276,15 +280,22 @@ fn unexpected(message: &ToWorker) -> Error {
 struct ParentLink {
     conn: Arc<Conn>,
     reader: Mutex<FrameReader<SharedStream>>,
+    /// Work that arrived while a request waited for its reply (the parent pipelines chunks).
+    queued: Mutex<VecDeque<ToWorker>>,
     next_seq: AtomicU64,
 }
 
 impl ParentLink {
+    /// The next piece of work: queued first, then from the socket.
     fn next(&self) -> Result<ToWorker, Error> {
-        self.reader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .read::<ToWorker>()
+        if let Some(message) = lock(&self.queued).pop_front() {
+            return Ok(message);
+        }
+        self.read()
+    }
+
+    fn read(&self) -> Result<ToWorker, Error> {
+        lock(&self.reader).read::<ToWorker>()
     }
 }
 
@@ -292,11 +303,22 @@ impl Backend for ParentLink {
     fn call(&self, op: Op) -> Result<Reply, Error> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.conn.send(&FromWorker::Request { seq, op })?;
-        match self.next()? {
-            ToWorker::Reply { seq: s, result } if s == seq => result.map_err(Error::Relayed),
-            // The parent is tearing down while this call waits: leave quietly.
-            ToWorker::Shutdown => std::process::exit(0),
-            other => Err(unexpected(&other)),
+        loop {
+            match self.read()? {
+                ToWorker::Reply { seq: s, result } if s == seq => {
+                    return result.map_err(Error::Relayed);
+                }
+                // The parent is tearing down while this call waits: leave quietly.
+                ToWorker::Shutdown => std::process::exit(0),
+                work @ (ToWorker::Call { .. } | ToWorker::Map { .. }) => {
+                    lock(&self.queued).push_back(work)
+                }
+                other => return Err(unexpected(&other)),
+            }
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

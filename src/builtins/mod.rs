@@ -6,6 +6,8 @@ mod process;
 mod queue;
 mod system;
 
+pub(crate) use system::exit_code;
+
 use std::sync::{Arc, Mutex};
 
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Position};

@@ -82,6 +82,7 @@ impl MapRun<'_> {
         match p.failure {
             Some((index, error)) => Err(Error::MapItem {
                 index,
+                total: self.items.len(),
                 source: Box::new(error),
             }),
             None => Ok(concat(p.chunks.into_iter().map(|c| match c.state {

@@ -1,0 +1,62 @@
+//! Every example in `scripts/` runs through the real binary and prints exactly its `.out` file.
+
+mod common;
+
+use std::path::Path;
+
+#[test]
+fn every_example_script_prints_its_expected_output() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let mut scripts: Vec<_> = std::fs::read_dir(&dir)
+        .expect("scripts/ exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
+        .collect();
+    scripts.sort();
+    assert!(
+        scripts.len() >= 4,
+        "expected the seed scripts, found {scripts:?}"
+    );
+    for script in scripts {
+        let expected_path = script.with_extension("out");
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|_| panic!("{} has no {}", script.display(), expected_path.display()));
+        let run = common::run_file(&script, &[]);
+        assert_eq!(
+            run.ok(),
+            expected,
+            "{} printed something else\n--- stderr\n{}",
+            script.display(),
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn primes_takes_its_limit_from_argv() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/primes.rhai");
+    let run = common::run_file(&script, &["1000"]);
+    assert_eq!(run.ok(), "Found 168 primes up to 1000\n");
+}
+
+/// The README's script examples are run as written, so the documentation cannot drift.
+#[test]
+fn every_rhai_example_in_the_readme_runs() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let blocks: Vec<&str> = readme
+        .split("```rhai\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap_or_default())
+        .collect();
+    assert!(blocks.len() >= 4, "README lost its examples");
+    for block in blocks {
+        let run = common::run(block);
+        assert_eq!(
+            run.code,
+            Some(0),
+            "README example failed:\n{block}\n--- stderr\n{}",
+            run.stderr
+        );
+    }
+}
