@@ -116,8 +116,9 @@ impl Runtime {
         session.compile().map(|_| ())
     }
 
-    /// Runs script text. The run ends after every spawned process has ended (as Python waits for
-    /// its non-daemon processes), and its workers are shut down before this returns.
+    /// Runs script text. A successful run ends after every spawned process has ended (as Python
+    /// waits for its non-daemon processes); a failed run stops them. Either way every worker is shut
+    /// down and reaped before this returns.
     pub fn run(&self, name: &str, source: &str, args: &[String]) -> Result<Dynamic, Error> {
         engine::fix_hashing_seed()?;
         let session = Session::new(self, name, source)?;
@@ -128,7 +129,7 @@ impl Runtime {
         let result = session
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut scope, &ast);
-        session.backend.finish();
+        session.backend.finish(result.is_ok());
         session.outcome(result)
     }
 
@@ -247,10 +248,11 @@ impl LazyHub {
         Ok(started)
     }
 
-    /// Waits for spawned processes, then shuts every worker down.
-    fn finish(&self) {
+    /// Shuts every worker down: after a successful run once spawned processes have ended, after a
+    /// failed one at once (their results can no longer be used).
+    fn finish(&self, wait_for_processes: bool) {
         let hub = self.hub.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(hub) = hub {
+        if let Some(hub) = hub.filter(|_| wait_for_processes) {
             hub.wait_for_processes();
         }
     }

@@ -386,3 +386,19 @@ fn functions_in_pool_map_can_spawn_but_not_nest_a_pool_map() {
     );
     assert_eq!(lines[2], "[2, 3]");
 }
+
+#[test]
+fn a_failed_run_stops_its_spawned_processes_instead_of_waiting() {
+    let out = run(r#"
+        let p = spawn(|| { sleep(60); 1 });
+        print(p.pid);
+        throw "script failed";
+    "#);
+    out.fails_with(1);
+    let pid: u32 = out.stdout.trim().parse().unwrap();
+    assert!(out.elapsed.as_secs() < 10, "waited for the sleeper");
+    assert!(
+        !process_exists(pid),
+        "spawned worker {pid} outlived the failed run"
+    );
+}

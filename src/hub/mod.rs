@@ -411,7 +411,11 @@ impl Inner {
     fn shutdown(&self) {
         let workers: Vec<_> = lock(&self.workers).values().cloned().collect();
         for w in &workers {
-            w.request_shutdown();
+            // Idle workers leave on request; work still running is abandoned, so stop it now.
+            match *w.task() {
+                Task::Idle | Task::Dead => w.request_shutdown(),
+                Task::Process(_) | Task::Pool(_) => w.kill(),
+            }
         }
         let deadline = Instant::now() + EXIT_GRACE;
         for w in &workers {
