@@ -187,11 +187,7 @@ impl<'r> Session<'r> {
             source: self.source.to_string(),
             limits: self.runtime.limits,
         };
-        *self
-            .backend
-            .config
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(self.runtime.hub_config(program)?);
+        self.backend.configure(self.runtime.hub_config(program)?);
         Ok(ast)
     }
 
@@ -227,33 +223,66 @@ impl<'r> Session<'r> {
 /// opens a socket.
 #[derive(Default)]
 struct LazyHub {
-    config: Mutex<Option<HubConfig>>,
-    hub: Mutex<Option<Arc<Hub>>>,
+    state: Mutex<HubState>,
+}
+
+#[derive(Default)]
+enum HubState {
+    /// Not compiled yet.
+    #[default]
+    Unconfigured,
+    Ready(HubConfig),
+    Running(Arc<Hub>),
+    /// Starting failed; every later call reports why.
+    Failed(String),
+    Finished,
 }
 
 impl LazyHub {
+    fn configure(&self, config: HubConfig) {
+        *self.lock() = HubState::Ready(config);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn get(&self) -> Result<Arc<Hub>, Error> {
-        let mut hub = self.hub.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(hub) = &*hub {
-            return Ok(hub.clone());
+        let mut state = self.lock();
+        match std::mem::take(&mut *state) {
+            HubState::Running(hub) => {
+                *state = HubState::Running(hub.clone());
+                Ok(hub)
+            }
+            HubState::Ready(config) => match Hub::new(config) {
+                Ok(hub) => {
+                    let hub = Arc::new(hub);
+                    *state = HubState::Running(hub.clone());
+                    Ok(hub)
+                }
+                Err(e) => {
+                    *state = HubState::Failed(e.to_string());
+                    Err(e)
+                }
+            },
+            HubState::Failed(why) => {
+                *state = HubState::Failed(why.clone());
+                Err(Error::WorkerStart(why))
+            }
+            HubState::Unconfigured | HubState::Finished => {
+                Err(Error::WorkerStart("no script is running".into()))
+            }
         }
-        let config = self
-            .config
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or_else(|| Error::WorkerStart("the runtime has finished".into()))?;
-        let started = Arc::new(Hub::new(config)?);
-        *hub = Some(started.clone());
-        Ok(started)
     }
 
     /// Shuts every worker down: after a successful run once spawned processes have ended, after a
     /// failed one at once (their results can no longer be used).
     fn finish(&self, wait_for_processes: bool) {
-        let hub = self.hub.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(hub) = hub.filter(|_| wait_for_processes) {
-            hub.wait_for_processes();
+        let state = std::mem::replace(&mut *self.lock(), HubState::Finished);
+        if let HubState::Running(hub) = state {
+            if wait_for_processes {
+                hub.wait_for_processes();
+            }
         }
     }
 }

@@ -68,3 +68,21 @@ fn exit_codes_and_argv_reach_the_host() {
         .unwrap_err();
     assert_eq!(err.exit_code(), 2);
 }
+
+#[test]
+fn a_worker_executable_that_is_not_mpscript_is_a_clear_error_not_a_hang() {
+    for exe in ["/bin/true", "/definitely/missing/worker"] {
+        let rt = Runtime::builder().worker_exe(exe).build();
+        let started = std::time::Instant::now();
+        let err = rt.run("embedded", "spawn(|| 1).join()", &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("could not start a worker"), "{exe}: {text}");
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "{exe}: took {:?}",
+            started.elapsed()
+        );
+        // The same runtime still runs scripts that need no workers.
+        assert_eq!(rt.run("plain", "1 + 1", &[]).unwrap().as_int().unwrap(), 2);
+    }
+}

@@ -10,7 +10,7 @@ pub(crate) use system::exit_code;
 
 use std::sync::{Arc, Mutex};
 
-use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Position};
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, INT, Position};
 
 use crate::{
     Error, RemoteError, Value,
@@ -24,6 +24,9 @@ pub(crate) trait Backend: Send + Sync {
     /// Performs `op`, blocking until it completes or fails.
     fn call(&self, op: Op) -> Result<Reply, Error>;
 }
+
+/// What a builtin returns to the script.
+type ScriptResult = Result<Dynamic, Box<EvalAltResult>>;
 
 /// What every builtin closure shares.
 pub(crate) struct Ctx {
@@ -116,4 +119,41 @@ fn seconds(value: f64, what: &str) -> Result<f64, Box<EvalAltResult>> {
             "{what} needs a time in seconds that is zero or more, got {value}"
         )))
     }
+}
+
+/// Registers a side-effecting method (volatile, so no optimizer ever runs it at compile time).
+pub(super) fn method<A: 'static, const N: usize, const X: bool, R, const F: bool>(
+    engine: &mut Engine,
+    name: &str,
+    f: impl rhai::RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
+) where
+    R: rhai::Variant + Clone,
+{
+    FuncRegistration::new(name)
+        .with_volatility(true)
+        .register_into_engine(engine, f);
+}
+
+/// Registers `name()`, `name(secs)` and `name(secs_float)` on handle type `H`, all through
+/// `f(ctx, handle, timeout)`: every blocking wait has its timeout twin.
+fn waiting_method<H: rhai::Variant + Clone>(
+    engine: &mut Engine,
+    ctx: &Arc<Ctx>,
+    name: &str,
+    f: fn(&Ctx, &H, Option<f64>) -> ScriptResult,
+) {
+    let c = ctx.clone();
+    method(engine, name, move |h: &mut H| f(&c, h, None));
+    let c = ctx.clone();
+    method(engine, name, move |h: &mut H, secs: INT| {
+        f(&c, h, Some(secs as f64))
+    });
+    let c = ctx.clone();
+    method(engine, name, move |h: &mut H, secs: f64| {
+        f(&c, h, Some(secs))
+    });
+}
+
+fn unexpected(reply: &Reply) -> Box<EvalAltResult> {
+    invalid(format!("internal error: unexpected reply {reply:?}"))
 }

@@ -8,7 +8,7 @@ use std::{
 
 use rhai::{Dynamic, Engine, EvalAltResult, INT, Map};
 
-use super::{Ctx, function_arg, invalid, process::unexpected};
+use super::{Ctx, function_arg, invalid, unexpected};
 use crate::{
     Value,
     wire::{Items, MapOptions, Op, Reply},

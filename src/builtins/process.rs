@@ -2,9 +2,9 @@
 
 use std::{any::TypeId, sync::Arc};
 
-use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, INT};
+use rhai::{Dynamic, Engine, EvalAltResult, INT};
 
-use super::{Ctx, function_arg, invalid, seconds, sendable};
+use super::{Ctx, function_arg, method, seconds, sendable, unexpected, waiting_method};
 use crate::{
     value::ProcessHandle,
     wire::{Op, Reply},
@@ -42,42 +42,17 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     method(engine, "is_alive", move |p: &mut ProcessHandle| {
         exit_code(&c, p).map(|code| code.is_none())
     });
-    let c = ctx.clone();
-    method(engine, "join", move |p: &mut ProcessHandle| {
-        join(&c, p, None)
-    });
-    let c = ctx.clone();
-    method(engine, "join", move |p: &mut ProcessHandle, secs: INT| {
-        join(&c, p, Some(secs as f64))
-    });
-    let c = ctx.clone();
-    method(engine, "join", move |p: &mut ProcessHandle, secs: f64| {
-        join(&c, p, Some(secs))
-    });
+    waiting_method(engine, ctx, "join", join);
     let c = ctx.clone();
     method(engine, "kill", move |p: &mut ProcessHandle| {
         c.call(Op::Kill { process: p.id }).map(|_| ())
     });
-    engine.register_fn("to_string", |p: &mut ProcessHandle| {
-        format!("Process(pid {})", p.pid)
-    });
-    engine.register_fn("to_debug", |p: &mut ProcessHandle| {
-        format!("Process(pid {})", p.pid)
-    });
+    for name in ["to_string", "to_debug"] {
+        engine.register_fn(name, |p: &mut ProcessHandle| {
+            format!("Process(pid {})", p.pid)
+        });
+    }
     engine.register_fn("==", |a: ProcessHandle, b: ProcessHandle| a == b);
-}
-
-/// Registers a side-effecting method (volatile, so no optimizer ever runs it at compile time).
-pub(super) fn method<A: 'static, const N: usize, const X: bool, R, const F: bool>(
-    engine: &mut Engine,
-    name: &str,
-    f: impl rhai::RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
-) where
-    R: rhai::Variant + Clone,
-{
-    FuncRegistration::new(name)
-        .with_volatility(true)
-        .register_into_engine(engine, f);
 }
 
 fn join(ctx: &Ctx, p: &ProcessHandle, timeout: Option<f64>) -> Result<Dynamic, Box<EvalAltResult>> {
@@ -96,8 +71,4 @@ fn exit_code(ctx: &Ctx, p: &ProcessHandle) -> Result<Option<INT>, Box<EvalAltRes
         Reply::Status { exit_code } => Ok(exit_code),
         other => Err(unexpected(&other)),
     }
-}
-
-pub(super) fn unexpected(reply: &Reply) -> Box<EvalAltResult> {
-    invalid(format!("internal error: unexpected reply {reply:?}"))
 }

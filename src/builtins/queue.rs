@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, INT};
 
-use super::{Ctx, invalid, process::method, process::unexpected, seconds, sendable};
+use super::{Ctx, invalid, method, seconds, sendable, unexpected, waiting_method};
 use crate::{
     value::QueueHandle,
     wire::{Op, Reply},
@@ -33,16 +33,7 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
         })
         .map(|_| ())
     });
-    let c = ctx.clone();
-    method(engine, "get", move |q: &mut QueueHandle| get(&c, q, None));
-    let c = ctx.clone();
-    method(engine, "get", move |q: &mut QueueHandle, secs: INT| {
-        get(&c, q, Some(secs as f64))
-    });
-    let c = ctx.clone();
-    method(engine, "get", move |q: &mut QueueHandle, secs: f64| {
-        get(&c, q, Some(secs))
-    });
+    waiting_method(engine, ctx, "get", get);
     let c = ctx.clone();
     method(engine, "try_get", move |q: &mut QueueHandle| {
         match c.call(Op::Get {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rhai::{Dynamic, Engine, EvalAltResult, INT, Position};
 
-use super::{process::method, seconds};
+use super::{method, seconds};
 
 /// Carried by the termination error `exit(code)` raises, so the code survives the top level
 /// (Rhai's own `exit` turns into the script's return value there, losing the code).
