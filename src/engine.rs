@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use rhai::{Engine, Token};
+use rhai::{
+    Dynamic, Engine, Token,
+    module_resolvers::{DummyModuleResolver, FileModuleResolver},
+};
 
 use crate::{
     Error,
@@ -35,8 +38,27 @@ pub(crate) fn fix_hashing_seed() -> Result<(), Error> {
 }
 
 /// A fully configured engine whose builtins go through `ctx` and whose output goes to `output`.
-pub(crate) fn new_engine(ctx: &Arc<Ctx>, limits: &Limits, output: OutputSink) -> Engine {
+/// Scripts get no file access: `import` works only below `module_dir`, when a host gives one.
+pub(crate) fn new_engine(
+    ctx: &Arc<Ctx>,
+    limits: &Limits,
+    module_dir: Option<&str>,
+    output: OutputSink,
+) -> Engine {
     let mut engine = Engine::new();
+    match module_dir {
+        Some(dir) => engine.set_module_resolver(FileModuleResolver::new_with_path(dir)),
+        None => engine.set_module_resolver(DummyModuleResolver::new()),
+    };
+    let stop = ctx.stop_check().clone();
+    // Checking every 64 operations keeps the cost negligible and the reaction within microseconds.
+    engine.on_progress(move |ops| {
+        if ops % 64 == 0 {
+            stop().map(|reason| Dynamic::from(reason))
+        } else {
+            None
+        }
+    });
     // `spawn` is reserved in Rhai; make it an ordinary function name. (`on_parse_token` is marked
     // deprecated only to flag it as volatile API.)
     #[allow(deprecated)]
@@ -48,6 +70,9 @@ pub(crate) fn new_engine(ctx: &Arc<Ctx>, limits: &Limits, output: OutputSink) ->
     engine.set_max_call_levels(limits.max_call_levels);
     engine.set_max_expr_depths(limits.max_expr_depth, limits.max_function_expr_depth);
     engine.set_max_operations(limits.max_operations);
+    engine.set_max_string_size(limits.max_string_size);
+    engine.set_max_array_size(limits.max_array_size);
+    engine.set_max_map_size(limits.max_map_size);
     let print = output.clone();
     engine.on_print(move |text| print(OutStream::Stdout, text));
     engine.on_debug(move |text, source, pos| {

@@ -99,6 +99,12 @@ pub enum Error {
     /// `pool_map`) failed there; `kind` keeps the predicates working on this side.
     #[error("{}", .0.message)]
     Relayed(crate::wire::Failure),
+    /// The run was interrupted (Ctrl-C, SIGTERM, or [`Interrupt::trigger`](crate::Interrupt::trigger)).
+    #[error("interrupted by signal {signal}")]
+    Interrupted {
+        /// The signal number (2 for SIGINT, 15 for SIGTERM).
+        signal: i32,
+    },
     /// The script called `exit(code)` with a non-zero code.
     #[error("script exited with code {0}")]
     Exit(i32),
@@ -131,10 +137,16 @@ impl Error {
     pub fn is_script(&self) -> bool {
         matches!(self, Error::Script { .. } | Error::Remote(_))
     }
-    /// The exit status a command-line runner should use for this error.
+    /// True when the run was interrupted.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Error::Interrupted { .. })
+    }
+    /// The exit status a command-line runner should use for this error: the script's own code
+    /// after `exit(code)`, 128 + the signal after an interrupt (130 for Ctrl-C), else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Exit(code) => *code,
+            Error::Interrupted { signal } => 128 + signal,
             _ => 1,
         }
     }
@@ -211,18 +223,23 @@ pub struct RemoteError {
 
 impl fmt::Display for RemoteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (worker {}", self.message, self.pid)?;
-        if self.line > 0 {
-            write!(f, ", line {}, column {}", self.line, self.column)?;
-        }
-        if !self.function.is_empty() {
-            write!(f, ", in '{}'", self.function)?;
-        }
-        f.write_str(")")
+        write!(f, "{} ({})", self.message, self.location())
     }
 }
 
 impl RemoteError {
+    /// Where it was raised, e.g. `worker 42, line 3, column 9, in 'f'`.
+    pub fn location(&self) -> String {
+        let mut at = format!("worker {}", self.pid);
+        if self.line > 0 {
+            at += &format!(", line {}, column {}", self.line, self.column);
+        }
+        if !self.function.is_empty() {
+            at += &format!(", in '{}'", self.function);
+        }
+        at
+    }
+
     /// Builds the data form of a Rhai error raised in this (worker) process.
     pub(crate) fn from_rhai(err: &rhai::EvalAltResult) -> Self {
         let mut function = String::new();

@@ -13,12 +13,14 @@
 //!
 //! A host program that embeds mpscript must call [`run_worker_if_requested`] first thing in `main`.
 
+mod board;
 mod builtins;
 mod diagnostics;
 mod engine;
 mod error;
 mod hub;
 mod runtime;
+mod stop;
 pub mod value;
 pub mod wire;
 mod worker;
@@ -26,6 +28,7 @@ mod worker;
 pub use diagnostics::report;
 pub use error::{Error, RemoteError};
 pub use runtime::{OutputSink, Runtime, RuntimeBuilder};
+pub use stop::Interrupt;
 pub use value::Value;
 pub use wire::{Limits, OutStream};
 pub use worker::run_worker_if_requested;

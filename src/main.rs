@@ -2,7 +2,12 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use mpscript::{Error, Interrupt, Limits, Runtime};
+use signal_hook::{
+    consts::{SIGINT, SIGTERM},
+    iterator::Signals,
+};
 
 #[derive(Parser)]
 #[command(version, about = "Run Rhai scripts that fan out over worker processes")]
@@ -15,9 +20,8 @@ struct Cli {
 enum Command {
     /// Run a script; ARGS reach it as the array ARGV.
     Run {
-        /// Default number of pool_map workers [default: number of CPUs].
-        #[arg(short = 'j', long)]
-        workers: Option<usize>,
+        #[command(flatten)]
+        options: RunOptions,
         /// The script file.
         file: PathBuf,
         /// Arguments for the script.
@@ -31,38 +35,98 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct RunOptions {
+    /// Default number of pool_map workers [default: number of CPUs].
+    #[arg(short = 'j', long)]
+    workers: Option<usize>,
+    /// Let the script `import` modules from files below this directory (no file access otherwise).
+    #[arg(long, value_name = "DIR")]
+    module_dir: Option<PathBuf>,
+    /// Stop any script run or worker call after this many operations.
+    #[arg(long, value_name = "N")]
+    max_operations: Option<u64>,
+    /// Maximum function call depth.
+    #[arg(long, value_name = "N")]
+    max_call_depth: Option<usize>,
+    /// Maximum string length in bytes.
+    #[arg(long, value_name = "N")]
+    max_string_size: Option<usize>,
+    /// Maximum array length.
+    #[arg(long, value_name = "N")]
+    max_array_size: Option<usize>,
+}
+
+impl RunOptions {
+    fn runtime(self) -> Runtime {
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_operations: self.max_operations.unwrap_or(defaults.max_operations),
+            max_call_levels: self.max_call_depth.unwrap_or(defaults.max_call_levels),
+            max_string_size: self.max_string_size.unwrap_or(defaults.max_string_size),
+            max_array_size: self.max_array_size.unwrap_or(defaults.max_array_size),
+            ..defaults
+        };
+        let mut builder = Runtime::builder().limits(limits);
+        if let Some(n) = self.workers {
+            builder = builder.workers(n);
+        }
+        if let Some(dir) = self.module_dir {
+            builder = builder.module_dir(dir);
+        }
+        builder.build()
+    }
+}
+
 fn main() -> ExitCode {
     mpscript::run_worker_if_requested();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::parse().command {
         Command::Run {
-            workers,
+            options,
             file,
             args,
         } => {
-            let mut builder = mpscript::Runtime::builder();
-            if let Some(n) = workers {
-                builder = builder.workers(n);
-            }
-            builder.build().run_file(&file, &args).map(|_| ())
+            let runtime = options.runtime();
+            stop_on_signals(runtime.interrupt());
+            runtime.run_file(&file, &args).map(|_| ())
         }
         Command::Check { file } => std::fs::read_to_string(&file)
-            .map_err(|e| mpscript::Error::Io {
+            .map_err(|source| Error::Io {
                 context: format!("reading {}", file.display()),
-                source: e,
+                source,
             })
             .and_then(|source| {
-                mpscript::Runtime::builder()
+                Runtime::builder()
                     .build()
                     .check(&file.display().to_string(), &source)
             }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(mpscript::Error::Exit(code)) => ExitCode::from(code as u8),
+        Err(e @ (Error::Exit(_) | Error::Interrupted { .. })) => exit_code(e.exit_code()),
         Err(e) => {
             eprintln!("{:?}", mpscript::report(&e));
-            ExitCode::from(e.exit_code() as u8)
+            exit_code(e.exit_code())
         }
     }
+}
+
+/// Ctrl-C or SIGTERM stops the script (workers are shut down, exit status 128 + signal); a second
+/// one exits at once, and the workers follow by themselves (parent-death signal, socket EOF).
+fn stop_on_signals(interrupt: Interrupt) {
+    let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if interrupt.signal().is_some() {
+                std::process::exit(128 + signal);
+            }
+            interrupt.trigger(signal);
+        }
+    });
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(code.clamp(0, 255) as u8)
 }

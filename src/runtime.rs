@@ -9,10 +9,11 @@ use std::{
 use rhai::{Dynamic, EvalAltResult, Scope};
 
 use crate::{
-    Error,
+    Error, Interrupt,
     builtins::{Backend, Ctx},
     engine,
     hub::{Hub, HubConfig},
+    stop::{Stop, StopCheck, stop_reason},
     value::FnTable,
     wire::{Limits, Op, OutStream, Program, Reply},
 };
@@ -31,6 +32,7 @@ pub struct RuntimeBuilder {
     workers: Option<usize>,
     worker_exe: Option<PathBuf>,
     limits: Limits,
+    module_dir: Option<String>,
     output: Option<OutputSink>,
 }
 
@@ -54,6 +56,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Lets scripts `import` modules from files below `dir`. Without it scripts have no file
+    /// access at all.
+    pub fn module_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.module_dir = Some(dir.into().display().to_string());
+        self
+    }
+
     /// Receives every `print` and `debug` text, from the script and from workers, instead of
     /// stdout and stderr.
     pub fn on_output(mut self, sink: impl Fn(OutStream, &str) + Send + Sync + 'static) -> Self {
@@ -67,7 +76,9 @@ impl RuntimeBuilder {
             workers: self.workers.unwrap_or_else(crate::cpu_count),
             worker_exe: self.worker_exe,
             limits: self.limits,
+            module_dir: self.module_dir,
             output: self.output.unwrap_or_else(|| Arc::new(write_line)),
+            interrupt: Interrupt::default(),
         }
     }
 }
@@ -83,7 +94,9 @@ pub struct Runtime {
     workers: usize,
     worker_exe: Option<PathBuf>,
     limits: Limits,
+    module_dir: Option<String>,
     output: OutputSink,
+    interrupt: Interrupt,
 }
 
 impl Runtime {
@@ -93,6 +106,7 @@ impl Runtime {
             workers: None,
             worker_exe: None,
             limits: Limits::default(),
+            module_dir: None,
             output: None,
         }
     }
@@ -100,6 +114,11 @@ impl Runtime {
     /// The default number of `pool_map` workers.
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// A handle that stops the current run from another thread or a signal handler.
+    pub fn interrupt(&self) -> Interrupt {
+        self.interrupt.clone()
     }
 
     /// Reads and runs a script file; `args` reach the script as the array `ARGV`.
@@ -121,6 +140,7 @@ impl Runtime {
     /// down and reaped before this returns.
     pub fn run(&self, name: &str, source: &str, args: &[String]) -> Result<Dynamic, Error> {
         engine::fix_hashing_seed()?;
+        self.interrupt.clear();
         let session = Session::new(self, name, source)?;
         let ast = session.compile()?;
         let mut scope = Scope::new();
@@ -129,8 +149,10 @@ impl Runtime {
         let result = session
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut scope, &ast);
-        session.backend.finish(result.is_ok());
-        session.outcome(result)
+        let finished = session.backend.finish(result.is_ok());
+        session
+            .outcome(result)
+            .and_then(|value| finished.map(|()| value))
     }
 
     fn hub_config(&self, program: Program) -> Result<HubConfig, Error> {
@@ -144,6 +166,7 @@ impl Runtime {
             program,
             workers: self.workers,
             output: self.output.clone(),
+            interrupt: self.interrupt.clone(),
         })
     }
 }
@@ -163,8 +186,15 @@ impl<'r> Session<'r> {
     fn new(runtime: &'r Runtime, name: &str, source: &str) -> Result<Self, Error> {
         let backend = Arc::new(LazyHub::default());
         let fns = FnTable::default();
-        let ctx = Ctx::new(backend.clone(), fns.clone());
-        let engine = engine::new_engine(&ctx, &runtime.limits, runtime.output.clone());
+        let interrupt = runtime.interrupt.clone();
+        let stop: StopCheck = Arc::new(move || interrupt.signal().map(Stop::Interrupted));
+        let ctx = Ctx::new(backend.clone(), fns.clone(), stop);
+        let engine = engine::new_engine(
+            &ctx,
+            &runtime.limits,
+            runtime.module_dir.as_deref(),
+            runtime.output.clone(),
+        );
         Ok(Session {
             runtime,
             name: name.to_string(),
@@ -186,6 +216,7 @@ impl<'r> Session<'r> {
             name: self.name.clone(),
             source: self.source.to_string(),
             limits: self.runtime.limits,
+            module_dir: self.runtime.module_dir.clone(),
         };
         self.backend.configure(self.runtime.hub_config(program)?);
         Ok(ast)
@@ -194,10 +225,11 @@ impl<'r> Session<'r> {
     fn outcome(&self, result: Result<Dynamic, Box<EvalAltResult>>) -> Result<Dynamic, Error> {
         match result {
             Ok(value) => Ok(value),
-            Err(e) => match crate::builtins::exit_code(&e) {
-                Some(0) => Ok(Dynamic::UNIT),
-                Some(code) => Err(Error::Exit(code as i32)),
-                None => Err(self.script_error(e)),
+            Err(e) => match stop_reason(&e) {
+                Some(Stop::Exit(0)) => Ok(Dynamic::UNIT),
+                Some(Stop::Exit(code)) => Err(Error::Exit(code as i32)),
+                Some(Stop::Interrupted(signal)) => Err(Error::Interrupted { signal }),
+                Some(Stop::TimedOut(_)) | None => Err(self.script_error(e)),
             },
         }
     }
@@ -277,12 +309,11 @@ impl LazyHub {
 
     /// Shuts every worker down: after a successful run once spawned processes have ended, after a
     /// failed one at once (their results can no longer be used).
-    fn finish(&self, wait_for_processes: bool) {
+    fn finish(&self, wait_for_processes: bool) -> Result<(), Error> {
         let state = std::mem::replace(&mut *self.lock(), HubState::Finished);
-        if let HubState::Running(hub) = state {
-            if wait_for_processes {
-                hub.wait_for_processes();
-            }
+        match state {
+            HubState::Running(hub) if wait_for_processes => hub.wait_for_processes(),
+            _ => Ok(()),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use interprocess::local_socket::{GenericNamespaced, Stream, ToNsName, prelude::*};
@@ -16,11 +17,13 @@ use rhai::{AST, Dynamic, Engine, EvalAltResult, FnPtr};
 
 use crate::{
     Error, RemoteError, Value,
-    builtins::{Backend, Ctx, exit_code},
+    board::{Board, now_ns},
+    builtins::{Backend, Ctx},
     engine,
+    stop::{Stop, StopCheck, stop_reason},
     value::{FnTable, FnValue},
     wire::{
-        Conn, FrameReader, FromWorker, ItemFailure, Items, Op, OutStream, Outcome, Reply,
+        Conn, FrameReader, FromWorker, ItemFailure, Items, MapSetup, Op, OutStream, Outcome, Reply,
         SharedStream, ToWorker,
     },
 };
@@ -31,6 +34,11 @@ pub(crate) const SOCKET_ENV: &str = "MPSCRIPT_WORKER_SOCKET";
 pub(crate) const TOKEN_ENV: &str = "MPSCRIPT_WORKER_TOKEN";
 /// Environment variable carrying the id the parent gave this worker.
 pub(crate) const ID_ENV: &str = "MPSCRIPT_WORKER_ID";
+/// Environment variable carrying the descriptor of this worker's progress board (Linux).
+pub(crate) const BOARD_ENV: &str = "MPSCRIPT_WORKER_BOARD";
+
+/// How often a long chunk sends the results it has so far.
+const PART_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Turns this process into an mpscript worker if the runtime started it as one, and never returns
 /// in that case; otherwise returns at once.
@@ -53,13 +61,17 @@ pub fn run_worker_if_requested() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let board = env::var(BOARD_ENV)
+        .ok()
+        .and_then(|fd| fd.parse().ok())
+        .and_then(|fd| Board::open(fd).ok());
     // SAFETY: called before any other thread of this process exists.
     unsafe {
-        env::remove_var(SOCKET_ENV);
-        env::remove_var(TOKEN_ENV);
-        env::remove_var(ID_ENV);
+        for var in [SOCKET_ENV, TOKEN_ENV, ID_ENV, BOARD_ENV] {
+            env::remove_var(var);
+        }
     }
-    let code = match serve(&socket.to_string_lossy(), token, id) {
+    let code = match serve(&socket.to_string_lossy(), token, id, board) {
         Ok(()) => 0,
         Err(e) if e.is_disconnected() => 0,
         Err(e) => {
@@ -72,7 +84,7 @@ pub fn run_worker_if_requested() {
     std::process::exit(code);
 }
 
-fn serve(socket: &str, token: String, worker: u64) -> Result<(), Error> {
+fn serve(socket: &str, token: String, worker: u64, board: Option<Board>) -> Result<(), Error> {
     engine::fix_hashing_seed()?;
     let name = socket
         .to_ns_name::<GenericNamespaced>()
@@ -95,7 +107,12 @@ fn serve(socket: &str, token: String, worker: u64) -> Result<(), Error> {
         other => return Err(unexpected(&other)),
     };
     let fns = FnTable::default();
-    let ctx = Ctx::new(link.clone(), fns.clone());
+    let deadline = Arc::new(Deadline::default());
+    let stop: StopCheck = {
+        let deadline = deadline.clone();
+        Arc::new(move || deadline.passed().map(Stop::TimedOut))
+    };
+    let ctx = Ctx::new(link.clone(), fns.clone(), stop);
     let output = {
         let conn = conn.clone();
         Arc::new(move |stream: OutStream, text: &str| {
@@ -105,7 +122,7 @@ fn serve(socket: &str, token: String, worker: u64) -> Result<(), Error> {
             });
         })
     };
-    let engine = engine::new_engine(&ctx, &program.limits, output);
+    let engine = engine::new_engine(&ctx, &program.limits, program.module_dir.as_deref(), output);
     let ast = match engine.compile(&program.source) {
         Ok(ast) => ast,
         Err(e) => return conn.send(&FromWorker::CompileFailed(e.to_string())),
@@ -116,7 +133,9 @@ fn serve(socket: &str, token: String, worker: u64) -> Result<(), Error> {
         engine,
         ast,
         fns,
-        job_fn: None,
+        job: None,
+        board,
+        deadline,
     }
     .serve(&link)
 }
@@ -126,8 +145,39 @@ struct Calls {
     engine: Engine,
     ast: AST,
     fns: FnTable,
-    /// The function of the current `pool_map` job, sent once with its first chunk.
-    job_fn: Option<(u64, FnPtr)>,
+    /// The current `pool_map` job, set up by its first chunk.
+    job: Option<Job>,
+    board: Option<Board>,
+    deadline: Arc<Deadline>,
+}
+
+struct Job {
+    id: u64,
+    f: FnPtr,
+    timeout: Option<Duration>,
+}
+
+/// The running call's time limit, checked by `on_progress` and `sleep`.
+#[derive(Default)]
+struct Deadline {
+    at_ns: AtomicU64,
+    limit_ns: AtomicU64,
+}
+
+impl Deadline {
+    fn start(&self, limit: Option<Duration>) {
+        let limit = limit.map_or(0, |d| d.as_nanos() as u64);
+        self.limit_ns.store(limit, Ordering::Relaxed);
+        let at = if limit == 0 { 0 } else { now_ns() + limit };
+        self.at_ns.store(at, Ordering::Relaxed);
+    }
+
+    /// The limit, once it has passed.
+    fn passed(&self) -> Option<Duration> {
+        let at = self.at_ns.load(Ordering::Relaxed);
+        (at != 0 && now_ns() > at)
+            .then(|| Duration::from_nanos(self.limit_ns.load(Ordering::Relaxed)))
+    }
 }
 
 impl Calls {
@@ -141,10 +191,10 @@ impl Calls {
                 ToWorker::Map {
                     job,
                     chunk,
-                    f,
+                    setup,
                     items,
                 } => {
-                    let result = self.map(job, f, items);
+                    let result = self.map(link, job, chunk, setup, items);
                     link.conn
                         .send(&FromWorker::MapDone { job, chunk, result })?;
                 }
@@ -165,40 +215,55 @@ impl Calls {
                 Ok(v) => Outcome::Returned(v),
                 Err(e) => Outcome::Threw(unsendable_result(&e)),
             },
-            Err(e) => match exit_code(&e) {
-                Some(code) => Outcome::Exited(code),
-                None => Outcome::Threw(RemoteError::from_rhai(&e)),
+            Err(e) => match stop_reason(&e) {
+                Some(Stop::Exit(code)) => Outcome::Exited(code),
+                _ => Outcome::Threw(RemoteError::from_rhai(&e)),
             },
         }
     }
 
-    fn map(&mut self, job: u64, f: Option<FnValue>, items: Items) -> Result<Value, ItemFailure> {
-        if let Some(f) = f {
-            self.job_fn = Some((job, f.into_fn_ptr(&self.fns)));
+    fn map(
+        &mut self,
+        link: &ParentLink,
+        job: u64,
+        chunk: u32,
+        setup: Option<MapSetup>,
+        items: Items,
+    ) -> Result<Value, ItemFailure> {
+        if let Some(setup) = setup {
+            self.job = Some(Job {
+                id: job,
+                f: setup.f.into_fn_ptr(&self.fns),
+                timeout: setup.timeout.map(Duration::from_secs_f64),
+            });
         }
-        let f = match &self.job_fn {
-            Some((j, f)) if *j == job => f.clone(),
+        let (f, timeout) = match &self.job {
+            Some(j) if j.id == job => (j.f.clone(), j.timeout),
             _ => {
-                return Err(ItemFailure {
-                    offset: 0,
-                    error: protocol_remote("chunk arrived without its function"),
-                });
+                let error = protocol_remote("chunk arrived without its function");
+                return Err(ItemFailure::threw(0, error));
             }
         };
         let mut results = Results::with_capacity(items.len());
+        let mut last_part = Instant::now();
         for (offset, item) in self.items(items).enumerate() {
-            let failure = |error| ItemFailure {
-                offset: offset as u32,
-                error,
-            };
-            let value = f
-                .call::<Dynamic>(&self.engine, &self.ast, (item,))
-                .map_err(|e| failure(item_error(&e)))?;
+            if let Some(board) = &self.board {
+                board.publish(job, chunk as u64, offset as u64);
+            }
+            self.deadline.start(timeout);
+            let value = f.call::<Dynamic>(&self.engine, &self.ast, (item,));
+            self.deadline.start(None);
+            let value = value.map_err(|e| item_failure(offset, &e))?;
             results
                 .push(&value)
-                .map_err(|e| failure(unsendable_result(&e)))?;
+                .map_err(|e| ItemFailure::threw(offset, unsendable_result(&e)))?;
+            if last_part.elapsed() >= PART_INTERVAL {
+                let values = results.take();
+                let _ = link.conn.send(&FromWorker::MapPart { job, chunk, values });
+                last_part = Instant::now();
+            }
         }
-        Ok(results.finish())
+        Ok(results.take())
     }
 
     fn items(&self, items: Items) -> Box<dyn Iterator<Item = Dynamic> + '_> {
@@ -238,20 +303,41 @@ impl Results {
         Ok(())
     }
 
-    fn finish(self) -> Value {
-        match self {
+    /// The results so far; collecting starts again, empty.
+    fn take(&mut self) -> Value {
+        match std::mem::replace(self, Results::Ints(Vec::new())) {
             Results::Ints(ints) => Value::IntArray(ints),
             Results::Values(values) => Value::Array(values),
         }
     }
 }
 
-fn item_error(e: &EvalAltResult) -> RemoteError {
-    match exit_code(e) {
-        Some(code) => protocol_remote(&format!(
-            "exit({code}) was called inside a pool_map function"
-        )),
-        None => RemoteError::from_rhai(e),
+fn item_failure(offset: usize, e: &EvalAltResult) -> ItemFailure {
+    let mut error = RemoteError::from_rhai(e);
+    match stop_reason(e) {
+        Some(Stop::TimedOut(limit)) => {
+            error.message = format!("timed out after {}s", limit.as_secs_f64());
+            return ItemFailure {
+                offset: offset as u32,
+                error,
+                timed_out: true,
+            };
+        }
+        Some(Stop::Exit(code)) => {
+            error.message = format!("exit({code}) was called inside a pool_map function");
+        }
+        _ => {}
+    }
+    ItemFailure::threw(offset, error)
+}
+
+impl ItemFailure {
+    fn threw(offset: usize, error: RemoteError) -> ItemFailure {
+        ItemFailure {
+            offset: offset as u32,
+            error,
+            timed_out: false,
+        }
     }
 }
 

@@ -276,7 +276,7 @@ fn a_value_that_cannot_be_sent_is_a_clear_error_at_the_call_site() {
     );
     assert_eq!(
         lines[6],
-        "pool_map: unknown option `wokers` (known: workers, chunk_size)"
+        "pool_map: unknown option `wokers` (known: workers, chunk_size, retries, timeout)"
     );
 }
 

@@ -6,14 +6,13 @@ mod process;
 mod queue;
 mod system;
 
-pub(crate) use system::exit_code;
-
 use std::sync::{Arc, Mutex};
 
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, INT, Position};
 
 use crate::{
     Error, RemoteError, Value,
+    stop::StopCheck,
     value::{FnTable, FnValue},
     wire::{Op, Reply},
 };
@@ -32,14 +31,16 @@ type ScriptResult = Result<Dynamic, Box<EvalAltResult>>;
 pub(crate) struct Ctx {
     backend: Arc<dyn Backend>,
     fns: FnTable,
+    stop: StopCheck,
     last_remote: Mutex<Option<(String, RemoteError)>>,
 }
 
 impl Ctx {
-    pub(crate) fn new(backend: Arc<dyn Backend>, fns: FnTable) -> Arc<Ctx> {
+    pub(crate) fn new(backend: Arc<dyn Backend>, fns: FnTable, stop: StopCheck) -> Arc<Ctx> {
         Arc::new(Ctx {
             backend,
             fns,
+            stop,
             last_remote: Mutex::new(None),
         })
     }
@@ -52,9 +53,17 @@ impl Ctx {
         value.into_dynamic(&self.fns)
     }
 
+    /// When the running code must stop (Ctrl-C in the parent, a time limit in a worker).
+    pub(crate) fn stop_check(&self) -> &StopCheck {
+        &self.stop
+    }
+
     /// Turns a runtime error into the string a script can catch, remembering a remote error's
     /// details so an uncaught one can be reported at both its call site and its origin.
     fn script_error(&self, error: Error) -> Box<EvalAltResult> {
+        if let Error::Interrupted { signal } = error {
+            return crate::stop::terminate(crate::stop::Stop::Interrupted(signal));
+        }
         let message = error.to_string();
         if let Some(remote) = remote_cause(&error) {
             *self.last_remote.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -86,7 +95,7 @@ pub(crate) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     process::register(engine, ctx);
     pool::register(engine, ctx);
     queue::register(engine, ctx);
-    system::register(engine);
+    system::register(engine, ctx);
 }
 
 /// A plain script error with `message`.

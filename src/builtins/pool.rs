@@ -74,25 +74,38 @@ fn map_options(value: &Dynamic) -> Result<MapOptions, Box<EvalAltResult>> {
     };
     let mut options = MapOptions::default();
     for (key, v) in map.iter() {
-        let slot = match key.as_str() {
-            "workers" => &mut options.workers,
-            "chunk_size" => &mut options.chunk_size,
+        match key.as_str() {
+            "workers" => options.workers = Some(count(v, key, 1)?),
+            "chunk_size" => options.chunk_size = Some(count(v, key, 1)?),
+            "retries" => options.retries = count(v, key, 0)? as u32,
+            "timeout" => options.timeout = Some(duration(v)?),
             other => {
                 return Err(invalid(format!(
-                    "pool_map: unknown option `{other}` (known: workers, chunk_size)"
+                    "pool_map: unknown option `{other}` (known: workers, chunk_size, retries, timeout)"
                 )));
             }
-        };
-        *slot = Some(positive(v, key)?);
+        }
     }
     Ok(options)
 }
 
-fn positive(value: &Dynamic, key: &str) -> Result<usize, Box<EvalAltResult>> {
+fn count(value: &Dynamic, key: &str, min: INT) -> Result<usize, Box<EvalAltResult>> {
     match value.as_int() {
-        Ok(n) if n >= 1 => Ok(n as usize),
+        Ok(n) if n >= min => Ok(n as usize),
         _ => Err(invalid(format!(
-            "pool_map option `{key}` must be an integer of 1 or more, got {value}"
+            "pool_map option `{key}` must be an integer of {min} or more, got {value}"
+        ))),
+    }
+}
+
+fn duration(value: &Dynamic) -> Result<f64, Box<EvalAltResult>> {
+    let secs = value
+        .as_float()
+        .or_else(|_| value.as_int().map(|i| i as f64));
+    match secs {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(secs),
+        _ => Err(invalid(format!(
+            "pool_map option `timeout` must be a number of seconds above zero, got {value}"
         ))),
     }
 }

@@ -1,38 +1,29 @@
 //! Small process-level builtins: `cpu_count()`, `pid()`, `sleep(secs)`, `exit(code)`.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use rhai::{Dynamic, Engine, EvalAltResult, INT, Position};
+use rhai::{Engine, EvalAltResult, INT};
 
-use super::{method, seconds};
+use super::{Ctx, method, seconds};
+use crate::stop::{Stop, terminate};
 
-/// Carried by the termination error `exit(code)` raises, so the code survives the top level
-/// (Rhai's own `exit` turns into the script's return value there, losing the code).
-#[derive(Debug, Clone, Copy)]
-struct ExitRequest(INT);
-
-pub(super) fn register(engine: &mut Engine) {
+pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     engine.register_fn("cpu_count", || crate::cpu_count() as INT);
     method(engine, "pid", || std::process::id() as INT);
-    method(engine, "sleep", |secs: f64| sleep(secs));
-    method(engine, "sleep", |secs: INT| sleep(secs as f64));
+    let c = ctx.clone();
+    method(engine, "sleep", move |secs: f64| sleep(&c, secs));
+    let c = ctx.clone();
+    method(engine, "sleep", move |secs: INT| sleep(&c, secs as f64));
+    // Rhai's own `exit` becomes the top level's return value, losing the code; this one is a
+    // termination that keeps it (and, like Rhai's, cannot be caught).
     method(engine, "exit", || exit(0));
     method(engine, "exit", exit);
 }
 
-fn sleep(secs: f64) -> Result<(), Box<EvalAltResult>> {
-    std::thread::sleep(Duration::from_secs_f64(seconds(secs, "sleep")?));
-    Ok(())
+fn sleep(ctx: &Ctx, secs: f64) -> Result<(), Box<EvalAltResult>> {
+    crate::stop::sleep(seconds(secs, "sleep")?, &ctx.stop)
 }
 
 fn exit(code: INT) -> Result<(), Box<EvalAltResult>> {
-    Err(EvalAltResult::ErrorTerminated(Dynamic::from(ExitRequest(code)), Position::NONE).into())
-}
-
-/// The code passed to `exit(code)` if `error` is that request.
-pub(crate) fn exit_code(error: &EvalAltResult) -> Option<INT> {
-    match error.unwrap_inner() {
-        EvalAltResult::ErrorTerminated(token, _) => token.read_lock::<ExitRequest>().map(|r| r.0),
-        _ => None,
-    }
+    Err(terminate(Stop::Exit(code)))
 }

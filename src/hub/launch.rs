@@ -22,8 +22,9 @@ use interprocess::local_socket::{
 use super::worker::Worker;
 use crate::{
     Error,
+    board::Board,
     wire::{Conn, FromWorker, Program, ToWorker},
-    worker::{ID_ENV, SOCKET_ENV, TOKEN_ENV},
+    worker::{BOARD_ENV, ID_ENV, SOCKET_ENV, TOKEN_ENV},
 };
 
 /// How long a new worker may take to connect and compile.
@@ -35,7 +36,16 @@ type Arrivals = Arc<Mutex<HashMap<u64, Sender<Stream>>>>;
 
 struct SpawnRequest {
     worker: u64,
+    board_fd: Option<i32>,
     reply: Sender<io::Result<Child>>,
+}
+
+/// A worker process started but not yet connected.
+struct Pending {
+    id: u64,
+    child: Child,
+    arrival: Receiver<Stream>,
+    board: Option<Board>,
 }
 
 pub(crate) struct Launcher {
@@ -87,8 +97,8 @@ impl Launcher {
             .collect::<Result<Vec<_>, _>>()?;
         let mut started = Vec::with_capacity(count);
         let mut first_error = None;
-        for (id, child, arrival) in pending {
-            match self.finish_start(id, child, &arrival, program) {
+        for p in pending {
+            match self.finish_start(p, program) {
                 Ok(worker) => started.push(worker),
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -107,21 +117,35 @@ impl Launcher {
         }
     }
 
-    fn spawn_one(&self) -> Result<(u64, Child, Receiver<Stream>), Error> {
+    fn spawn_one(&self) -> Result<Pending, Error> {
         let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let (tx, arrival) = bounded(1);
         self.arrivals_lock().insert(id, tx);
+        // Without a board (not Linux, or no memfd) deaths are reported per chunk instead of per item.
+        let mut board = Board::create().ok();
         let (reply, child) = bounded(1);
         let spawner = self.spawner.as_ref().expect("spawner lives until drop");
-        let _ = spawner.send(SpawnRequest { worker: id, reply });
+        let _ = spawner.send(SpawnRequest {
+            worker: id,
+            board_fd: board.as_ref().and_then(Board::fd),
+            reply,
+        });
         let child = child
             .recv()
             .map_err(|_| Error::WorkerStart("the spawner thread is gone".into()))
             .and_then(|r| {
                 r.map_err(|e| Error::WorkerStart(format!("cannot execute the worker: {e}")))
             });
+        if let Some(board) = &mut board {
+            board.close_fd();
+        }
         match child {
-            Ok(child) => Ok((id, child, arrival)),
+            Ok(child) => Ok(Pending {
+                id,
+                child,
+                arrival,
+                board,
+            }),
             Err(e) => {
                 self.arrivals_lock().remove(&id);
                 Err(e)
@@ -129,14 +153,14 @@ impl Launcher {
         }
     }
 
-    fn finish_start(
-        &self,
-        id: u64,
-        mut child: Child,
-        arrival: &Receiver<Stream>,
-        program: &Program,
-    ) -> Result<Worker, Error> {
-        let result = wait_for_connection(&mut child, arrival);
+    fn finish_start(&self, pending: Pending, program: &Program) -> Result<Worker, Error> {
+        let Pending {
+            id,
+            mut child,
+            arrival,
+            board,
+        } = pending;
+        let result = wait_for_connection(&mut child, &arrival);
         self.arrivals_lock().remove(&id);
         let stream = match result.and_then(|stream| same_process(stream, &child)) {
             Ok(stream) => stream,
@@ -146,11 +170,8 @@ impl Launcher {
                 return Err(e);
             }
         };
-        let worker = Worker::new(
-            id,
-            Conn::new(stream, format!("worker {}", child.id())),
-            child,
-        );
+        let conn = Conn::new(stream, format!("worker {}", child.id()));
+        let worker = Worker::new(id, conn, child, board);
         match handshake(&worker, program) {
             Ok(()) => Ok(worker),
             Err(e) => {
@@ -319,17 +340,20 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 
 fn spawn_loop(requests: &Receiver<SpawnRequest>, exe: &PathBuf, socket: &str, token: &str) {
     for request in requests {
-        let child = worker_command(exe, socket, token, request.worker).spawn();
+        let child = worker_command(exe, socket, token, &request).spawn();
         let _ = request.reply.send(child);
     }
 }
 
-fn worker_command(exe: &PathBuf, socket: &str, token: &str, worker: u64) -> Command {
+fn worker_command(exe: &PathBuf, socket: &str, token: &str, request: &SpawnRequest) -> Command {
     let mut cmd = Command::new(exe);
     cmd.env(SOCKET_ENV, socket)
         .env(TOKEN_ENV, token)
-        .env(ID_ENV, worker.to_string())
+        .env(ID_ENV, request.worker.to_string())
         .stdin(Stdio::null());
+    if let Some(fd) = request.board_fd {
+        cmd.env(BOARD_ENV, fd.to_string());
+    }
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
@@ -338,6 +362,7 @@ fn worker_command(exe: &PathBuf, socket: &str, token: &str, worker: u64) -> Comm
         #[cfg(target_os = "linux")]
         {
             let parent = std::process::id() as libc::pid_t;
+            let board_fd = request.board_fd;
             // SAFETY: only async-signal-safe calls between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
@@ -348,7 +373,10 @@ fn worker_command(exe: &PathBuf, socket: &str, token: &str, worker: u64) -> Comm
                     if libc::getppid() != parent {
                         libc::_exit(1);
                     }
-                    Ok(())
+                    match board_fd {
+                        Some(fd) => crate::board::inherit_in_child(fd),
+                        None => Ok(()),
+                    }
                 });
             }
         }

@@ -5,6 +5,7 @@ mod launch;
 mod pool;
 mod process;
 mod queue;
+mod wait;
 mod worker;
 
 use std::{
@@ -24,15 +25,15 @@ use self::{
     launch::Launcher,
     pool::{JobEvent, MapRun},
     process::ProcSlot,
-    queue::Queue,
+    queue::{Put, Queue},
     worker::{Task, Worker},
 };
 use crate::{
-    Error, Value,
+    Error, Interrupt, Value,
     builtins::Backend,
     runtime::OutputSink,
     value::FnValue,
-    wire::{FromWorker, Items, MapOptions, Op, Program, Reply, ToWorker},
+    wire::{FromWorker, Items, MapOptions, MapSetup, Op, Program, Reply, ToWorker},
 };
 
 /// Idle warm workers kept for `spawn` beyond this are shut down.
@@ -49,6 +50,7 @@ pub(crate) struct HubConfig {
     pub(crate) program: Program,
     pub(crate) workers: usize,
     pub(crate) output: OutputSink,
+    pub(crate) interrupt: Interrupt,
 }
 
 /// The owner handle: dropping it shuts every worker down.
@@ -104,11 +106,16 @@ impl Hub {
     }
 
     /// Waits for spawned processes that are still running, as Python waits for non-daemon ones.
-    pub(crate) fn wait_for_processes(&self) {
+    pub(crate) fn wait_for_processes(&self) -> Result<(), Error> {
         let running: Vec<_> = lock(&self.inner.procs).values().cloned().collect();
         for p in running {
-            let _ = p.join(None);
+            if let Err(e) = p.join(None, &self.inner.config.interrupt) {
+                if e.is_interrupted() {
+                    return Err(e);
+                }
+            }
         }
+        Ok(())
     }
 }
 
@@ -134,7 +141,9 @@ impl Inner {
             Op::Spawn { f, args } => self.spawn(f, args),
             Op::Join { process, timeout } => {
                 let timeout = timeout.map(Duration::from_secs_f64);
-                self.process(process)?.join(timeout).map(Reply::Value)
+                self.process(process)?
+                    .join(timeout, &self.config.interrupt)
+                    .map(Reply::Value)
             }
             Op::Status { process } => Ok(Reply::Status {
                 exit_code: self.process(process)?.exit_code(),
@@ -155,9 +164,12 @@ impl Inner {
                 timeout,
             } => {
                 let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
-                match self.queue(queue)?.put(value, deadline) {
-                    Ok(()) => Ok(Reply::Unit),
-                    Err(_) => Err(Error::Timeout {
+                match self
+                    .queue(queue)?
+                    .put(value, deadline, &self.config.interrupt)?
+                {
+                    Put::Done => Ok(Reply::Unit),
+                    Put::Full(_) => Err(Error::Timeout {
                         what: "q.put on a full queue".into(),
                         after: Duration::from_secs_f64(timeout.unwrap_or_default()),
                     }),
@@ -165,7 +177,8 @@ impl Inner {
             }
             Op::Get { queue, timeout } => {
                 let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
-                Ok(Reply::Got(self.queue(queue)?.get(deadline)))
+                let got = self.queue(queue)?.get(deadline, &self.config.interrupt)?;
+                Ok(Reply::Got(got))
             }
             Op::Len { queue } => Ok(Reply::Len(self.queue(queue)?.len() as u64)),
             Op::PoolMap { f, items, options } => {
@@ -207,10 +220,11 @@ impl Inner {
             Op::NewQueue { .. } | Op::Len { .. } | Op::Status { .. } => Ok(self.handle(op, caller)),
             Op::Get { queue, timeout } => match self.queue(queue) {
                 Err(e) => Ok(Err(e)),
-                Ok(q) => match q.get(now) {
-                    Some(v) => Ok(Ok(Reply::Got(Some(v)))),
-                    None if timeout == Some(0.0) => Ok(Ok(Reply::Got(None))),
-                    None => Err(Op::Get { queue, timeout }),
+                Ok(q) => match q.get(now, &self.config.interrupt) {
+                    Ok(Some(v)) => Ok(Ok(Reply::Got(Some(v)))),
+                    Ok(None) if timeout == Some(0.0) => Ok(Ok(Reply::Got(None))),
+                    Ok(None) => Err(Op::Get { queue, timeout }),
+                    Err(e) => Ok(Err(e)),
                 },
             },
             Op::Put {
@@ -219,13 +233,14 @@ impl Inner {
                 timeout,
             } => match self.queue(queue) {
                 Err(e) => Ok(Err(e)),
-                Ok(q) => match q.put(value, now) {
-                    Ok(()) => Ok(Ok(Reply::Unit)),
-                    Err(value) => Err(Op::Put {
+                Ok(q) => match q.put(value, now, &self.config.interrupt) {
+                    Ok(Put::Done) => Ok(Ok(Reply::Unit)),
+                    Ok(Put::Full(value)) => Err(Op::Put {
                         queue,
                         value,
                         timeout,
                     }),
+                    Err(e) => Ok(Err(e)),
                 },
             },
             other => Err(other),
@@ -318,31 +333,20 @@ impl Inner {
             let more = self.start_workers(want - pool.len())?;
             pool.extend(more);
         }
-        let workers = &pool[..want];
         let job = self.id();
         let (tx, events) = unbounded();
-        lock(&self.jobs).insert(job, tx.clone());
-        for w in workers {
-            if !w.assign(Task::Pool(job)) {
-                let death = w.reap(Duration::ZERO);
-                let _ = tx.send(JobEvent::Died {
-                    worker: w.id,
-                    death,
-                });
-            }
-        }
-        let run = MapRun {
-            job,
+        lock(&self.jobs).insert(job, tx);
+        let setup = MapSetup {
             f,
-            items,
-            workers,
-            chunk_size: options.chunk_size,
+            timeout: options.timeout,
         };
+        let workers = pool.drain(..want).collect();
+        let mut run = MapRun::new(self, job, setup, items, options, workers);
         let result = run.run(&events);
         lock(&self.jobs).remove(&job);
-        for w in workers {
-            w.assign(Task::Idle);
-        }
+        let mut kept = run.into_workers();
+        kept.append(&mut pool);
+        *pool = kept;
         result
     }
 
@@ -364,10 +368,11 @@ impl Inner {
                     slot.finish(outcome, || self.release_spare(worker));
                 }
             }
+            FromWorker::MapPart { job, chunk, values } => {
+                self.tell_job(job, JobEvent::Part { chunk, values })
+            }
             FromWorker::MapDone { job, chunk, result } => {
-                if let Some(tx) = lock(&self.jobs).get(&job) {
-                    let _ = tx.send(JobEvent::Done { chunk, result });
-                }
+                self.tell_job(job, JobEvent::Done { chunk, result })
             }
             FromWorker::Request { seq, op } => self.serve(worker, seq, op),
             other => {
@@ -396,15 +401,20 @@ impl Inner {
                     slot.died(death);
                 }
             }
-            Task::Pool(job) => {
-                if let Some(tx) = lock(&self.jobs).get(&job) {
-                    let _ = tx.send(JobEvent::Died {
-                        worker: worker.id,
-                        death,
-                    });
-                }
-            }
+            Task::Pool(job) => self.tell_job(
+                job,
+                JobEvent::Died {
+                    worker: worker.id,
+                    death,
+                },
+            ),
             Task::Idle | Task::Dead => {}
+        }
+    }
+
+    fn tell_job(&self, job: u64, event: JobEvent) {
+        if let Some(tx) = lock(&self.jobs).get(&job) {
+            let _ = tx.send(event);
         }
     }
 

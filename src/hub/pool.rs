@@ -1,189 +1,431 @@
 //! `pool_map` scheduling: guided chunks that shrink as work runs out (balancing uneven items without
 //! per-item round trips), two chunks in flight per worker, results reassembled in input order.
+//! A worker that dies fails exactly the item it was running (or retries it); everything else it
+//! held is run again elsewhere, and a replacement worker joins the pool.
 
-use std::sync::Arc;
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::worker::{Death, Worker};
+use super::{
+    Inner,
+    worker::{Death, Task, Worker},
+};
 use crate::{
     Error, Value,
-    value::FnValue,
-    wire::{ItemFailure, Items, ToWorker},
+    board::now_ns,
+    wire::{ItemFailure, Items, MapOptions, MapSetup, ToWorker},
 };
 
 /// What the reader threads tell a running `pool_map`.
 pub(crate) enum JobEvent {
+    /// A chunk's next results, while it runs.
+    Part { chunk: u32, values: Value },
     /// A chunk finished.
     Done {
         chunk: u32,
         result: Result<Value, ItemFailure>,
     },
-    /// A worker of this job died; its chunks in flight are lost.
+    /// A worker of this job died.
     Died { worker: u64, death: Death },
 }
 
 /// Chunks queued ahead per worker, so a worker never idles for a round trip.
 const IN_FLIGHT: usize = 2;
+/// How often the scheduler looks at interrupts and time limits while it waits.
+const TICK: Duration = Duration::from_millis(20);
+/// How long a call past its time limit gets to stop by itself before its worker is killed.
+const KILL_GRACE: Duration = Duration::from_secs(1);
 
+#[derive(PartialEq)]
 enum ChunkState {
-    Pending,
-    Done(Value),
-    Failed,
+    Running,
+    /// All its items (`start..end`, trimmed after a death) have results.
+    Done,
+    /// Abandoned with no results; its items were requeued or failed.
+    Dropped,
 }
 
 struct Chunk {
     start: usize,
     end: usize,
-    worker: usize,
     state: ChunkState,
+    parts: Vec<Value>,
+    received: usize,
 }
 
-/// One `pool_map` call over a fixed set of workers.
+struct Slot {
+    worker: Arc<Worker>,
+    /// Chunk ids in the order the worker runs them.
+    in_flight: VecDeque<usize>,
+    set_up: bool,
+    alive: bool,
+    /// The item whose time limit made us kill this worker.
+    killed_for: Option<usize>,
+}
+
+/// One `pool_map` call.
 pub(crate) struct MapRun<'a> {
-    pub(crate) job: u64,
-    pub(crate) f: FnValue,
-    pub(crate) items: &'a Items,
-    pub(crate) workers: &'a [Arc<Worker>],
-    pub(crate) chunk_size: Option<usize>,
-}
-
-struct Progress {
-    next: usize,
+    hub: &'a Arc<Inner>,
+    job: u64,
+    setup: MapSetup,
+    items: &'a Items,
+    options: MapOptions,
+    slots: Vec<Slot>,
     chunks: Vec<Chunk>,
-    in_flight: Vec<usize>,
-    fn_sent: Vec<bool>,
-    alive: Vec<bool>,
+    /// The first item never handed out.
+    next: usize,
+    /// Ranges to hand out again (retries first).
+    requeued: VecDeque<(usize, usize)>,
+    /// How often each item lost its worker.
+    attempts: HashMap<usize, u32>,
     failure: Option<(usize, Error)>,
 }
 
-impl MapRun<'_> {
-    /// Runs the map to completion: every dispatched chunk is answered or its worker reported dead.
-    pub(crate) fn run(&self, events: &Receiver<JobEvent>) -> Result<Value, Error> {
-        let n = self.workers.len();
-        let mut p = Progress {
-            next: 0,
+impl<'a> MapRun<'a> {
+    pub(crate) fn new(
+        hub: &'a Arc<Inner>,
+        job: u64,
+        setup: MapSetup,
+        items: &'a Items,
+        options: MapOptions,
+        workers: Vec<Arc<Worker>>,
+    ) -> Self {
+        let slots = workers
+            .into_iter()
+            .map(|worker| Slot {
+                alive: worker.assign(Task::Pool(job)),
+                worker,
+                in_flight: VecDeque::new(),
+                set_up: false,
+                killed_for: None,
+            })
+            .collect();
+        MapRun {
+            hub,
+            job,
+            setup,
+            items,
+            options,
+            slots,
             chunks: Vec::new(),
-            in_flight: vec![0; n],
-            fn_sent: vec![false; n],
-            alive: vec![true; n],
+            next: 0,
+            requeued: VecDeque::new(),
+            attempts: HashMap::new(),
             failure: None,
-        };
-        for w in 0..n {
-            self.dispatch(&mut p, w);
         }
-        while p.in_flight.iter().any(|&k| k > 0) {
-            let Ok(event) = events.recv() else { break };
-            match event {
-                JobEvent::Done { chunk, result } => self.on_done(&mut p, chunk as usize, result),
-                JobEvent::Died { worker, death } => self.on_died(&mut p, worker, &death),
+    }
+
+    /// Runs the map until every item has a result or one has failed and nothing is in flight.
+    pub(crate) fn run(&mut self, events: &Receiver<JobEvent>) -> Result<Value, Error> {
+        self.dispatch_all();
+        if self.slots.iter().all(|s| !s.alive) {
+            self.replace_worker();
+        }
+        while self.slots.iter().any(|s| !s.in_flight.is_empty()) {
+            match events.recv_timeout(TICK) {
+                Ok(event) => self.on_event(event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
+            self.hub.config.interrupt.check()?;
+            self.enforce_time_limit();
         }
-        match p.failure {
-            Some((index, error)) => Err(Error::MapItem {
-                index,
-                total: self.items.len(),
-                source: Box::new(error),
-            }),
-            None => Ok(concat(p.chunks.into_iter().map(|c| match c.state {
-                ChunkState::Done(v) => v,
-                _ => unreachable!("no failure means every chunk is done"),
-            }))),
+        self.result()
+    }
+
+    /// The workers still alive (replacements included), idle again, for the pool to keep.
+    pub(crate) fn into_workers(self) -> Vec<Arc<Worker>> {
+        self.slots
+            .into_iter()
+            .filter(|s| s.alive && s.worker.assign(Task::Idle))
+            .map(|s| s.worker)
+            .collect()
+    }
+
+    fn remaining(&self) -> bool {
+        !self.requeued.is_empty() || self.next < self.items.len()
+    }
+
+    fn first_remaining(&self) -> usize {
+        self.requeued
+            .iter()
+            .map(|r| r.0)
+            .chain((self.next < self.items.len()).then_some(self.next))
+            .min()
+            .unwrap_or(self.next)
+    }
+
+    fn take_range(&mut self) -> Option<(usize, usize)> {
+        if let Some(range) = self.requeued.pop_front() {
+            return Some(range);
+        }
+        let left = self.items.len() - self.next;
+        if left == 0 {
+            return None;
+        }
+        let alive = self.slots.iter().filter(|s| s.alive).count().max(1);
+        let len = self
+            .options
+            .chunk_size
+            .unwrap_or_else(|| left.div_ceil(2 * alive))
+            .clamp(1, left);
+        let range = (self.next, self.next + len);
+        self.next += len;
+        Some(range)
+    }
+
+    fn requeue(&mut self, start: usize, end: usize) {
+        if start < end {
+            self.requeued.push_back((start, end));
         }
     }
 
-    fn chunk_len(&self, remaining: usize) -> usize {
-        let guided = remaining.div_ceil(2 * self.workers.len());
-        self.chunk_size.unwrap_or(guided).clamp(1, remaining)
+    fn dispatch_all(&mut self) {
+        for w in 0..self.slots.len() {
+            self.dispatch(w);
+        }
     }
 
-    fn dispatch(&self, p: &mut Progress, w: usize) {
-        let total = self.items.len();
-        while p.alive[w] && p.in_flight[w] < IN_FLIGHT && p.next < total && p.failure.is_none() {
-            let (start, end) = (p.next, p.next + self.chunk_len(total - p.next));
-            let message = ToWorker::Map {
-                job: self.job,
-                chunk: p.chunks.len() as u32,
-                f: (!p.fn_sent[w]).then(|| self.f.clone()),
-                items: self.items.slice(start, end),
+    fn dispatch(&mut self, w: usize) {
+        while self.slots[w].alive
+            && self.slots[w].in_flight.len() < IN_FLIGHT
+            && self.failure.is_none()
+        {
+            let Some((start, end)) = self.take_range() else {
+                return;
             };
-            p.chunks.push(Chunk {
+            let id = self.chunks.len();
+            self.chunks.push(Chunk {
                 start,
                 end,
-                worker: w,
-                state: ChunkState::Pending,
+                state: ChunkState::Running,
+                parts: Vec::new(),
+                received: 0,
             });
-            p.next = end;
-            p.fn_sent[w] = true;
-            p.in_flight[w] += 1;
-            match self.workers[w].conn.send(&message) {
+            let slot = &mut self.slots[w];
+            let message = ToWorker::Map {
+                job: self.job,
+                chunk: id as u32,
+                setup: (!slot.set_up).then(|| self.setup.clone()),
+                items: self.items.slice(start, end),
+            };
+            slot.set_up = true;
+            slot.in_flight.push_back(id);
+            match slot.worker.conn.send(&message) {
                 // A worker that hung up is reported dead by its reader thread, chunks and all.
                 Ok(()) | Err(Error::Disconnected { .. }) => {}
                 Err(e) => {
-                    p.in_flight[w] -= 1;
-                    fail(p, start, e);
-                    if let Some(c) = p.chunks.last_mut() {
-                        c.state = ChunkState::Failed;
-                    }
+                    slot.in_flight.pop_back();
+                    self.chunks[id].state = ChunkState::Dropped;
+                    self.fail(start, e);
                 }
             }
         }
     }
 
-    fn on_done(&self, p: &mut Progress, chunk: usize, result: Result<Value, ItemFailure>) {
-        let Some(c) = p.chunks.get_mut(chunk) else {
+    fn on_event(&mut self, event: JobEvent) {
+        match event {
+            JobEvent::Part { chunk, values } => {
+                if let Some(c) = self.running_chunk(chunk) {
+                    c.received += values.array_len().unwrap_or(0);
+                    c.parts.push(values);
+                }
+            }
+            JobEvent::Done { chunk, result } => self.on_done(chunk as usize, result),
+            JobEvent::Died { worker, death } => {
+                if let Some(w) = self.slots.iter().position(|s| s.worker.id == worker) {
+                    self.on_died(w, &death);
+                }
+            }
+        }
+    }
+
+    fn running_chunk(&mut self, chunk: u32) -> Option<&mut Chunk> {
+        self.chunks
+            .get_mut(chunk as usize)
+            .filter(|c| c.state == ChunkState::Running)
+    }
+
+    fn on_done(&mut self, chunk: usize, result: Result<Value, ItemFailure>) {
+        let Some(w) = self.slots.iter().position(|s| s.in_flight.contains(&chunk)) else {
             return;
         };
-        if !matches!(c.state, ChunkState::Pending) {
-            return;
-        }
-        let (w, start) = (c.worker, c.start);
-        p.in_flight[w] -= 1;
+        self.slots[w].in_flight.retain(|&c| c != chunk);
+        let c = &mut self.chunks[chunk];
         match result {
             Ok(values) => {
-                c.state = ChunkState::Done(values);
-                self.dispatch(p, w);
+                c.received += values.array_len().unwrap_or(0);
+                c.parts.push(values);
+                c.state = ChunkState::Done;
+                self.dispatch(w);
             }
-            Err(ItemFailure { offset, error }) => {
-                c.state = ChunkState::Failed;
-                fail(p, start + offset as usize, Error::Remote(Box::new(error)));
+            Err(failure) => {
+                c.state = ChunkState::Dropped;
+                let index = c.start + failure.offset as usize;
+                let error = if failure.timed_out {
+                    Error::Timeout {
+                        what: format!("the call ({})", failure.error.location()),
+                        after: self.time_limit(),
+                    }
+                } else {
+                    Error::Remote(Box::new(failure.error))
+                };
+                self.fail(index, error);
             }
         }
     }
 
-    fn on_died(&self, p: &mut Progress, worker: u64, death: &Death) {
-        let Some(w) = self.workers.iter().position(|x| x.id == worker) else {
+    /// Fails (or retries) the item the worker was running; everything else it held runs again.
+    fn on_died(&mut self, w: usize, death: &Death) {
+        let slot = &mut self.slots[w];
+        slot.alive = false;
+        let lost: Vec<usize> = slot.in_flight.drain(..).collect();
+        let killed_for = slot.killed_for.take();
+        let progress = slot.worker.progress();
+        let pid = slot.worker.pid;
+        for (position, id) in lost.into_iter().enumerate() {
+            let c = &mut self.chunks[id];
+            let (start, end, resume) = (c.start, c.end, c.start + c.received);
+            c.end = resume;
+            c.state = if c.received > 0 {
+                ChunkState::Done
+            } else {
+                ChunkState::Dropped
+            };
+            if position > 0 {
+                self.requeue(resume, end); // queued behind the running chunk, never started
+                continue;
+            }
+            let running = killed_for.unwrap_or_else(|| match progress {
+                Some(p) if p.job == self.job && p.chunk == id as u64 => {
+                    (start + p.offset as usize).clamp(resume, end - 1)
+                }
+                _ => resume,
+            });
+            // Finished before the death, but their results went with the worker.
+            self.requeue(resume, running);
+            self.requeue(running + 1, end);
+            self.lost_item(running, pid, death, killed_for.is_some());
+        }
+        if self.remaining() && self.failure.is_none() {
+            self.replace_worker();
+        }
+        self.dispatch_all();
+    }
+
+    fn lost_item(&mut self, index: usize, pid: u32, death: &Death, killed_for_time: bool) {
+        let attempts = self.attempts.entry(index).or_default();
+        if killed_for_time {
+            let what =
+                format!("the call (worker {pid}, killed after a {KILL_GRACE:?} grace period)");
+            let after = self.time_limit();
+            self.fail(index, Error::Timeout { what, after });
+        } else if *attempts < self.options.retries {
+            *attempts += 1;
+            self.requeued.push_front((index, index + 1));
+        } else {
+            let during = format!("item {index} of pool_map");
+            let status = death.status.clone();
+            self.fail(
+                index,
+                Error::WorkerDied {
+                    pid,
+                    status,
+                    during,
+                },
+            );
+        }
+    }
+
+    /// Starts a worker in place of a dead one, so the pool keeps its size.
+    fn replace_worker(&mut self) {
+        match self.hub.start_workers(1) {
+            Ok(mut started) => {
+                let worker = started.remove(0);
+                self.slots.push(Slot {
+                    alive: worker.assign(Task::Pool(self.job)),
+                    worker,
+                    in_flight: VecDeque::new(),
+                    set_up: false,
+                    killed_for: None,
+                });
+            }
+            Err(e) if !self.slots.iter().any(|s| s.alive) => {
+                let index = self.first_remaining();
+                self.fail(index, e);
+            }
+            Err(_) => {} // the others carry on
+        }
+    }
+
+    /// Kills workers whose current call ignored its time limit (stuck in a native wait).
+    fn enforce_time_limit(&mut self) {
+        let Some(limit) = self.options.timeout else {
             return;
         };
-        p.alive[w] = false;
-        p.in_flight[w] = 0;
-        let pid = self.workers[w].pid;
-        let mut lost = Vec::new();
-        for c in p.chunks.iter_mut().filter(|c| c.worker == w) {
-            if matches!(c.state, ChunkState::Pending) {
-                c.state = ChunkState::Failed;
-                lost.push((c.start, c.end));
+        let patience = (Duration::from_secs_f64(limit) + KILL_GRACE).as_nanos() as u64;
+        let now = now_ns();
+        for slot in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.alive && s.killed_for.is_none())
+        {
+            let (Some(&running), Some(p)) = (slot.in_flight.front(), slot.worker.progress()) else {
+                continue;
+            };
+            let c = &self.chunks[running];
+            let stuck = p.job == self.job
+                && p.chunk == running as u64
+                && c.received <= p.offset as usize
+                && now.saturating_sub(p.started_ns) > patience;
+            if stuck {
+                slot.killed_for = Some(c.start + p.offset as usize);
+                slot.worker.kill();
             }
         }
-        for (start, end) in lost {
-            let error = Error::WorkerDied {
-                pid,
-                status: death.status.clone(),
-                during: format!("items {start}..{end} of pool_map"),
-            };
-            fail(p, start, error);
+    }
+
+    fn time_limit(&self) -> Duration {
+        Duration::from_secs_f64(self.options.timeout.unwrap_or_default())
+    }
+
+    /// Keeps the failure of the earliest item, so the report does not depend on timing.
+    fn fail(&mut self, index: usize, error: Error) {
+        if self.failure.as_ref().is_none_or(|(i, _)| index < *i) {
+            self.failure = Some((index, error));
         }
     }
-}
 
-/// Keeps the failure of the earliest item, so the report does not depend on timing.
-fn fail(p: &mut Progress, index: usize, error: Error) {
-    if p.failure.as_ref().is_none_or(|(i, _)| index < *i) {
-        p.failure = Some((index, error));
+    fn result(&mut self) -> Result<Value, Error> {
+        if let Some((index, error)) = self.failure.take() {
+            return Err(Error::MapItem {
+                index,
+                total: self.items.len(),
+                source: Box::new(error),
+            });
+        }
+        let mut done: Vec<&mut Chunk> = self
+            .chunks
+            .iter_mut()
+            .filter(|c| c.state == ChunkState::Done)
+            .collect();
+        done.sort_by_key(|c| c.start);
+        debug_assert_eq!(
+            done.iter().map(|c| c.end - c.start).sum::<usize>(),
+            self.items.len()
+        );
+        Ok(concat(
+            done.into_iter().flat_map(|c| std::mem::take(&mut c.parts)),
+        ))
     }
 }
 
-/// Joins chunk results in order, keeping the compact array forms when every chunk has them.
+/// Joins chunk results in order, keeping the compact int array when every part is one.
 fn concat(parts: impl Iterator<Item = Value>) -> Value {
     let parts: Vec<Value> = parts.collect();
     if parts.iter().all(|v| matches!(v, Value::IntArray(_))) {

@@ -5,8 +5,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::worker::{Death, Worker};
-use crate::{Error, Value, wire::Outcome};
+use super::{
+    wait::wait,
+    worker::{Death, Worker},
+};
+use crate::{Error, Interrupt, Value, wire::Outcome};
 
 enum State {
     Running,
@@ -55,11 +58,17 @@ impl ProcSlot {
     }
 
     /// Waits for the end (at most `timeout`) and returns the function's value, or its error.
-    pub(crate) fn join(&self, timeout: Option<Duration>) -> Result<Value, Error> {
-        let state = self.wait(timeout).ok_or_else(|| Error::Timeout {
-            what: format!("join of process {}", self.worker.pid),
-            after: timeout.unwrap_or_default(),
-        })?;
+    pub(crate) fn join(
+        &self,
+        timeout: Option<Duration>,
+        interrupt: &Interrupt,
+    ) -> Result<Value, Error> {
+        let state = self
+            .wait(timeout, interrupt)?
+            .ok_or_else(|| Error::Timeout {
+                what: format!("join of process {}", self.worker.pid),
+                after: timeout.unwrap_or_default(),
+            })?;
         match &*state {
             State::Running => unreachable!("wait returns only once ended"),
             State::Ended(Outcome::Returned(v)) => Ok(v.clone()),
@@ -82,22 +91,21 @@ impl ProcSlot {
         }
     }
 
-    fn wait(&self, timeout: Option<Duration>) -> Option<MutexGuard<'_, State>> {
+    /// The ended state, or `None` if `timeout` passed first.
+    fn wait(
+        &self,
+        timeout: Option<Duration>,
+        interrupt: &Interrupt,
+    ) -> Result<Option<MutexGuard<'_, State>>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = self.lock();
         while matches!(*state, State::Running) {
-            state = match deadline {
-                None => self.ended.wait(state).unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let left = deadline.checked_duration_since(Instant::now())?;
-                    self.ended
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
+            state = match wait(&self.ended, state, deadline, interrupt)? {
+                Some(state) => state,
+                None => return Ok(None),
             };
         }
-        Some(state)
+        Ok(Some(state))
     }
 
     /// `None` while running; else Python's exit code convention (0 ok, 1 error, -N signal).
@@ -120,6 +128,7 @@ impl ProcSlot {
             }
             self.worker.kill();
         }
-        self.wait(Some(Duration::from_secs(5)));
+        // The reader thread records the death within milliseconds; an interrupt may cut this short.
+        let _ = self.wait(Some(Duration::from_secs(5)), &Interrupt::default());
     }
 }

@@ -6,7 +6,16 @@ use std::{
     time::Instant,
 };
 
-use crate::Value;
+use super::wait::wait;
+use crate::{Error, Interrupt, Value};
+
+/// How a `put` ended when it did not fail.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Put {
+    Done,
+    /// The queue stayed full until the deadline; the value is given back.
+    Full(Value),
+}
 
 /// A FIFO of values with an optional bound, waited on with deadlines.
 pub(crate) struct Queue {
@@ -30,55 +39,48 @@ impl Queue {
         self.items.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `value`, waiting while the queue is full; gives the value back if `deadline` passes.
-    pub(crate) fn put(&self, value: Value, deadline: Option<Instant>) -> Result<(), Value> {
+    /// Appends `value`, waiting while the queue is full until `deadline`.
+    pub(crate) fn put(
+        &self,
+        value: Value,
+        deadline: Option<Instant>,
+        interrupt: &Interrupt,
+    ) -> Result<Put, Error> {
         let mut items = self.lock();
         while self.maxsize.is_some_and(|max| items.len() >= max) {
-            items = match wait(&self.not_full, items, deadline) {
+            items = match wait(&self.not_full, items, deadline, interrupt)? {
                 Some(items) => items,
-                None => return Err(value),
+                None => return Ok(Put::Full(value)),
             };
         }
         items.push_back(value);
         drop(items);
         self.not_empty.notify_one();
-        Ok(())
+        Ok(Put::Done)
     }
 
     /// Takes the oldest value, waiting while the queue is empty; `None` if `deadline` passes.
-    pub(crate) fn get(&self, deadline: Option<Instant>) -> Option<Value> {
+    pub(crate) fn get(
+        &self,
+        deadline: Option<Instant>,
+        interrupt: &Interrupt,
+    ) -> Result<Option<Value>, Error> {
         let mut items = self.lock();
         loop {
             if let Some(value) = items.pop_front() {
                 drop(items);
                 self.not_full.notify_one();
-                return Some(value);
+                return Ok(Some(value));
             }
-            items = wait(&self.not_empty, items, deadline)?;
+            items = match wait(&self.not_empty, items, deadline, interrupt)? {
+                Some(items) => items,
+                None => return Ok(None),
+            };
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-}
-
-/// Waits on `cv` until notified; `None` once `deadline` has passed.
-fn wait<'a, T>(
-    cv: &Condvar,
-    guard: MutexGuard<'a, T>,
-    deadline: Option<Instant>,
-) -> Option<MutexGuard<'a, T>> {
-    match deadline {
-        None => Some(cv.wait(guard).unwrap_or_else(|e| e.into_inner())),
-        Some(deadline) => {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            Some(
-                cv.wait_timeout(guard, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0,
-            )
-        }
     }
 }
 
@@ -89,20 +91,38 @@ mod tests {
 
     #[test]
     fn a_bounded_queue_blocks_until_a_get_makes_room() {
+        let i = Interrupt::default();
         let q = Arc::new(Queue::new(Some(1)));
-        q.put(Value::Int(1), None).unwrap();
+        assert_eq!(q.put(Value::Int(1), None, &i).unwrap(), Put::Done);
         let soon = Instant::now() + Duration::from_millis(20);
-        assert_eq!(q.put(Value::Int(2), Some(soon)), Err(Value::Int(2)));
+        let full = q.put(Value::Int(2), Some(soon), &i).unwrap();
+        assert_eq!(full, Put::Full(Value::Int(2)));
         let getter = {
             let q = q.clone();
             thread::spawn(move || {
                 thread::sleep(Duration::from_millis(50));
-                q.get(None)
+                q.get(None, &Interrupt::default()).unwrap()
             })
         };
-        q.put(Value::Int(3), None).unwrap();
+        assert_eq!(q.put(Value::Int(3), None, &i).unwrap(), Put::Done);
         assert_eq!(getter.join().unwrap(), Some(Value::Int(1)));
-        assert_eq!(q.get(Some(Instant::now())), Some(Value::Int(3)));
-        assert_eq!(q.get(Some(Instant::now())), None);
+        assert_eq!(
+            q.get(Some(Instant::now()), &i).unwrap(),
+            Some(Value::Int(3))
+        );
+        assert_eq!(q.get(Some(Instant::now()), &i).unwrap(), None);
+    }
+
+    #[test]
+    fn an_interrupt_ends_a_blocked_get() {
+        let i = Interrupt::default();
+        let q = Queue::new(None);
+        let trigger = i.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            trigger.trigger(2);
+        });
+        let err = q.get(None, &i).unwrap_err();
+        assert!(matches!(err, Error::Interrupted { signal: 2 }), "{err}");
     }
 }

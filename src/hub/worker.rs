@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::wire::{Conn, ToWorker};
+use crate::{
+    board::{Board, Progress},
+    wire::{Conn, ToWorker},
+};
 
 /// What a worker is busy with, so its death can be reported to whoever waits on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,17 +40,24 @@ pub(crate) struct Worker {
     pub(crate) conn: Conn,
     child: Mutex<Child>,
     task: Mutex<Task>,
+    board: Option<Board>,
 }
 
 impl Worker {
-    pub(crate) fn new(id: u64, conn: Conn, child: Child) -> Worker {
+    pub(crate) fn new(id: u64, conn: Conn, child: Child, board: Option<Board>) -> Worker {
         Worker {
             id,
             pid: child.id(),
             conn,
             child: Mutex::new(child),
             task: Mutex::new(Task::Idle),
+            board,
         }
+    }
+
+    /// The `pool_map` item the worker last said it started, if it has a board.
+    pub(crate) fn progress(&self) -> Option<Progress> {
+        self.board.as_ref()?.read()
     }
 
     pub(crate) fn task(&self) -> MutexGuard<'_, Task> {

@@ -15,12 +15,12 @@ pub enum ToWorker {
         f: FnValue,
         args: Vec<Value>,
     },
-    /// Run `f` over a chunk of a `pool_map`; answered by [`FromWorker::MapDone`]. `f` is sent with
-    /// the first chunk of a job only; later chunks reuse it.
+    /// Run a job's function over a chunk of a `pool_map`; answered by [`FromWorker::MapPart`]s and
+    /// one [`FromWorker::MapDone`]. `setup` comes with a worker's first chunk of a job only.
     Map {
         job: u64,
         chunk: u32,
-        f: Option<FnValue>,
+        setup: Option<MapSetup>,
         items: Items,
     },
     /// The answer to a worker's [`FromWorker::Request`].
@@ -49,7 +49,10 @@ pub enum FromWorker {
     Output { stream: OutStream, text: String },
     /// A [`ToWorker::Call`] finished.
     Done { call: u64, outcome: Outcome },
-    /// A [`ToWorker::Map`] chunk finished: all its results, or the first failing item.
+    /// Results of a chunk's next items so far, sent while a long chunk runs, so a worker that dies
+    /// loses at most the work since its last part.
+    MapPart { job: u64, chunk: u32, values: Value },
+    /// A [`ToWorker::Map`] chunk finished: its remaining results, or the first failing item.
     MapDone {
         job: u64,
         chunk: u32,
@@ -68,9 +71,19 @@ pub struct Program {
     pub source: String,
     /// Interpreter limits.
     pub limits: Limits,
+    /// Where `import` may load modules from; `None` disables file access.
+    pub module_dir: Option<String>,
 }
 
-/// Rhai limits applied identically in the parent and every worker.
+/// Rhai limits applied identically in the parent and every worker; exceeding one is a script error
+/// ("Too many operations", "Stack overflow", "Length of string too large", ...).
+///
+/// ```
+/// let limits = mpscript::Limits { max_operations: 1_000_000, ..Default::default() };
+/// let runtime = mpscript::Runtime::builder().limits(limits).build();
+/// let err = runtime.run("spin", "loop { }", &[]).unwrap_err();
+/// assert!(err.to_string().contains("Too many operations"), "{err}");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     /// Maximum function call nesting.
@@ -79,8 +92,14 @@ pub struct Limits {
     pub max_expr_depth: usize,
     /// Maximum expression nesting inside functions.
     pub max_function_expr_depth: usize,
-    /// Maximum operations per call, 0 for no limit.
+    /// Maximum operations per script run or worker call, 0 for no limit.
     pub max_operations: u64,
+    /// Maximum length of a string in bytes, 0 for no limit.
+    pub max_string_size: usize,
+    /// Maximum number of items in an array, 0 for no limit.
+    pub max_array_size: usize,
+    /// Maximum number of entries in an object map, 0 for no limit.
+    pub max_map_size: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +109,9 @@ impl Default for Limits {
             max_expr_depth: 64,
             max_function_expr_depth: 32,
             max_operations: 0,
+            max_string_size: 0,
+            max_array_size: 0,
+            max_map_size: 0,
         }
     }
 }
@@ -149,6 +171,15 @@ impl Items {
     }
 }
 
+/// What a worker needs once per `pool_map` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapSetup {
+    /// The function to apply.
+    pub f: FnValue,
+    /// Seconds each call may run before it is stopped.
+    pub timeout: Option<f64>,
+}
+
 /// Which item of a chunk failed, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemFailure {
@@ -156,6 +187,8 @@ pub struct ItemFailure {
     pub offset: u32,
     /// The error the function threw.
     pub error: RemoteError,
+    /// Whether it was stopped for running past the job's time limit.
+    pub timed_out: bool,
 }
 
 /// `pool_map` options from the script's option map.
@@ -165,6 +198,10 @@ pub struct MapOptions {
     pub workers: Option<usize>,
     /// Items per chunk; `None` to let the scheduler balance.
     pub chunk_size: Option<usize>,
+    /// How many times an item whose worker died is run again before the call fails.
+    pub retries: u32,
+    /// Seconds each call may run before it is stopped and reported as timed out.
+    pub timeout: Option<f64>,
 }
 
 /// An operation a builtin asks of the process that owns queues and workers (the parent).

@@ -6,7 +6,7 @@ mod stream;
 
 pub(crate) use frame::{FrameReader, encode_frame};
 pub use message::{
-    Failure, FailureKind, FromWorker, ItemFailure, Items, Limits, MapOptions, Op, OutStream,
-    Outcome, Program, Reply, ToWorker,
+    Failure, FailureKind, FromWorker, ItemFailure, Items, Limits, MapOptions, MapSetup, Op,
+    OutStream, Outcome, Program, Reply, ToWorker,
 };
 pub(crate) use stream::{Conn, SharedStream};
