@@ -54,7 +54,7 @@ pub(crate) fn new_engine(
     // Checking every 64 operations keeps the cost negligible and the reaction within microseconds.
     engine.on_progress(move |ops| {
         if ops % 64 == 0 {
-            stop().map(|reason| Dynamic::from(reason))
+            stop().map(Dynamic::from)
         } else {
             None
         }

@@ -58,8 +58,9 @@ pub(crate) struct Launcher {
 
 impl Launcher {
     pub(crate) fn new(exe: PathBuf) -> Result<Launcher, Error> {
-        let token = random_token()?;
-        let socket = format!("mpscript-{}-{}", std::process::id(), &token[..16]);
+        let token = random_hex()?;
+        // Its own randomness: socket names are visible to every user in /proc/net/unix.
+        let socket = format!("mpscript-{}-{}", std::process::id(), random_hex()?);
         let listener = ListenerOptions::new()
             .name(ns_name(&socket)?)
             .create_sync()
@@ -204,7 +205,8 @@ fn ns_name(socket: &str) -> Result<Name<'_>, Error> {
         .map_err(|e| Error::io("naming the worker socket", e))
 }
 
-fn random_token() -> Result<String, Error> {
+/// 128 random bits in hex.
+fn random_hex() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)
         .map_err(|e| Error::WorkerStart(format!("no randomness for the session token: {e}")))?;
@@ -288,6 +290,7 @@ fn admit(stream: Stream, token: &str, arrivals: &Arrivals) {
         }) if constant_time_eq(&t, token) => (worker, pid),
         Ok(FromWorker::Hello { .. }) => return refuse("wrong session token".into()),
         Ok(other) => return refuse(format!("expected a hello, got {other:?}")),
+        Err(Error::Protocol { detail, .. }) => return refuse(detail),
         Err(e) => return refuse(e.to_string()),
     };
     if let Some(peer_pid) = peer_pid(&stream) {

@@ -207,14 +207,14 @@ impl Inner {
         let (hub, worker) = (self.clone(), worker.clone());
         let spawned = thread::Builder::new()
             .name("mpscript-request".into())
-            .spawn(move || send_reply(&worker, seq, hub.handle(op, &caller)));
+            .spawn(move || send_reply(&worker, seq, hub.handle(*op, &caller)));
         if let Err(e) = spawned {
             eprintln!("mpscript: cannot serve a worker request: {e}");
         }
     }
 
     /// Performs `op` if it can complete without waiting; gives it back otherwise.
-    fn try_now(self: &Arc<Self>, op: Op, caller: &Caller) -> Result<Result<Reply, Error>, Op> {
+    fn try_now(self: &Arc<Self>, op: Op, caller: &Caller) -> Result<Result<Reply, Error>, Box<Op>> {
         let now = Some(Instant::now());
         match op {
             Op::NewQueue { .. } | Op::Len { .. } | Op::Status { .. } => Ok(self.handle(op, caller)),
@@ -223,7 +223,7 @@ impl Inner {
                 Ok(q) => match q.get(now, &self.config.interrupt) {
                     Ok(Some(v)) => Ok(Ok(Reply::Got(Some(v)))),
                     Ok(None) if timeout == Some(0.0) => Ok(Ok(Reply::Got(None))),
-                    Ok(None) => Err(Op::Get { queue, timeout }),
+                    Ok(None) => Err(Box::new(Op::Get { queue, timeout })),
                     Err(e) => Ok(Err(e)),
                 },
             },
@@ -235,15 +235,15 @@ impl Inner {
                 Err(e) => Ok(Err(e)),
                 Ok(q) => match q.put(value, now, &self.config.interrupt) {
                     Ok(Put::Done) => Ok(Ok(Reply::Unit)),
-                    Ok(Put::Full(value)) => Err(Op::Put {
+                    Ok(Put::Full(value)) => Err(Box::new(Op::Put {
                         queue,
                         value,
                         timeout,
-                    }),
+                    })),
                     Err(e) => Ok(Err(e)),
                 },
             },
-            other => Err(other),
+            other => Err(Box::new(other)),
         }
     }
 

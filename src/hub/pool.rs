@@ -185,16 +185,22 @@ impl<'a> MapRun<'a> {
         }
     }
 
+    /// Fills workers breadth-first, so no worker holds a second chunk while another has none.
     fn dispatch_all(&mut self) {
-        for w in 0..self.slots.len() {
-            self.dispatch(w);
+        for depth in 1..=IN_FLIGHT {
+            for w in 0..self.slots.len() {
+                self.fill(w, depth);
+            }
         }
     }
 
     fn dispatch(&mut self, w: usize) {
-        while self.slots[w].alive
-            && self.slots[w].in_flight.len() < IN_FLIGHT
-            && self.failure.is_none()
+        self.fill(w, IN_FLIGHT);
+    }
+
+    /// Hands worker `w` chunks until it holds `depth`.
+    fn fill(&mut self, w: usize, depth: usize) {
+        while self.slots[w].alive && self.slots[w].in_flight.len() < depth && self.failure.is_none()
         {
             let Some((start, end)) = self.take_range() else {
                 return;

@@ -122,3 +122,116 @@ pub fn process_exists(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A running `mpscript run` whose stdout is read line by line as it comes.
+pub struct Live {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    _script: Script,
+}
+
+impl Live {
+    pub fn start(source: &str, extra_args: &[&str]) -> Live {
+        let script = Script::new(source);
+        let mut child = Command::new(BIN)
+            .arg("run")
+            .args(extra_args)
+            .arg(&script.path)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mpscript starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Live {
+            child,
+            lines,
+            _script: script,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next stdout line, failing the test (with mpscript's stderr) if none comes in time.
+    pub fn line(&mut self) -> String {
+        match self.lines.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = self.child.kill();
+                let mut stderr = String::new();
+                if let Some(mut err) = self.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = err.read_to_string(&mut stderr);
+                }
+                panic!("no line from mpscript ({e}); its stderr:\n{stderr}");
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, signal) }, 0);
+    }
+
+    /// Waits for the exit (failing after `limit`); returns the status code, the rest of stdout and
+    /// all of stderr.
+    pub fn finish(mut self, limit: Duration) -> (Option<i32>, Vec<String>, String) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("mpscript did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        let rest = self.lines.try_iter().collect();
+        (status.code(), rest, stderr)
+    }
+}
+
+/// Waits up to `limit` for every pid to be gone.
+pub fn all_gone(pids: &[u32], limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if pids.iter().all(|&p| !process_exists(p)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// The abstract socket names of a run, as every local user can see them in /proc/net/unix.
+pub fn sockets_of(pid: u32) -> Vec<String> {
+    let prefix = format!("@mpscript-{pid}-");
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|name| name.starts_with(&prefix))
+        .map(|name| name.trim_start_matches('@').to_string())
+        .collect()
+}
