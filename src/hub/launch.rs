@@ -23,12 +23,14 @@ use super::worker::Worker;
 use crate::{
     Error,
     board::Board,
-    wire::{Conn, FromWorker, Program, ToWorker},
+    wire::{Conn, FrameReader, FromWorker, Program, ToWorker},
     worker::{BOARD_ENV, ID_ENV, SOCKET_ENV, TOKEN_ENV},
 };
 
 /// How long a new worker may take to connect and compile.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest hello accepted from a peer not yet known.
+const HELLO_LIMIT: usize = 4096;
 /// How long a connecting peer may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -280,7 +282,7 @@ fn accept_loop(
 fn admit(stream: Stream, token: &str, arrivals: &Arrivals) {
     let _ = stream.set_recv_timeout(Some(HELLO_TIMEOUT));
     let peer = peer_label(&stream);
-    let hello = crate::wire::FrameReader::new(&stream, peer.clone()).read::<FromWorker>();
+    let hello = FrameReader::with_limit(&stream, peer.clone(), HELLO_LIMIT).read::<FromWorker>();
     let refuse = |why: String| eprintln!("mpscript: refused a connection from {peer}: {why}");
     let (worker, pid) = match hello {
         Ok(FromWorker::Hello {

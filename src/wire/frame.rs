@@ -37,14 +37,21 @@ pub(crate) struct FrameReader<R> {
     inner: BufReader<R>,
     buf: Vec<u8>,
     peer: String,
+    limit: usize,
 }
 
 impl<R: Read> FrameReader<R> {
     pub(crate) fn new(inner: R, peer: impl Into<String>) -> Self {
+        FrameReader::with_limit(inner, peer, MAX_FRAME)
+    }
+
+    /// A reader that refuses frames longer than `limit` (e.g. a stranger's hello).
+    pub(crate) fn with_limit(inner: R, peer: impl Into<String>, limit: usize) -> Self {
         FrameReader {
             inner: BufReader::with_capacity(64 * 1024, inner),
             buf: Vec::new(),
             peer: peer.into(),
+            limit,
         }
     }
 
@@ -62,19 +69,20 @@ impl<R: Read> FrameReader<R> {
             Err(e) => return Err(io_error(e, &self.peer)),
         }
         let len = u32::from_le_bytes(len) as usize;
-        if len > MAX_FRAME {
+        if len > self.limit {
             return Err(self.protocol(format!(
-                "frame length {len} exceeds the {MAX_FRAME}-byte limit"
+                "frame length {len} exceeds the {}-byte limit",
+                self.limit
             )));
         }
+        // Grows with the bytes that actually arrive, never to a claimed length up front.
         self.buf.clear();
-        self.buf.resize(len, 0);
-        match read_exact_or_eof(&mut self.inner, &mut self.buf) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(self.protocol(format!("truncated frame (expected {len} bytes)")));
-            }
-            Err(e) => return Err(io_error(e, &self.peer)),
+        let got = (&mut self.inner)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)
+            .map_err(|e| io_error(e, &self.peer))?;
+        if got < len {
+            return Err(self.protocol(format!("truncated frame ({got} of {len} bytes)")));
         }
         postcard::from_bytes(&self.buf).map_err(|e| {
             if crate::value::depth_exceeded() {

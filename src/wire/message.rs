@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{RemoteError, Value, value::FnValue};
 
 /// Parent to worker.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToWorker {
     /// First message after the handshake: the program to compile.
     Program(Program),
@@ -33,7 +33,7 @@ pub enum ToWorker {
 }
 
 /// Worker to parent.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum FromWorker {
     /// The handshake: the per-run secret and the worker id the parent gave this process.
     Hello {

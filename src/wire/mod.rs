@@ -1,6 +1,8 @@
 //! The protocol between the main process and its workers: typed messages, and the bytes that carry them.
 
 mod frame;
+#[cfg(test)]
+mod fuzz;
 mod message;
 mod stream;
 
