@@ -392,7 +392,10 @@ impl Inner {
             worker.kill();
         }
         let task = worker.mark_dead();
-        let death = worker.reap(EXIT_GRACE);
+        let mut death = worker.reap(EXIT_GRACE);
+        if !error.is_disconnected() {
+            death.status = format!("stopped after it sent a bad message ({error})");
+        }
         lock(&self.workers).remove(&worker.id);
         lock(&self.spares).retain(|w| w.id != worker.id);
         match task {

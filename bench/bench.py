@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmarks: every workload runs as an mpscript script and as its Python
+multiprocessing equivalent, alternating, several times each; the table gives medians, the ratio
+mpscript / Python and the target. Run through bench/run, which builds mpscript in release mode first.
+
+Environment: BENCH_RUNS (runs per side, default 5), BENCH_ONLY (comma-separated workload names).
+"""
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MPSCRIPT = ROOT / "target" / "release" / "mpscript"
+WORKLOADS = ROOT / "bench" / "workloads"
+RESULTS = ROOT / "target" / "bench" / "results.json"
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+ONLY = {w for w in os.environ.get("BENCH_ONLY", "").split(",") if w}
+
+
+def mps(script, *args):
+    return [str(MPSCRIPT), "run", str(WORKLOADS / script), *args]
+
+
+def py(script, *args):
+    return [sys.executable, str(WORKLOADS / script), *args]
+
+
+def run(cmd):
+    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout
+
+
+def wall(cmd):
+    """Seconds for the whole process."""
+    started = time.perf_counter()
+    run(cmd)
+    return time.perf_counter() - started
+
+
+def printed(cmd):
+    """The figure the workload measured itself (its last line of output)."""
+    return float(run(cmd).strip().splitlines()[-1])
+
+
+def peak_rss(cmd):
+    """MiB: the peak resident set of the worker whose pid the workload prints first."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    pid = int(proc.stdout.readline())
+    time.sleep(0.7)
+    with open(f"/proc/{pid}/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    proc.communicate(timeout=60)
+    return kib / 1024
+
+
+# name, what is measured, unit, lower is better?, how, mpscript command, python command, target
+# (a target "<= 0.2" is on the ratio mpscript / python).
+ROWS = [
+    ("primes_100k", "primes to 100,000, pool_map vs Pool.map", "s", True, wall,
+     mps("primes_pool.rhai", "100000"), py("primes_pool.py", "100000"), None),
+    ("primes_1m", "primes to 1,000,000, pool_map vs Pool.map", "s", True, wall,
+     mps("primes_pool.rhai", "1000000"), py("primes_pool.py", "1000000"), None),
+    ("primes_serial_100k", "primes to 100,000 in one process", "s", True, wall,
+     mps("primes_serial.rhai", "100000"), py("primes_serial.py", "100000"), None),
+    ("spawn_fork", "spawn(f).join() vs Process(fork)", "us", True, printed,
+     mps("spawn_latency.rhai"), py("spawn_latency.py", "fork"), "<= 0.2"),
+    ("spawn_spawn", "spawn(f).join() vs Process(spawn)", "us", True, printed,
+     mps("spawn_latency.rhai"), py("spawn_latency.py", "spawn"), None),
+    ("pool_overhead", "identity over 200,000 ints, per item", "us", True, printed,
+     mps("pool_overhead.rhai"), py("pool_overhead.py"), "<= 1.0"),
+    ("queue", "200,000 ints through a queue", "msg/s", False, printed,
+     mps("queue_throughput.rhai"), py("queue_throughput.py"), ">= 5"),
+    ("round_trip", "small message there and back", "us", True, printed,
+     mps("round_trip.rhai"), py("round_trip.py"), "<= 0.5"),
+    ("payload", "64 x 1 MiB strings through pool_map", "MiB/s", False, printed,
+     mps("payload.rhai"), py("payload.py"), ">= 2"),
+    ("pool_start", "start a CPU-count pool, tiny map, shut down", "s", True, wall,
+     mps("pool_start.rhai"), py("pool_start.py"), "<= 0.25"),
+    ("worker_rss", "peak RSS of one idle worker", "MiB", True, peak_rss,
+     mps("worker_rss.rhai"), py("worker_rss.py"), "<= 0.5"),
+]
+
+
+def meets(ratio, target):
+    op, bound = target.split()
+    return ratio <= float(bound) if op == "<=" else ratio >= float(bound)
+
+
+def measure(how, mps_cmd, py_cmd, runs):
+    """Alternates the two sides so both see the same machine load."""
+    ours, theirs = [], []
+    for _ in range(runs):
+        ours.append(how(mps_cmd))
+        theirs.append(how(py_cmd))
+    return statistics.median(ours), statistics.median(theirs), ours, theirs
+
+
+def delivered_cores(runs):
+    """How many cores the machine really gives: two single-process runs at once vs one alone."""
+    cmd = mps("primes_serial.rhai", "100000")
+    alone, together = [], []
+    for _ in range(runs):
+        alone.append(wall(cmd))
+        started = time.perf_counter()
+        procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for _ in range(2)]
+        for p in procs:
+            p.wait()
+        together.append(time.perf_counter() - started)
+    return 2 * statistics.median(alone) / statistics.median(together)
+
+
+def fmt(x):
+    if x >= 1000:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.3g}"
+
+
+def main():
+    rows = []
+    print(f"mpscript vs Python {platform.python_version()} multiprocessing, {os.cpu_count()} CPUs, "
+          f"{RUNS} alternating runs each, medians\n")
+    header = f"{'workload':<20} {'unit':<6} {'mpscript':>10} {'python':>10} {'ratio':>7} {'target':>7}  met"
+    print(header)
+    print("-" * len(header))
+    for name, what, unit, lower, how, mps_cmd, py_cmd, target in ROWS:
+        if ONLY and name not in ONLY:
+            continue
+        runs = max(1, RUNS // 2) if name == "primes_1m" else RUNS
+        ours, theirs, ours_all, theirs_all = measure(how, mps_cmd, py_cmd, runs)
+        ratio = ours / theirs
+        met = meets(ratio, target) if target else None
+        rows.append({"workload": name, "what": what, "unit": unit, "lower_is_better": lower,
+                     "mpscript": ours, "python": theirs, "ratio": ratio, "target": target,
+                     "met": met, "mpscript_runs": ours_all, "python_runs": theirs_all})
+        mark = {True: "yes", False: "NO", None: ""}[met]
+        print(f"{name:<20} {unit:<6} {fmt(ours):>10} {fmt(theirs):>10} {ratio:>7.3f} {target or '':>7}  {mark}",
+              flush=True)
+    if not ONLY or "speedup" in ONLY:
+        cores = delivered_cores(RUNS)
+        serial = statistics.median(wall(mps("primes_serial.rhai", "1000000")) for _ in range(max(1, RUNS // 2)))
+        pooled = next((r["mpscript"] for r in rows if r["workload"] == "primes_1m"), None)
+        if pooled is None:
+            pooled = statistics.median(wall(mps("primes_pool.rhai", "1000000")) for _ in range(max(1, RUNS // 2)))
+        speedup = serial / pooled
+        ratio = speedup / cores
+        met = ratio >= 0.9
+        rows.append({"workload": "speedup_1m", "what": "primes 1M: serial / pool_map, over delivered cores",
+                     "unit": "x", "lower_is_better": False, "mpscript": speedup, "python": None,
+                     "ratio": ratio, "target": ">= 0.9", "met": met, "delivered_cores": cores,
+                     "serial_s": serial, "pool_s": pooled})
+        print(f"{'speedup_1m':<20} {'x':<6} {fmt(speedup):>10} {'cores ' + fmt(cores):>10} {ratio:>7.3f} "
+              f"{'>= 0.9':>7}  {'yes' if met else 'NO'}")
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "runs": RUNS,
+        "rows": rows,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nratio = mpscript / python; JSON: {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
