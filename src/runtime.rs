@@ -11,7 +11,7 @@ use rhai::{Dynamic, EvalAltResult, Scope};
 use crate::{
     Error, Interrupt,
     builtins::{Backend, Ctx},
-    engine,
+    engine::{self, StopChecks},
     hub::{Hub, HubConfig},
     stop::{Stop, StopCheck, stop_reason},
     value::FnTable,
@@ -194,6 +194,7 @@ impl<'r> Session<'r> {
             &runtime.limits,
             runtime.module_dir.as_deref(),
             runtime.output.clone(),
+            StopChecks::EveryOperation,
         );
         Ok(Session {
             runtime,

@@ -19,7 +19,7 @@ use crate::{
     Error, RemoteError, Value,
     board::{Board, now_ns},
     builtins::{Backend, Ctx},
-    engine,
+    engine::{self, StopChecks},
     stop::{Stop, StopCheck, stop_reason},
     value::{FnTable, FnValue},
     wire::{
@@ -122,7 +122,11 @@ fn serve(socket: &str, token: String, worker: u64, board: Option<Board>) -> Resu
             });
         })
     };
-    let engine = engine::new_engine(&ctx, &program.limits, program.module_dir.as_deref(), output);
+    let make_engine = move |checks| {
+        let dir = program.module_dir.as_deref();
+        engine::new_engine(&ctx, &program.limits, dir, output.clone(), checks)
+    };
+    let engine = make_engine(StopChecks::OnlyInWaits);
     let ast = match engine.compile(&program.source) {
         Ok(ast) => ast,
         Err(e) => return conn.send(&FromWorker::CompileFailed(e.to_string())),
@@ -131,6 +135,8 @@ fn serve(socket: &str, token: String, worker: u64, board: Option<Board>) -> Resu
     conn.send(&FromWorker::Ready)?;
     Calls {
         engine,
+        timed_engine: None,
+        make_engine: Box::new(make_engine),
         ast,
         fns,
         job: None,
@@ -143,6 +149,9 @@ fn serve(socket: &str, token: String, worker: u64, board: Option<Board>) -> Resu
 /// The loop that runs the parent's calls.
 struct Calls {
     engine: Engine,
+    /// The same engine checking time limits between operations, made for the first timed job.
+    timed_engine: Option<Engine>,
+    make_engine: Box<dyn Fn(StopChecks) -> Engine>,
     ast: AST,
     fns: FnTable,
     /// The current `pool_map` job, set up by its first chunk.
@@ -244,6 +253,13 @@ impl Calls {
                 return Err(ItemFailure::threw(0, error));
             }
         };
+        if timeout.is_some() && self.timed_engine.is_none() {
+            self.timed_engine = Some((self.make_engine)(StopChecks::EveryOperation));
+        }
+        let engine = match (&self.timed_engine, timeout) {
+            (Some(timed), Some(_)) => timed,
+            _ => &self.engine,
+        };
         let mut results = Results::with_capacity(items.len());
         let mut last_part = Instant::now();
         for (offset, item) in self.items(items).enumerate() {
@@ -251,7 +267,7 @@ impl Calls {
                 board.publish(job, chunk as u64, offset as u64);
             }
             self.deadline.start(timeout);
-            let value = f.call::<Dynamic>(&self.engine, &self.ast, (item,));
+            let value = f.call::<Dynamic>(engine, &self.ast, (item,));
             self.deadline.start(None);
             let value = value.map_err(|e| item_failure(offset, &e))?;
             results

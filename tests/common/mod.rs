@@ -190,7 +190,7 @@ impl Live {
 
     /// Waits for the exit (failing after `limit`); returns the status code, the rest of stdout and
     /// all of stderr.
-    pub fn finish(mut self, limit: Duration) -> (Option<i32>, Vec<String>, String) {
+    pub fn finish(&mut self, limit: Duration) -> (Option<i32>, Vec<String>, String) {
         let started = Instant::now();
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -209,6 +209,14 @@ impl Live {
         }
         let rest = self.lines.try_iter().collect();
         (status.code(), rest, stderr)
+    }
+}
+
+impl Drop for Live {
+    /// A failing test must not leave its `mpscript` (and so its workers) running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
