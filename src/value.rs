@@ -50,8 +50,8 @@ pub enum Value {
     ),
     /// A function value: its name and curried (captured) values.
     Fn(#[serde(serialize_with = "nested_ser", deserialize_with = "nested_de")] Box<FnValue>),
-    /// A queue handle, by id.
-    Queue(u64),
+    /// A queue handle, by id; `bounded` queues can make a `put` wait.
+    Queue { id: u64, bounded: bool },
     /// A process handle, by id and OS pid.
     Process {
         /// The runtime's id of the process.
@@ -74,6 +74,7 @@ pub struct FnValue {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueHandle {
     pub(crate) id: u64,
+    pub(crate) bounded: bool,
 }
 
 /// A script-visible handle to a spawned process.
@@ -185,7 +186,7 @@ impl Value {
                 Dynamic::from_map(map)
             }
             Value::Fn(f) => Dynamic::from(f.into_fn_ptr(fns)),
-            Value::Queue(id) => Dynamic::from(QueueHandle { id }),
+            Value::Queue { id, bounded } => Dynamic::from(QueueHandle { id, bounded }),
             Value::Process { id, pid } => Dynamic::from(ProcessHandle { id, pid }),
         }
     }
@@ -257,7 +258,10 @@ fn to_value(value: &Dynamic, depth: usize) -> Result<Value, Error> {
         return Ok(Value::Fn(Box::new(fn_value(&f, depth)?)));
     }
     if let Some(q) = value.read_lock::<QueueHandle>() {
-        return Ok(Value::Queue(q.id));
+        return Ok(Value::Queue {
+            id: q.id,
+            bounded: q.bounded,
+        });
     }
     if let Some(p) = value.read_lock::<ProcessHandle>() {
         return Ok(Value::Process {
@@ -359,7 +363,10 @@ mod tests {
                 name: "anon$1".into(),
                 curry: vec![Value::Int(3)],
             })),
-            Value::Queue(9),
+            Value::Queue {
+                id: 9,
+                bounded: true,
+            },
             Value::Process { id: 1, pid: 2 },
         ]);
         assert_eq!(round_trip(&v), v);

@@ -116,7 +116,7 @@ fn serve(socket: &str, token: String, worker: u64, board: Option<Board>) -> Resu
     let output = {
         let conn = conn.clone();
         Arc::new(move |stream: OutStream, text: &str| {
-            let _ = conn.send(&FromWorker::Output {
+            let _ = conn.post(&FromWorker::Output {
                 stream,
                 text: text.to_string(),
             });
@@ -133,6 +133,7 @@ fn serve(socket: &str, token: String, worker: u64, board: Option<Board>) -> Resu
     };
     fns.add(&ast);
     conn.send(&FromWorker::Ready)?;
+    conn.start_flusher();
     Calls {
         engine,
         timed_engine: None,
@@ -402,6 +403,10 @@ impl ParentLink {
 }
 
 impl Backend for ParentLink {
+    fn post(&self, op: Op) -> Result<(), Error> {
+        self.conn.post(&FromWorker::Post { op })
+    }
+
     fn call(&self, op: Op) -> Result<Reply, Error> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.conn.send(&FromWorker::Request { seq, op })?;
@@ -411,7 +416,10 @@ impl Backend for ParentLink {
                     return result.map_err(Error::Relayed);
                 }
                 // The parent is tearing down while this call waits: leave quietly.
-                ToWorker::Shutdown => std::process::exit(0),
+                ToWorker::Shutdown => {
+                    let _ = self.conn.flush();
+                    std::process::exit(0)
+                }
                 work @ (ToWorker::Call { .. } | ToWorker::Map { .. }) => {
                     lock(&self.queued).push_back(work)
                 }

@@ -22,6 +22,12 @@ use crate::{
 pub(crate) trait Backend: Send + Sync {
     /// Performs `op`, blocking until it completes or fails.
     fn call(&self, op: Op) -> Result<Reply, Error>;
+
+    /// Performs `op`, which cannot block, without waiting for an answer where that saves a round
+    /// trip (a worker's put on an unbounded queue).
+    fn post(&self, op: Op) -> Result<(), Error> {
+        self.call(op).map(|_| ())
+    }
 }
 
 /// What a builtin returns to the script.
@@ -47,6 +53,10 @@ impl Ctx {
 
     fn call(&self, op: Op) -> Result<Reply, Box<EvalAltResult>> {
         self.backend.call(op).map_err(|e| self.script_error(e))
+    }
+
+    fn post(&self, op: Op) -> Result<(), Box<EvalAltResult>> {
+        self.backend.post(op).map_err(|e| self.script_error(e))
     }
 
     fn to_dynamic(&self, value: Value) -> Dynamic {

@@ -25,13 +25,17 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     });
     let c = ctx.clone();
     method(engine, "put", move |q: &mut QueueHandle, value: Dynamic| {
-        let value = sendable(&value, "q.put")?;
-        c.call(Op::Put {
+        let put = Op::Put {
             queue: q.id,
-            value,
+            value: sendable(&value, "q.put")?,
             timeout: None,
-        })
-        .map(|_| ())
+        };
+        // Only a bounded queue can make a put wait; others need no answer.
+        if q.bounded {
+            c.call(put).map(|_| ())
+        } else {
+            c.post(put)
+        }
     });
     waiting_method(engine, ctx, "get", get);
     let c = ctx.clone();
@@ -60,7 +64,10 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
 
 fn new_queue(ctx: &Ctx, maxsize: Option<u64>) -> Result<QueueHandle, Box<EvalAltResult>> {
     match ctx.call(Op::NewQueue { maxsize })? {
-        Reply::Queue(id) => Ok(QueueHandle { id }),
+        Reply::Queue(id) => Ok(QueueHandle {
+            id,
+            bounded: maxsize.is_some(),
+        }),
         other => Err(unexpected(&other)),
     }
 }

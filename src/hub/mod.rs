@@ -77,11 +77,15 @@ enum Caller {
     Worker(Arc<Worker>),
 }
 
-fn send_reply(worker: &Worker, seq: u64, result: Result<Reply, Error>) {
-    let _ = worker.conn.send(&ToWorker::Reply {
-        seq,
-        result: result.map_err(|e| e.to_failure()),
-    });
+fn send_reply(worker: &Worker, seq: Option<u64>, result: Result<Reply, Error>) {
+    match (seq, result) {
+        (Some(seq), result) => {
+            let result = result.map_err(|e| e.to_failure());
+            let _ = worker.conn.send(&ToWorker::Reply { seq, result });
+        }
+        (None, Ok(_)) => {}
+        (None, Err(e)) => eprintln!("mpscript: a post from {} failed: {e}", worker.conn.peer()),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -196,9 +200,9 @@ impl Inner {
         }
     }
 
-    /// Serves a worker's request without blocking this reader thread: what can finish now is
-    /// answered inline, anything that has to wait runs on its own thread.
-    fn serve(self: &Arc<Self>, worker: &Arc<Worker>, seq: u64, op: Op) {
+    /// Serves a worker's request (`seq` to answer, `None` for a post) without blocking this reader
+    /// thread: what can finish now is done inline, anything that has to wait on its own thread.
+    fn serve(self: &Arc<Self>, worker: &Arc<Worker>, seq: Option<u64>, op: Op) {
         let caller = Caller::Worker(worker.clone());
         let op = match self.try_now(op, &caller) {
             Ok(result) => return send_reply(worker, seq, result),
@@ -374,7 +378,8 @@ impl Inner {
             FromWorker::MapDone { job, chunk, result } => {
                 self.tell_job(job, JobEvent::Done { chunk, result })
             }
-            FromWorker::Request { seq, op } => self.serve(worker, seq, op),
+            FromWorker::Request { seq, op } => self.serve(worker, Some(seq), op),
+            FromWorker::Post { op } => self.serve(worker, None, op),
             other => {
                 eprintln!(
                     "mpscript: closing {}: unexpected message {other:?}",

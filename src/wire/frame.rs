@@ -9,17 +9,40 @@ use crate::Error;
 /// The largest frame accepted, checked before anything of that size is allocated.
 pub(crate) const MAX_FRAME: usize = 512 << 20;
 
-/// Serializes `msg` into one buffer that starts with its length prefix, ready for one `write_all`.
+/// Serializes `msg` into one buffer that starts with its length prefix.
+#[cfg(test)]
 pub(crate) fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, Error> {
-    let mut buf = postcard::to_extend(msg, vec![0u8; 4]).map_err(|e| encode_error(&e))?;
-    let len = buf.len() - 4;
+    let mut buf = Vec::new();
+    append_frame(msg, &mut buf)?;
+    Ok(buf)
+}
+
+/// Appends `msg` as one frame to `buf`; on error `buf` is left as it was.
+pub(crate) fn append_frame<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> Result<(), Error> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    if let Err(e) = postcard::to_extend(msg, Appender(buf)) {
+        buf.truncate(start);
+        return Err(encode_error(&e));
+    }
+    let len = buf.len() - start - 4;
     if len > MAX_FRAME {
+        buf.truncate(start);
         return Err(Error::InvalidArgument(format!(
             "message of {len} bytes exceeds the {MAX_FRAME}-byte frame limit"
         )));
     }
-    buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(buf)
+    buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Lets postcard write straight into a borrowed buffer.
+struct Appender<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Appender<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
 }
 
 fn encode_error(e: &postcard::Error) -> Error {

@@ -20,7 +20,7 @@ fn value() -> impl Strategy<Value = Value> {
         proptest::collection::vec(any::<u8>(), 0..64).prop_map(Value::Blob),
         proptest::collection::vec(any::<i64>(), 0..32).prop_map(Value::IntArray),
         proptest::collection::vec(any::<f64>(), 0..32).prop_map(Value::FloatArray),
-        any::<u64>().prop_map(Value::Queue),
+        (any::<u64>(), any::<bool>()).prop_map(|(id, bounded)| Value::Queue { id, bounded }),
         (any::<u64>(), any::<u32>()).prop_map(|(id, pid)| Value::Process { id, pid }),
     ];
     leaf.prop_recursive(6, 128, 8, |inner| {

@@ -60,6 +60,9 @@ pub enum FromWorker {
     },
     /// A builtin called inside the worker that the parent must serve (queues, spawn, join, ...).
     Request { seq: u64, op: Op },
+    /// Like a request, but nothing is waited for: a put on an unbounded queue. Applied in order
+    /// with this worker's other messages.
+    Post { op: Op },
 }
 
 /// Everything needed to compile a script identically in a worker.

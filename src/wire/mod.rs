@@ -6,7 +6,9 @@ mod fuzz;
 mod message;
 mod stream;
 
-pub(crate) use frame::{FrameReader, encode_frame};
+#[cfg(test)]
+pub(crate) use frame::encode_frame;
+pub(crate) use frame::{FrameReader, append_frame};
 pub use message::{
     Failure, FailureKind, FromWorker, ItemFailure, Items, Limits, MapOptions, MapSetup, Op,
     OutStream, Outcome, Program, Reply, ToWorker,

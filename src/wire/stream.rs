@@ -2,13 +2,14 @@
 
 use std::{
     io::{self, Read, Write},
-    sync::{Arc, Mutex},
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use interprocess::local_socket::Stream;
 use serde::Serialize;
 
-use super::{FrameReader, encode_frame};
+use super::{FrameReader, append_frame};
 use crate::Error;
 
 /// A clonable byte-stream view of a shared socket (`&Stream` is `Read + Write`).
@@ -30,10 +31,18 @@ impl Write for SharedStream {
     }
 }
 
-/// The sending side of a connection: whole frames, one writer at a time.
+/// How much posted data is held back before it is written anyway.
+const POST_BUFFER: usize = 64 * 1024;
+/// How long posted data may wait for more to join it.
+const POST_DELAY: Duration = Duration::from_millis(1);
+
+/// The sending side of a connection: whole frames, one writer at a time. Messages can be *sent*
+/// (written now, after anything posted before them) or *posted* (batched into fewer writes, and
+/// written within [`POST_DELAY`] by a flusher thread at the latest).
 pub(crate) struct Conn {
     stream: SharedStream,
-    write_lock: Mutex<()>,
+    pending: Mutex<Vec<u8>>,
+    posted: Condvar,
     peer: String,
 }
 
@@ -41,7 +50,8 @@ impl Conn {
     pub(crate) fn new(stream: Stream, peer: impl Into<String>) -> Self {
         Conn {
             stream: SharedStream(Arc::new(stream)),
-            write_lock: Mutex::new(()),
+            pending: Mutex::new(Vec::new()),
+            posted: Condvar::new(),
             peer: peer.into(),
         }
     }
@@ -51,19 +61,67 @@ impl Conn {
         &self.peer
     }
 
-    /// Sends one message as one frame, so concurrent senders never interleave bytes.
-    pub(crate) fn send<T: Serialize>(&self, msg: &T) -> Result<(), Error> {
-        let frame = encode_frame(msg)?;
-        self.send_encoded(&frame)
+    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends a frame made by [`encode_frame`].
-    pub(crate) fn send_encoded(&self, frame: &[u8]) -> Result<(), Error> {
-        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut stream = self.stream.clone();
-        stream.write_all(frame).map_err(|_| Error::Disconnected {
+    /// Writes `msg` now, with everything posted before it, in order.
+    pub(crate) fn send<T: Serialize>(&self, msg: &T) -> Result<(), Error> {
+        let mut pending = self.lock();
+        append_frame(msg, &mut pending)?;
+        self.write_out(&mut pending)
+    }
+
+    /// Queues `msg` behind earlier messages; it is written with the next send, once
+    /// [`POST_BUFFER`] bytes gather, or by the flusher thread.
+    pub(crate) fn post<T: Serialize>(&self, msg: &T) -> Result<(), Error> {
+        let mut pending = self.lock();
+        let was_empty = pending.is_empty();
+        append_frame(msg, &mut pending)?;
+        if pending.len() >= POST_BUFFER {
+            return self.write_out(&mut pending);
+        }
+        if was_empty {
+            self.posted.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes whatever was posted.
+    pub(crate) fn flush(&self) -> Result<(), Error> {
+        self.write_out(&mut self.lock())
+    }
+
+    fn write_out(&self, pending: &mut Vec<u8>) -> Result<(), Error> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.clone().write_all(pending);
+        pending.clear();
+        result.map_err(|_| Error::Disconnected {
             peer: self.peer.clone(),
         })
+    }
+
+    /// Starts the thread that writes posted messages no later than [`POST_DELAY`] after they were
+    /// posted. It ends when the connection fails.
+    pub(crate) fn start_flusher(self: &Arc<Self>) {
+        let conn = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("mpscript-flush".into())
+            .spawn(move || {
+                loop {
+                    let mut pending = conn.lock();
+                    while pending.is_empty() {
+                        pending = conn.posted.wait(pending).unwrap_or_else(|e| e.into_inner());
+                    }
+                    drop(pending);
+                    std::thread::sleep(POST_DELAY);
+                    if conn.flush().is_err() {
+                        return;
+                    }
+                }
+            });
     }
 
     /// A frame reader over the same socket (only one thread should read).
