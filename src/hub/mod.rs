@@ -203,6 +203,16 @@ impl Inner {
     /// Serves a worker's request (`seq` to answer, `None` for a post) without blocking this reader
     /// thread: what can finish now is done inline, anything that has to wait on its own thread.
     fn serve(self: &Arc<Self>, worker: &Arc<Worker>, seq: Option<u64>, op: Op) {
+        if let (
+            Some(seq),
+            Op::Get {
+                queue,
+                timeout: None,
+            },
+        ) = (seq, &op)
+        {
+            return self.get_or_park(worker, seq, *queue);
+        }
         let caller = Caller::Worker(worker.clone());
         let op = match self.try_now(op, &caller) {
             Ok(result) => return send_reply(worker, seq, result),
@@ -214,6 +224,34 @@ impl Inner {
             .spawn(move || send_reply(&worker, seq, hub.handle(*op, &caller)));
         if let Err(e) = spawned {
             eprintln!("mpscript: cannot serve a worker request: {e}");
+        }
+    }
+
+    /// A worker's untimed `get`: answered now, or by the `put` that fills the queue.
+    fn get_or_park(&self, worker: &Arc<Worker>, seq: u64, queue: u64) {
+        let q = match self.queue(queue) {
+            Ok(q) => q,
+            Err(e) => return send_reply(worker, Some(seq), Err(e)),
+        };
+        let to = worker.clone();
+        let deliver = Box::new(move |value| {
+            let reply = ToWorker::Reply {
+                seq,
+                result: Ok(Reply::Got(Some(value))),
+            };
+            match to.conn.send(&reply) {
+                Ok(()) => Ok(()),
+                Err(_) => match reply {
+                    ToWorker::Reply {
+                        result: Ok(Reply::Got(Some(value))),
+                        ..
+                    } => Err(value),
+                    _ => unreachable!("built above"),
+                },
+            }
+        });
+        if let Some(value) = q.get_or_park(worker.id, deliver) {
+            send_reply(worker, Some(seq), Ok(Reply::Got(Some(value))));
         }
     }
 
@@ -403,6 +441,9 @@ impl Inner {
         }
         lock(&self.workers).remove(&worker.id);
         lock(&self.spares).retain(|w| w.id != worker.id);
+        for q in lock(&self.queues).values() {
+            q.forget(worker.id);
+        }
         match task {
             Task::Process(id) => {
                 if let Ok(slot) = self.process(id) {

@@ -17,26 +17,37 @@ pub(crate) enum Put {
     Full(Value),
 }
 
+/// Hands a value to a worker blocked in `get`; gives it back if that worker is gone.
+pub(crate) type Deliver = Box<dyn FnOnce(Value) -> Result<(), Value> + Send>;
+
 /// A FIFO of values with an optional bound, waited on with deadlines.
 pub(crate) struct Queue {
-    items: Mutex<VecDeque<Value>>,
+    state: Mutex<State>,
     maxsize: Option<usize>,
     not_empty: Condvar,
     not_full: Condvar,
 }
 
+#[derive(Default)]
+struct State {
+    items: VecDeque<Value>,
+    /// Workers blocked in `get` with no time limit, by worker id, oldest first: a `put` hands its
+    /// value straight to the first, with no thread in between.
+    waiting: VecDeque<(u64, Deliver)>,
+}
+
 impl Queue {
     pub(crate) fn new(maxsize: Option<usize>) -> Queue {
         Queue {
-            items: Mutex::new(VecDeque::new()),
+            state: Mutex::default(),
             maxsize,
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Value>> {
-        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Appends `value`, waiting while the queue is full until `deadline`.
@@ -46,15 +57,22 @@ impl Queue {
         deadline: Option<Instant>,
         interrupt: &Interrupt,
     ) -> Result<Put, Error> {
-        let mut items = self.lock();
-        while self.maxsize.is_some_and(|max| items.len() >= max) {
-            items = match wait(&self.not_full, items, deadline, interrupt)? {
-                Some(items) => items,
+        let mut state = self.lock();
+        let mut value = value;
+        while let Some((_, deliver)) = state.waiting.pop_front() {
+            match deliver(value) {
+                Ok(()) => return Ok(Put::Done),
+                Err(back) => value = back, // that worker is gone; try the next
+            }
+        }
+        while self.maxsize.is_some_and(|max| state.items.len() >= max) {
+            state = match wait(&self.not_full, state, deadline, interrupt)? {
+                Some(state) => state,
                 None => return Ok(Put::Full(value)),
             };
         }
-        items.push_back(value);
-        drop(items);
+        state.items.push_back(value);
+        drop(state);
         self.not_empty.notify_one();
         Ok(Put::Done)
     }
@@ -65,22 +83,43 @@ impl Queue {
         deadline: Option<Instant>,
         interrupt: &Interrupt,
     ) -> Result<Option<Value>, Error> {
-        let mut items = self.lock();
+        let mut state = self.lock();
         loop {
-            if let Some(value) = items.pop_front() {
-                drop(items);
+            if let Some(value) = state.items.pop_front() {
+                drop(state);
                 self.not_full.notify_one();
                 return Ok(Some(value));
             }
-            items = match wait(&self.not_empty, items, deadline, interrupt)? {
-                Some(items) => items,
+            state = match wait(&self.not_empty, state, deadline, interrupt)? {
+                Some(state) => state,
                 None => return Ok(None),
             };
         }
     }
 
+    /// Takes the oldest value, or (when empty) parks `deliver` to receive the next one.
+    pub(crate) fn get_or_park(&self, worker: u64, deliver: Deliver) -> Option<Value> {
+        let mut state = self.lock();
+        match state.items.pop_front() {
+            Some(value) => {
+                drop(state);
+                self.not_full.notify_one();
+                Some(value)
+            }
+            None => {
+                state.waiting.push_back((worker, deliver));
+                None
+            }
+        }
+    }
+
+    /// Drops the parked gets of a worker that died.
+    pub(crate) fn forget(&self, worker: u64) {
+        self.lock().waiting.retain(|(w, _)| *w != worker);
+    }
+
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().items.len()
     }
 }
 
