@@ -18,16 +18,35 @@ pub(crate) struct Progress {
 
 #[repr(C)]
 struct Slots {
-    /// Odd while the worker is writing (a sequence lock).
-    seq: AtomicU64,
     job: AtomicU64,
-    chunk: AtomicU64,
-    offset: AtomicU64,
+    /// Chunk in the high 32 bits, offset in the low 32, plus one (0: nothing published yet).
+    position: AtomicU64,
+    /// When the item started, if the job has a time limit (else 0).
     started_ns: AtomicU64,
 }
 
 /// Nanoseconds on the system-wide monotonic clock, comparable between processes.
 pub(crate) fn now_ns() -> u64 {
+    clock_ns(CLOCK_PRECISE)
+}
+
+/// The same clock read cheaply to within a few milliseconds, for per-item checks.
+pub(crate) fn coarse_now_ns() -> u64 {
+    clock_ns(CLOCK_COARSE)
+}
+
+#[cfg(target_os = "linux")]
+const CLOCK_COARSE: i32 = libc::CLOCK_MONOTONIC_COARSE;
+#[cfg(all(unix, not(target_os = "linux")))]
+const CLOCK_COARSE: i32 = libc::CLOCK_MONOTONIC;
+#[cfg(unix)]
+const CLOCK_PRECISE: i32 = libc::CLOCK_MONOTONIC;
+#[cfg(not(unix))]
+const CLOCK_COARSE: i32 = 0;
+#[cfg(not(unix))]
+const CLOCK_PRECISE: i32 = 0;
+
+fn clock_ns(clock: i32) -> u64 {
     #[cfg(unix)]
     {
         let mut ts = libc::timespec {
@@ -35,11 +54,12 @@ pub(crate) fn now_ns() -> u64 {
             tv_nsec: 0,
         };
         // SAFETY: clock_gettime writes into the timespec we own.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        unsafe { libc::clock_gettime(clock as libc::clockid_t, &mut ts) };
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
     #[cfg(not(unix))]
     {
+        let _ = clock;
         0
     }
 }
@@ -129,37 +149,28 @@ mod imp {
             unsafe { self.slots.as_ref() }
         }
 
-        /// Worker side: "now running `offset` of `chunk` of `job`".
-        pub(crate) fn publish(&self, job: u64, chunk: u64, offset: u64) {
+        /// Worker side: "now running `offset` of `chunk` of `job`", timestamped when `timed`.
+        /// Plain stores, cheap enough for every item: the start time and job are written before
+        /// the position, so a reader that sees a position never sees an older start.
+        pub(crate) fn publish(&self, job: u64, chunk: u32, offset: u32, timed: bool) {
             let s = self.slots();
-            s.seq.fetch_add(1, Ordering::AcqRel);
+            s.started_ns
+                .store(if timed { now_ns() } else { 0 }, Ordering::Relaxed);
             s.job.store(job, Ordering::Relaxed);
-            s.chunk.store(chunk, Ordering::Relaxed);
-            s.offset.store(offset, Ordering::Relaxed);
-            s.started_ns.store(now_ns(), Ordering::Relaxed);
-            s.seq.fetch_add(1, Ordering::AcqRel);
+            let position = ((chunk as u64) << 32 | offset as u64) + 1;
+            s.position.store(position, Ordering::Release);
         }
 
         /// Parent side: the last published progress, if any was published.
         pub(crate) fn read(&self) -> Option<Progress> {
             let s = self.slots();
-            for _ in 0..64 {
-                let before = s.seq.load(Ordering::Acquire);
-                if before % 2 == 1 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                let progress = Progress {
-                    job: s.job.load(Ordering::Relaxed),
-                    chunk: s.chunk.load(Ordering::Relaxed),
-                    offset: s.offset.load(Ordering::Relaxed),
-                    started_ns: s.started_ns.load(Ordering::Relaxed),
-                };
-                if s.seq.load(Ordering::Acquire) == before {
-                    return (before > 0).then_some(progress);
-                }
-            }
-            None
+            let position = s.position.load(Ordering::Acquire).checked_sub(1)?;
+            Some(Progress {
+                job: s.job.load(Ordering::Relaxed),
+                chunk: position >> 32,
+                offset: position & 0xffff_ffff,
+                started_ns: s.started_ns.load(Ordering::Relaxed),
+            })
         }
     }
 
@@ -200,7 +211,7 @@ mod imp {
             None
         }
         pub(crate) fn close_fd(&mut self) {}
-        pub(crate) fn publish(&self, _job: u64, _chunk: u64, _offset: u64) {}
+        pub(crate) fn publish(&self, _job: u64, _chunk: u32, _offset: u32, _timed: bool) {}
         pub(crate) fn read(&self) -> Option<Progress> {
             None
         }
@@ -219,9 +230,12 @@ mod tests {
         let fd = unsafe { libc::dup(parent.fd().unwrap()) };
         let worker = Board::open(fd).unwrap();
         let before = now_ns();
-        worker.publish(7, 3, 41);
+        worker.publish(7, 3, 41, true);
         let seen = parent.read().unwrap();
         assert_eq!((seen.job, seen.chunk, seen.offset), (7, 3, 41));
         assert!(seen.started_ns >= before);
+        worker.publish(7, 4, 0, false);
+        let seen = parent.read().unwrap();
+        assert_eq!((seen.chunk, seen.offset, seen.started_ns), (4, 0, 0));
     }
 }

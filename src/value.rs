@@ -148,6 +148,20 @@ impl Value {
         }
     }
 
+    /// Roughly how many bytes this value takes on the wire.
+    pub(crate) fn wire_size(&self) -> usize {
+        match self {
+            Value::Str(s) => s.len() + 2,
+            Value::Blob(b) => b.len() + 2,
+            Value::IntArray(v) => v.len() * 8,
+            Value::FloatArray(v) => v.len() * 8,
+            Value::Array(v) => v.iter().map(Value::wire_size).sum(),
+            Value::Map(v) => v.iter().map(|(k, v)| k.len() + v.wire_size()).sum(),
+            Value::Fn(f) => f.name.len() + f.curry.iter().map(Value::wire_size).sum::<usize>(),
+            _ => 9,
+        }
+    }
+
     /// Items `start..end` of an array value, as an array value of the same kind.
     pub(crate) fn slice(&self, start: usize, end: usize) -> Value {
         match self {

@@ -9,15 +9,15 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use interprocess::local_socket::{GenericNamespaced, Stream, ToNsName, prelude::*};
-use rhai::{AST, Dynamic, Engine, EvalAltResult, FnPtr};
+use rhai::{AST, Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext, Position};
 
 use crate::{
     Error, RemoteError, Value,
-    board::{Board, now_ns},
+    board::{Board, coarse_now_ns, now_ns},
     builtins::{Backend, Ctx},
     engine::{self, StopChecks},
     stop::{Stop, StopCheck, stop_reason},
@@ -38,7 +38,7 @@ pub(crate) const ID_ENV: &str = "MPSCRIPT_WORKER_ID";
 pub(crate) const BOARD_ENV: &str = "MPSCRIPT_WORKER_BOARD";
 
 /// How often a long chunk sends the results it has so far.
-const PART_INTERVAL: Duration = Duration::from_millis(50);
+const PART_INTERVAL_NS: u64 = 50_000_000;
 
 /// Turns this process into an mpscript worker if the runtime started it as one, and never returns
 /// in that case; otherwise returns at once.
@@ -261,23 +261,37 @@ impl Calls {
             (Some(timed), Some(_)) => timed,
             _ => &self.engine,
         };
+        // One call context per chunk: FnPtr::call would build Rhai's global state for every item.
+        let mut global = engine.new_global_runtime_state();
+        global.lib.push(self.ast.shared_lib().clone());
+        let context = NativeCallContext::new_with_all_fields(
+            engine,
+            f.fn_name(),
+            None,
+            &global,
+            Position::NONE,
+        );
         let mut results = Results::with_capacity(items.len());
-        let mut last_part = Instant::now();
+        let mut next_part = coarse_now_ns() + PART_INTERVAL_NS;
         for (offset, item) in self.items(items).enumerate() {
             if let Some(board) = &self.board {
-                board.publish(job, chunk as u64, offset as u64);
+                board.publish(job, chunk, offset as u32, timeout.is_some());
             }
-            self.deadline.start(timeout);
-            let value = f.call::<Dynamic>(engine, &self.ast, (item,));
-            self.deadline.start(None);
+            if timeout.is_some() {
+                self.deadline.start(timeout);
+            }
+            let value = f.call_raw(&context, None, [item]);
+            if timeout.is_some() {
+                self.deadline.start(None);
+            }
             let value = value.map_err(|e| item_failure(offset, &e))?;
             results
                 .push(&value)
                 .map_err(|e| ItemFailure::threw(offset, unsendable_result(&e)))?;
-            if last_part.elapsed() >= PART_INTERVAL {
+            if coarse_now_ns() >= next_part {
                 let values = results.take();
                 let _ = link.conn.send(&FromWorker::MapPart { job, chunk, values });
-                last_part = Instant::now();
+                next_part = coarse_now_ns() + PART_INTERVAL_NS;
             }
         }
         Ok(results.take())

@@ -38,6 +38,9 @@ pub(crate) enum JobEvent {
 const IN_FLIGHT: usize = 2;
 /// How often the scheduler looks at interrupts and time limits while it waits.
 const TICK: Duration = Duration::from_millis(20);
+/// About how many bytes of items one chunk carries at most, so big values (1 MiB strings) stream
+/// through the workers instead of queueing in a few huge messages.
+const CHUNK_BYTES: usize = 1 << 20;
 /// How long a call past its time limit gets to stop by itself before its worker is killed.
 const KILL_GRACE: Duration = Duration::from_secs(1);
 
@@ -169,11 +172,13 @@ impl<'a> MapRun<'a> {
             return None;
         }
         let alive = self.slots.iter().filter(|s| s.alive).count().max(1);
-        let len = self
-            .options
-            .chunk_size
-            .unwrap_or_else(|| left.div_ceil(2 * alive))
-            .clamp(1, left);
+        let len = match self.options.chunk_size {
+            Some(fixed) => fixed,
+            None => left
+                .div_ceil(2 * alive)
+                .min(self.items.count_within(self.next, CHUNK_BYTES)),
+        }
+        .clamp(1, left);
         let range = (self.next, self.next + len);
         self.next += len;
         Some(range)
@@ -388,6 +393,7 @@ impl<'a> MapRun<'a> {
             let stuck = p.job == self.job
                 && p.chunk == running as u64
                 && c.received <= p.offset as usize
+                && p.started_ns != 0
                 && now.saturating_sub(p.started_ns) > patience;
             if stuck {
                 slot.killed_for = Some(c.start + p.offset as usize);

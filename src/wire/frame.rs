@@ -8,6 +8,8 @@ use crate::Error;
 
 /// The largest frame accepted, checked before anything of that size is allocated.
 pub(crate) const MAX_FRAME: usize = 512 << 20;
+/// How far ahead of the received bytes a frame buffer may grow.
+const READ_STEP: usize = 1 << 20;
 
 /// Serializes `msg` into one buffer that starts with its length prefix.
 #[cfg(test)]
@@ -98,16 +100,8 @@ impl<R: Read> FrameReader<R> {
                 self.limit
             )));
         }
-        // Grows with the bytes that actually arrive, never to a claimed length up front.
-        self.buf.clear();
-        let got = (&mut self.inner)
-            .take(len as u64)
-            .read_to_end(&mut self.buf)
-            .map_err(|e| io_error(e, &self.peer))?;
-        if got < len {
-            return Err(self.protocol(format!("truncated frame ({got} of {len} bytes)")));
-        }
-        postcard::from_bytes(&self.buf).map_err(|e| {
+        self.fill(len)?;
+        postcard::from_bytes(&self.buf[..len]).map_err(|e| {
             if crate::value::depth_exceeded() {
                 self.protocol(format!(
                     "value nested deeper than {} levels",
@@ -117,6 +111,28 @@ impl<R: Read> FrameReader<R> {
                 self.protocol(format!("undecodable message: {e}"))
             }
         })
+    }
+
+    /// Reads `len` bytes into the front of the buffer. The buffer keeps its high-water size (no
+    /// zeroing per frame) and grows at most [`READ_STEP`] ahead of the bytes that have arrived,
+    /// never to a claimed length up front.
+    fn fill(&mut self, len: usize) -> Result<(), Error> {
+        let mut filled = 0;
+        while filled < len {
+            let upto = len.min(filled + READ_STEP);
+            if self.buf.len() < upto {
+                self.buf.resize(upto, 0);
+            }
+            match read_exact_or_eof(&mut self.inner, &mut self.buf[filled..upto]) {
+                Ok(true) => filled = upto,
+                Ok(false) => {
+                    let detail = format!("truncated frame ({filled} of {len} bytes)");
+                    return Err(self.protocol(detail));
+                }
+                Err(e) => return Err(io_error(e, &self.peer)),
+            }
+        }
+        Ok(())
     }
 
     fn protocol(&self, detail: String) -> Error {

@@ -162,6 +162,22 @@ impl Items {
         self.len() == 0
     }
 
+    /// How many items from `from` on fit in about `budget` wire bytes (at least one).
+    pub(crate) fn count_within(&self, from: usize, budget: usize) -> usize {
+        let Items::Values(Value::Array(items)) = self else {
+            return budget.div_ceil(8).max(1); // ints and floats: 8 bytes each
+        };
+        let mut used = 0;
+        let fitting = items[from..]
+            .iter()
+            .take_while(|item| {
+                used += item.wire_size();
+                used <= budget
+            })
+            .count();
+        fitting.max(1)
+    }
+
     /// Items `from..to` by position.
     pub(crate) fn slice(&self, from: usize, to: usize) -> Items {
         match self {
