@@ -135,6 +135,8 @@ fn serve(socket: &str, token: String, worker: u64, board: Option<Board>) -> Resu
     conn.send(&FromWorker::Ready)?;
     conn.start_flusher();
     Calls {
+        #[cfg(feature = "grain")]
+        grain: rhai::grain::Compiler::new().compile(&ast),
         engine,
         timed_engine: None,
         make_engine: Box::new(make_engine),
@@ -149,6 +151,8 @@ fn serve(socket: &str, token: String, worker: u64, board: Option<Board>) -> Resu
 
 /// The loop that runs the parent's calls.
 struct Calls {
+    #[cfg(feature = "grain")]
+    grain: rhai::grain::Program<'static>,
     engine: Engine,
     /// The same engine checking time limits between operations, made for the first timed job.
     timed_engine: Option<Engine>,
@@ -271,6 +275,8 @@ impl Calls {
             &global,
             Position::NONE,
         );
+        #[cfg(feature = "grain")]
+        let mut grain_vm = self.grain_vm(engine, &f);
         let mut results = Results::with_capacity(items.len());
         let mut next_part = coarse_now_ns() + PART_INTERVAL_NS;
         for (offset, item) in self.items(items).enumerate() {
@@ -280,6 +286,12 @@ impl Calls {
             if timeout.is_some() {
                 self.deadline.start(timeout);
             }
+            #[cfg(feature = "grain")]
+            let value = match &mut grain_vm {
+                Some(vm) => grain_call(vm, &self.grain, &f, item),
+                None => f.call_raw(&context, None, [item]),
+            };
+            #[cfg(not(feature = "grain"))]
             let value = f.call_raw(&context, None, [item]);
             if timeout.is_some() {
                 self.deadline.start(None);
@@ -297,6 +309,20 @@ impl Calls {
         Ok(results.take())
     }
 
+    /// A grain VM for `f` when it is a script function (native ones stay on the tree-walker),
+    /// unless `MPSCRIPT_GRAIN=0` asks for the tree-walker throughout.
+    #[cfg(feature = "grain")]
+    fn grain_vm<'e>(&self, engine: &'e Engine, f: &FnPtr) -> Option<rhai::grain::Vm<'e>> {
+        if env::var_os("MPSCRIPT_GRAIN").is_some_and(|v| v == "0") {
+            return None;
+        }
+        let arity = f.curry().len() + 1;
+        self.ast
+            .iter_functions()
+            .any(|m| m.name == f.fn_name() && m.params.len() == arity)
+            .then(|| rhai::grain::Vm::new(engine))
+    }
+
     fn items(&self, items: Items) -> Box<dyn Iterator<Item = Dynamic> + '_> {
         match items {
             Items::Range { start, end } => Box::new((start..end).map(Dynamic::from)),
@@ -308,6 +334,19 @@ impl Calls {
             Items::Values(other) => Box::new(std::iter::once(other.into_dynamic(&self.fns))),
         }
     }
+}
+
+#[cfg(feature = "grain")]
+fn grain_call(
+    vm: &mut rhai::grain::Vm<'_>,
+    program: &rhai::grain::Program<'static>,
+    f: &FnPtr,
+    item: Dynamic,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let mut args: Vec<Dynamic> = f.curry().to_vec();
+    args.push(item);
+    let options = rhai::CallFnOptions::new().eval_ast(false);
+    vm.call_fn_with_options::<Dynamic>(options, &mut rhai::Scope::new(), program, f.fn_name(), args)
 }
 
 /// Collects a chunk's results, staying a compact int array while every result is an int.

@@ -403,3 +403,47 @@ fn a_failed_run_stops_its_spawned_processes_instead_of_waiting() {
         "spawned worker {pid} outlived the failed run"
     );
 }
+
+#[test]
+fn the_grain_vm_and_the_tree_walker_give_the_same_results_and_errors() {
+    let script = common::Script::new(
+        r#"
+        fn collatz(n) { let steps = 0; while n != 1 { n = if n % 2 == 0 { n / 2 } else { 3 * n + 1 }; steps += 1; } steps }
+        fn picky(x) { if x == 5 { throw `no ${x}`; } x / (x - 9) }
+        let k = 0.5;
+        print(pool_map(Fn("collatz"), 1..=30));
+        print(pool_map(|x| x * k + 0.1, [1, 2, 3]));
+        try { pool_map(Fn("picky"), 0..12); } catch (e) { print(e); }
+        try { pool_map(Fn("picky"), 6..12); } catch (e) { print(e); }
+        "#,
+    );
+    let outputs: Vec<String> = ["1", "0"]
+        .iter()
+        .map(|grain| {
+            let out = std::process::Command::new(common::BIN)
+                .args(["run", "-j", "2"])
+                .arg(&script.path)
+                .env("MPSCRIPT_GRAIN", grain)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Worker pids differ between runs; everything else must not.
+            String::from_utf8_lossy(&out.stdout)
+                .split("(worker ")
+                .map(|part| part.split_once(',').map_or(part, |(_, rest)| rest))
+                .collect::<Vec<_>>()
+                .join("(worker,")
+        })
+        .collect();
+    assert_eq!(outputs[0], outputs[1]);
+    assert!(
+        outputs[0].contains("pool_map item 5 of 12 failed: no 5"),
+        "{}",
+        outputs[0]
+    );
+    assert!(outputs[0].contains("Division by zero"), "{}", outputs[0]);
+}
