@@ -45,17 +45,29 @@ pub(crate) enum StopChecks {
     OnlyInWaits,
 }
 
+/// A host's own registrations (functions, types), applied to every engine, in the main process and
+/// in every worker.
+pub(crate) type HostSetup = Arc<dyn Fn(&mut Engine) + Send + Sync>;
+
+/// What shapes an engine besides its builtins.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) limits: Limits,
+    pub(crate) module_dir: Option<String>,
+    pub(crate) host: Option<HostSetup>,
+}
+
 /// A fully configured engine whose builtins go through `ctx` and whose output goes to `output`.
 /// Scripts get no file access: `import` works only below `module_dir`, when a host gives one.
 pub(crate) fn new_engine(
     ctx: &Arc<Ctx>,
-    limits: &Limits,
-    module_dir: Option<&str>,
+    settings: &Settings,
     output: OutputSink,
     checks: StopChecks,
 ) -> Engine {
+    let limits = &settings.limits;
     let mut engine = Engine::new();
-    match module_dir {
+    match settings.module_dir.as_deref() {
         Some(dir) => engine.set_module_resolver(FileModuleResolver::new_with_path(dir)),
         None => engine.set_module_resolver(DummyModuleResolver::new()),
     };
@@ -96,6 +108,9 @@ pub(crate) fn new_engine(
         output(OutStream::Stderr, &format!("{origin}{text}"))
     });
     builtins::register(&mut engine, ctx);
+    if let Some(host) = &settings.host {
+        host(&mut engine);
+    }
     engine
 }
 

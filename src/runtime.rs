@@ -11,7 +11,7 @@ use rhai::{Dynamic, EvalAltResult, Scope};
 use crate::{
     Error, Interrupt,
     builtins::{Backend, Ctx},
-    engine::{self, StopChecks},
+    engine::{self, Settings, StopChecks},
     hub::{Hub, HubConfig},
     stop::{Stop, StopCheck, stop_reason},
     value::FnTable,
@@ -31,8 +31,7 @@ pub type OutputSink = Arc<dyn Fn(OutStream, &str) + Send + Sync>;
 pub struct RuntimeBuilder {
     workers: Option<usize>,
     worker_exe: Option<PathBuf>,
-    limits: Limits,
-    module_dir: Option<String>,
+    settings: Settings,
     output: Option<OutputSink>,
 }
 
@@ -52,14 +51,54 @@ impl RuntimeBuilder {
 
     /// Interpreter limits, applied in the main process and every worker.
     pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        self.settings.limits = limits;
         self
+    }
+
+    /// Registers the host's own functions and types: `setup` runs on every engine, in the main
+    /// process and in every worker (which is why workers of an embedding app must start through
+    /// [`RuntimeBuilder::run_worker_if_requested`]).
+    ///
+    /// ```
+    /// let runtime = mpscript::Runtime::builder()
+    ///     .register(|engine| {
+    ///         engine.register_fn("triple", |x: i64| x * 3);
+    ///     })
+    ///     .build();
+    /// assert_eq!(runtime.eval::<i64>("triple(14)").unwrap(), 42);
+    /// ```
+    pub fn register(mut self, setup: impl Fn(&mut rhai::Engine) + Send + Sync + 'static) -> Self {
+        let earlier = self.settings.host.take();
+        self.settings.host = Some(Arc::new(move |engine: &mut rhai::Engine| {
+            if let Some(earlier) = &earlier {
+                earlier(engine);
+            }
+            setup(engine);
+        }));
+        self
+    }
+
+    /// Turns this process into a worker with this builder's registrations if the runtime started
+    /// it as one (and never returns then); otherwise returns at once. An embedding app builds its
+    /// `RuntimeBuilder` first thing in `main` and calls this before anything with side effects.
+    ///
+    /// ```no_run
+    /// fn host_functions(engine: &mut rhai::Engine) {
+    ///     engine.register_fn("weight", |x: i64| x % 7);
+    /// }
+    ///
+    /// let builder = mpscript::Runtime::builder().register(host_functions);
+    /// builder.run_worker_if_requested(); // a worker never gets past this line
+    /// let runtime = builder.build();
+    /// ```
+    pub fn run_worker_if_requested(&self) {
+        crate::worker::serve_if_requested(self.settings.host.clone());
     }
 
     /// Lets scripts `import` modules from files below `dir`. Without it scripts have no file
     /// access at all.
     pub fn module_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.module_dir = Some(dir.into().display().to_string());
+        self.settings.module_dir = Some(dir.into().display().to_string());
         self
     }
 
@@ -75,8 +114,7 @@ impl RuntimeBuilder {
         Runtime {
             workers: self.workers.unwrap_or_else(crate::cpu_count),
             worker_exe: self.worker_exe,
-            limits: self.limits,
-            module_dir: self.module_dir,
+            settings: self.settings,
             output: self.output.unwrap_or_else(|| Arc::new(write_line)),
             interrupt: Interrupt::default(),
         }
@@ -93,8 +131,7 @@ impl RuntimeBuilder {
 pub struct Runtime {
     workers: usize,
     worker_exe: Option<PathBuf>,
-    limits: Limits,
-    module_dir: Option<String>,
+    settings: Settings,
     output: OutputSink,
     interrupt: Interrupt,
 }
@@ -105,8 +142,11 @@ impl Runtime {
         RuntimeBuilder {
             workers: None,
             worker_exe: None,
-            limits: Limits::default(),
-            module_dir: None,
+            settings: Settings {
+                limits: Limits::default(),
+                module_dir: None,
+                host: None,
+            },
             output: None,
         }
     }
@@ -126,6 +166,26 @@ impl Runtime {
         let source = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         self.run(&path.display().to_string(), &source, args)
+    }
+
+    /// Runs script text and converts its value to `T`.
+    ///
+    /// ```
+    /// let runtime = mpscript::Runtime::builder().workers(2).build();
+    /// let total: i64 = runtime.eval("[1, 2, 3].reduce(|a, b| a + b, 0)").unwrap();
+    /// assert_eq!(total, 6);
+    /// let err = runtime.eval::<i64>("\"not a number\"").unwrap_err();
+    /// assert!(err.to_string().contains("expected i64"), "{err}");
+    /// ```
+    pub fn eval<T: rhai::Variant + Clone>(&self, source: &str) -> Result<T, Error> {
+        let value = self.run("<eval>", source, &[])?;
+        let found = value.type_name();
+        value.try_cast::<T>().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "the script returned {found}, expected {}",
+                std::any::type_name::<T>()
+            ))
+        })
     }
 
     /// Compiles `source` without running it, to report syntax errors.
@@ -191,8 +251,7 @@ impl<'r> Session<'r> {
         let ctx = Ctx::new(backend.clone(), fns.clone(), stop);
         let engine = engine::new_engine(
             &ctx,
-            &runtime.limits,
-            runtime.module_dir.as_deref(),
+            &runtime.settings,
             runtime.output.clone(),
             StopChecks::EveryOperation,
         );
@@ -216,8 +275,8 @@ impl<'r> Session<'r> {
         let program = Program {
             name: self.name.clone(),
             source: self.source.to_string(),
-            limits: self.runtime.limits,
-            module_dir: self.runtime.module_dir.clone(),
+            limits: self.runtime.settings.limits,
+            module_dir: self.runtime.settings.module_dir.clone(),
         };
         self.backend.configure(self.runtime.hub_config(program)?);
         Ok(ast)

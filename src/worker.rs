@@ -19,7 +19,7 @@ use crate::{
     Error, RemoteError, Value,
     board::{Board, coarse_now_ns, now_ns},
     builtins::{Backend, Ctx},
-    engine::{self, StopChecks},
+    engine::{self, HostSetup, Settings, StopChecks},
     stop::{Stop, StopCheck, stop_reason},
     value::{FnTable, FnValue},
     wire::{
@@ -45,7 +45,9 @@ const PART_INTERVAL_NS: u64 = 50_000_000;
 ///
 /// Call it first thing in `main` of any program that embeds mpscript: workers are that same
 /// executable, re-executed with an environment variable set. The one rule: nothing with side effects
-/// may run before this call.
+/// may run before this call. A host that registers its own functions calls
+/// [`RuntimeBuilder::run_worker_if_requested`](crate::RuntimeBuilder::run_worker_if_requested)
+/// instead, so its workers know them too.
 ///
 /// ```no_run
 /// // The first line of the host's `main`:
@@ -53,6 +55,11 @@ const PART_INTERVAL_NS: u64 = 50_000_000;
 /// // ... the host program proper ...
 /// ```
 pub fn run_worker_if_requested() {
+    serve_if_requested(None);
+}
+
+/// [`run_worker_if_requested`] with the host's registrations.
+pub(crate) fn serve_if_requested(host: Option<HostSetup>) {
     let Some(socket) = env::var_os(SOCKET_ENV) else {
         return;
     };
@@ -71,7 +78,7 @@ pub fn run_worker_if_requested() {
             env::remove_var(var);
         }
     }
-    let code = match serve(&socket.to_string_lossy(), token, id, board) {
+    let code = match serve(&socket.to_string_lossy(), token, id, board, host) {
         Ok(()) => 0,
         Err(e) if e.is_disconnected() => 0,
         Err(e) => {
@@ -84,7 +91,13 @@ pub fn run_worker_if_requested() {
     std::process::exit(code);
 }
 
-fn serve(socket: &str, token: String, worker: u64, board: Option<Board>) -> Result<(), Error> {
+fn serve(
+    socket: &str,
+    token: String,
+    worker: u64,
+    board: Option<Board>,
+    host: Option<HostSetup>,
+) -> Result<(), Error> {
     engine::fix_hashing_seed()?;
     let name = socket
         .to_ns_name::<GenericNamespaced>()
@@ -122,10 +135,12 @@ fn serve(socket: &str, token: String, worker: u64, board: Option<Board>) -> Resu
             });
         })
     };
-    let make_engine = move |checks| {
-        let dir = program.module_dir.as_deref();
-        engine::new_engine(&ctx, &program.limits, dir, output.clone(), checks)
+    let settings = Settings {
+        limits: program.limits,
+        module_dir: program.module_dir.clone(),
+        host,
     };
+    let make_engine = move |checks| engine::new_engine(&ctx, &settings, output.clone(), checks);
     let engine = make_engine(StopChecks::OnlyInWaits);
     let ast = match engine.compile(&program.source) {
         Ok(ast) => ast,
