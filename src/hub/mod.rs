@@ -94,6 +94,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Hub {
     pub(crate) fn new(config: HubConfig) -> Result<Hub, Error> {
+        // Started as a worker, yet running a script of its own: the host's main skipped the worker
+        // entry point. Starting workers from here would repeat that without end.
+        if std::env::var_os(crate::worker::SOCKET_ENV).is_some() {
+            return Err(Error::WorkerStart(
+                "this process was started as an mpscript worker, but its main did not call \
+                 run_worker_if_requested() first; it will not start workers of its own"
+                    .into(),
+            ));
+        }
         Ok(Hub {
             inner: Arc::new(Inner {
                 launcher: Launcher::new(config.exe.clone())?,
