@@ -3,15 +3,52 @@
 //! Scripts call `spawn`, `pool_map` and `queue` to run functions in isolated worker processes,
 //! which exchange postcard messages with the main process over local sockets. Workers are this same
 //! executable re-executed; they compile the script once and call its functions by name, never
-//! running its top level, so no `__main__` guard is ever needed.
+//! running its top level, so no `__main__` guard is ever needed. The script API, what can be sent
+//! between processes and the failure guarantees are in the README.
+//!
+//! # Quick start
 //!
 //! ```
 //! let runtime = mpscript::Runtime::builder().build();
-//! let doubled = runtime.run("doc", "[1, 2, 3].map(|x| x * 2)", &[]).unwrap();
-//! assert_eq!(doubled.into_array().unwrap().len(), 3);
+//! let doubled: rhai::Array = runtime.eval("[1, 2, 3].map(|x| x * 2)").unwrap();
+//! assert_eq!(doubled.len(), 3);
 //! ```
 //!
-//! A host program that embeds mpscript must call [`run_worker_if_requested`] first thing in `main`.
+//! # Embedding, and the one rule
+//!
+//! Workers of an embedding app are the app's own executable, started again with an environment
+//! variable set. So `main` first builds its [`RuntimeBuilder`] (which has no side effects) and calls
+//! [`RuntimeBuilder::run_worker_if_requested`]: in a worker that call never returns, and the worker
+//! has the host's functions because it made the same builder. A host without functions of its own
+//! can call [`run_worker_if_requested`] instead. Nothing with side effects may run before it.
+//!
+//! ```no_run
+//! fn host_functions(engine: &mut rhai::Engine) {
+//!     engine.register_fn("weight", |x: i64| x % 7);
+//! }
+//!
+//! let builder = mpscript::Runtime::builder().register(host_functions).workers(4);
+//! builder.run_worker_if_requested();
+//! let runtime = builder.build();
+//! let weights: rhai::Array = runtime.eval("pool_map(|x| weight(x), 1..=100)").unwrap();
+//! ```
+//!
+//! A process started as a worker that skips this call refuses to start workers itself, so a
+//! forgotten entry point is a clear error rather than processes starting processes.
+//!
+//! # Errors
+//!
+//! Everything fails with one type, [`Error`], whose variants say when they happen and whose
+//! predicates ([`Error::is_timeout`], [`Error::is_worker_died`], [`Error::is_interrupted`], ...) make
+//! the common checks short. [`report`] turns an error into a miette report with the script's
+//! source lines; [`Error::exit_code`] gives the exit status a command-line tool should use.
+//!
+//! ```
+//! let runtime = mpscript::Runtime::builder().build();
+//! let err = runtime.run("demo.rhai", "let x = 1;\nx / 0", &[]).unwrap_err();
+//! assert!(err.is_script());
+//! assert!(format!("{:?}", mpscript::report(&err)).contains("demo.rhai:2:3"));
+//! ```
 
 mod board;
 mod builtins;
