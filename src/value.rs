@@ -343,9 +343,10 @@ impl FnTable {
         match fns.get(name) {
             Some(def) => FnPtr::from(def.clone()),
             // Named script functions and native functions resolve by name at call time; a name
-            // that resolves to nothing fails there with Rhai's own "Function not found".
+            // that resolves to nothing fails there with Rhai's own "Function not found". A closure
+            // missing here (the program differs from the sender's) gets a name that says so.
             None => FnPtr::new(name).unwrap_or_else(|_| {
-                FnPtr::new("__mpscript_unknown_function").expect("valid identifier")
+                FnPtr::new("closure_not_in_this_program").expect("valid identifier")
             }),
         }
     }
