@@ -277,7 +277,7 @@ fn a_value_that_cannot_be_sent_is_a_clear_error_at_the_call_site() {
     );
     assert_eq!(
         lines[6],
-        "pool_map: unknown option `wokers` (known: workers, chunk_size, retries, timeout)"
+        "pool_map: unknown option `wokers` (known: workers, chunk_size, retries, timeout, progress)"
     );
 }
 
@@ -446,4 +446,48 @@ fn the_grain_vm_and_the_tree_walker_give_the_same_results_and_errors() {
         outputs[0]
     );
     assert!(outputs[0].contains("Division by zero"), "{}", outputs[0]);
+}
+
+#[test]
+fn progress_is_shown_when_asked_and_never_on_a_pipe_otherwise() {
+    let out = run(r#"
+        let a = pool_map(|x| { sleep(0.01); x }, 1..=60, #{ workers: 2, progress: true });
+        let b = pool_map(|x| { sleep(0.01); x }, 1..=60, #{ workers: 2 });
+        print(`${a.len()} ${b.len()}`);
+        try { pool_map(|x| x, [1], #{ progress: 1 }); } catch (e) { print(e); }
+    "#);
+    assert_eq!(out.lines()[0], "60 60");
+    assert_eq!(
+        out.lines()[1],
+        "pool_map option `progress` must be true or false, got 1"
+    );
+    let progress: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("pool_map: "))
+        .collect();
+    assert!(!progress.is_empty(), "{}", out.stderr);
+    assert!(
+        progress
+            .last()
+            .unwrap()
+            .starts_with("pool_map: 60/60 items"),
+        "{}",
+        out.stderr
+    );
+    let finished = progress
+        .iter()
+        .filter(|l| l.starts_with("pool_map: 60/60"))
+        .count();
+    assert_eq!(
+        finished, 1,
+        "the unasked map stays silent on a pipe: {}",
+        out.stderr
+    );
+    assert_eq!(
+        progress.len(),
+        out.stderr.lines().count(),
+        "only the asked map reports: {}",
+        out.stderr
+    );
 }

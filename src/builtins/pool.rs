@@ -79,9 +79,11 @@ fn map_options(value: &Dynamic) -> Result<MapOptions, Box<EvalAltResult>> {
             "chunk_size" => options.chunk_size = Some(count(v, key, 1)?),
             "retries" => options.retries = count(v, key, 0)? as u32,
             "timeout" => options.timeout = Some(duration(v)?),
+            "progress" => options.progress = Some(flag(v, key)?),
             other => {
                 return Err(invalid(format!(
-                    "pool_map: unknown option `{other}` (known: workers, chunk_size, retries, timeout)"
+                    "pool_map: unknown option `{other}` \
+                     (known: workers, chunk_size, retries, timeout, progress)"
                 )));
             }
         }
@@ -96,6 +98,14 @@ fn count(value: &Dynamic, key: &str, min: INT) -> Result<usize, Box<EvalAltResul
             "pool_map option `{key}` must be an integer of {min} or more, got {value}"
         ))),
     }
+}
+
+fn flag(value: &Dynamic, key: &str) -> Result<bool, Box<EvalAltResult>> {
+    value.as_bool().map_err(|_| {
+        invalid(format!(
+            "pool_map option `{key}` must be true or false, got {value}"
+        ))
+    })
 }
 
 fn duration(value: &Dynamic) -> Result<f64, Box<EvalAltResult>> {

@@ -4,6 +4,7 @@
 mod launch;
 mod pool;
 mod process;
+mod progress;
 mod queue;
 mod wait;
 mod worker;
@@ -67,6 +68,8 @@ struct Inner {
     procs: Mutex<HashMap<u64, Arc<ProcSlot>>>,
     jobs: Mutex<HashMap<u64, Sender<JobEvent>>>,
     queues: Mutex<HashMap<u64, Arc<Queue>>>,
+    /// The progress bar of the running `pool_map`, so worker output is written around it.
+    progress_bar: Mutex<Option<indicatif::ProgressBar>>,
     next_id: AtomicU64,
 }
 
@@ -113,6 +116,7 @@ impl Hub {
                 procs: Mutex::default(),
                 jobs: Mutex::default(),
                 queues: Mutex::default(),
+                progress_bar: Mutex::default(),
                 next_id: AtomicU64::new(1),
             }),
         })
@@ -413,7 +417,13 @@ impl Inner {
 
     fn on_message(self: &Arc<Self>, worker: &Arc<Worker>, message: FromWorker) {
         match message {
-            FromWorker::Output { stream, text } => (self.config.output)(stream, &text),
+            FromWorker::Output { stream, text } => {
+                let write = || (self.config.output)(stream, &text);
+                match lock(&self.progress_bar).clone() {
+                    Some(bar) => bar.suspend(write),
+                    None => write(),
+                }
+            }
             FromWorker::Done { call, outcome } => {
                 if let Ok(slot) = self.process(call) {
                     slot.finish(outcome, || self.release_spare(worker));

@@ -12,7 +12,8 @@ use std::{
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::{
-    Inner,
+    Inner, lock,
+    progress::MapProgress,
     worker::{Death, Task, Worker},
 };
 use crate::{
@@ -87,6 +88,7 @@ pub(crate) struct MapRun<'a> {
     /// How often each item lost its worker.
     attempts: HashMap<usize, u32>,
     failure: Option<(usize, Error)>,
+    progress: MapProgress,
 }
 
 impl<'a> MapRun<'a> {
@@ -120,6 +122,7 @@ impl<'a> MapRun<'a> {
             requeued: VecDeque::new(),
             attempts: HashMap::new(),
             failure: None,
+            progress: MapProgress::new(items.len(), options.progress),
         }
     }
 
@@ -137,7 +140,11 @@ impl<'a> MapRun<'a> {
             }
             self.hub.config.interrupt.check()?;
             self.enforce_time_limit();
+            self.progress.tick();
+            *lock(&self.hub.progress_bar) = self.progress.bar().cloned();
         }
+        self.progress.finish();
+        *lock(&self.hub.progress_bar) = None;
         self.result()
     }
 
@@ -243,8 +250,10 @@ impl<'a> MapRun<'a> {
         match event {
             JobEvent::Part { chunk, values } => {
                 if let Some(c) = self.running_chunk(chunk) {
-                    c.received += values.array_len().unwrap_or(0);
+                    let n = values.array_len().unwrap_or(0);
+                    c.received += n;
                     c.parts.push(values);
+                    self.progress.advance(n);
                 }
             }
             JobEvent::Done { chunk, result } => self.on_done(chunk as usize, result),
@@ -270,9 +279,11 @@ impl<'a> MapRun<'a> {
         let c = &mut self.chunks[chunk];
         match result {
             Ok(values) => {
-                c.received += values.array_len().unwrap_or(0);
+                let n = values.array_len().unwrap_or(0);
+                c.received += n;
                 c.parts.push(values);
                 c.state = ChunkState::Done;
+                self.progress.advance(n);
                 self.dispatch(w);
             }
             Err(failure) => {

@@ -221,6 +221,8 @@ pub struct MapOptions {
     pub retries: u32,
     /// Seconds each call may run before it is stopped and reported as timed out.
     pub timeout: Option<f64>,
+    /// Show progress on stderr; `None`: only on a terminal, for maps longer than half a second.
+    pub progress: Option<bool>,
 }
 
 /// An operation a builtin asks of the process that owns queues and workers (the parent).
