@@ -64,7 +64,7 @@ mod worker;
 
 pub use diagnostics::report;
 pub use error::{Error, RemoteError};
-pub use runtime::{OutputSink, Runtime, RuntimeBuilder};
+pub use runtime::{Interactive, OutputSink, Runtime, RuntimeBuilder};
 pub use stop::Interrupt;
 pub use value::Value;
 pub use wire::{Limits, OutStream};

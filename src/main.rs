@@ -1,8 +1,11 @@
-//! The `mpscript` command: run or check a script; maps errors to reports and exit codes.
+//! The `mpscript` command: run or check a script, or start the REPL; maps errors to reports and
+//! exit codes.
 
-use std::{path::PathBuf, process::ExitCode};
+mod repl;
 
-use clap::{Args, Parser, Subcommand};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use mpscript::{Error, Interrupt, Limits, Runtime};
 use signal_hook::{
     consts::{SIGINT, SIGTERM},
@@ -13,7 +16,7 @@ use signal_hook::{
 #[command(version, about = "Run Rhai scripts that fan out over worker processes")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -33,9 +36,14 @@ enum Command {
         /// The script file.
         file: PathBuf,
     },
+    /// Start an interactive session (also what `mpscript` alone does on a terminal).
+    Repl {
+        #[command(flatten)]
+        options: RunOptions,
+    },
 }
 
-#[derive(Args)]
+#[derive(Args, Default)]
 struct RunOptions {
     /// Default number of pool_map workers [default: number of CPUs].
     #[arg(short = 'j', long)]
@@ -80,14 +88,29 @@ impl RunOptions {
 
 fn main() -> ExitCode {
     mpscript::run_worker_if_requested();
-    let result = match Cli::parse().command {
+    let command = match Cli::parse().command {
+        Some(command) => command,
+        None if std::io::stdin().is_terminal() => Command::Repl {
+            options: RunOptions::default(),
+        },
+        None => {
+            let _ = Cli::command().print_help();
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Repl { options } => {
+            let runtime = options.runtime();
+            stop_on_signals(runtime.interrupt(), Repeat::InterruptAgain);
+            return repl::run(&runtime);
+        }
         Command::Run {
             options,
             file,
             args,
         } => {
             let runtime = options.runtime();
-            stop_on_signals(runtime.interrupt());
+            stop_on_signals(runtime.interrupt(), Repeat::Exit);
             runtime.run_file(&file, &args).map(|_| ())
         }
         Command::Check { file } => std::fs::read_to_string(&file)
@@ -111,15 +134,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// Ctrl-C or SIGTERM stops the script (workers are shut down, exit status 128 + signal); a second
-/// one exits at once, and the workers follow by themselves (parent-death signal, socket EOF).
-fn stop_on_signals(interrupt: Interrupt) {
+/// What a second Ctrl-C does while the first is still being handled.
+#[derive(Clone, Copy, PartialEq)]
+enum Repeat {
+    /// Exit at once (a script run); workers follow by themselves (parent-death signal, EOF).
+    Exit,
+    /// Interrupt again (the REPL, which clears the interrupt before each input).
+    InterruptAgain,
+}
+
+/// Ctrl-C or SIGTERM stops the running script (workers are shut down, a run exits with
+/// 128 + signal).
+fn stop_on_signals(interrupt: Interrupt, repeat: Repeat) {
     let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) else {
         return;
     };
     std::thread::spawn(move || {
         for signal in signals.forever() {
-            if interrupt.signal().is_some() {
+            let exit = repeat == Repeat::Exit || signal == SIGTERM;
+            if exit && interrupt.signal().is_some() {
                 std::process::exit(128 + signal);
             }
             interrupt.trigger(signal);

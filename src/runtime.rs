@@ -191,8 +191,10 @@ impl Runtime {
     /// Compiles `source` without running it, to report syntax errors.
     pub fn check(&self, name: &str, source: &str) -> Result<(), Error> {
         engine::fix_hashing_seed()?;
-        let session = Session::new(self, name, source)?;
-        session.compile().map(|_| ())
+        let session = Session::new(self);
+        session
+            .compile(name, &engine::script_text(source))
+            .map(|_| ())
     }
 
     /// Runs script text. A successful run ends after every spawned process has ended (as Python
@@ -201,8 +203,9 @@ impl Runtime {
     pub fn run(&self, name: &str, source: &str, args: &[String]) -> Result<Dynamic, Error> {
         engine::fix_hashing_seed()?;
         self.interrupt.clear();
-        let session = Session::new(self, name, source)?;
-        let ast = session.compile()?;
+        let session = Session::new(self);
+        let text: Arc<str> = engine::script_text(source).into();
+        let ast = session.compile(name, &text)?;
         let mut scope = Scope::new();
         let argv: rhai::Array = args.iter().map(|a| a.clone().into()).collect();
         scope.push_constant("ARGV", argv);
@@ -211,8 +214,28 @@ impl Runtime {
             .eval_ast_with_scope::<Dynamic>(&mut scope, &ast);
         let finished = session.backend.finish(result.is_ok());
         session
-            .outcome(result)
+            .outcome(name, &text, result)
             .and_then(|value| finished.map(|()| value))
+    }
+
+    /// An interactive session: inputs evaluated one after another with shared variables and
+    /// functions, workers kept warm between them. The REPL is built on it.
+    ///
+    /// ```
+    /// let runtime = mpscript::Runtime::builder().build();
+    /// let mut session = runtime.interactive();
+    /// session.eval("fn twice(x) { x * 2 }").unwrap();
+    /// session.eval("let base = 20;").unwrap();
+    /// assert_eq!(session.eval("twice(base) + 2").unwrap().as_int().unwrap(), 42);
+    /// ```
+    pub fn interactive(&self) -> Interactive<'_> {
+        let _ = engine::fix_hashing_seed();
+        Interactive {
+            session: Session::new(self),
+            scope: Scope::new(),
+            functions: rhai::AST::empty(),
+            inputs: 0,
+        }
     }
 
     fn hub_config(&self, program: Program) -> Result<HubConfig, Error> {
@@ -231,11 +254,106 @@ impl Runtime {
     }
 }
 
-/// One run of one script: its engine, and the hub it starts on first use.
+/// An interactive session (see [`Runtime::interactive`]); dropping it shuts its workers down.
+pub struct Interactive<'r> {
+    session: Session<'r>,
+    scope: Scope<'static>,
+    /// The functions of every input so far.
+    functions: rhai::AST,
+    inputs: usize,
+}
+
+impl Interactive<'_> {
+    /// Evaluates one input. Its functions and variables stay for later inputs, and workers get its
+    /// text, so functions and closures typed here work with `spawn` and `pool_map`.
+    pub fn eval(&mut self, input: &str) -> Result<Dynamic, Error> {
+        self.session.runtime.interrupt.clear();
+        self.inputs += 1;
+        let name = format!("<input {}>", self.inputs);
+        let chunk = self.session.compile(&name, input)?;
+        let mut program = self.functions.clone();
+        program += chunk.clone();
+        let result = self
+            .session
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program);
+        self.functions += chunk.clone_functions_only();
+        self.session.outcome(&name, input, result)
+    }
+
+    /// Whether `input` is an unfinished statement or block that more lines could complete.
+    ///
+    /// ```
+    /// assert!(mpscript::Interactive::is_incomplete("fn f(x) {"));
+    /// assert!(!mpscript::Interactive::is_incomplete("fn f(x) { x }"));
+    /// ```
+    pub fn is_incomplete(input: &str) -> bool {
+        let mut depth = 0i32;
+        let mut quote = None;
+        let mut escaped = false;
+        for c in input.chars() {
+            match quote {
+                Some(q) => {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == q {
+                        quote = None;
+                    }
+                }
+                None => match c {
+                    '"' | '`' | '\'' => quote = Some(c),
+                    '{' | '(' | '[' => depth += 1,
+                    '}' | ')' | ']' => depth -= 1,
+                    _ => {}
+                },
+            }
+        }
+        depth > 0 || quote.is_some()
+    }
+
+    /// Names and arities of the functions defined so far.
+    pub fn functions(&self) -> Vec<String> {
+        self.functions
+            .iter_functions()
+            .filter(|f| !f.name.starts_with("anon$"))
+            .map(|f| format!("{}({})", f.name, f.params.join(", ")))
+            .collect()
+    }
+
+    /// Names and types of the variables defined so far.
+    pub fn variables(&self) -> Vec<(String, String)> {
+        self.scope
+            .iter()
+            .map(|(name, _, value)| (name.to_string(), value.type_name().to_string()))
+            .collect()
+    }
+
+    /// The OS pids of the worker processes running now.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        match &*self.session.backend.lock() {
+            HubState::Running(hub) => hub.worker_pids(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A handle that stops the input being evaluated (Ctrl-C in the REPL).
+    pub fn interrupt(&self) -> Interrupt {
+        self.session.runtime.interrupt()
+    }
+}
+
+impl Drop for Interactive<'_> {
+    fn drop(&mut self) {
+        let _ = self.session.backend.finish(false);
+    }
+}
+
+/// One run of one script (or one interactive session): its engine, and the hub it starts on
+/// first use.
 struct Session<'r> {
     runtime: &'r Runtime,
-    name: String,
-    source: Arc<str>,
     engine: rhai::Engine,
     backend: Arc<LazyHub>,
     ctx: Arc<Ctx>,
@@ -243,7 +361,7 @@ struct Session<'r> {
 }
 
 impl<'r> Session<'r> {
-    fn new(runtime: &'r Runtime, name: &str, source: &str) -> Result<Self, Error> {
+    fn new(runtime: &'r Runtime) -> Self {
         let backend = Arc::new(LazyHub::default());
         let fns = FnTable::default();
         let interrupt = runtime.interrupt.clone();
@@ -255,46 +373,52 @@ impl<'r> Session<'r> {
             runtime.output.clone(),
             StopChecks::EveryOperation,
         );
-        Ok(Session {
+        Session {
             runtime,
-            name: name.to_string(),
-            source: engine::script_text(source).into(),
             engine,
             backend,
             ctx,
             fns,
-        })
+        }
     }
 
-    fn compile(&self) -> Result<rhai::AST, Error> {
+    /// Compiles one chunk of the program and hands its text on for the workers.
+    fn compile(&self, name: &str, text: &str) -> Result<rhai::AST, Error> {
         let ast = self
             .engine
-            .compile(&*self.source)
-            .map_err(|e| self.script_error(e.into()))?;
+            .compile(text)
+            .map_err(|e| self.script_error(name, text, e.into()))?;
         self.fns.add(&ast);
-        let program = Program {
-            name: self.name.clone(),
-            source: self.source.to_string(),
-            limits: self.runtime.settings.limits,
-            module_dir: self.runtime.settings.module_dir.clone(),
-        };
-        self.backend.configure(self.runtime.hub_config(program)?);
+        self.backend.add_chunk(text, || {
+            let program = Program {
+                name: name.to_string(),
+                chunks: Vec::new(),
+                limits: self.runtime.settings.limits,
+                module_dir: self.runtime.settings.module_dir.clone(),
+            };
+            self.runtime.hub_config(program)
+        })?;
         Ok(ast)
     }
 
-    fn outcome(&self, result: Result<Dynamic, Box<EvalAltResult>>) -> Result<Dynamic, Error> {
+    fn outcome(
+        &self,
+        name: &str,
+        text: &str,
+        result: Result<Dynamic, Box<EvalAltResult>>,
+    ) -> Result<Dynamic, Error> {
         match result {
             Ok(value) => Ok(value),
             Err(e) => match stop_reason(&e) {
                 Some(Stop::Exit(0)) => Ok(Dynamic::UNIT),
                 Some(Stop::Exit(code)) => Err(Error::Exit(code as i32)),
                 Some(Stop::Interrupted(signal)) => Err(Error::Interrupted { signal }),
-                Some(Stop::TimedOut(_)) | None => Err(self.script_error(e)),
+                Some(Stop::TimedOut(_)) | None => Err(self.script_error(name, text, e)),
             },
         }
     }
 
-    fn script_error(&self, error: Box<EvalAltResult>) -> Error {
+    fn script_error(&self, name: &str, text: &str, error: Box<EvalAltResult>) -> Error {
         let remote = match error.unwrap_inner() {
             EvalAltResult::ErrorRuntime(message, _) => message
                 .read_lock::<rhai::ImmutableString>()
@@ -303,8 +427,8 @@ impl<'r> Session<'r> {
             _ => None,
         };
         Error::Script {
-            name: self.name.clone(),
-            text: self.source.clone(),
+            name: name.to_string(),
+            text: text.into(),
             error,
             remote,
         }
@@ -331,8 +455,25 @@ enum HubState {
 }
 
 impl LazyHub {
-    fn configure(&self, config: HubConfig) {
-        *self.lock() = HubState::Ready(config);
+    /// Adds a chunk of program text: the first one configures the hub (made by `config`), later
+    /// ones reach workers already running.
+    fn add_chunk(
+        &self,
+        text: &str,
+        config: impl FnOnce() -> Result<HubConfig, Error>,
+    ) -> Result<(), Error> {
+        let mut state = self.lock();
+        match &mut *state {
+            HubState::Unconfigured => {
+                let mut config = config()?;
+                config.program.chunks.push(text.to_string());
+                *state = HubState::Ready(config);
+            }
+            HubState::Ready(config) => config.program.chunks.push(text.to_string()),
+            HubState::Running(hub) => hub.add_chunk(text.to_string()),
+            HubState::Failed(_) | HubState::Finished => {}
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {

@@ -142,10 +142,13 @@ fn serve(
     };
     let make_engine = move |checks| engine::new_engine(&ctx, &settings, output.clone(), checks);
     let engine = make_engine(StopChecks::OnlyInWaits);
-    let ast = match engine.compile(&program.source) {
-        Ok(ast) => ast,
-        Err(e) => return conn.send(&FromWorker::CompileFailed(e.to_string())),
-    };
+    let mut ast = AST::empty();
+    for chunk in &program.chunks {
+        match engine.compile(chunk) {
+            Ok(chunk) => ast += chunk,
+            Err(e) => return conn.send(&FromWorker::CompileFailed(e.to_string())),
+        }
+    }
     fns.add(&ast);
     conn.send(&FromWorker::Ready)?;
     conn.start_flusher();
@@ -227,10 +230,26 @@ impl Calls {
                     link.conn
                         .send(&FromWorker::MapDone { job, chunk, result })?;
                 }
+                ToWorker::AddChunk(chunk) => self.add_chunk(&chunk)?,
                 ToWorker::Shutdown => return Ok(()),
                 other => return Err(unexpected(&other)),
             }
         }
+    }
+
+    /// Merges a chunk the parent compiled after this worker started (a REPL input).
+    fn add_chunk(&mut self, chunk: &str) -> Result<(), Error> {
+        let chunk = self.engine.compile(chunk).map_err(|e| Error::Protocol {
+            peer: "parent".into(),
+            detail: format!("a chunk the parent compiled does not compile here: {e}"),
+        })?;
+        self.fns.add(&chunk);
+        self.ast += chunk;
+        #[cfg(feature = "grain")]
+        {
+            self.grain = rhai::grain::Compiler::new().compile(&self.ast);
+        }
+        Ok(())
     }
 
     fn call(&self, f: FnValue, args: Vec<Value>) -> Outcome {
@@ -488,7 +507,7 @@ impl Backend for ParentLink {
                     let _ = self.conn.flush();
                     std::process::exit(0)
                 }
-                work @ (ToWorker::Call { .. } | ToWorker::Map { .. }) => {
+                work @ (ToWorker::Call { .. } | ToWorker::Map { .. } | ToWorker::AddChunk(_)) => {
                     lock(&self.queued).push_back(work)
                 }
                 other => return Err(unexpected(&other)),

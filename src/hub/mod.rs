@@ -68,6 +68,8 @@ struct Inner {
     procs: Mutex<HashMap<u64, Arc<ProcSlot>>>,
     jobs: Mutex<HashMap<u64, Sender<JobEvent>>>,
     queues: Mutex<HashMap<u64, Arc<Queue>>>,
+    /// The program's chunks so far (a REPL adds one per input).
+    chunks: Mutex<Vec<String>>,
     /// The progress bar of the running `pool_map`, so worker output is written around it.
     progress_bar: Mutex<Option<indicatif::ProgressBar>>,
     next_id: AtomicU64,
@@ -109,6 +111,7 @@ impl Hub {
         Ok(Hub {
             inner: Arc::new(Inner {
                 launcher: Launcher::new(config.exe.clone())?,
+                chunks: Mutex::new(config.program.chunks.clone()),
                 config,
                 workers: Mutex::default(),
                 spares: Mutex::default(),
@@ -120,6 +123,23 @@ impl Hub {
                 next_id: AtomicU64::new(1),
             }),
         })
+    }
+
+    /// Adds a chunk of program text: every live worker compiles it now, later workers at start.
+    pub(crate) fn add_chunk(&self, chunk: String) {
+        let mut chunks = lock(&self.inner.chunks);
+        let message = ToWorker::AddChunk(chunk.clone());
+        for w in lock(&self.inner.workers).values() {
+            let _ = w.conn.send(&message);
+        }
+        chunks.push(chunk);
+    }
+
+    /// The OS pids of the live worker processes.
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = lock(&self.inner.workers).values().map(|w| w.pid).collect();
+        pids.sort_unstable();
+        pids
     }
 
     /// Waits for spawned processes that are still running, as Python waits for non-daemon ones.
@@ -353,7 +373,10 @@ impl Inner {
     }
 
     fn start_workers(self: &Arc<Self>, count: usize) -> Result<Vec<Arc<Worker>>, Error> {
-        let started = self.launcher.start(count, &self.config.program)?;
+        let mut program = self.config.program.clone();
+        program.chunks = lock(&self.chunks).clone();
+        let known = program.chunks.len();
+        let started = self.launcher.start(count, &program)?;
         let mut started_arcs = Vec::with_capacity(count);
         for worker in started {
             let worker = Arc::new(worker);
@@ -364,6 +387,12 @@ impl Inner {
                 .spawn(move || hub.read_loop(&w))
                 .map_err(|e| Error::io("starting a reader thread", e))?;
             started_arcs.push(worker);
+        }
+        // Chunks added while these workers started (a broadcast may have missed them).
+        for chunk in &lock(&self.chunks)[known..] {
+            for w in &started_arcs {
+                let _ = w.conn.send(&ToWorker::AddChunk(chunk.clone()));
+            }
         }
         Ok(started_arcs)
     }

@@ -138,7 +138,10 @@ impl<'a> MapRun<'a> {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            self.hub.config.interrupt.check()?;
+            if let Err(interrupted) = self.hub.config.interrupt.check() {
+                self.abandon();
+                return Err(interrupted);
+            }
             self.enforce_time_limit();
             self.progress.tick();
             *lock(&self.hub.progress_bar) = self.progress.bar().cloned();
@@ -146,6 +149,21 @@ impl<'a> MapRun<'a> {
         self.progress.finish();
         *lock(&self.hub.progress_bar) = None;
         self.result()
+    }
+
+    /// Stops the map at once: its busy workers are killed (the pool replaces them later), so an
+    /// interrupted map leaves nothing running.
+    fn abandon(&mut self) {
+        for slot in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.alive && !s.in_flight.is_empty())
+        {
+            slot.worker.kill();
+            slot.alive = false;
+        }
+        self.progress.finish();
+        *lock(&self.hub.progress_bar) = None;
     }
 
     /// The workers still alive (replacements included), idle again, for the pool to keep.

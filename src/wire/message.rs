@@ -28,6 +28,8 @@ pub enum ToWorker {
         seq: u64,
         result: Result<Reply, Failure>,
     },
+    /// Another chunk of the program (a REPL input): compile it and merge it in.
+    AddChunk(String),
     /// Exit now.
     Shutdown,
 }
@@ -70,8 +72,10 @@ pub enum FromWorker {
 pub struct Program {
     /// The script's name, for error messages.
     pub name: String,
-    /// The exact text the parent compiled (closure names hash positions).
-    pub source: String,
+    /// The exact texts the parent compiled, each compiled on its own and merged in order (a
+    /// script is one chunk, a REPL session one per input), because closure names hash each
+    /// chunk's text and positions.
+    pub chunks: Vec<String>,
     /// Interpreter limits.
     pub limits: Limits,
     /// Where `import` may load modules from; `None` disables file access.

@@ -1,0 +1,168 @@
+//! The interactive front end of the CLI: line editing and history (rustyline) on a terminal, plain
+//! lines from a pipe, over an [`mpscript::Interactive`] session whose workers stay warm.
+
+use std::{
+    io::{BufRead, IsTerminal, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use mpscript::{Error, Interactive, Runtime};
+use rustyline::{DefaultEditor, error::ReadlineError};
+
+const HELP: &str = "\
+Type Rhai statements; functions and closures you define work with spawn and pool_map.
+A statement or block left open continues on the next line.
+  :fns      functions defined so far
+  :vars     variables and their types
+  :workers  worker processes running now
+  :help     this text
+  :quit     leave (or Ctrl-D); Ctrl-C cancels the input or stops a running evaluation";
+
+/// Where input lines come from.
+enum Input {
+    Terminal {
+        editor: Box<DefaultEditor>,
+        history: Option<PathBuf>,
+    },
+    Pipe(std::io::StdinLock<'static>),
+}
+
+/// What reading one line gave.
+enum Line {
+    Text(String),
+    /// Ctrl-C at the prompt: drop what was typed.
+    Cancelled,
+    End,
+}
+
+impl Input {
+    fn open() -> Input {
+        if std::io::stdin().is_terminal() {
+            if let Ok(mut editor) = DefaultEditor::new() {
+                let history =
+                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".mpscript_history"));
+                if let Some(path) = &history {
+                    let _ = editor.load_history(path);
+                }
+                return Input::Terminal {
+                    editor: Box::new(editor),
+                    history,
+                };
+            }
+        }
+        Input::Pipe(std::io::stdin().lock())
+    }
+
+    fn read(&mut self, prompt: &str) -> Line {
+        match self {
+            Input::Terminal { editor, .. } => match editor.readline(prompt) {
+                Ok(line) => {
+                    let _ = editor.add_history_entry(line.as_str());
+                    Line::Text(line)
+                }
+                Err(ReadlineError::Interrupted) => Line::Cancelled,
+                Err(_) => Line::End,
+            },
+            Input::Pipe(stdin) => {
+                let mut line = String::new();
+                match stdin.read_line(&mut line) {
+                    Ok(0) | Err(_) => Line::End,
+                    Ok(_) => Line::Text(line.trim_end_matches(['\n', '\r']).to_string()),
+                }
+            }
+        }
+    }
+
+    fn save_history(&mut self) {
+        if let Input::Terminal {
+            editor,
+            history: Some(path),
+        } = self
+        {
+            let _ = editor.save_history(path);
+        }
+    }
+}
+
+/// Runs the REPL until `:quit`, Ctrl-D or end of input; `exit(n)` leaves with `n`.
+pub(crate) fn run(runtime: &Runtime) -> ExitCode {
+    let mut session = runtime.interactive();
+    let mut input = Input::open();
+    let terminal = matches!(input, Input::Terminal { .. });
+    if terminal {
+        println!(
+            "mpscript {} REPL; :help for help",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    let mut buffer = String::new();
+    let code = loop {
+        let prompt = if buffer.is_empty() { "mps> " } else { "...> " };
+        let line = match input.read(prompt) {
+            Line::Text(line) => line,
+            Line::Cancelled => {
+                buffer.clear();
+                continue;
+            }
+            Line::End if buffer.trim().is_empty() => break ExitCode::SUCCESS,
+            Line::End => {
+                let rest = std::mem::take(&mut buffer);
+                if let Some(code) = evaluate(&mut session, &rest) {
+                    break code;
+                }
+                break ExitCode::SUCCESS;
+            }
+        };
+        if buffer.is_empty() && line.trim_start().starts_with(':') {
+            match command(&session, line.trim()) {
+                Some(code) => break code,
+                None => continue,
+            }
+        }
+        buffer.push_str(&line);
+        buffer.push('\n');
+        if buffer.trim().is_empty() || Interactive::is_incomplete(&buffer) {
+            continue;
+        }
+        let text = std::mem::take(&mut buffer);
+        if let Some(code) = evaluate(&mut session, &text) {
+            break code;
+        }
+    };
+    input.save_history();
+    code
+}
+
+/// Evaluates one input and shows its value or error; `Some` when the REPL should end.
+fn evaluate(session: &mut Interactive<'_>, text: &str) -> Option<ExitCode> {
+    match session.eval(text) {
+        Ok(value) if value.is_unit() => {}
+        Ok(value) => println!("=> {value:?}"),
+        Err(Error::Exit(code)) => return Some(ExitCode::from(code.clamp(0, 255) as u8)),
+        Err(Error::Interrupted { .. }) => eprintln!("interrupted"),
+        Err(e) => eprintln!("{:?}", mpscript::report(&e)),
+    }
+    let _ = std::io::stdout().flush();
+    None
+}
+
+/// Runs a `:command`; `Some` when the REPL should end.
+fn command(session: &Interactive<'_>, line: &str) -> Option<ExitCode> {
+    match line {
+        ":quit" | ":q" | ":exit" => return Some(ExitCode::SUCCESS),
+        ":help" | ":h" => println!("{HELP}"),
+        ":fns" => session.functions().iter().for_each(|f| println!("{f}")),
+        ":vars" => {
+            for (name, type_name) in session.variables() {
+                println!("{name}: {type_name}");
+            }
+        }
+        ":workers" => {
+            let pids = session.worker_pids();
+            println!("{} worker processes {pids:?}", pids.len());
+        }
+        other => eprintln!("unknown command {other}; :help lists them"),
+    }
+    None
+}
