@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use rhai::{
     Dynamic, Engine, Token,
-    module_resolvers::{DummyModuleResolver, FileModuleResolver},
+    module_resolvers::{FileModuleResolver, ModuleResolversCollection},
 };
 
 use crate::{
     Error,
     builtins::{self, Ctx},
     runtime::OutputSink,
+    stdlib,
     wire::{Limits, OutStream},
 };
 
@@ -67,10 +68,6 @@ pub(crate) fn new_engine(
 ) -> Engine {
     let limits = &settings.limits;
     let mut engine = Engine::new();
-    match settings.module_dir.as_deref() {
-        Some(dir) => engine.set_module_resolver(FileModuleResolver::new_with_path(dir)),
-        None => engine.set_module_resolver(DummyModuleResolver::new()),
-    };
     if checks == StopChecks::EveryOperation {
         let stop = ctx.stop_check().clone();
         // Rhai calls this after every operation; looking at the clock only every 64th keeps the
@@ -111,6 +108,13 @@ pub(crate) fn new_engine(
     if let Some(host) = &settings.host {
         host(&mut engine);
     }
+    // The standard library for `import`, then files below the module directory if there is one.
+    let mut modules = ModuleResolversCollection::new();
+    modules.push(stdlib::resolver(&engine));
+    if let Some(dir) = settings.module_dir.as_deref() {
+        modules.push(FileModuleResolver::new_with_path(dir));
+    }
+    engine.set_module_resolver(modules);
     engine
 }
 

@@ -57,6 +57,7 @@ mod engine;
 mod error;
 mod hub;
 mod runtime;
+mod stdlib;
 mod stop;
 pub mod value;
 pub mod wire;

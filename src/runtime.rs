@@ -205,7 +205,8 @@ impl Runtime {
         self.interrupt.clear();
         let session = Session::new(self);
         let text: Arc<str> = engine::script_text(source).into();
-        let ast = session.compile(name, &text)?;
+        let mut ast = session.prelude()?;
+        ast += session.compile(name, &text)?;
         let mut scope = Scope::new();
         let argv: rhai::Array = args.iter().map(|a| a.clone().into()).collect();
         scope.push_constant("ARGV", argv);
@@ -230,9 +231,12 @@ impl Runtime {
     /// ```
     pub fn interactive(&self) -> Interactive<'_> {
         let _ = engine::fix_hashing_seed();
+        let session = Session::new(self);
+        let prelude = session.prelude().unwrap_or_else(|_| rhai::AST::empty());
         Interactive {
-            session: Session::new(self),
+            session,
             scope: Scope::new(),
+            prelude,
             functions: rhai::AST::empty(),
             inputs: 0,
         }
@@ -258,6 +262,8 @@ impl Runtime {
 pub struct Interactive<'r> {
     session: Session<'r>,
     scope: Scope<'static>,
+    /// The standard library's functions.
+    prelude: rhai::AST,
     /// The functions of every input so far.
     functions: rhai::AST,
     inputs: usize,
@@ -271,7 +277,8 @@ impl Interactive<'_> {
         self.inputs += 1;
         let name = format!("<input {}>", self.inputs);
         let chunk = self.session.compile(&name, input)?;
-        let mut program = self.functions.clone();
+        let mut program = self.prelude.clone();
+        program += self.functions.clone();
         program += chunk.clone();
         let result = self
             .session
@@ -380,6 +387,15 @@ impl<'r> Session<'r> {
             ctx,
             fns,
         }
+    }
+
+    /// Compiles the standard library, the first chunks of every program.
+    fn prelude(&self) -> Result<rhai::AST, Error> {
+        let mut prelude = rhai::AST::empty();
+        for (module, source) in crate::stdlib::MODULES {
+            prelude += self.compile(&crate::stdlib::chunk_name(module), source)?;
+        }
+        Ok(prelude)
     }
 
     /// Compiles one chunk of the program and hands its text on for the workers.

@@ -187,6 +187,7 @@ struct Job {
     id: u64,
     f: FnPtr,
     timeout: Option<Duration>,
+    spread: bool,
 }
 
 /// The running call's time limit, checked by `on_progress` and `sleep`.
@@ -283,10 +284,11 @@ impl Calls {
                 id: job,
                 f: setup.f.into_fn_ptr(&self.fns),
                 timeout: setup.timeout.map(Duration::from_secs_f64),
+                spread: setup.spread,
             });
         }
-        let (f, timeout) = match &self.job {
-            Some(j) if j.id == job => (j.f.clone(), j.timeout),
+        let (f, timeout, spread) = match &self.job {
+            Some(j) if j.id == job => (j.f.clone(), j.timeout, j.spread),
             _ => {
                 let error = protocol_remote("chunk arrived without its function");
                 return Err(ItemFailure::threw(0, error));
@@ -320,13 +322,15 @@ impl Calls {
             if timeout.is_some() {
                 self.deadline.start(timeout);
             }
+            let args = arguments(item, spread)
+                .map_err(|message| ItemFailure::threw(offset, protocol_remote(&message)))?;
             #[cfg(feature = "grain")]
-            let value = match &mut grain_vm {
-                Some(vm) => grain_call(vm, &self.grain, &f, item),
-                None => f.call_raw(&context, None, [item]),
+            let value = match (&mut grain_vm, spread) {
+                (Some(vm), false) => grain_call(vm, &self.grain, &f, args),
+                _ => f.call_raw(&context, None, args),
             };
             #[cfg(not(feature = "grain"))]
-            let value = f.call_raw(&context, None, [item]);
+            let value = f.call_raw(&context, None, args);
             if timeout.is_some() {
                 self.deadline.start(None);
             }
@@ -343,11 +347,12 @@ impl Calls {
         Ok(results.take())
     }
 
-    /// A grain VM for `f` when it is a script function (native ones stay on the tree-walker),
-    /// unless `MPSCRIPT_GRAIN=0` asks for the tree-walker throughout.
+    /// A grain VM for `f` when `MPSCRIPT_GRAIN=1` asks for one and `f` is a script function
+    /// (native ones stay on the tree-walker). Opt-in: on Rhai 1.27 a closure created inside a
+    /// function running on grain and called from a native function (`filter`, `map`) is not found.
     #[cfg(feature = "grain")]
     fn grain_vm<'e>(&self, engine: &'e Engine, f: &FnPtr) -> Option<rhai::grain::Vm<'e>> {
-        if env::var_os("MPSCRIPT_GRAIN").is_some_and(|v| v == "0") {
+        if env::var_os("MPSCRIPT_GRAIN").is_none_or(|v| v != "1") {
             return None;
         }
         let arity = f.curry().len() + 1;
@@ -375,12 +380,23 @@ fn grain_call(
     vm: &mut rhai::grain::Vm<'_>,
     program: &rhai::grain::Program<'static>,
     f: &FnPtr,
-    item: Dynamic,
+    call_args: Vec<Dynamic>,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let mut args: Vec<Dynamic> = f.curry().to_vec();
-    args.push(item);
+    args.extend(call_args);
     let options = rhai::CallFnOptions::new().eval_ast(false);
     vm.call_fn_with_options::<Dynamic>(options, &mut rhai::Scope::new(), program, f.fn_name(), args)
+}
+
+/// The arguments of one call: the item, or with `spread` the item's elements.
+fn arguments(item: Dynamic, spread: bool) -> Result<Vec<Dynamic>, String> {
+    if !spread {
+        return Ok(vec![item]);
+    }
+    let type_name = item.type_name();
+    item.into_array().map_err(|_| {
+        format!("each item must be an array of arguments (starmap / spread), got {type_name}")
+    })
 }
 
 /// Collects a chunk's results, staying a compact int array while every result is an int.

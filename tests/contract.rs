@@ -277,7 +277,7 @@ fn a_value_that_cannot_be_sent_is_a_clear_error_at_the_call_site() {
     );
     assert_eq!(
         lines[6],
-        "pool_map: unknown option `wokers` (known: workers, chunk_size, retries, timeout, progress)"
+        "pool_map: unknown option `wokers` (known: workers, chunk_size, retries, timeout, progress, spread)"
     );
 }
 
@@ -402,6 +402,15 @@ fn a_failed_run_stops_its_spawned_processes_instead_of_waiting() {
         !process_exists(pid),
         "spawned worker {pid} outlived the failed run"
     );
+}
+
+#[test]
+fn closures_created_inside_functions_called_by_pool_map_resolve_in_workers() {
+    let out = run(r#"
+        fn words(line) { line.split(" ").filter(|w| w != "").map(|w| w.len()) }
+        print(pool_map(|l| words(l), ["ab c", "def"]));
+    "#);
+    assert_eq!(out.ok(), "[[2, 1], [3]]\n");
 }
 
 #[test]

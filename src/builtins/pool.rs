@@ -80,10 +80,11 @@ fn map_options(value: &Dynamic) -> Result<MapOptions, Box<EvalAltResult>> {
             "retries" => options.retries = count(v, key, 0)? as u32,
             "timeout" => options.timeout = Some(duration(v)?),
             "progress" => options.progress = Some(flag(v, key)?),
+            "spread" => options.spread = flag(v, key)?,
             other => {
                 return Err(invalid(format!(
                     "pool_map: unknown option `{other}` \
-                     (known: workers, chunk_size, retries, timeout, progress)"
+                     (known: workers, chunk_size, retries, timeout, progress, spread)"
                 )));
             }
         }

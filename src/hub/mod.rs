@@ -423,6 +423,7 @@ impl Inner {
         let setup = MapSetup {
             f,
             timeout: options.timeout,
+            spread: options.spread,
         };
         let workers = pool.drain(..want).collect();
         let mut run = MapRun::new(self, job, setup, items, options, workers);

@@ -201,6 +201,8 @@ pub struct MapSetup {
     pub f: FnValue,
     /// Seconds each call may run before it is stopped.
     pub timeout: Option<f64>,
+    /// Each item is an array whose elements are the call's arguments (`starmap`).
+    pub spread: bool,
 }
 
 /// Which item of a chunk failed, and why.
@@ -227,6 +229,8 @@ pub struct MapOptions {
     pub timeout: Option<f64>,
     /// Show progress on stderr; `None`: only on a terminal, for maps longer than half a second.
     pub progress: Option<bool>,
+    /// Call `f` with each item's elements as its arguments.
+    pub spread: bool,
 }
 
 /// An operation a builtin asks of the process that owns queues and workers (the parent).
