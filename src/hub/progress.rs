@@ -61,6 +61,7 @@ impl MapProgress {
 
     /// Called regularly: shows a pending bar once the map is long, writes a due line.
     pub(crate) fn tick(&mut self) {
+        let rate = self.rate();
         match &mut self.display {
             Display::Pending if self.started.elapsed() >= SHOW_AFTER => {
                 let bar = bar(self.total);
@@ -71,8 +72,13 @@ impl MapProgress {
                 *last = Instant::now();
                 self.line();
             }
+            Display::Bar(bar) => bar.set_message(format!("{rate:.0} items/s")),
             _ => {}
         }
+    }
+
+    fn rate(&self) -> f64 {
+        self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
     }
 
     /// The bar, while one is shown, so other output can be written around it.
@@ -95,7 +101,7 @@ impl MapProgress {
 
     fn line(&self) {
         let secs = self.started.elapsed().as_secs_f64();
-        let rate = self.done as f64 / secs.max(1e-9);
+        let rate = self.rate();
         let eta = (self.total - self.done.min(self.total)) as f64 / rate.max(1e-9);
         let line = format!(
             "pool_map: {}/{} items, {:.0}/s, {:.1}s elapsed, ETA {:.1}s\n",
@@ -106,8 +112,9 @@ impl MapProgress {
 }
 
 fn bar(total: usize) -> ProgressBar {
-    let style = ProgressStyle::with_template("pool_map {bar:40} {pos}/{len} items  ETA {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template("pool_map {bar:40} {pos}/{len} items  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
     ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr())
         .with_style(style)
 }
