@@ -500,3 +500,29 @@ fn progress_is_shown_when_asked_and_never_on_a_pipe_otherwise() {
         out.stderr
     );
 }
+
+#[test]
+fn a_long_pool_map_shows_a_bar_on_a_terminal_and_worker_output_is_written_around_it() {
+    let script = common::Script::new(
+        r#"let r = pool_map(|x| { sleep(0.02); if x == 100 { print("a worker line"); } x }, 1..=150, #{ workers: 2 });
+print(`done ${r.len()}`);"#,
+    );
+    // `script` (util-linux) runs the command on a pseudo-terminal, as a person at a terminal would.
+    let command = format!("{} run {}", common::BIN, script.path.display());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script(1) from util-linux runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("/150 items"), "no bar: {screen}");
+    assert!(
+        screen.contains("items/s") && screen.contains("ETA"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("a worker line\r\n"),
+        "worker output kept whole: {screen}"
+    );
+    assert!(screen.contains("done 150"), "{screen}");
+}
