@@ -290,7 +290,7 @@ impl Calls {
         let (f, timeout, spread) = match &self.job {
             Some(j) if j.id == job => (j.f.clone(), j.timeout, j.spread),
             _ => {
-                let error = protocol_remote("chunk arrived without its function");
+                let error = worker_error("chunk arrived without its function");
                 return Err(ItemFailure::threw(0, error));
             }
         };
@@ -323,7 +323,7 @@ impl Calls {
                 self.deadline.start(timeout);
             }
             let args = arguments(item, spread)
-                .map_err(|message| ItemFailure::threw(offset, protocol_remote(&message)))?;
+                .map_err(|message| ItemFailure::threw(offset, worker_error(&message)))?;
             #[cfg(feature = "grain")]
             let value = match (&mut grain_vm, spread) {
                 (Some(vm), false) => grain_call(vm, &self.grain, &f, args),
@@ -462,10 +462,10 @@ impl ItemFailure {
 }
 
 fn unsendable_result(e: &Error) -> RemoteError {
-    protocol_remote(&format!("the function's result cannot be sent back: {e}"))
+    worker_error(&format!("the function's result cannot be sent back: {e}"))
 }
 
-fn protocol_remote(message: &str) -> RemoteError {
+fn worker_error(message: &str) -> RemoteError {
     RemoteError {
         message: message.into(),
         pid: std::process::id(),

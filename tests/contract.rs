@@ -174,12 +174,17 @@ fn a_bounded_queue_blocks_the_producer_until_the_consumer_takes() {
         print(`${got} blocked ${p.join() >= 0.2}`);
         print(`empty ${q.try_get() == ()}`);
         try { q.get(0.1); } catch (e) { print(e); }
+        q.put(1);
+        try { q.put(2, 0.1); } catch (e) { print(e); }
+        print(`still ${q.len()}`);
     "#);
     let lines = out.lines();
     assert_eq!(lines[0], "held 1", "{}", out.stderr);
     assert_eq!(lines[1], "[1, 2, 3] blocked true");
     assert_eq!(lines[2], "empty true");
     assert!(lines[3].contains("timed out"), "{}", lines[3]);
+    assert_eq!(lines[4], "q.put on a full queue timed out after 0.1s");
+    assert_eq!(lines[5], "still 1");
 }
 
 #[test]

@@ -25,18 +25,20 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     });
     let c = ctx.clone();
     method(engine, "put", move |q: &mut QueueHandle, value: Dynamic| {
-        let put = Op::Put {
-            queue: q.id,
-            value: sendable(&value, "q.put")?,
-            timeout: None,
-        };
-        // Only a bounded queue can make a put wait; others need no answer.
-        if q.bounded {
-            c.call(put).map(|_| ())
-        } else {
-            c.post(put)
-        }
+        put(&c, q, &value, None)
     });
+    let c = ctx.clone();
+    method(
+        engine,
+        "put",
+        move |q: &mut QueueHandle, value: Dynamic, secs: INT| put(&c, q, &value, Some(secs as f64)),
+    );
+    let c = ctx.clone();
+    method(
+        engine,
+        "put",
+        move |q: &mut QueueHandle, value: Dynamic, secs: f64| put(&c, q, &value, Some(secs)),
+    );
     waiting_method(engine, ctx, "get", get);
     let c = ctx.clone();
     method(engine, "try_get", move |q: &mut QueueHandle| {
@@ -69,6 +71,26 @@ fn new_queue(ctx: &Ctx, maxsize: Option<u64>) -> Result<QueueHandle, Box<EvalAlt
             bounded: maxsize.is_some(),
         }),
         other => Err(unexpected(&other)),
+    }
+}
+
+/// `q.put(v)`, or `q.put(v, secs)`: a full bounded queue makes it wait, at most `secs`.
+fn put(
+    ctx: &Ctx,
+    q: &QueueHandle,
+    value: &Dynamic,
+    timeout: Option<f64>,
+) -> Result<(), Box<EvalAltResult>> {
+    let put = Op::Put {
+        queue: q.id,
+        value: sendable(value, "q.put")?,
+        timeout: timeout.map(|t| seconds(t, "q.put")).transpose()?,
+    };
+    // Only a bounded queue can make a put wait; others need no answer.
+    if q.bounded {
+        ctx.call(put).map(|_| ())
+    } else {
+        ctx.post(put)
     }
 }
 
