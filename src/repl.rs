@@ -87,7 +87,13 @@ impl Input {
 
 /// Runs the REPL until `:quit`, Ctrl-D or end of input; `exit(n)` leaves with `n`.
 pub(crate) fn run(runtime: &Runtime) -> ExitCode {
-    let mut session = runtime.interactive();
+    let mut session = match runtime.interactive() {
+        Ok(session) => session,
+        Err(e) => {
+            eprintln!("{:?}", mpscript::report(&e));
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
     let mut input = Input::open();
     let terminal = matches!(input, Input::Terminal { .. });
     if terminal {

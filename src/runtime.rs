@@ -224,22 +224,22 @@ impl Runtime {
     ///
     /// ```
     /// let runtime = mpscript::Runtime::builder().build();
-    /// let mut session = runtime.interactive();
+    /// let mut session = runtime.interactive().unwrap();
     /// session.eval("fn twice(x) { x * 2 }").unwrap();
     /// session.eval("let base = 20;").unwrap();
     /// assert_eq!(session.eval("twice(base) + 2").unwrap().as_int().unwrap(), 42);
     /// ```
-    pub fn interactive(&self) -> Interactive<'_> {
-        let _ = engine::fix_hashing_seed();
+    pub fn interactive(&self) -> Result<Interactive<'_>, Error> {
+        engine::fix_hashing_seed()?;
         let session = Session::new(self);
-        let prelude = session.prelude().unwrap_or_else(|_| rhai::AST::empty());
-        Interactive {
+        let prelude = session.prelude()?;
+        Ok(Interactive {
             session,
             scope: Scope::new(),
             prelude,
             functions: rhai::AST::empty(),
             inputs: 0,
-        }
+        })
     }
 
     fn hub_config(&self, program: Program) -> Result<HubConfig, Error> {
