@@ -105,6 +105,22 @@ pub enum Error {
         /// The signal number (2 for SIGINT, 15 for SIGTERM).
         signal: i32,
     },
+    /// A process linked to the main script (by `link`) ended abnormally, which ends the script
+    /// too, unless the script traps exits (`trap_exits(true)`).
+    #[error("{0}")]
+    Linked(String),
+    /// A message was sent to a process whose mailbox holds as many messages as
+    /// [`Limits::max_mailbox`](crate::Limits::max_mailbox) allows: the receiver is not keeping up.
+    #[error(
+        "the mailbox of process {pid} is full ({limit} messages waiting): the receiver is not \
+         keeping up"
+    )]
+    MailboxFull {
+        /// The receiver's OS process id.
+        pid: u32,
+        /// The limit.
+        limit: usize,
+    },
     /// The script called `exit(code)` with a non-zero code.
     #[error("script exited with code {0}")]
     Exit(i32),

@@ -63,6 +63,9 @@ struct RunOptions {
     /// Maximum array length.
     #[arg(long, value_name = "N")]
     max_array_size: Option<usize>,
+    /// Maximum messages waiting in a process's mailbox (0: no limit) [default: 100000].
+    #[arg(long, value_name = "N")]
+    max_mailbox: Option<usize>,
 }
 
 impl RunOptions {
@@ -73,6 +76,7 @@ impl RunOptions {
             max_call_levels: self.max_call_depth.unwrap_or(defaults.max_call_levels),
             max_string_size: self.max_string_size.unwrap_or(defaults.max_string_size),
             max_array_size: self.max_array_size.unwrap_or(defaults.max_array_size),
+            max_mailbox: self.max_mailbox.unwrap_or(defaults.max_mailbox),
             ..defaults
         };
         let mut builder = Runtime::builder().limits(limits);

@@ -14,7 +14,7 @@ use crate::{
     engine::{self, Settings, StopChecks},
     hub::{Hub, HubConfig},
     stop::{Stop, StopCheck, stop_reason},
-    value::FnTable,
+    value::{FnTable, ProcessHandle},
     wire::{Limits, Op, OutStream, Program, Reply},
 };
 
@@ -372,8 +372,18 @@ impl<'r> Session<'r> {
         let backend = Arc::new(LazyHub::default());
         let fns = FnTable::default();
         let interrupt = runtime.interrupt.clone();
-        let stop: StopCheck = Arc::new(move || interrupt.signal().map(Stop::Interrupted));
-        let ctx = Ctx::new(backend.clone(), fns.clone(), stop);
+        let stop: StopCheck = Arc::new(move || interrupt.stop());
+        let main = ProcessHandle {
+            id: 0,
+            pid: std::process::id(),
+        };
+        let ctx = Ctx::new(
+            backend.clone(),
+            fns.clone(),
+            stop,
+            Some(main),
+            runtime.settings.limits.max_mailbox,
+        );
         let engine = engine::new_engine(
             &ctx,
             &runtime.settings,
@@ -429,6 +439,9 @@ impl<'r> Session<'r> {
                 Some(Stop::Exit(0)) => Ok(Dynamic::UNIT),
                 Some(Stop::Exit(code)) => Err(Error::Exit(code as i32)),
                 Some(Stop::Interrupted(signal)) => Err(Error::Interrupted { signal }),
+                Some(Stop::Linked) => Err(Error::Linked(
+                    self.runtime.interrupt.linked().unwrap_or_default(),
+                )),
                 Some(Stop::TimedOut(_)) | None => Err(self.script_error(name, text, e)),
             },
         }

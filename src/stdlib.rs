@@ -5,7 +5,10 @@
 use rhai::{Engine, Module, Scope, module_resolvers::StaticModuleResolver};
 
 /// Every module: its import name and its source.
-pub(crate) const MODULES: &[(&str, &str)] = &[("pool", include_str!("../stdlib/pool.rhai"))];
+pub(crate) const MODULES: &[(&str, &str)] = &[
+    ("pool", include_str!("../stdlib/pool.rhai")),
+    ("actors", include_str!("../stdlib/actors.rhai")),
+];
 
 /// The chunk name under which a module's text is compiled.
 pub(crate) fn chunk_name(module: &str) -> String {

@@ -2,8 +2,8 @@
 
 use std::{
     sync::{
-        Arc,
-        atomic::{AtomicI32, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicI32, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -25,32 +25,75 @@ use rhai::{Dynamic, EvalAltResult, INT, Position};
 /// assert_eq!(err.exit_code(), 130);
 /// ```
 #[derive(Clone, Default, Debug)]
-pub struct Interrupt(Arc<AtomicI32>);
+pub struct Interrupt(Arc<Flags>);
+
+#[derive(Default, Debug)]
+struct Flags {
+    signal: AtomicI32,
+    /// Set with `linked` when a process linked to the main script ended abnormally.
+    has_linked: AtomicBool,
+    linked: Mutex<Option<String>>,
+}
 
 impl Interrupt {
     /// Asks the run to stop, as if `signal` (e.g. 2 for SIGINT) had arrived. Safe to call from a
     /// signal handler: it is one atomic store.
     pub fn trigger(&self, signal: i32) {
-        self.0.store(signal.max(1), Ordering::SeqCst);
+        self.0.signal.store(signal.max(1), Ordering::SeqCst);
     }
 
     /// The signal that interrupted the run, if any.
     pub fn signal(&self) -> Option<i32> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.0.signal.load(Ordering::Relaxed) {
             0 => None,
             s => Some(s),
         }
     }
 
-    pub(crate) fn clear(&self) {
-        self.0.store(0, Ordering::SeqCst);
+    /// Ends the main script because a process linked to it ended (`why` says which, and how).
+    pub(crate) fn end_by_link(&self, why: String) {
+        self.0
+            .linked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(why);
+        self.0.has_linked.store(true, Ordering::SeqCst);
     }
 
-    /// `Err(Interrupted)` once triggered.
+    /// Why a linked process ended the main script, if one did.
+    pub(crate) fn linked(&self) -> Option<String> {
+        if !self.0.has_linked.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.0
+            .linked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn clear(&self) {
+        self.0.signal.store(0, Ordering::SeqCst);
+        self.0.has_linked.store(false, Ordering::SeqCst);
+        *self.0.linked.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Why the main script must stop now, if it must.
+    pub(crate) fn stop(&self) -> Option<Stop> {
+        match self.signal() {
+            Some(signal) => Some(Stop::Interrupted(signal)),
+            None if self.0.has_linked.load(Ordering::Relaxed) => Some(Stop::Linked),
+            None => None,
+        }
+    }
+
+    /// `Err(Interrupted)` once triggered; `Err(Linked)` once a linked process ended the script.
     pub(crate) fn check(&self) -> Result<(), crate::Error> {
         match self.signal() {
             Some(signal) => Err(crate::Error::Interrupted { signal }),
-            None => Ok(()),
+            None => self
+                .linked()
+                .map_or(Ok(()), |why| Err(crate::Error::Linked(why))),
         }
     }
 }
@@ -65,6 +108,8 @@ pub(crate) enum Stop {
     Interrupted(i32),
     /// A `pool_map` call ran past its time limit.
     TimedOut(Duration),
+    /// A process linked to the main script ended abnormally (the reason is in the [`Interrupt`]).
+    Linked,
 }
 
 /// Checked by `on_progress` and by `sleep`: `Some` when the running code must stop now.

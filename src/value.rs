@@ -3,6 +3,7 @@
 use std::{
     cell::Cell,
     collections::HashMap,
+    marker::PhantomData,
     sync::{Arc, RwLock},
 };
 
@@ -59,6 +60,90 @@ pub enum Value {
         /// The OS process id of the worker running it.
         pid: u32,
     },
+    /// A future, lock, semaphore, event or barrier, by kind and id.
+    Handle { kind: HandleKind, id: u64 },
+    /// A supervisor: the process that runs it.
+    Supervisor {
+        /// The runtime's id of the supervisor process.
+        id: u64,
+        /// Its OS process id.
+        pid: u32,
+    },
+}
+
+/// The kinds of object, besides queues and processes, that live in the main process and are
+/// named by handles that any process can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HandleKind {
+    /// `pool_submit`'s result.
+    Future,
+    /// `lock()`
+    Lock,
+    /// `semaphore(n)`
+    Semaphore,
+    /// `event()`
+    Event,
+    /// `barrier(n)`
+    Barrier,
+}
+
+/// A script-visible handle of kind `K` (see [`kinds`]): only an id, the object lives in the main
+/// process.
+pub struct Handle<K> {
+    pub(crate) id: u64,
+    kind: PhantomData<K>,
+}
+
+impl<K> Handle<K> {
+    pub(crate) fn new(id: u64) -> Self {
+        Handle {
+            id,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> Clone for Handle<K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Handle<K> {}
+
+impl<K> PartialEq for Handle<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+/// The script name and wire kind of each [`Handle`] type.
+pub trait Kind: Send + Sync + 'static {
+    /// The wire kind.
+    const KIND: HandleKind;
+    /// The name scripts see (`type_of`, printing).
+    const NAME: &'static str;
+}
+
+/// The marker types of [`Handle`]s.
+pub mod kinds {
+    macro_rules! kind {
+        ($($name:ident),*) => {$(
+            #[doc = concat!("Marks a handle to a ", stringify!($name), ".")]
+            pub enum $name {}
+            impl super::Kind for $name {
+                const KIND: super::HandleKind = super::HandleKind::$name;
+                const NAME: &'static str = stringify!($name);
+            }
+        )*};
+    }
+    kind!(Future, Lock, Semaphore, Event, Barrier);
+}
+
+/// A script-visible handle to a supervisor (see `supervise`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupervisorHandle {
+    pub(crate) process: ProcessHandle,
 }
 
 /// A function value on the wire: the name Rhai resolves it by, plus curried values.
@@ -77,8 +162,8 @@ pub struct QueueHandle {
     pub(crate) bounded: bool,
 }
 
-/// A script-visible handle to a spawned process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A script-visible handle to a spawned process (or to the main process: id 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessHandle {
     pub(crate) id: u64,
     pub(crate) pid: u32,
@@ -202,6 +287,10 @@ impl Value {
             Value::Fn(f) => Dynamic::from(f.into_fn_ptr(fns)),
             Value::Queue { id, bounded } => Dynamic::from(QueueHandle { id, bounded }),
             Value::Process { id, pid } => Dynamic::from(ProcessHandle { id, pid }),
+            Value::Handle { kind, id } => handle_dynamic(kind, id),
+            Value::Supervisor { id, pid } => Dynamic::from(SupervisorHandle {
+                process: ProcessHandle { id, pid },
+            }),
         }
     }
 }
@@ -283,9 +372,41 @@ fn to_value(value: &Dynamic, depth: usize) -> Result<Value, Error> {
             pid: p.pid,
         });
     }
-    Err(Error::NotSendable {
+    if let Some(s) = value.read_lock::<SupervisorHandle>() {
+        return Ok(Value::Supervisor {
+            id: s.process.id,
+            pid: s.process.pid,
+        });
+    }
+    handle_value(value).ok_or_else(|| Error::NotSendable {
         type_name: script_type_name(value),
     })
+}
+
+fn handle_dynamic(kind: HandleKind, id: u64) -> Dynamic {
+    use kinds::*;
+    match kind {
+        HandleKind::Future => Dynamic::from(Handle::<Future>::new(id)),
+        HandleKind::Lock => Dynamic::from(Handle::<Lock>::new(id)),
+        HandleKind::Semaphore => Dynamic::from(Handle::<Semaphore>::new(id)),
+        HandleKind::Event => Dynamic::from(Handle::<Event>::new(id)),
+        HandleKind::Barrier => Dynamic::from(Handle::<Barrier>::new(id)),
+    }
+}
+
+fn handle_value(value: &Dynamic) -> Option<Value> {
+    fn of<K: Kind>(value: &Dynamic) -> Option<Value> {
+        value.read_lock::<Handle<K>>().map(|h| Value::Handle {
+            kind: K::KIND,
+            id: h.id,
+        })
+    }
+    use kinds::*;
+    of::<Future>(value)
+        .or_else(|| of::<Lock>(value))
+        .or_else(|| of::<Semaphore>(value))
+        .or_else(|| of::<Event>(value))
+        .or_else(|| of::<Barrier>(value))
 }
 
 fn array_value(items: &[Dynamic], depth: usize) -> Result<Value, Error> {
@@ -383,6 +504,11 @@ mod tests {
                 bounded: true,
             },
             Value::Process { id: 1, pid: 2 },
+            Value::Handle {
+                kind: HandleKind::Barrier,
+                id: 3,
+            },
+            Value::Supervisor { id: 4, pid: 5 },
         ]);
         assert_eq!(round_trip(&v), v);
     }

@@ -21,7 +21,7 @@ use crate::{
     builtins::{Backend, Ctx},
     engine::{self, HostSetup, Settings, StopChecks},
     stop::{Stop, StopCheck, stop_reason},
-    value::{FnTable, FnValue},
+    value::{FnTable, FnValue, ProcessHandle},
     wire::{
         Conn, FrameReader, FromWorker, ItemFailure, Items, MapSetup, Op, OutStream, Outcome, Reply,
         SharedStream, ToWorker,
@@ -125,7 +125,14 @@ fn serve(
         let deadline = deadline.clone();
         Arc::new(move || deadline.passed().map(Stop::TimedOut))
     };
-    let ctx = Ctx::new(link.clone(), fns.clone(), stop);
+    let ctx = Ctx::new(
+        link.clone(),
+        fns.clone(),
+        stop,
+        None,
+        program.limits.max_mailbox,
+    );
+    let identity = ctx.clone();
     let output = {
         let conn = conn.clone();
         Arc::new(move |stream: OutStream, text: &str| {
@@ -160,6 +167,7 @@ fn serve(
         make_engine: Box::new(make_engine),
         ast,
         fns,
+        identity,
         job: None,
         board,
         deadline,
@@ -177,6 +185,8 @@ struct Calls {
     make_engine: Box<dyn Fn(StopChecks) -> Engine>,
     ast: AST,
     fns: FnTable,
+    /// Who this worker is now: a spawned process (for `self()`, `recv`), or a pool worker.
+    identity: Arc<Ctx>,
     /// The current `pool_map` job, set up by its first chunk.
     job: Option<Job>,
     board: Option<Board>,
@@ -217,7 +227,17 @@ impl Calls {
     fn serve(mut self, link: &ParentLink) -> Result<(), Error> {
         loop {
             match link.next()? {
-                ToWorker::Call { call, f, args } => {
+                ToWorker::Call {
+                    call,
+                    f,
+                    args,
+                    parent,
+                } => {
+                    let me = ProcessHandle {
+                        id: call,
+                        pid: std::process::id(),
+                    };
+                    self.identity.become_process(Some(me), Some(parent));
                     let outcome = self.call(f, args);
                     link.conn.send(&FromWorker::Done { call, outcome })?;
                 }
@@ -227,6 +247,7 @@ impl Calls {
                     setup,
                     items,
                 } => {
+                    self.identity.become_process(None, None);
                     let result = self.map(link, job, chunk, setup, items);
                     link.conn
                         .send(&FromWorker::MapDone { job, chunk, result })?;

@@ -1,19 +1,27 @@
 //! The script-facing builtins (`spawn`, `pool_map`, `queue`, ...): the same code in the parent and in
 //! every worker; only the [`Backend`] behind them differs.
 
+mod actor;
+mod futures;
 mod pool;
 mod process;
 mod queue;
+mod supervisor;
+mod sync;
 mod system;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
 
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, INT, Position};
 
 use crate::{
     Error, RemoteError, Value,
     stop::StopCheck,
-    value::{FnTable, FnValue},
+    value::{FnTable, FnValue, ProcessHandle},
     wire::{Op, Reply},
 };
 
@@ -39,16 +47,112 @@ pub(crate) struct Ctx {
     fns: FnTable,
     stop: StopCheck,
     last_remote: Mutex<Option<(String, RemoteError)>>,
+    actor: Mutex<Actor>,
+    /// How many messages `recv(pred)` may pass over and keep.
+    mailbox_limit: usize,
+}
+
+/// This process as an actor: who it is, and the messages a selective `recv` passed over (oldest
+/// first; they come before anything still in the main process's copy of the mailbox).
+#[derive(Default)]
+struct Actor {
+    me: Option<ProcessHandle>,
+    parent: Option<ProcessHandle>,
+    saved: VecDeque<Dynamic>,
+    next_tag: INT,
 }
 
 impl Ctx {
-    pub(crate) fn new(backend: Arc<dyn Backend>, fns: FnTable, stop: StopCheck) -> Arc<Ctx> {
+    /// The context of the main script (`me`) or of a worker (`None` until it runs a process).
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        fns: FnTable,
+        stop: StopCheck,
+        me: Option<ProcessHandle>,
+        mailbox_limit: usize,
+    ) -> Arc<Ctx> {
         Arc::new(Ctx {
             backend,
             fns,
             stop,
             last_remote: Mutex::new(None),
+            actor: Mutex::new(Actor {
+                me,
+                ..Actor::default()
+            }),
+            mailbox_limit,
         })
+    }
+
+    /// A worker starts running a spawned process (`me`), or with `None` pool_map items.
+    pub(crate) fn become_process(&self, me: Option<ProcessHandle>, parent: Option<ProcessHandle>) {
+        let mut actor = self.actor();
+        actor.me = me;
+        actor.parent = parent;
+        actor.saved.clear();
+    }
+
+    fn actor(&self) -> MutexGuard<'_, Actor> {
+        self.actor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A number unique within this process, to match replies to requests.
+    fn tag(&self) -> INT {
+        let mut actor = self.actor();
+        actor.next_tag += 1;
+        actor.next_tag
+    }
+
+    /// The next message that `matches`, oldest first, waiting at most `timeout`; `None` if it
+    /// passes. Messages that do not match stay, in order, for later receives.
+    fn receive(
+        &self,
+        timeout: Option<f64>,
+        mut matches: impl FnMut(&Dynamic) -> Result<bool, Box<EvalAltResult>>,
+    ) -> Result<Option<Dynamic>, Box<EvalAltResult>> {
+        let timeout = timeout.map(|t| seconds(t, "recv")).transpose()?;
+        // Taken out while predicates run: a predicate may itself receive.
+        let mut saved = std::mem::take(&mut self.actor().saved);
+        let found = find_and_remove(&mut saved, &mut matches);
+        {
+            let mut actor = self.actor();
+            saved.append(&mut actor.saved);
+            actor.saved = saved;
+        }
+        if let Some(message) = found? {
+            return Ok(Some(message));
+        }
+        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64());
+            let message = match self.call(Op::Recv { timeout: left })? {
+                Reply::Got(Some(v)) => self.to_dynamic(v),
+                Reply::Got(None) => return Ok(None),
+                other => return Err(unexpected(&other)),
+            };
+            match matches(&message) {
+                Ok(true) => return Ok(Some(message)),
+                Ok(false) => self.pass_over(message)?,
+                Err(e) => {
+                    self.pass_over(message)?;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Keeps a message a selective receive did not want, within the mailbox limit.
+    fn pass_over(&self, message: Dynamic) -> Result<(), Box<EvalAltResult>> {
+        let mut actor = self.actor();
+        actor.saved.push_back(message);
+        if self.mailbox_limit > 0 && actor.saved.len() > self.mailbox_limit {
+            return Err(invalid(format!(
+                "{} messages are waiting that no recv(pred) matched (the mailbox limit is {})",
+                actor.saved.len(),
+                self.mailbox_limit
+            )));
+        }
+        Ok(())
     }
 
     fn call(&self, op: Op) -> Result<Reply, Box<EvalAltResult>> {
@@ -71,8 +175,12 @@ impl Ctx {
     /// Turns a runtime error into the string a script can catch, remembering a remote error's
     /// details so an uncaught one can be reported at both its call site and its origin.
     fn script_error(&self, error: Error) -> Box<EvalAltResult> {
-        if let Error::Interrupted { signal } = error {
-            return crate::stop::terminate(crate::stop::Stop::Interrupted(signal));
+        match error {
+            Error::Interrupted { signal } => {
+                return crate::stop::terminate(crate::stop::Stop::Interrupted(signal));
+            }
+            Error::Linked(_) => return crate::stop::terminate(crate::stop::Stop::Linked),
+            _ => {}
         }
         let message = error.to_string();
         if let Some(remote) = remote_cause(&error) {
@@ -100,12 +208,34 @@ fn remote_cause(error: &Error) -> Option<&RemoteError> {
     }
 }
 
+fn find_and_remove(
+    saved: &mut VecDeque<Dynamic>,
+    matches: &mut impl FnMut(&Dynamic) -> Result<bool, Box<EvalAltResult>>,
+) -> Result<Option<Dynamic>, Box<EvalAltResult>> {
+    for at in 0..saved.len() {
+        if matches(&saved[at])? {
+            return Ok(saved.remove(at));
+        }
+    }
+    Ok(None)
+}
+
 /// Registers every builtin and handle type on `engine`.
 pub(crate) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
+    actor::register(engine, ctx);
+    futures::register(engine, ctx);
+    supervisor::register(engine, ctx);
+    sync::register(engine, ctx);
     process::register(engine, ctx);
     pool::register(engine, ctx);
     queue::register(engine, ctx);
     system::register(engine, ctx);
+}
+
+/// `==` and `!=` for a handle type.
+fn register_equality<T: rhai::Variant + Clone + PartialEq>(engine: &mut Engine) {
+    engine.register_fn("==", |a: T, b: T| a == b);
+    engine.register_fn("!=", |a: T, b: T| a != b);
 }
 
 /// A plain script error with `message`.

@@ -4,7 +4,9 @@ use std::{any::TypeId, sync::Arc};
 
 use rhai::{Dynamic, Engine, EvalAltResult, INT};
 
-use super::{Ctx, function_arg, method, seconds, sendable, unexpected, waiting_method};
+use super::{
+    Ctx, function_arg, method, register_equality, seconds, sendable, unexpected, waiting_method,
+};
 use crate::{
     value::ProcessHandle,
     wire::{Op, Reply},
@@ -52,7 +54,7 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
             format!("Process(pid {})", p.pid)
         });
     }
-    engine.register_fn("==", |a: ProcessHandle, b: ProcessHandle| a == b);
+    register_equality::<ProcessHandle>(engine);
 }
 
 fn join(ctx: &Ctx, p: &ProcessHandle, timeout: Option<f64>) -> Result<Dynamic, Box<EvalAltResult>> {

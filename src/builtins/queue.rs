@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, INT};
 
-use super::{Ctx, invalid, method, seconds, sendable, unexpected, waiting_method};
+use super::{
+    Ctx, invalid, method, register_equality, seconds, sendable, unexpected, waiting_method,
+};
 use crate::{
     value::QueueHandle,
     wire::{Op, Reply},
@@ -61,7 +63,7 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
         format!("Queue({})", q.id)
     });
     engine.register_fn("to_debug", |q: &mut QueueHandle| format!("Queue({})", q.id));
-    engine.register_fn("==", |a: QueueHandle, b: QueueHandle| a == b);
+    register_equality::<QueueHandle>(engine);
 }
 
 fn new_queue(ctx: &Ctx, maxsize: Option<u64>) -> Result<QueueHandle, Box<EvalAltResult>> {

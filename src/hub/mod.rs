@@ -1,11 +1,14 @@
 //! The parent side: owns every worker process, queue and spawned-process record, and serves the
 //! builtins of the main script and of every worker.
 
+mod actors;
+mod futures;
 mod launch;
 mod pool;
 mod process;
 mod progress;
 mod queue;
+mod sync;
 mod wait;
 mod worker;
 
@@ -23,18 +26,21 @@ use std::{
 use crossbeam_channel::{Sender, unbounded};
 
 use self::{
+    actors::{Actors, Doomed, Ending, MAIN},
+    futures::{Executor, Settled, Starts},
     launch::Launcher,
     pool::{JobEvent, MapRun},
     process::ProcSlot,
     queue::{Put, Queue},
+    sync::{Owner, SyncObject, Waited},
     worker::{Task, Worker},
 };
 use crate::{
     Error, Interrupt, Value,
     builtins::Backend,
     runtime::OutputSink,
-    value::FnValue,
-    wire::{FromWorker, Items, MapOptions, MapSetup, Op, Program, Reply, ToWorker},
+    value::{FnValue, HandleKind, ProcessHandle},
+    wire::{FromWorker, Items, MapOptions, MapSetup, Op, Program, Reply, SyncAction, ToWorker},
 };
 
 /// Idle warm workers kept for `spawn` beyond this are shut down.
@@ -68,6 +74,9 @@ struct Inner {
     procs: Mutex<HashMap<u64, Arc<ProcSlot>>>,
     jobs: Mutex<HashMap<u64, Sender<JobEvent>>>,
     queues: Mutex<HashMap<u64, Arc<Queue>>>,
+    actors: Actors,
+    syncs: Mutex<HashMap<u64, Arc<SyncObject>>>,
+    executor: Executor,
     /// The program's chunks so far (a REPL adds one per input).
     chunks: Mutex<Vec<String>>,
     /// The progress bar of the running `pool_map`, so worker output is written around it.
@@ -80,6 +89,52 @@ struct Inner {
 enum Caller {
     Main,
     Worker(Arc<Worker>),
+}
+
+impl Caller {
+    /// The process the caller is: the main script, or the spawned process its worker runs.
+    fn process(&self) -> Result<ProcessHandle, Error> {
+        match self {
+            Caller::Main => Ok(main_process()),
+            Caller::Worker(w) => match *w.task() {
+                Task::Process(id) => Ok(ProcessHandle { id, pid: w.pid }),
+                _ => Err(Error::InvalidArgument(
+                    "mailboxes, links and monitors belong to the main script and to spawned \
+                     processes; a function running in pool_map has none"
+                        .into(),
+                )),
+            },
+        }
+    }
+
+    /// Who holds the permits the caller takes: its process, or a pool worker.
+    fn owner(&self) -> Owner {
+        match self.process() {
+            Ok(p) => Owner::Process(p.id),
+            Err(_) => match self {
+                Caller::Worker(w) => Owner::Worker(w.id),
+                Caller::Main => Owner::Process(MAIN),
+            },
+        }
+    }
+}
+
+fn main_process() -> ProcessHandle {
+    ProcessHandle {
+        id: MAIN,
+        pid: std::process::id(),
+    }
+}
+
+fn deadline(timeout: Option<f64>) -> Option<Instant> {
+    timeout.map(|t| Instant::now() + Duration::from_secs_f64(t))
+}
+
+fn timed_out(what: &str, timeout: Option<f64>) -> Error {
+    Error::Timeout {
+        what: what.into(),
+        after: Duration::from_secs_f64(timeout.unwrap_or_default()),
+    }
 }
 
 fn send_reply(worker: &Worker, seq: Option<u64>, result: Result<Reply, Error>) {
@@ -112,6 +167,8 @@ impl Hub {
             inner: Arc::new(Inner {
                 launcher: Launcher::new(config.exe.clone())?,
                 chunks: Mutex::new(config.program.chunks.clone()),
+                actors: Actors::new(config.program.limits.max_mailbox),
+                executor: Executor::new(config.workers),
                 config,
                 workers: Mutex::default(),
                 spares: Mutex::default(),
@@ -119,6 +176,7 @@ impl Hub {
                 procs: Mutex::default(),
                 jobs: Mutex::default(),
                 queues: Mutex::default(),
+                syncs: Mutex::default(),
                 progress_bar: Mutex::default(),
                 next_id: AtomicU64::new(1),
             }),
@@ -175,7 +233,10 @@ impl Inner {
 
     fn handle(self: &Arc<Self>, op: Op, caller: &Caller) -> Result<Reply, Error> {
         match op {
-            Op::Spawn { f, args } => self.spawn(f, args),
+            Op::Spawn { f, args } => {
+                let parent = caller.process().unwrap_or_else(|_| main_process());
+                self.spawn(self.id(), f, args, parent)
+            }
             Op::Join { process, timeout } => {
                 let timeout = timeout.map(Duration::from_secs_f64);
                 self.process(process)?
@@ -200,21 +261,18 @@ impl Inner {
                 value,
                 timeout,
             } => {
-                let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
                 match self
                     .queue(queue)?
-                    .put(value, deadline, &self.config.interrupt)?
+                    .put(value, deadline(timeout), &self.config.interrupt)?
                 {
                     Put::Done => Ok(Reply::Unit),
-                    Put::Full(_) => Err(Error::Timeout {
-                        what: "q.put on a full queue".into(),
-                        after: Duration::from_secs_f64(timeout.unwrap_or_default()),
-                    }),
+                    Put::Full(_) => Err(timed_out("q.put on a full queue", timeout)),
                 }
             }
             Op::Get { queue, timeout } => {
-                let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
-                let got = self.queue(queue)?.get(deadline, &self.config.interrupt)?;
+                let got = self
+                    .queue(queue)?
+                    .get(deadline(timeout), &self.config.interrupt)?;
                 Ok(Reply::Got(got))
             }
             Op::Len { queue } => Ok(Reply::Len(self.queue(queue)?.len() as u64)),
@@ -230,21 +288,245 @@ impl Inner {
                 }
                 self.pool_map(f, &items, options).map(Reply::Value)
             }
+            Op::Send { to, value } => {
+                let to = self.process_handle(to)?;
+                let sent = self.actors.send(to, value, &self.config.interrupt)?;
+                Ok(Reply::Bool(sent))
+            }
+            Op::Recv { timeout } => {
+                let got = self
+                    .mailbox(caller)?
+                    .get(deadline(timeout), &self.config.interrupt)?;
+                Ok(Reply::Got(got))
+            }
+            Op::Register { name, process } => {
+                let process = self.process_handle(process)?;
+                self.actors.register(name, process).map(|()| Reply::Unit)
+            }
+            Op::Whereis { name } => Ok(Reply::Value(self.actors.whereis(&name).map_or(
+                Value::Unit,
+                |p| Value::Process {
+                    id: p.id,
+                    pid: p.pid,
+                },
+            ))),
+            Op::Watch { process, link, on } => self.watch(caller, process, link, on),
+            Op::TrapExits(on) => {
+                self.actors.trap_exits(caller.process()?.id, on);
+                Ok(Reply::Unit)
+            }
+            Op::NewSync { kind, size } => {
+                let id = self.id();
+                lock(&self.syncs).insert(id, Arc::new(SyncObject::new(kind, size)));
+                Ok(Reply::Id(id))
+            }
+            Op::Sync { id, action } => self.sync_action(caller, id, action),
+            Op::Submit { f, args } => {
+                let parent = caller.process().unwrap_or_else(|_| main_process());
+                let id = self.id();
+                let call = futures::Call { f, args, parent };
+                let starts = self
+                    .executor
+                    .submit(id, call, &self.config.interrupt, || self.id())?;
+                self.start_futures(starts);
+                Ok(Reply::Id(id))
+            }
+            Op::Await {
+                future,
+                timeout,
+                take,
+            } => self.await_future(future, timeout, take),
+            Op::IsDone { future } => self.executor.is_done(future).map(Reply::Bool),
+            Op::Cancel { future } => self.executor.cancel(future).map(Reply::Bool),
+            Op::WaitAny { futures, timeout } => self
+                .executor
+                .wait_any(&futures, deadline(timeout), &self.config.interrupt)?
+                .map(Reply::Id)
+                .ok_or_else(|| timed_out("wait_any", timeout)),
+        }
+    }
+
+    /// The caller's own mailbox.
+    fn mailbox(&self, caller: &Caller) -> Result<Arc<Queue>, Error> {
+        let me = caller.process()?;
+        self.actors
+            .mailbox(me.id)
+            .ok_or_else(|| Error::InvalidArgument(format!("process {} has ended", me.pid)))
+    }
+
+    /// A process handle from its id (0 is the main script).
+    fn process_handle(&self, id: u64) -> Result<ProcessHandle, Error> {
+        if id == MAIN {
+            return Ok(main_process());
+        }
+        Ok(ProcessHandle {
+            id,
+            pid: self.process(id)?.pid(),
+        })
+    }
+
+    /// `monitor`, `link` and their undoing. The main script never ends before the others, so
+    /// watching it does nothing.
+    fn watch(&self, caller: &Caller, process: u64, link: bool, on: bool) -> Result<Reply, Error> {
+        let by = caller.process()?;
+        if process == MAIN || process == by.id {
+            return Ok(Reply::Unit);
+        }
+        let slot = self.process(process)?;
+        let target = ProcessHandle {
+            id: process,
+            pid: slot.pid(),
+        };
+        let doomed = self.actors.watch(by, target, link, on, || {
+            slot.ending().map(|reason| Ending {
+                process: target,
+                reason,
+            })
+        });
+        self.doom(doomed);
+        Ok(Reply::Unit)
+    }
+
+    fn sync_action(&self, caller: &Caller, id: u64, action: SyncAction) -> Result<Reply, Error> {
+        let object = lock(&self.syncs)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("no lock or event with id {id}")))?;
+        let interrupt = &self.config.interrupt;
+        let waited = |w: Waited| match w {
+            Waited::Yes(_) => Reply::Bool(true),
+            Waited::TimedOut => Reply::Bool(false),
+        };
+        match (object.kind(), action) {
+            (HandleKind::Lock | HandleKind::Semaphore, SyncAction::Acquire { timeout }) => {
+                let owner = caller.owner();
+                let alive = || self.is_alive(owner);
+                object
+                    .acquire(owner, deadline(timeout), interrupt, alive)
+                    .map(waited)
+            }
+            (HandleKind::Lock | HandleKind::Semaphore, SyncAction::Release) => {
+                object.release(caller.owner()).map(|()| Reply::Unit)
+            }
+            (HandleKind::Event, SyncAction::Set | SyncAction::Clear) => {
+                object.set(action == SyncAction::Set);
+                Ok(Reply::Unit)
+            }
+            (HandleKind::Event, SyncAction::IsSet) => Ok(Reply::Bool(object.is_set())),
+            (HandleKind::Event, SyncAction::Wait { timeout }) => {
+                object.wait_set(deadline(timeout), interrupt).map(waited)
+            }
+            (HandleKind::Barrier, SyncAction::Wait { timeout }) => {
+                match object.pass(caller.owner(), deadline(timeout), interrupt)? {
+                    Waited::Yes(index) => Ok(Reply::Len(index)),
+                    Waited::TimedOut => Err(timed_out("barrier wait", timeout)),
+                }
+            }
+            (HandleKind::Barrier, SyncAction::Reset) => {
+                object.reset();
+                Ok(Reply::Unit)
+            }
+            (kind, action) => Err(Error::InvalidArgument(format!(
+                "{action:?} is not an operation of a {kind:?}"
+            ))),
+        }
+    }
+
+    /// Whether the holder of a permit is still there to release it.
+    fn is_alive(&self, owner: Owner) -> bool {
+        match owner {
+            Owner::Process(MAIN) => true,
+            Owner::Process(id) => self.process(id).is_ok_and(|p| p.ending().is_none()),
+            Owner::Worker(id) => lock(&self.workers)
+                .get(&id)
+                .is_some_and(|w| *w.task() != Task::Dead),
+        }
+    }
+
+    fn await_future(&self, future: u64, timeout: Option<f64>, take: bool) -> Result<Reply, Error> {
+        let settled = self
+            .executor
+            .settle(future, deadline(timeout), &self.config.interrupt)?
+            .ok_or_else(|| timed_out("fut.get", timeout))?;
+        if take {
+            self.executor.forget(future);
+        }
+        match settled {
+            Settled::Process(id) => {
+                let slot = self.process(id)?;
+                if take {
+                    lock(&self.procs).remove(&id);
+                }
+                slot.join(None, &self.config.interrupt).map(Reply::Value)
+            }
+            Settled::Cancelled => Err(Error::InvalidArgument(
+                "the future was cancelled before it started".into(),
+            )),
+            Settled::Failed(why) => Err(Error::WorkerStart(why)),
+        }
+    }
+
+    /// A process ended: tell its monitors and links, end the processes linked to it, free what it
+    /// held, and start the next future if it ran one.
+    fn process_ended(self: &Arc<Self>, id: u64) {
+        let Ok(slot) = self.process(id) else {
+            return;
+        };
+        let Some(reason) = slot.ending() else {
+            return;
+        };
+        let process = ProcessHandle {
+            id,
+            pid: slot.pid(),
+        };
+        self.doom(self.actors.ended(&Ending { process, reason }));
+        self.forget_owner(Owner::Process(id));
+        let starts = self.executor.process_ended(id, || self.id());
+        self.start_futures(starts);
+    }
+
+    /// Ends processes whose linked process ended abnormally.
+    fn doom(&self, doomed: Doomed) {
+        for (id, why) in doomed {
+            if id == MAIN {
+                self.config.interrupt.end_by_link(why);
+            } else if let Ok(slot) = self.process(id) {
+                slot.terminate(why);
+            }
+        }
+    }
+
+    fn forget_owner(&self, owner: Owner) {
+        let objects: Vec<_> = lock(&self.syncs).values().cloned().collect();
+        for object in objects {
+            object.forget(owner);
+        }
+    }
+
+    fn start_futures(self: &Arc<Self>, starts: Starts) {
+        for (future, process, call) in starts {
+            if let Err(e) = self.spawn(process, call.f, call.args, call.parent) {
+                self.executor.failed(future, process, e.to_string());
+            }
         }
     }
 
     /// Serves a worker's request (`seq` to answer, `None` for a post) without blocking this reader
     /// thread: what can finish now is done inline, anything that has to wait on its own thread.
     fn serve(self: &Arc<Self>, worker: &Arc<Worker>, seq: Option<u64>, op: Op) {
-        if let (
-            Some(seq),
-            Op::Get {
-                queue,
-                timeout: None,
-            },
-        ) = (seq, &op)
-        {
-            return self.get_or_park(worker, seq, *queue);
+        match (seq, &op) {
+            (
+                Some(seq),
+                Op::Get {
+                    queue,
+                    timeout: None,
+                },
+            ) => return self.get_or_park(worker, seq, self.queue(*queue)),
+            (Some(seq), Op::Recv { timeout: None }) => {
+                let caller = Caller::Worker(worker.clone());
+                return self.get_or_park(worker, seq, self.mailbox(&caller));
+            }
+            _ => {}
         }
         let caller = Caller::Worker(worker.clone());
         let op = match self.try_now(op, &caller) {
@@ -261,8 +543,8 @@ impl Inner {
     }
 
     /// A worker's untimed `get`: answered now, or by the `put` that fills the queue.
-    fn get_or_park(&self, worker: &Arc<Worker>, seq: u64, queue: u64) {
-        let q = match self.queue(queue) {
+    fn get_or_park(&self, worker: &Arc<Worker>, seq: u64, queue: Result<Arc<Queue>, Error>) {
+        let q = match queue {
             Ok(q) => q,
             Err(e) => return send_reply(worker, Some(seq), Err(e)),
         };
@@ -292,7 +574,28 @@ impl Inner {
     fn try_now(self: &Arc<Self>, op: Op, caller: &Caller) -> Result<Result<Reply, Error>, Box<Op>> {
         let now = Some(Instant::now());
         match op {
-            Op::NewQueue { .. } | Op::Len { .. } | Op::Status { .. } => Ok(self.handle(op, caller)),
+            Op::NewQueue { .. }
+            | Op::Len { .. }
+            | Op::Status { .. }
+            | Op::Send { .. }
+            | Op::Recv { timeout: Some(0.0) }
+            | Op::Register { .. }
+            | Op::Whereis { .. }
+            | Op::Watch { .. }
+            | Op::TrapExits(_)
+            | Op::NewSync { .. }
+            | Op::Sync {
+                action:
+                    SyncAction::Release
+                    | SyncAction::Set
+                    | SyncAction::Clear
+                    | SyncAction::IsSet
+                    | SyncAction::Reset
+                    | SyncAction::Acquire { timeout: Some(0.0) },
+                ..
+            }
+            | Op::IsDone { .. }
+            | Op::Cancel { .. } => Ok(self.handle(op, caller)),
             Op::Get { queue, timeout } => match self.queue(queue) {
                 Err(e) => Ok(Err(e)),
                 Ok(q) => match q.get(now, &self.config.interrupt) {
@@ -323,6 +626,11 @@ impl Inner {
     }
 
     fn process(&self, id: u64) -> Result<Arc<ProcSlot>, Error> {
+        if id == MAIN {
+            return Err(Error::InvalidArgument(
+                "the main process cannot be joined, killed or queried from a script".into(),
+            ));
+        }
         lock(&self.procs)
             .get(&id)
             .cloned()
@@ -336,8 +644,15 @@ impl Inner {
             .ok_or_else(|| Error::InvalidArgument(format!("no queue with id {id} in this run")))
     }
 
-    fn spawn(self: &Arc<Self>, f: FnValue, args: Vec<Value>) -> Result<Reply, Error> {
-        let id = self.id();
+    /// Starts `f(args...)` as process `id`, its mailbox open before anyone can know the id.
+    fn spawn(
+        self: &Arc<Self>,
+        id: u64,
+        f: FnValue,
+        args: Vec<Value>,
+        parent: ProcessHandle,
+    ) -> Result<Reply, Error> {
+        self.actors.open(id);
         loop {
             let worker = self.take_spare()?;
             let slot = Arc::new(ProcSlot::new(worker.clone()));
@@ -345,7 +660,12 @@ impl Inner {
             if !worker.assign(Task::Process(id)) {
                 continue; // it died while idle; take another
             }
-            let call = ToWorker::Call { call: id, f, args };
+            let call = ToWorker::Call {
+                call: id,
+                f,
+                args,
+                parent,
+            };
             // If the send fails the worker is dying; its reader thread records that in the slot.
             let _ = worker.conn.send(&call);
             return Ok(Reply::Process {
@@ -457,6 +777,7 @@ impl Inner {
             FromWorker::Done { call, outcome } => {
                 if let Ok(slot) = self.process(call) {
                     slot.finish(outcome, || self.release_spare(worker));
+                    self.process_ended(call);
                 }
             }
             FromWorker::MapPart { job, chunk, values } => {
@@ -478,7 +799,7 @@ impl Inner {
     }
 
     /// The connection ended: reap the process and fail whatever it was running.
-    fn on_gone(&self, worker: &Arc<Worker>, error: &Error) {
+    fn on_gone(self: &Arc<Self>, worker: &Arc<Worker>, error: &Error) {
         if !error.is_disconnected() {
             eprintln!("mpscript: closing {}: {error}", worker.conn.peer());
             worker.kill();
@@ -497,15 +818,19 @@ impl Inner {
             Task::Process(id) => {
                 if let Ok(slot) = self.process(id) {
                     slot.died(death);
+                    self.process_ended(id);
                 }
             }
-            Task::Pool(job) => self.tell_job(
-                job,
-                JobEvent::Died {
-                    worker: worker.id,
-                    death,
-                },
-            ),
+            Task::Pool(job) => {
+                self.forget_owner(Owner::Worker(worker.id));
+                self.tell_job(
+                    job,
+                    JobEvent::Died {
+                        worker: worker.id,
+                        death,
+                    },
+                )
+            }
             Task::Idle | Task::Dead => {}
         }
     }

@@ -6,6 +6,7 @@ use std::{
 };
 
 use super::{
+    actors::NORMAL,
     wait::wait,
     worker::{Death, Worker},
 };
@@ -21,6 +22,9 @@ pub(crate) struct ProcSlot {
     worker: Arc<Worker>,
     state: Mutex<State>,
     ended: Condvar,
+    /// Why it is being ended by the runtime (a linked process ended), reported instead of the
+    /// signal that does it.
+    doom: Mutex<Option<String>>,
 }
 
 impl ProcSlot {
@@ -29,6 +33,7 @@ impl ProcSlot {
             worker,
             state: Mutex::new(State::Running),
             ended: Condvar::new(),
+            doom: Mutex::default(),
         }
     }
 
@@ -48,9 +53,12 @@ impl ProcSlot {
         self.ended.notify_all();
     }
 
-    pub(crate) fn died(&self, death: Death) {
+    pub(crate) fn died(&self, mut death: Death) {
         let mut current = self.lock();
         if matches!(*current, State::Running) {
+            if let Some(why) = self.doom.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                death.status = why;
+            }
             *current = State::Died(death);
         }
         drop(current);
@@ -117,6 +125,30 @@ impl ProcSlot {
             State::Ended(Outcome::Exited(code)) => Some(*code),
             State::Died(death) => Some(death.code),
         }
+    }
+
+    /// How it ended, as monitors and links are told; `None` while running.
+    pub(crate) fn ending(&self) -> Option<String> {
+        match &*self.lock() {
+            State::Running => None,
+            State::Ended(Outcome::Returned(_) | Outcome::Exited(0)) => Some(NORMAL.into()),
+            State::Ended(Outcome::Threw(e)) => Some(e.message.clone()),
+            State::Ended(Outcome::Exited(code)) => Some(format!("exit({code})")),
+            State::Died(death) => Some(death.status.clone()),
+        }
+    }
+
+    /// Ends it for `why` (a linked process ended), without waiting.
+    pub(crate) fn terminate(&self, why: String) {
+        let state = self.lock();
+        if matches!(*state, State::Running) {
+            *self.doom.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            self.worker.kill();
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.worker.pid
     }
 
     /// Kills the worker if it is still running this process, and waits until its end is recorded.

@@ -36,6 +36,19 @@ struct State {
     waiting: VecDeque<(u64, Deliver)>,
 }
 
+impl State {
+    /// Hands `value` to the oldest parked `get` whose worker is still there; gives it back if none.
+    fn hand_to_waiting(&mut self, mut value: Value) -> Option<Value> {
+        while let Some((_, deliver)) = self.waiting.pop_front() {
+            match deliver(value) {
+                Ok(()) => return None,
+                Err(back) => value = back, // that worker is gone; try the next
+            }
+        }
+        Some(value)
+    }
+}
+
 impl Queue {
     pub(crate) fn new(maxsize: Option<usize>) -> Queue {
         Queue {
@@ -58,13 +71,9 @@ impl Queue {
         interrupt: &Interrupt,
     ) -> Result<Put, Error> {
         let mut state = self.lock();
-        let mut value = value;
-        while let Some((_, deliver)) = state.waiting.pop_front() {
-            match deliver(value) {
-                Ok(()) => return Ok(Put::Done),
-                Err(back) => value = back, // that worker is gone; try the next
-            }
-        }
+        let Some(value) = state.hand_to_waiting(value) else {
+            return Ok(Put::Done);
+        };
         while self.maxsize.is_some_and(|max| state.items.len() >= max) {
             state = match wait(&self.not_full, state, deadline, interrupt)? {
                 Some(state) => state,
@@ -75,6 +84,16 @@ impl Queue {
         drop(state);
         self.not_empty.notify_one();
         Ok(Put::Done)
+    }
+
+    /// Appends `value` even past the bound (notices that must not be lost).
+    pub(crate) fn push(&self, value: Value) {
+        let mut state = self.lock();
+        if let Some(value) = state.hand_to_waiting(value) {
+            state.items.push_back(value);
+            drop(state);
+            self.not_empty.notify_one();
+        }
     }
 
     /// Takes the oldest value, waiting while the queue is empty; `None` if `deadline` passes.

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{RemoteError, Value, value::FnValue};
+use crate::{
+    RemoteError, Value,
+    value::{FnValue, HandleKind, ProcessHandle},
+};
 
 /// Parent to worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -10,10 +13,13 @@ pub enum ToWorker {
     /// First message after the handshake: the program to compile.
     Program(Program),
     /// Run `f(args...)` for a spawned process; answered by [`FromWorker::Done`].
+    /// `call` is also the process's id, and `parent` the process that spawned it (`self()` and
+    /// `parent()` in the worker).
     Call {
         call: u64,
         f: FnValue,
         args: Vec<Value>,
+        parent: ProcessHandle,
     },
     /// Run a job's function over a chunk of a `pool_map`; answered by [`FromWorker::MapPart`]s and
     /// one [`FromWorker::MapDone`]. `setup` comes with a worker's first chunk of a job only.
@@ -107,6 +113,8 @@ pub struct Limits {
     pub max_array_size: usize,
     /// Maximum number of entries in an object map, 0 for no limit.
     pub max_map_size: usize,
+    /// Maximum messages waiting in a process's mailbox; a send past it is an error. 0 for no limit.
+    pub max_mailbox: usize,
 }
 
 impl Default for Limits {
@@ -119,6 +127,7 @@ impl Default for Limits {
             max_string_size: 0,
             max_array_size: 0,
             max_map_size: 0,
+            max_mailbox: 100_000,
         }
     }
 }
@@ -263,6 +272,59 @@ pub enum Op {
         items: Items,
         options: MapOptions,
     },
+    /// `p.send(msg)`: into process `to`'s mailbox; answered `Bool(false)` if it has ended.
+    Send { to: u64, value: Value },
+    /// `recv()` and its variants: the next message of the caller's own mailbox.
+    Recv { timeout: Option<f64> },
+    /// `register(name, p)`
+    Register { name: String, process: u64 },
+    /// `whereis(name)`: answered with a process value, or unit.
+    Whereis { name: String },
+    /// `monitor(p)`, `link(p)`, and with `on: false` `demonitor(p)`, `unlink(p)`.
+    Watch { process: u64, link: bool, on: bool },
+    /// `trap_exits(on)`: linked ends arrive as messages instead of ending the caller.
+    TrapExits(bool),
+    /// `lock()`, `semaphore(n)`, `event()`, `barrier(n)`: answered with the new object's id.
+    NewSync { kind: HandleKind, size: u64 },
+    /// A method of a lock, semaphore, event or barrier.
+    Sync { id: u64, action: SyncAction },
+    /// `pool_submit(f, args...)`: answered with the future's id once the backlog has room.
+    Submit { f: FnValue, args: Vec<Value> },
+    /// `fut.get()`; `take` also forgets the future (results of `pool_map_unordered`).
+    Await {
+        future: u64,
+        timeout: Option<f64>,
+        take: bool,
+    },
+    /// `fut.done()`
+    IsDone { future: u64 },
+    /// `fut.cancel()`: answered true if it had not started (it never will).
+    Cancel { future: u64 },
+    /// `wait_any(futures)`: answered with the id of the first that is done.
+    WaitAny {
+        futures: Vec<u64>,
+        timeout: Option<f64>,
+    },
+}
+
+/// What to do with a lock, semaphore, event or barrier.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum SyncAction {
+    /// Lock or semaphore: take a permit, waiting at most `timeout`; answered `Bool`.
+    Acquire { timeout: Option<f64> },
+    /// Lock or semaphore: give a permit back.
+    Release,
+    /// Event: set the flag, waking every waiter.
+    Set,
+    /// Event: clear the flag.
+    Clear,
+    /// Event: answered `Bool` with the flag.
+    IsSet,
+    /// Event: wait for the flag (answered `Bool`); barrier: wait for every party (answered `Len`
+    /// with this party's arrival index).
+    Wait { timeout: Option<f64> },
+    /// Barrier: mend a broken barrier.
+    Reset,
 }
 
 /// The successful answer to an [`Op`].
@@ -280,8 +342,12 @@ pub enum Reply {
     Queue(u64),
     /// A process's state: `None` while running, else its exit code.
     Status { exit_code: Option<i64> },
-    /// A length.
+    /// A length, or an index.
     Len(u64),
+    /// A yes or no.
+    Bool(bool),
+    /// The id of a new lock, semaphore, event, barrier or future.
+    Id(u64),
 }
 
 /// A failed [`Op`], as data.

@@ -11,6 +11,6 @@ pub(crate) use frame::encode_frame;
 pub(crate) use frame::{FrameReader, append_frame};
 pub use message::{
     Failure, FailureKind, FromWorker, ItemFailure, Items, Limits, MapOptions, MapSetup, Op,
-    OutStream, Outcome, Program, Reply, ToWorker,
+    OutStream, Outcome, Program, Reply, SyncAction, ToWorker,
 };
 pub(crate) use stream::{Conn, SharedStream};

@@ -1,0 +1,220 @@
+//! `pool_submit`'s futures: calls queued in the main process and run as processes, at most one per
+//! pool worker at a time, with a bounded backlog so a submitting loop waits instead of copying
+//! every argument up front.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Condvar, Mutex, MutexGuard},
+    time::Instant,
+};
+
+use super::wait::wait;
+use crate::{Error, Interrupt, Value, value::FnValue, value::ProcessHandle};
+
+/// A call waiting for a free slot.
+pub(crate) struct Call {
+    pub(crate) f: FnValue,
+    pub(crate) args: Vec<Value>,
+    pub(crate) parent: ProcessHandle,
+}
+
+enum Future {
+    Pending(Call),
+    /// Running (as the process `by_process` maps to it).
+    Running,
+    /// Ended; its result is that process's.
+    Finished(u64),
+    Cancelled,
+    /// Could not be started.
+    Failed(String),
+}
+
+/// How a finished future ended, for `get`.
+pub(crate) enum Settled {
+    /// Join process `0` for the result.
+    Process(u64),
+    Cancelled,
+    Failed(String),
+}
+
+#[derive(Default)]
+struct State {
+    futures: HashMap<u64, Future>,
+    pending: VecDeque<u64>,
+    running: usize,
+    /// Running future by process id.
+    by_process: HashMap<u64, u64>,
+}
+
+pub(crate) struct Executor {
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Futures running at once.
+    slots: usize,
+    /// Futures waiting to start before `submit` waits.
+    backlog: usize,
+}
+
+/// Calls to start now, each with the process id it must run as.
+pub(crate) type Starts = Vec<(u64, u64, Call)>;
+
+impl Executor {
+    pub(crate) fn new(slots: usize) -> Executor {
+        Executor {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            slots: slots.max(1),
+            backlog: (4 * slots).max(16),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `call` as future `id` once the backlog has room; returns what can start now.
+    pub(crate) fn submit(
+        &self,
+        id: u64,
+        call: Call,
+        interrupt: &Interrupt,
+        new_process: impl FnMut() -> u64,
+    ) -> Result<Starts, Error> {
+        let mut state = self.lock();
+        while state.pending.len() >= self.backlog {
+            state = wait(&self.changed, state, None, interrupt)?.expect("no deadline");
+        }
+        state.futures.insert(id, Future::Pending(call));
+        state.pending.push_back(id);
+        Ok(self.starts(state, new_process))
+    }
+
+    /// Moves pending futures into free slots.
+    fn starts(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        mut new_process: impl FnMut() -> u64,
+    ) -> Starts {
+        let mut starts = Vec::new();
+        while state.running < self.slots {
+            let Some(id) = state.pending.pop_front() else {
+                break;
+            };
+            let process = new_process();
+            if let Some(Future::Pending(call)) = state.futures.insert(id, Future::Running) {
+                state.running += 1;
+                state.by_process.insert(process, id);
+                starts.push((id, process, call));
+            }
+        }
+        drop(state);
+        self.changed.notify_all(); // the backlog shrank
+        starts
+    }
+
+    /// A future's process could not start.
+    pub(crate) fn failed(&self, id: u64, process: u64, why: String) {
+        let mut state = self.lock();
+        state.by_process.remove(&process);
+        state.running -= 1;
+        state.futures.insert(id, Future::Failed(why));
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Process `process` ended; if it ran a future, that future is done and its slot is free.
+    pub(crate) fn process_ended(&self, process: u64, new_process: impl FnMut() -> u64) -> Starts {
+        let mut state = self.lock();
+        let Some(id) = state.by_process.remove(&process) else {
+            return Vec::new();
+        };
+        state.running -= 1;
+        state.futures.insert(id, Future::Finished(process));
+        self.starts(state, new_process)
+    }
+
+    /// Waits until future `id` is done (at most until `deadline`: `None` then).
+    pub(crate) fn settle(
+        &self,
+        id: u64,
+        deadline: Option<Instant>,
+        interrupt: &Interrupt,
+    ) -> Result<Option<Settled>, Error> {
+        let mut state = self.lock();
+        loop {
+            match state.futures.get(&id) {
+                None => return Err(no_future(id)),
+                Some(Future::Finished(p)) => return Ok(Some(Settled::Process(*p))),
+                Some(Future::Cancelled) => return Ok(Some(Settled::Cancelled)),
+                Some(Future::Failed(why)) => return Ok(Some(Settled::Failed(why.clone()))),
+                Some(Future::Pending(_) | Future::Running) => {}
+            }
+            state = match wait(&self.changed, state, deadline, interrupt)? {
+                Some(state) => state,
+                None => return Ok(None),
+            };
+        }
+    }
+
+    /// Forgets a future whose result was taken.
+    pub(crate) fn forget(&self, id: u64) {
+        self.lock().futures.remove(&id);
+    }
+
+    pub(crate) fn is_done(&self, id: u64) -> Result<bool, Error> {
+        match self.lock().futures.get(&id) {
+            None => Err(no_future(id)),
+            Some(f) => Ok(!matches!(f, Future::Pending(_) | Future::Running)),
+        }
+    }
+
+    /// Cancels a future that has not started; `false` if it has.
+    pub(crate) fn cancel(&self, id: u64) -> Result<bool, Error> {
+        let mut state = self.lock();
+        match state.futures.get(&id) {
+            None => Err(no_future(id)),
+            Some(Future::Pending(_)) => {
+                state.futures.insert(id, Future::Cancelled);
+                state.pending.retain(|p| *p != id);
+                drop(state);
+                self.changed.notify_all();
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+        }
+    }
+
+    /// The first of `ids` that is done, waiting until `deadline` (`None` then).
+    pub(crate) fn wait_any(
+        &self,
+        ids: &[u64],
+        deadline: Option<Instant>,
+        interrupt: &Interrupt,
+    ) -> Result<Option<u64>, Error> {
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument(
+                "wait_any needs at least one future".into(),
+            ));
+        }
+        let mut state = self.lock();
+        loop {
+            for id in ids {
+                match state.futures.get(id) {
+                    None => return Err(no_future(*id)),
+                    Some(Future::Pending(_) | Future::Running) => {}
+                    Some(_) => return Ok(Some(*id)),
+                }
+            }
+            state = match wait(&self.changed, state, deadline, interrupt)? {
+                Some(state) => state,
+                None => return Ok(None),
+            };
+        }
+    }
+}
+
+fn no_future(id: u64) -> Error {
+    Error::InvalidArgument(format!(
+        "no future with id {id} in this run (its result was already taken)"
+    ))
+}
