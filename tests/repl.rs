@@ -123,3 +123,24 @@ fn exit_in_the_repl_leaves_with_its_code() {
     assert_eq!(code, Some(4));
     assert_eq!(stdout, "1\n");
 }
+
+#[test]
+fn an_actor_typed_in_the_repl_answers_messages() {
+    let mut child = repl();
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(
+            br#"fn echo() { let m = recv(5); m.from.send(m.text + "!"); }
+let p = spawn(echo);
+p.send(#{ from: self(), text: "hi" })
+recv(5)
+"#,
+        )
+        .unwrap();
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, ["=> true", "=> \"hi!\""], "{stderr}");
+}

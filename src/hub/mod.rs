@@ -750,6 +750,10 @@ impl Inner {
         let result = run.run(&events);
         lock(&self.jobs).remove(&job);
         let mut kept = run.into_workers();
+        // A permit taken by an item that failed or timed out must not outlive the call.
+        for w in &kept {
+            self.forget_owner(Owner::Worker(w.id));
+        }
         kept.append(&mut pool);
         *pool = kept;
         result
