@@ -6,8 +6,11 @@ use std::io::Cursor;
 
 use proptest::prelude::*;
 
-use super::{FrameReader, FromWorker, ItemFailure, Items, Op, ToWorker, encode_frame};
-use crate::{Error, RemoteError, Value, value::FnValue};
+use super::{FrameReader, FromWorker, ItemFailure, Items, Op, SyncAction, ToWorker, encode_frame};
+use crate::{
+    Error, RemoteError, Value,
+    value::{FnValue, HandleKind, ProcessHandle},
+};
 
 fn value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -22,6 +25,8 @@ fn value() -> impl Strategy<Value = Value> {
         proptest::collection::vec(any::<f64>(), 0..32).prop_map(Value::FloatArray),
         (any::<u64>(), any::<bool>()).prop_map(|(id, bounded)| Value::Queue { id, bounded }),
         (any::<u64>(), any::<u32>()).prop_map(|(id, pid)| Value::Process { id, pid }),
+        (any::<u64>(), any::<u32>()).prop_map(|(id, pid)| Value::Supervisor { id, pid }),
+        (handle_kind(), any::<u64>()).prop_map(|(kind, id)| Value::Handle { kind, id }),
     ];
     leaf.prop_recursive(6, 128, 8, |inner| {
         prop_oneof![
@@ -31,6 +36,45 @@ fn value() -> impl Strategy<Value = Value> {
                 .prop_map(|(name, curry)| Value::Fn(Box::new(FnValue { name, curry }))),
         ]
     })
+}
+
+fn handle_kind() -> impl Strategy<Value = HandleKind> {
+    prop_oneof![
+        Just(HandleKind::Future),
+        Just(HandleKind::Lock),
+        Just(HandleKind::Semaphore),
+        Just(HandleKind::Event),
+        Just(HandleKind::Barrier),
+    ]
+}
+
+/// The actor and coordination operations a worker sends.
+fn actor_op() -> impl Strategy<Value = Op> {
+    let timeout = proptest::option::of(any::<f64>());
+    prop_oneof![
+        (any::<u64>(), value()).prop_map(|(to, value)| Op::Send { to, value }),
+        timeout.clone().prop_map(|timeout| Op::Recv { timeout }),
+        (".{0,12}", any::<u64>()).prop_map(|(name, process)| Op::Register { name, process }),
+        (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(process, link, on)| Op::Watch {
+            process,
+            link,
+            on
+        }),
+        (handle_kind(), any::<u64>()).prop_map(|(kind, size)| Op::NewSync { kind, size }),
+        (any::<u64>(), timeout.clone()).prop_map(|(id, timeout)| Op::Sync {
+            id,
+            action: SyncAction::Acquire { timeout },
+        }),
+        (any::<u64>(), timeout.clone(), any::<bool>()).prop_map(|(future, timeout, take)| {
+            Op::Await {
+                future,
+                timeout,
+                take,
+            }
+        }),
+        (proptest::collection::vec(any::<u64>(), 0..8), timeout)
+            .prop_map(|(futures, timeout)| Op::WaitAny { futures, timeout }),
+    ]
 }
 
 fn to_worker() -> impl Strategy<Value = ToWorker> {
@@ -52,11 +96,23 @@ fn to_worker() -> impl Strategy<Value = ToWorker> {
             result: Ok(super::Reply::Value(v)),
         }),
         Just(ToWorker::Shutdown),
+        (any::<u64>(), any::<u64>(), any::<u32>(), value()).prop_map(|(call, id, pid, v)| {
+            ToWorker::Call {
+                call,
+                f: FnValue {
+                    name: "f".into(),
+                    curry: vec![v],
+                },
+                args: Vec::new(),
+                parent: ProcessHandle { id, pid },
+            }
+        }),
     ]
 }
 
 fn from_worker() -> impl Strategy<Value = FromWorker> {
     prop_oneof![
+        (any::<u64>(), actor_op()).prop_map(|(seq, op)| FromWorker::Request { seq, op }),
         (any::<u64>(), value()).prop_map(|(seq, v)| FromWorker::Request {
             seq,
             op: Op::Put {
