@@ -82,6 +82,8 @@ ROWS = [
      mps("queue_throughput.rhai"), py("queue_throughput.py"), ">= 5"),
     ("round_trip", "small message there and back", "us", True, printed,
      mps("round_trip.rhai"), py("round_trip.py"), "<= 0.5"),
+    ("mailbox_round_trip", "small message there and back, p.send/recv vs Pipe", "us", True,
+     printed, mps("mailbox_round_trip.rhai"), py("round_trip.py"), None),
     ("payload", "64 x 1 MiB strings through pool_map", "MiB/s", False, printed,
      mps("payload.rhai"), py("payload.py"), ">= 2"),
     ("pool_start", "start a CPU-count pool, tiny map, shut down", "s", True, wall,

@@ -89,6 +89,14 @@ pub enum HandleKind {
 
 /// A script-visible handle of kind `K` (see [`kinds`]): only an id, the object lives in the main
 /// process.
+///
+/// ```
+/// use mpscript::value::{Handle, kinds};
+/// let runtime = mpscript::Runtime::builder().build();
+/// let lock: Handle<kinds::Lock> = runtime.eval("let l = lock(); l.acquire(); l").unwrap();
+/// let event: Handle<kinds::Event> = runtime.eval("event()").unwrap();
+/// # let _ = (lock, event);
+/// ```
 pub struct Handle<K> {
     pub(crate) id: u64,
     kind: PhantomData<K>,
@@ -141,6 +149,16 @@ pub mod kinds {
 }
 
 /// A script-visible handle to a supervisor (see `supervise`).
+///
+/// ```no_run
+/// // In the host's main (supervisors are worker processes; see `run_worker_if_requested`):
+/// mpscript::run_worker_if_requested();
+/// let runtime = mpscript::Runtime::builder().build();
+/// let children: i64 = runtime
+///     .eval("let sup = supervise([|| sleep(30)]); let n = sup.children().len(); sup.stop(); n")
+///     .unwrap();
+/// assert_eq!(children, 1);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SupervisorHandle {
     pub(crate) process: ProcessHandle,

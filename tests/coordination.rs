@@ -202,3 +202,28 @@ fn mailboxes_belong_to_processes_not_to_pool_map_items() {
         out.stderr
     );
 }
+
+#[test]
+fn a_run_that_ends_normally_waits_for_every_submitted_future() {
+    let out = run(r#"
+        for i in 0..20 { pool_submit(|i| { sleep(0.02); print(`task ${i}`); }, i); }
+    "#);
+    let mut lines = out.lines();
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len(), 20, "{}\n{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn a_run_waiting_for_processes_says_what_it_waits_for() {
+    let out = run(r#"
+        let p = spawn(|| { sleep(3.6); "late" });
+    "#);
+    out.ok();
+    assert!(
+        out.stderr
+            .contains("waiting for 1 process(es) still running"),
+        "{}",
+        out.stderr
+    );
+}

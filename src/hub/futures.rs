@@ -156,6 +156,12 @@ impl Executor {
         }
     }
 
+    /// Whether no future is running or waiting to start.
+    pub(crate) fn is_idle(&self) -> bool {
+        let state = self.lock();
+        state.running == 0 && state.pending.is_empty()
+    }
+
     /// Forgets a future whose result was taken.
     pub(crate) fn forget(&self, id: u64) {
         self.lock().futures.remove(&id);

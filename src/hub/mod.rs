@@ -200,19 +200,51 @@ impl Hub {
         pids
     }
 
-    /// Waits for spawned processes that are still running, as Python waits for non-daemon ones.
+    /// Waits for spawned processes that are still running, and for submitted futures, as Python
+    /// waits for non-daemon processes and for its executor. Says once on stderr what it waits for
+    /// when that takes a while (a supervisor left running would otherwise look like a hang).
     pub(crate) fn wait_for_processes(&self) -> Result<(), Error> {
-        let running: Vec<_> = lock(&self.inner.procs).values().cloned().collect();
-        for p in running {
-            if let Err(e) = p.join(None, &self.inner.config.interrupt) {
-                if e.is_interrupted() {
-                    return Err(e);
+        let inner = &self.inner;
+        let told_after = Instant::now() + WAIT_NOTICE_AFTER;
+        let mut told = false;
+        loop {
+            let running: Vec<_> = lock(&inner.procs)
+                .values()
+                .filter(|p| p.ending().is_none())
+                .cloned()
+                .collect();
+            if running.is_empty() && inner.executor.is_idle() {
+                return Ok(());
+            }
+            for p in &running {
+                let slice = told_after.saturating_duration_since(Instant::now());
+                let slice = if told { None } else { Some(slice.max(POLL)) };
+                match p.join(slice, &inner.config.interrupt) {
+                    Err(e) if e.is_interrupted() || matches!(e, Error::Linked(_)) => return Err(e),
+                    _ => {}
+                }
+                if !told && Instant::now() >= told_after && p.ending().is_none() {
+                    told = true;
+                    let pids: Vec<String> = running.iter().map(|p| p.pid().to_string()).collect();
+                    eprintln!(
+                        "mpscript: the script has ended; waiting for {} process(es) still running \
+                         (pid {}). Ctrl-C stops them.",
+                        running.len(),
+                        pids.join(", ")
+                    );
                 }
             }
+            if running.is_empty() {
+                thread::sleep(POLL); // futures about to start
+            }
         }
-        Ok(())
     }
 }
+
+/// How long the end of a run waits silently for processes still running.
+const WAIT_NOTICE_AFTER: Duration = Duration::from_secs(3);
+/// How often the end of a run looks again.
+const POLL: Duration = Duration::from_millis(20);
 
 impl Backend for Hub {
     fn call(&self, op: Op) -> Result<Reply, Error> {
