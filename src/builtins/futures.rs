@@ -1,16 +1,13 @@
 //! `pool_submit` and the `Future` handle (Python's `concurrent.futures`), `wait_any`,
 //! `as_completed`, and `pool_map_unordered`, which yields results as they finish.
 
-use std::{
-    any::TypeId,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, INT};
 
 use super::{
-    Ctx, ScriptResult, function_arg, invalid, method, seconds, sendable, sync::register_handle,
-    unexpected, waiting_method,
+    Ctx, ScriptResult, function_arg, invalid, method, register_call_starter, seconds, sendable,
+    sync::register_handle, unexpected, waiting_method,
 };
 use crate::{
     value::{FnValue, Handle, kinds},
@@ -19,29 +16,12 @@ use crate::{
 
 type Future = Handle<kinds::Future>;
 
-/// `pool_submit(f, a1, ..., aN)` is registered for N up to this many arguments.
-const MAX_SUBMIT_ARGS: usize = 8;
-
 /// Items of `pool_map_unordered` submitted ahead of the one being waited for.
 const UNORDERED_AHEAD: usize = 64;
 
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     register_handle::<kinds::Future>(engine);
-    for arity in 1..=MAX_SUBMIT_ARGS + 1 {
-        let ctx = ctx.clone();
-        engine.register_raw_fn(
-            "pool_submit",
-            vec![TypeId::of::<Dynamic>(); arity],
-            move |_, args| {
-                let f = function_arg(args[0], "pool_submit")?;
-                let args = args[1..]
-                    .iter()
-                    .map(|a| sendable(a, "pool_submit argument"))
-                    .collect::<Result<_, _>>()?;
-                submit(&ctx, f, args)
-            },
-        );
-    }
+    register_call_starter(engine, ctx, "pool_submit", submit);
     waiting_method(engine, ctx, "get", |c, f: &Future, timeout| {
         get(c, f.id, timeout, false)
     });
@@ -84,9 +64,9 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     );
 }
 
-fn submit(ctx: &Ctx, f: FnValue, args: Vec<crate::Value>) -> ScriptResult {
+fn submit(ctx: &Ctx, f: FnValue, args: Vec<crate::Value>) -> Result<Future, Box<EvalAltResult>> {
     match ctx.call(Op::Submit { f, args })? {
-        Reply::Id(id) => Ok(Dynamic::from(Future::new(id))),
+        Reply::Id(id) => Ok(Future::new(id)),
         other => Err(unexpected(&other)),
     }
 }
@@ -218,7 +198,7 @@ impl IntoIterator for Unordered {
                 };
                 let submitted = sendable(&item, "pool_map_unordered item")
                     .and_then(|item| submit(&self.ctx, self.f.clone(), vec![item]));
-                match submitted.map(|f| f.cast::<Future>()) {
+                match submitted {
                     Ok(f) => running.futures.push(f.id),
                     Err(e) => return Some(Err(e)),
                 }

@@ -232,6 +232,34 @@ pub(crate) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     system::register(engine, ctx);
 }
 
+/// `name(f, a1, ..., aN)` is registered for N up to this many arguments.
+const MAX_CALL_ARGS: usize = 8;
+
+/// Registers `name(f, args...)` (a function value, then up to [`MAX_CALL_ARGS`] arguments, each
+/// checked to be sendable) as `start(ctx, f, args)`: `spawn` and `pool_submit`.
+fn register_call_starter<R: rhai::Variant + Clone>(
+    engine: &mut Engine,
+    ctx: &Arc<Ctx>,
+    name: &'static str,
+    start: fn(&Ctx, FnValue, Vec<Value>) -> Result<R, Box<EvalAltResult>>,
+) {
+    for arity in 1..=MAX_CALL_ARGS + 1 {
+        let ctx = ctx.clone();
+        engine.register_raw_fn(
+            name,
+            vec![std::any::TypeId::of::<Dynamic>(); arity],
+            move |_, args| {
+                let f = function_arg(args[0], name)?;
+                let args = args[1..]
+                    .iter()
+                    .map(|a| sendable(a, &format!("{name} argument")))
+                    .collect::<Result<_, _>>()?;
+                start(&ctx, f, args)
+            },
+        );
+    }
+}
+
 /// `==` and `!=` for a handle type.
 fn register_equality<T: rhai::Variant + Clone + PartialEq>(engine: &mut Engine) {
     engine.register_fn("==", |a: T, b: T| a == b);

@@ -1,40 +1,21 @@
 //! `spawn` and the `Process` handle: Python's `multiprocessing.Process` as a script function.
 
-use std::{any::TypeId, sync::Arc};
+use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, INT};
 
 use super::{
-    Ctx, function_arg, method, register_equality, seconds, sendable, unexpected, waiting_method,
+    Ctx, method, register_call_starter, register_equality, seconds, unexpected, waiting_method,
 };
 use crate::{
-    value::ProcessHandle,
+    Value,
+    value::{FnValue, ProcessHandle},
     wire::{Op, Reply},
 };
 
-/// `spawn(f, a1, ..., aN)` is registered for N up to this many arguments.
-const MAX_SPAWN_ARGS: usize = 8;
-
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     engine.register_type_with_name::<ProcessHandle>("Process");
-    for arity in 1..=MAX_SPAWN_ARGS + 1 {
-        let ctx = ctx.clone();
-        engine.register_raw_fn(
-            "spawn",
-            vec![TypeId::of::<Dynamic>(); arity],
-            move |_, args| {
-                let f = function_arg(args[0], "spawn")?;
-                let args = args[1..]
-                    .iter()
-                    .map(|a| sendable(a, "spawn argument"))
-                    .collect::<Result<_, _>>()?;
-                match ctx.call(Op::Spawn { f, args })? {
-                    Reply::Process { id, pid } => Ok(ProcessHandle { id, pid }),
-                    other => Err(unexpected(&other)),
-                }
-            },
-        );
-    }
+    register_call_starter(engine, ctx, "spawn", spawn);
     engine.register_get("pid", |p: &mut ProcessHandle| p.pid as INT);
     let c = ctx.clone();
     engine.register_get("exit_code", move |p: &mut ProcessHandle| {
@@ -55,6 +36,13 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
         });
     }
     register_equality::<ProcessHandle>(engine);
+}
+
+fn spawn(ctx: &Ctx, f: FnValue, args: Vec<Value>) -> Result<ProcessHandle, Box<EvalAltResult>> {
+    match ctx.call(Op::Spawn { f, args })? {
+        Reply::Process { id, pid } => Ok(ProcessHandle { id, pid }),
+        other => Err(unexpected(&other)),
+    }
 }
 
 fn join(ctx: &Ctx, p: &ProcessHandle, timeout: Option<f64>) -> Result<Dynamic, Box<EvalAltResult>> {

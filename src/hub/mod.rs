@@ -109,11 +109,11 @@ impl Caller {
 
     /// Who holds the permits the caller takes: its process, or a pool worker.
     fn owner(&self) -> Owner {
-        match self.process() {
-            Ok(p) => Owner::Process(p.id),
-            Err(_) => match self {
-                Caller::Worker(w) => Owner::Worker(w.id),
-                Caller::Main => Owner::Process(MAIN),
+        match self {
+            Caller::Main => Owner::Process(MAIN),
+            Caller::Worker(w) => match *w.task() {
+                Task::Process(id) => Owner::Process(id),
+                _ => Owner::Worker(w.id),
             },
         }
     }
