@@ -235,13 +235,16 @@ pub(crate) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
 /// `name(f, a1, ..., aN)` is registered for N up to this many arguments.
 const MAX_CALL_ARGS: usize = 8;
 
+/// Starts a call of a function value with arguments: a process, or a future.
+type Starter<R> = fn(&Ctx, FnValue, Vec<Value>) -> Result<R, Box<EvalAltResult>>;
+
 /// Registers `name(f, args...)` (a function value, then up to [`MAX_CALL_ARGS`] arguments, each
 /// checked to be sendable) as `start(ctx, f, args)`: `spawn` and `pool_submit`.
 fn register_call_starter<R: rhai::Variant + Clone>(
     engine: &mut Engine,
     ctx: &Arc<Ctx>,
     name: &'static str,
-    start: fn(&Ctx, FnValue, Vec<Value>) -> Result<R, Box<EvalAltResult>>,
+    start: Starter<R>,
 ) {
     for arity in 1..=MAX_CALL_ARGS + 1 {
         let ctx = ctx.clone();
