@@ -201,13 +201,22 @@ fn a_supervisor_restarts_crashed_children_and_gives_up_past_its_limit() {
         let sup = supervise([|| { starts.put(1); sleep(0.05); throw "crash"; }],
                             #{ max_restarts: 3, within: 10 });
         monitor(sup);
-        let down = recv(10);
+        trap_exits(true);
+        link(sup);
+        let down = recv(|m| "down" in m, 10);
         print(down.reason);
         print(starts.len());
         print(sup.children());
         try { sup.stop(); } catch (e) { print(e.contains("gave up")); }
+        print(recv(|m| "exit" in m, 5).reason == down.reason);
     "#);
     let lines = out.lines();
+    assert_eq!(
+        lines.get(4),
+        Some(&"true"),
+        "a linked process hears it too: {}",
+        out.stdout
+    );
     assert_eq!(
         lines[0], "supervisor gave up: child 0 ended (crash) more than 3 times within 10.0s",
         "{}",
