@@ -420,10 +420,9 @@ impl Inner {
     }
 
     fn sync_action(&self, caller: &Caller, id: u64, action: SyncAction) -> Result<Reply, Error> {
-        let object = lock(&self.syncs)
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Error::InvalidArgument(format!("no lock or event with id {id}")))?;
+        let object = lock(&self.syncs).get(&id).cloned().ok_or_else(|| {
+            Error::InvalidArgument(format!("no lock, semaphore, event or barrier with id {id}"))
+        })?;
         let interrupt = &self.config.interrupt;
         let waited = |w: Waited| match w {
             Waited::Yes(_) => Reply::Bool(true),
