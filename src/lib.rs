@@ -55,6 +55,7 @@ mod builtins;
 mod diagnostics;
 mod engine;
 mod error;
+mod fast;
 mod hub;
 mod runtime;
 mod stdlib;

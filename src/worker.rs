@@ -20,6 +20,7 @@ use crate::{
     board::{Board, coarse_now_ns, now_ns},
     builtins::{Backend, Ctx},
     engine::{self, HostSetup, Settings, StopChecks},
+    fast::{self, FastTier},
     stop::{Stop, StopCheck, stop_reason},
     value::{FnTable, FnValue, ProcessHandle},
     wire::{
@@ -128,7 +129,7 @@ fn serve(
     let ctx = Ctx::new(
         link.clone(),
         fns.clone(),
-        stop,
+        stop.clone(),
         None,
         program.limits.max_mailbox,
     );
@@ -160,6 +161,8 @@ fn serve(
     conn.send(&FromWorker::Ready)?;
     conn.start_flusher();
     Calls {
+        fast: FastTier::new(&ast, &engine, fast::Mode::from_env()),
+        stop,
         #[cfg(feature = "grain")]
         grain: rhai::grain::Compiler::new().compile(&ast),
         engine,
@@ -177,6 +180,10 @@ fn serve(
 
 /// The loop that runs the parent's calls.
 struct Calls {
+    /// Compiled versions of the program's numeric functions.
+    fast: FastTier,
+    /// The running call's time limit, for compiled code.
+    stop: StopCheck,
     #[cfg(feature = "grain")]
     grain: rhai::grain::Program<'static>,
     engine: Engine,
@@ -267,6 +274,7 @@ impl Calls {
         })?;
         self.fns.add(&chunk);
         self.ast += chunk;
+        self.fast = FastTier::new(&self.ast, &self.engine, self.fast.mode());
         #[cfg(feature = "grain")]
         {
             self.grain = rhai::grain::Compiler::new().compile(&self.ast);
@@ -280,7 +288,11 @@ impl Calls {
             .into_iter()
             .map(|a| a.into_dynamic(&self.fns))
             .collect();
-        match f.call::<Dynamic>(&self.engine, &self.ast, args) {
+        let limits = self.fast_limits(&self.engine, false);
+        let result = self.fast_call(&f, args, &limits, |args| {
+            f.call::<Dynamic>(&self.engine, &self.ast, args)
+        });
+        match result {
             Ok(v) => match Value::from_dynamic(&v) {
                 Ok(v) => Outcome::Returned(v),
                 Err(e) => Outcome::Threw(unsendable_result(&e)),
@@ -334,6 +346,7 @@ impl Calls {
         );
         #[cfg(feature = "grain")]
         let mut grain_vm = self.grain_vm(engine, &f);
+        let fast_limits = self.fast_limits(engine, timeout.is_some());
         let mut results = Results::with_capacity(items.len());
         let mut next_part = coarse_now_ns() + PART_INTERVAL_NS;
         for (offset, item) in self.items(items).enumerate() {
@@ -348,10 +361,14 @@ impl Calls {
             #[cfg(feature = "grain")]
             let value = match (&mut grain_vm, spread) {
                 (Some(vm), false) => grain_call(vm, &self.grain, &f, args),
-                _ => f.call_raw(&context, None, args),
+                _ => self.fast_call(&f, args, &fast_limits, |args| {
+                    f.call_raw(&context, None, args)
+                }),
             };
             #[cfg(not(feature = "grain"))]
-            let value = f.call_raw(&context, None, args);
+            let value = self.fast_call(&f, args, &fast_limits, |args| {
+                f.call_raw(&context, None, args)
+            });
             if timeout.is_some() {
                 self.deadline.start(None);
             }
@@ -366,6 +383,31 @@ impl Calls {
             }
         }
         Ok(results.take())
+    }
+
+    /// Calls `f` compiled when the fast tier can, else (and in verify mode, as well) with `rhai`.
+    fn fast_call(
+        &self,
+        f: &FnPtr,
+        args: Vec<Dynamic>,
+        limits: &fast::Limits,
+        rhai: impl FnOnce(Vec<Dynamic>) -> Result<Dynamic, Box<EvalAltResult>>,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        if !f.curry().is_empty() {
+            return rhai(args);
+        }
+        match self.fast.call(f.fn_name(), &args, limits) {
+            Some(compiled) if self.fast.mode().verify => {
+                FastTier::verify(f.fn_name(), compiled, rhai(args))
+            }
+            Some(compiled) => compiled,
+            None => rhai(args),
+        }
+    }
+
+    /// The limits compiled code runs under: the engine's, and the job's time limit if it has one.
+    fn fast_limits(&self, engine: &Engine, timed: bool) -> fast::Limits {
+        fast::Limits::of(engine, timed.then(|| self.stop.clone()))
     }
 
     /// A grain VM for `f` when `MPSCRIPT_GRAIN=1` asks for one and `f` is a script function

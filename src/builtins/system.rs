@@ -1,10 +1,11 @@
-//! Small process-level builtins: `cpu_count()`, `pid()`, `sleep(secs)`, `exit(code)`.
+//! Small builtins: `cpu_count()`, `pid()`, `sleep(secs)`, `exit(code)`, and `sum(values)`, native
+//! because a Rhai loop over a big result array would cost more than computing it.
 
 use std::sync::Arc;
 
-use rhai::{Engine, EvalAltResult, INT};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FLOAT, INT};
 
-use super::{Ctx, method, seconds};
+use super::{Ctx, invalid, method, seconds};
 use crate::stop::{Stop, terminate};
 
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
@@ -18,6 +19,36 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     // termination that keeps it (and, like Rhai's, cannot be caught).
     method(engine, "exit", || exit(0));
     method(engine, "exit", exit);
+    engine.register_fn("sum", sum);
+}
+
+/// The sum of an array of numbers: an int while every item is one (overflow is an error), a float
+/// once any item is a float; `true` counts 1 and `false` 0, as in Python.
+fn sum(values: Array) -> Result<Dynamic, Box<EvalAltResult>> {
+    let mut int: INT = 0;
+    let mut float: Option<FLOAT> = None;
+    for v in &values {
+        let term = if let Ok(b) = v.as_bool() {
+            Ok(INT::from(b))
+        } else if let Ok(i) = v.as_int() {
+            Ok(i)
+        } else if let Ok(f) = v.as_float() {
+            Err(f)
+        } else {
+            return Err(invalid(format!("sum: cannot add a {}", v.type_name())));
+        };
+        match (term, float.as_mut()) {
+            (Ok(i), None) => {
+                int = int
+                    .checked_add(i)
+                    .ok_or_else(|| invalid("sum: integer overflow"))?;
+            }
+            (Ok(i), Some(total)) => *total += i as FLOAT,
+            (Err(f), None) => float = Some(int as FLOAT + f),
+            (Err(f), Some(total)) => *total += f,
+        }
+    }
+    Ok(float.map_or_else(|| int.into(), Into::into))
 }
 
 fn sleep(ctx: &Ctx, secs: f64) -> Result<(), Box<EvalAltResult>> {

@@ -1,0 +1,176 @@
+//! The typed intermediate form: what a back end compiles. Every value has one static type, every
+//! operator has operands of one type (promotions are explicit), and control flow is structured.
+//! A second back end (Cranelift) would read this and nothing else.
+
+/// The types the tier compiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Ty {
+    Int,
+    Float,
+    Bool,
+    Unit,
+}
+
+/// A local variable's place in its function's frame.
+pub(crate) type Slot = usize;
+
+/// One specialization: a script function compiled for one list of argument types.
+#[derive(Debug, Clone)]
+pub(crate) struct Function {
+    /// Parameters occupy slots `0..params.len()`.
+    pub(crate) params: Vec<Ty>,
+    pub(crate) ret: Ty,
+    pub(crate) slots: usize,
+    pub(crate) body: Block,
+    /// Operations charged per call, for the operation limit (the body outside its loops).
+    pub(crate) entry_cost: u64,
+}
+
+/// Statements, then the block's value.
+#[derive(Debug, Clone)]
+pub(crate) struct Block {
+    pub(crate) stmts: Vec<Stmt>,
+    pub(crate) value: Expr,
+}
+
+impl Block {
+    pub(crate) fn ty(&self) -> Ty {
+        self.value.ty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Stmt {
+    /// `let`/`const` and `=` (a `let` gets a fresh slot, so both are stores).
+    Store(Slot, Expr),
+    /// An expression for its effects (its errors, its calls).
+    Eval(Expr),
+    /// `while cond { }`; `loop { }` has no condition. `cost` is charged per iteration.
+    While {
+        cond: Option<Expr>,
+        body: Block,
+        cost: u64,
+    },
+    /// `do { } while cond` (`until`: `do { } until cond`).
+    Do {
+        body: Block,
+        cond: Expr,
+        until: bool,
+        cost: u64,
+    },
+    /// `for var in from..to` (or `..=`), with an optional 0-based counter.
+    For {
+        var: Slot,
+        counter: Option<Slot>,
+        from: Expr,
+        to: Expr,
+        inclusive: bool,
+        body: Block,
+        cost: u64,
+    },
+    Break,
+    Continue,
+    Return(Expr),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Expr {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Unit,
+    Load(Slot, Ty),
+    /// Both operands have type `operand`; the result type follows from `op`.
+    Binary {
+        op: BinOp,
+        operand: Ty,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    Unary {
+        op: UnOp,
+        arg: Box<Expr>,
+    },
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    If {
+        cond: Box<Expr>,
+        then: Box<Block>,
+        other: Box<Block>,
+    },
+    Block(Box<Block>),
+    /// A call of specialization `callee` (an index into the compiled program).
+    Call {
+        callee: usize,
+        args: Vec<Expr>,
+        ret: Ty,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Pow,
+    Shl,
+    Shr,
+    BitAnd,
+    BitOr,
+    BitXor,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl BinOp {
+    pub(crate) fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnOp {
+    Neg,
+    Not,
+    /// int -> float
+    ToFloat,
+    /// float -> int (truncating; out of range is an error)
+    ToInt,
+    Abs,
+    Sqrt,
+    Floor,
+    Ceiling,
+    Round,
+}
+
+impl Expr {
+    pub(crate) fn ty(&self) -> Ty {
+        match self {
+            Expr::Int(_) => Ty::Int,
+            Expr::Float(_) => Ty::Float,
+            Expr::Bool(_) | Expr::And(..) | Expr::Or(..) => Ty::Bool,
+            Expr::Unit => Ty::Unit,
+            Expr::Load(_, ty) => *ty,
+            Expr::Binary { op, .. } if op.is_comparison() => Ty::Bool,
+            Expr::Binary { operand, .. } => *operand,
+            Expr::Unary { op, arg } => match op {
+                UnOp::Not => Ty::Bool,
+                UnOp::ToFloat | UnOp::Sqrt | UnOp::Floor | UnOp::Ceiling | UnOp::Round => Ty::Float,
+                UnOp::ToInt => Ty::Int,
+                UnOp::Neg | UnOp::Abs => arg.ty(),
+            },
+            Expr::If { then, .. } => then.ty(),
+            Expr::Block(block) => block.ty(),
+            Expr::Call { ret, .. } => *ret,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The script functions of a program as the tier reads them: name, parameters and body statements.
+
+use std::collections::{HashMap, HashSet};
+
+use rhai::{AST, ASTNode, Engine, Stmt};
+
+/// One script function.
+pub(crate) struct FnSource {
+    pub(crate) params: Vec<String>,
+    pub(crate) body: Vec<Stmt>,
+    /// Why it can never be compiled (a method with `this`, a closure), if so.
+    pub(crate) refusal: Option<String>,
+}
+
+/// Every script function of a program, by name and arity.
+#[derive(Default)]
+pub(crate) struct Source {
+    fns: HashMap<(String, usize), FnSource>,
+    /// Intrinsic names the host registered functions under (those calls go to the host's).
+    overridden: HashSet<String>,
+}
+
+/// The numeric functions the tier compiles inline.
+pub(crate) const INTRINSICS: &[&str] = &[
+    "to_float", "to_int", "abs", "sqrt", "floor", "ceiling", "round",
+];
+
+impl Source {
+    pub(crate) fn new(ast: &AST, engine: &Engine) -> Source {
+        let mut fns = HashMap::new();
+        for def in ast.iter_fn_def() {
+            let (name, arity) = (def.name.to_string(), def.params.len());
+            let refusal = if def.this_type.is_some() {
+                Some("is a method of a type (`fn type.name`)".to_string())
+            } else if name.starts_with("anon$") {
+                Some("is a closure".to_string())
+            } else {
+                None
+            };
+            let source = FnSource {
+                params: def.params.iter().map(ToString::to_string).collect(),
+                body: body_of(ast, &name, arity),
+                refusal,
+            };
+            fns.insert((name, arity), source);
+        }
+        // Functions registered on the engine itself (not the standard packages) are the host's.
+        let overridden = engine
+            .collect_fn_metadata(
+                None,
+                |info| {
+                    let name = info.metadata.name.as_str();
+                    INTRINSICS.contains(&name).then(|| name.to_string())
+                },
+                false,
+            )
+            .into_iter()
+            .collect();
+        Source { fns, overridden }
+    }
+
+    pub(crate) fn get(&self, name: &str, arity: usize) -> Option<&FnSource> {
+        self.fns.get(&(name.to_string(), arity))
+    }
+
+    pub(crate) fn overridden(&self, name: &str) -> bool {
+        self.overridden.contains(name)
+    }
+}
+
+/// The top-level statements of one function's body. Rhai 1.27 does not export the type of
+/// `ScriptFuncDef::body`, so the body is read by walking an AST holding only that function: the
+/// walk's root statements are the body's statements, in order. (`retain_functions`, because
+/// 1.27's `clone_functions_only_filtered` into an empty module keeps every function.)
+fn body_of(ast: &AST, name: &str, arity: usize) -> Vec<Stmt> {
+    let mut only = ast.clone_functions_only();
+    only.retain_functions(|_, _, n, a| n == name && a == arity);
+    let mut body = Vec::new();
+    only.walk(&mut |path: &[ASTNode]| {
+        if let [ASTNode::Stmt(stmt)] = path {
+            body.push((*stmt).clone());
+        }
+        true
+    });
+    body
+}

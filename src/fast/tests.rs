@@ -1,0 +1,411 @@
+//! Rhai is the oracle: every case runs compiled and in Rhai, and the two must agree (value and
+//! type bit for bit; where Rhai raises an error the tier must hand the call back to Rhai).
+
+use proptest::prelude::*;
+use rhai::{CallFnOptions, Dynamic, Engine, Scope};
+
+use super::{FastTier, Limits, Mode};
+
+/// An engine set up as mpscript's are (explicit limits, so debug and release builds agree).
+fn engine() -> Engine {
+    let mut engine = Engine::new();
+    engine.set_max_call_levels(64);
+    engine.set_max_expr_depths(0, 0);
+    engine
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_operations: 0,
+        max_depth: 64,
+        stop: None,
+    }
+}
+
+/// Runs `f(args)` both ways; panics on any disagreement. Returns whether it ran compiled.
+fn check(script: &str, f: &str, args: Vec<Dynamic>) -> bool {
+    let engine = engine();
+    let ast = engine
+        .compile(script)
+        .unwrap_or_else(|e| panic!("{script}\n{e}"));
+    let tier = FastTier::new(
+        &ast,
+        &engine,
+        Mode {
+            on: true,
+            verify: false,
+            explain: true,
+        },
+    );
+    let compiled = tier.call(f, &args, &limits());
+    let options = CallFnOptions::new().eval_ast(false);
+    let rhai = engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &ast, f, args);
+    match compiled {
+        None => false,
+        Some(compiled) => {
+            if let Err(e) = FastTier::verify(f, compiled, rhai) {
+                panic!("{script}\n{e}");
+            }
+            true
+        }
+    }
+}
+
+fn compiles(script: &str, f: &str, args: Vec<Dynamic>) {
+    assert!(
+        check(script, f, args),
+        "expected {f} to run compiled:\n{script}"
+    );
+}
+
+fn falls_back(script: &str, f: &str, args: Vec<Dynamic>) {
+    assert!(
+        !check(script, f, args),
+        "expected {f} to run in Rhai:\n{script}"
+    );
+}
+
+const PRIMES: &str = r#"
+fn is_prime(n) {
+    if n < 2 { return false; }
+    let i = 2;
+    while i * i <= n {
+        if n % i == 0 { return false; }
+        i += 1;
+    }
+    true
+}
+fn count(lim) { let c = 0; for n in 1..=lim { if is_prime(n) { c += 1; } } c }
+"#;
+
+#[test]
+fn the_benchmark_kernels_compile_and_agree() {
+    compiles(PRIMES, "count", vec![10_000.into()]);
+    compiles(PRIMES, "is_prime", vec![97.into()]);
+    let fib = "fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }";
+    compiles(fib, "fib", vec![20.into()]);
+    let collatz = r#"
+        fn steps(n) { let s = 0; while n != 1 { if n % 2 == 0 { n = n / 2; } else { n = 3 * n + 1; } s += 1; } s }
+        fn total(lim) { let t = 0; for i in 1..lim { t += steps(i); } t }
+    "#;
+    compiles(collatz, "total", vec![2_000.into()]);
+    let nested = "fn nested(n) { let s = 0; for i in 0..n { for j in 0..n { s += i * j; } } s }";
+    compiles(nested, "nested", vec![100.into()]);
+    let basel = "fn basel(n) { let s = 0.0; for k in 1..=n { s += 1.0 / (k * k).to_float(); } s }";
+    compiles(basel, "basel", vec![10_000.into()]);
+}
+
+#[test]
+fn errors_go_back_to_rhai_which_raises_them() {
+    let f = "fn f(x, y) { x + y }";
+    falls_back(f, "f", vec![i64::MAX.into(), 1.into()]);
+    compiles(f, "f", vec![1.into(), 2.into()]);
+    compiles(f, "f", vec![1.into(), 2.5.into()]);
+    let overflows: &[(&str, i64, i64)] = &[
+        ("-", i64::MIN, 1),
+        ("*", i64::MIN, -1),
+        ("/", i64::MIN, -1),
+        ("/", 1, 0),
+        ("%", i64::MIN, -1),
+        ("%", 1, 0),
+        ("**", 2, 64),
+        ("**", 2, 1 << 40),
+    ];
+    for (op, x, y) in overflows {
+        let f = format!("fn f(x, y) {{ x {op} y }}");
+        falls_back(&f, "f", vec![(*x).into(), (*y).into()]);
+    }
+    falls_back("fn f(x) { -x }", "f", vec![i64::MIN.into()]);
+    falls_back("fn f(x) { x.abs() }", "f", vec![i64::MIN.into()]);
+    falls_back("fn f(x) { x.to_int() }", "f", vec![1e300.into()]);
+    falls_back("fn f(x) { 2 ** x }", "f", vec![(-1).into()]);
+    let deep = "fn deep(n) { if n == 0 { 0 } else { 1 + deep(n - 1) } }";
+    compiles(deep, "deep", vec![30.into()]);
+    falls_back(deep, "deep", vec![1000.into()]);
+}
+
+#[test]
+fn rhai_semantics_that_differ_from_rust_are_kept() {
+    let cases: &[(&str, Vec<Dynamic>)] = &[
+        ("fn f(x, y) { x << y }", vec![1.into(), 64.into()]),
+        ("fn f(x, y) { x << y }", vec![8.into(), (-2).into()]),
+        ("fn f(x, y) { x >> y }", vec![(-8).into(), 100.into()]),
+        ("fn f(x, y) { x % y }", vec![(-7).into(), 2.into()]),
+        ("fn f(x, y) { x / y }", vec![(-7).into(), 2.into()]),
+        ("fn f(x, y) { x == y }", vec![0.3.into(), 0.1.into()]),
+        ("fn f(x) { x + 0.2 == 0.3 }", vec![0.1.into()]),
+        ("fn f(x, y) { x < y }", vec![1.into(), 1.5.into()]),
+        ("fn f(x, y) { x == y }", vec![1.into(), 1.0.into()]),
+        ("fn f(x) { x == x }", vec![f64::NAN.into()]),
+        ("fn f(x) { -x }", vec![0.0.into()]),
+        ("fn f(x) { x ** 0.5 }", vec![2.into()]),
+        ("fn f(x) { x.to_int() }", vec![(-2.7).into()]),
+        ("fn f(x) { x.to_int() }", vec![f64::NAN.into()]),
+        ("fn f(x, y) { x ^ y }", vec![true.into(), false.into()]),
+        ("fn f(x, y) { x > y }", vec![true.into(), false.into()]),
+        ("fn f(x) { let y = 1.0; y += x; y }", vec![2.into()]),
+        (
+            "fn f(x) { let x = x * 2; { let x = x + 1; } x }",
+            vec![5.into()],
+        ),
+        ("fn f(x) { if x > 0 { 1 } else { 2 } }", vec![3.into()]),
+        (
+            "fn f(x) { let y = if x > 0 { 1.5 } else { 2.5 }; y }",
+            vec![(-3).into()],
+        ),
+        (
+            "fn f(x) { let n = 0; do { n += 1; } until n >= x; n }",
+            vec![5.into()],
+        ),
+        (
+            "fn f(x) { let n = 0; do { n += 1; } while n < x; n }",
+            vec![0.into()],
+        ),
+        (
+            "fn f(x) { let s = 0; for (v, i) in 10..x { s += v * i; } s }",
+            vec![15.into()],
+        ),
+        (
+            "fn f(x) { let s = 0; for v in 0..=x { if v % 2 == 0 { continue; } if v > 7 { break; } s += v; } s }",
+            vec![20.into()],
+        ),
+        (
+            "fn f(x) { let s = 0; for v in 5..x { s += v; } s }",
+            vec![2.into()],
+        ),
+        (
+            "fn f(x) { let n = 0; loop { n += 1; if n == x { return n * 10; } } }",
+            vec![4.into()],
+        ),
+        ("fn f(x) { x > 1 && x < 5 || x == 9 }", vec![9.into()]),
+        ("fn f(x) { !(x > 1) }", vec![0.into()]),
+        (
+            "fn f(x) { x.sqrt().floor() + x.ceiling() - x.round() }",
+            vec![10.5.into()],
+        ),
+        ("fn f(x) { to_float(x) / 3 }", vec![10.into()]),
+        ("fn f() { }", vec![]),
+        ("fn f(x) { x }", vec![Dynamic::UNIT]),
+    ];
+    for (script, args) in cases {
+        compiles(script, "f", args.clone());
+    }
+}
+
+#[test]
+fn mutual_recursion_settles_its_types() {
+    let script = "fn even(n) { if n == 0 { true } else { odd(n - 1) } }
+                  fn odd(n) { if n == 0 { false } else { even(n - 1) } }";
+    for n in 0..12 {
+        compiles(script, "even", vec![n.into()]);
+    }
+    let halves = "fn h(x) { if x < 1.0 { x } else { h(x / 2.0) } }";
+    compiles(halves, "h", vec![100.0.into()]);
+}
+
+#[test]
+fn what_the_tier_does_not_compile_runs_in_rhai() {
+    let refused: &[(&str, Vec<Dynamic>)] = &[
+        ("fn f(x) { let s = 0; s += 0.5; s }", vec![1.into()]),
+        ("fn f(x) { if x > 0 { 1 } else { 2.0 } }", vec![1.into()]),
+        ("fn f(x) { if x > 0 { return 1; } 2.0 }", vec![1.into()]),
+        ("fn f(x) { let s = \"a\"; x }", vec![1.into()]),
+        ("fn f(x) { [x].len() }", vec![1.into()]),
+        ("fn f(x) { print(x); x }", vec![1.into()]),
+        ("fn f(x) { if x { 1 } else { 2 } }", vec![1.into()]),
+        ("fn f(x) { x.sqrt() }", vec![4.into()]),
+        ("fn f(x) { throw x; }", vec![1.into()]),
+        ("fn f(x) { let g = |y| y + x; g.call(1) }", vec![1.into()]),
+        ("fn f(x) { x }", vec!["s".into()]),
+    ];
+    for (script, args) in refused {
+        falls_back(script, "f", args.clone());
+    }
+}
+
+#[test]
+fn an_operation_limit_stops_a_compiled_loop() {
+    let engine = engine();
+    let ast = engine.compile("fn spin() { loop { } }").unwrap();
+    let tier = FastTier::new(
+        &ast,
+        &engine,
+        Mode {
+            on: true,
+            ..Mode::default()
+        },
+    );
+    let limits = Limits {
+        max_operations: 100_000,
+        ..limits()
+    };
+    let err = tier.call("spin", &[], &limits).unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "Too many operations");
+}
+
+#[test]
+fn a_stop_request_ends_a_compiled_loop() {
+    let engine = engine();
+    let ast = engine
+        .compile("fn spin(n) { let i = 0; while true { i += 1; } i }")
+        .unwrap();
+    let tier = FastTier::new(
+        &ast,
+        &engine,
+        Mode {
+            on: true,
+            ..Mode::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let limits = Limits {
+        stop: Some(std::sync::Arc::new(move || {
+            (started.elapsed().as_millis() > 50).then_some(crate::stop::Stop::Interrupted(2))
+        })),
+        ..limits()
+    };
+    let err = tier
+        .call("spin", &[1.into()], &limits)
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        crate::stop::stop_reason(&err),
+        Some(crate::stop::Stop::Interrupted(2))
+    );
+}
+
+/// Random typed functions: int and float expressions over two parameters, with lets, a loop and
+/// `if` expressions, at edge values.
+fn int_expr(depth: u32) -> BoxedStrategy<String> {
+    let leaf = prop_oneof![
+        Just("a".to_string()),
+        Just("b".to_string()),
+        prop_oneof![
+            Just(0i64),
+            Just(1),
+            Just(-1),
+            Just(2),
+            Just(63),
+            Just(64),
+            Just(i64::MAX),
+            Just(i64::MIN + 1),
+            any::<i8>().prop_map(i64::from),
+        ]
+        .prop_map(|k| if k < 0 {
+            format!("({k})")
+        } else {
+            k.to_string()
+        }),
+    ];
+    if depth == 0 {
+        return leaf.boxed();
+    }
+    let inner = int_expr(depth - 1);
+    prop_oneof![
+        leaf,
+        (
+            inner.clone(),
+            prop_oneof![
+                Just("+"),
+                Just("-"),
+                Just("*"),
+                Just("/"),
+                Just("%"),
+                Just("**"),
+                Just("<<"),
+                Just(">>"),
+                Just("&"),
+                Just("|"),
+                Just("^")
+            ],
+            inner.clone()
+        )
+            .prop_map(|(x, op, y)| format!("({x} {op} {y})")),
+        inner.clone().prop_map(|x| format!("(-{x})")),
+        (bool_expr(depth - 1), inner.clone(), inner.clone())
+            .prop_map(|(c, x, y)| format!("(if {c} {{ {x} }} else {{ {y} }})")),
+        float_expr(depth - 1).prop_map(|x| format!("({x}).to_int()")),
+    ]
+    .boxed()
+}
+
+fn float_expr(depth: u32) -> BoxedStrategy<String> {
+    let leaf = prop_oneof![
+        Just("a.to_float()".to_string()),
+        Just("0.0".to_string()),
+        Just("(-0.0)".to_string()),
+        Just("0.1".to_string()),
+        Just("1e300".to_string()),
+        (-1000i32..1000).prop_map(|k| format!("({k}.5)")),
+    ];
+    if depth == 0 {
+        return leaf.boxed();
+    }
+    let inner = float_expr(depth - 1);
+    prop_oneof![
+        leaf,
+        (
+            inner.clone(),
+            prop_oneof![
+                Just("+"),
+                Just("-"),
+                Just("*"),
+                Just("/"),
+                Just("%"),
+                Just("**")
+            ],
+            prop_oneof![inner.clone(), int_expr(depth - 1)]
+        )
+            .prop_map(|(x, op, y)| format!("({x} {op} {y})")),
+        inner.prop_map(|x| format!("({x}).abs()")),
+    ]
+    .boxed()
+}
+
+fn bool_expr(depth: u32) -> BoxedStrategy<String> {
+    let cmp = prop_oneof![
+        Just("=="),
+        Just("!="),
+        Just("<"),
+        Just("<="),
+        Just(">"),
+        Just(">=")
+    ];
+    prop_oneof![
+        (int_expr(depth), cmp.clone(), int_expr(depth))
+            .prop_map(|(x, op, y)| format!("({x} {op} {y})")),
+        (float_expr(depth), cmp, int_expr(depth)).prop_map(|(x, op, y)| format!("({x} {op} {y})")),
+    ]
+    .boxed()
+}
+
+fn function() -> impl Strategy<Value = String> {
+    (int_expr(3), int_expr(2), bool_expr(1), 0i64..6).prop_map(|(value, step, cond, n)| {
+        format!(
+            "fn f(a, b) {{ let acc = 0; for i in 0..{n} {{ if {cond} {{ acc = acc ^ i; }} let b = {step}; }} acc + {value} }}"
+        )
+    })
+}
+
+fn arg() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        Just(0i64),
+        Just(1),
+        Just(-1),
+        Just(63),
+        Just(64),
+        Just(i64::MAX),
+        Just(i64::MIN),
+        any::<i16>().prop_map(i64::from),
+        any::<i64>(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_typed_functions_agree_with_rhai(f in function(), a in arg(), b in arg()) {
+        check(&f, "f", vec![a.into(), b.into()]);
+    }
+}
