@@ -12,6 +12,7 @@ use crate::{
     Error, Interrupt,
     builtins::{Backend, Ctx},
     engine::{self, Settings, StopChecks},
+    fast::Accelerated,
     hub::{Hub, HubConfig},
     stop::{Stop, StopCheck, stop_reason},
     value::{FnTable, ProcessHandle},
@@ -203,16 +204,17 @@ impl Runtime {
     pub fn run(&self, name: &str, source: &str, args: &[String]) -> Result<Dynamic, Error> {
         engine::fix_hashing_seed()?;
         self.interrupt.clear();
-        let session = Session::new(self);
+        let mut session = Session::new(self);
         let text: Arc<str> = engine::script_text(source).into();
         let mut ast = session.prelude()?;
         ast += session.compile(name, &text)?;
         let mut scope = Scope::new();
         let argv: rhai::Array = args.iter().map(|a| a.clone().into()).collect();
         scope.push_constant("ARGV", argv);
+        let program = session.accelerate(ast);
         let result = session
             .engine
-            .eval_ast_with_scope::<Dynamic>(&mut scope, &ast);
+            .eval_ast_with_scope::<Dynamic>(&mut scope, &program.running);
         let finished = session.backend.finish(result.is_ok());
         session
             .outcome(name, &text, result)
@@ -280,10 +282,11 @@ impl Interactive<'_> {
         let mut program = self.prelude.clone();
         program += self.functions.clone();
         program += chunk.clone();
+        let program = self.session.accelerate(program);
         let result = self
             .session
             .engine
-            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program);
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program.running);
         self.functions += chunk.clone_functions_only();
         self.session.outcome(&name, input, result)
     }
@@ -397,6 +400,13 @@ impl<'r> Session<'r> {
             ctx,
             fns,
         }
+    }
+
+    /// The program as it runs: numeric functions routed through the fast tier.
+    fn accelerate(&mut self, ast: rhai::AST) -> Accelerated {
+        let program = Accelerated::new(ast, &self.engine, self.ctx.stop_check().clone());
+        program.install(&mut self.engine);
+        program
     }
 
     /// Compiles the standard library, the first chunks of every program.

@@ -20,7 +20,7 @@ use crate::{
     board::{Board, coarse_now_ns, now_ns},
     builtins::{Backend, Ctx},
     engine::{self, HostSetup, Settings, StopChecks},
-    fast::{self, FastTier},
+    fast::Accelerated,
     stop::{Stop, StopCheck, stop_reason},
     value::{FnTable, FnValue, ProcessHandle},
     wire::{
@@ -149,7 +149,7 @@ fn serve(
         host,
     };
     let make_engine = move |checks| engine::new_engine(&ctx, &settings, output.clone(), checks);
-    let engine = make_engine(StopChecks::OnlyInWaits);
+    let mut engine = make_engine(StopChecks::OnlyInWaits);
     let mut ast = AST::empty();
     for chunk in &program.chunks {
         match engine.compile(chunk) {
@@ -160,15 +160,17 @@ fn serve(
     fns.add(&ast);
     conn.send(&FromWorker::Ready)?;
     conn.start_flusher();
+    #[cfg(feature = "grain")]
+    let grain = rhai::grain::Compiler::new().compile(&ast);
+    let program = Accelerated::new(ast, &engine, stop);
+    program.install(&mut engine);
     Calls {
-        fast: FastTier::new(&ast, &engine, fast::Mode::from_env()),
-        stop,
         #[cfg(feature = "grain")]
-        grain: rhai::grain::Compiler::new().compile(&ast),
+        grain,
+        program,
         engine,
         timed_engine: None,
         make_engine: Box::new(make_engine),
-        ast,
         fns,
         identity,
         job: None,
@@ -180,17 +182,14 @@ fn serve(
 
 /// The loop that runs the parent's calls.
 struct Calls {
-    /// Compiled versions of the program's numeric functions.
-    fast: FastTier,
-    /// The running call's time limit, for compiled code.
-    stop: StopCheck,
     #[cfg(feature = "grain")]
     grain: rhai::grain::Program<'static>,
     engine: Engine,
     /// The same engine checking time limits between operations, made for the first timed job.
     timed_engine: Option<Engine>,
     make_engine: Box<dyn Fn(StopChecks) -> Engine>,
-    ast: AST,
+    /// The program, its numeric functions routed through the fast tier.
+    program: Accelerated,
     fns: FnTable,
     /// Who this worker is now: a spawned process (for `self()`, `recv`), or a pool worker.
     identity: Arc<Ctx>,
@@ -273,11 +272,14 @@ impl Calls {
             detail: format!("a chunk the parent compiled does not compile here: {e}"),
         })?;
         self.fns.add(&chunk);
-        self.ast += chunk;
-        self.fast = FastTier::new(&self.ast, &self.engine, self.fast.mode());
+        self.program.add(chunk, &self.engine);
+        self.program.install(&mut self.engine);
+        if let Some(timed) = &mut self.timed_engine {
+            self.program.install(timed);
+        }
         #[cfg(feature = "grain")]
         {
-            self.grain = rhai::grain::Compiler::new().compile(&self.ast);
+            self.grain = rhai::grain::Compiler::new().compile(&self.program.written);
         }
         Ok(())
     }
@@ -288,11 +290,7 @@ impl Calls {
             .into_iter()
             .map(|a| a.into_dynamic(&self.fns))
             .collect();
-        let limits = self.fast_limits(&self.engine, false);
-        let result = self.fast_call(&f, args, &limits, |args| {
-            f.call::<Dynamic>(&self.engine, &self.ast, args)
-        });
-        match result {
+        match f.call::<Dynamic>(&self.engine, &self.program.running, args) {
             Ok(v) => match Value::from_dynamic(&v) {
                 Ok(v) => Outcome::Returned(v),
                 Err(e) => Outcome::Threw(unsendable_result(&e)),
@@ -328,7 +326,9 @@ impl Calls {
             }
         };
         if timeout.is_some() && self.timed_engine.is_none() {
-            self.timed_engine = Some((self.make_engine)(StopChecks::EveryOperation));
+            let mut timed = (self.make_engine)(StopChecks::EveryOperation);
+            self.program.install(&mut timed);
+            self.timed_engine = Some(timed);
         }
         let engine = match (&self.timed_engine, timeout) {
             (Some(timed), Some(_)) => timed,
@@ -336,7 +336,7 @@ impl Calls {
         };
         // One call context per chunk: FnPtr::call would build Rhai's global state for every item.
         let mut global = engine.new_global_runtime_state();
-        global.lib.push(self.ast.shared_lib().clone());
+        global.lib.push(self.program.running.shared_lib().clone());
         let context = NativeCallContext::new_with_all_fields(
             engine,
             f.fn_name(),
@@ -346,7 +346,6 @@ impl Calls {
         );
         #[cfg(feature = "grain")]
         let mut grain_vm = self.grain_vm(engine, &f);
-        let fast_limits = self.fast_limits(engine, timeout.is_some());
         let mut results = Results::with_capacity(items.len());
         let mut next_part = coarse_now_ns() + PART_INTERVAL_NS;
         for (offset, item) in self.items(items).enumerate() {
@@ -361,14 +360,16 @@ impl Calls {
             #[cfg(feature = "grain")]
             let value = match (&mut grain_vm, spread) {
                 (Some(vm), false) => grain_call(vm, &self.grain, &f, args),
-                _ => self.fast_call(&f, args, &fast_limits, |args| {
-                    f.call_raw(&context, None, args)
-                }),
+                _ => match self.program.try_compiled(&f, &args, engine) {
+                    Some(value) => value,
+                    None => f.call_raw(&context, None, args),
+                },
             };
             #[cfg(not(feature = "grain"))]
-            let value = self.fast_call(&f, args, &fast_limits, |args| {
-                f.call_raw(&context, None, args)
-            });
+            let value = match self.program.try_compiled(&f, &args, engine) {
+                Some(value) => value,
+                None => f.call_raw(&context, None, args),
+            };
             if timeout.is_some() {
                 self.deadline.start(None);
             }
@@ -385,31 +386,6 @@ impl Calls {
         Ok(results.take())
     }
 
-    /// Calls `f` compiled when the fast tier can, else (and in verify mode, as well) with `rhai`.
-    fn fast_call(
-        &self,
-        f: &FnPtr,
-        args: Vec<Dynamic>,
-        limits: &fast::Limits,
-        rhai: impl FnOnce(Vec<Dynamic>) -> Result<Dynamic, Box<EvalAltResult>>,
-    ) -> Result<Dynamic, Box<EvalAltResult>> {
-        if !f.curry().is_empty() {
-            return rhai(args);
-        }
-        match self.fast.call(f.fn_name(), &args, limits) {
-            Some(compiled) if self.fast.mode().verify => {
-                FastTier::verify(f.fn_name(), compiled, rhai(args))
-            }
-            Some(compiled) => compiled,
-            None => rhai(args),
-        }
-    }
-
-    /// The limits compiled code runs under: the engine's, and the job's time limit if it has one.
-    fn fast_limits(&self, engine: &Engine, timed: bool) -> fast::Limits {
-        fast::Limits::of(engine, timed.then(|| self.stop.clone()))
-    }
-
     /// A grain VM for `f` when `MPSCRIPT_GRAIN=1` asks for one and `f` is a script function
     /// (native ones stay on the tree-walker). Opt-in: on Rhai 1.27 a closure created inside a
     /// function running on grain and called from a native function (`filter`, `map`) is not found.
@@ -419,7 +395,8 @@ impl Calls {
             return None;
         }
         let arity = f.curry().len() + 1;
-        self.ast
+        self.program
+            .written
             .iter_functions()
             .any(|m| m.name == f.fn_name() && m.params.len() == arity)
             .then(|| rhai::grain::Vm::new(engine))

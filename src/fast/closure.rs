@@ -53,11 +53,15 @@ pub(crate) struct Limits {
 const NATIVE_DEPTH_CAP: usize = 1000;
 
 impl Limits {
-    /// `engine`'s operation and call-depth limits, and `stop` checked every 1,024 operations.
-    pub(crate) fn of(engine: &rhai::Engine, stop: Option<StopCheck>) -> Limits {
+    /// `engine`'s operation and call-depth limits for a call made at call depth `level`, and
+    /// `stop` checked every 1,024 operations.
+    pub(crate) fn of(engine: &rhai::Engine, stop: Option<StopCheck>, level: usize) -> Limits {
         Limits {
             max_operations: engine.max_operations(),
-            max_depth: engine.max_call_levels().min(NATIVE_DEPTH_CAP),
+            max_depth: engine
+                .max_call_levels()
+                .saturating_sub(level)
+                .min(NATIVE_DEPTH_CAP),
             stop,
         }
     }

@@ -8,6 +8,7 @@
 //! Values combine with commas: `verify,explain`.
 
 mod closure;
+mod dispatch;
 mod ir;
 mod lower;
 mod ops;
@@ -25,6 +26,7 @@ use rhai::{AST, Dynamic, Engine, EvalAltResult, Position};
 
 pub(crate) use closure::Limits;
 use closure::{Bail, Program, Scalar};
+pub(crate) use dispatch::Accelerated;
 use ir::Ty;
 use lower::{SpecKey, label};
 use source::Source;
@@ -97,6 +99,18 @@ impl FastTier {
         self.mode
     }
 
+    fn is_enabled(&self) -> bool {
+        self.mode.on && self.disabled.is_none()
+    }
+
+    /// Whether `name` with `arity` parameters is a script function the tier might compile.
+    fn may_compile(&self, name: &str, arity: usize) -> bool {
+        self.source
+            .get(name, arity)
+            .is_some_and(|f| f.refusal.is_none())
+            && !self.source.shadows_native(name, arity)
+    }
+
     /// Runs script function `name` on `args` compiled, if it can be; `None` means: run it in Rhai
     /// (not compilable, or it would raise an error, which Rhai then raises exactly).
     pub(crate) fn call(
@@ -105,7 +119,7 @@ impl FastTier {
         args: &[Dynamic],
         limits: &Limits,
     ) -> Option<Result<Dynamic, Box<EvalAltResult>>> {
-        if !self.mode.on || self.disabled.is_some() || args.len() > MAX_ARGS {
+        if !self.is_enabled() || args.len() > MAX_ARGS || limits.max_depth == 0 {
             return None;
         }
         // Fixed arrays: a call the tier refuses should cost next to nothing.

@@ -18,6 +18,9 @@ pub(crate) struct Source {
     fns: HashMap<(String, usize), FnSource>,
     /// Intrinsic names the host registered functions under (those calls go to the host's).
     overridden: HashSet<String>,
+    /// Native functions by name and arity: a script function sharing one stays in Rhai, whose
+    /// resolution (script first) a stand-in with untyped parameters would not keep.
+    natives: HashSet<(String, usize)>,
 }
 
 /// The numeric functions the tier compiles inline.
@@ -56,11 +59,28 @@ impl Source {
             )
             .into_iter()
             .collect();
-        Source { fns, overridden }
+        let natives = engine
+            .collect_fn_metadata(
+                None,
+                |info| Some((info.metadata.name.to_string(), info.metadata.num_params)),
+                true,
+            )
+            .into_iter()
+            .collect();
+        Source {
+            fns,
+            overridden,
+            natives,
+        }
     }
 
     pub(crate) fn get(&self, name: &str, arity: usize) -> Option<&FnSource> {
         self.fns.get(&(name.to_string(), arity))
+    }
+
+    /// Whether a native function has this name and arity too.
+    pub(crate) fn shadows_native(&self, name: &str, arity: usize) -> bool {
+        self.natives.contains(&(name.to_string(), arity))
     }
 
     pub(crate) fn overridden(&self, name: &str) -> bool {

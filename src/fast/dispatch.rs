@@ -1,0 +1,183 @@
+//! How compiled code is reached from Rhai: each script function the tier might compile is replaced,
+//! in the program that runs, by a native function of the same name and arity that runs it compiled
+//! or else calls the original, kept under another name. Calls from the script, from `pool_map`,
+//! from `spawn` and from function values all resolve to it, in the main process and in workers.
+
+use std::sync::Arc;
+
+use rhai::{
+    AST, Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, Module, NativeCallContext, Shared,
+};
+
+use super::{FastTier, Limits, Mode};
+use crate::stop::StopCheck;
+
+/// Functions with more parameters stay in Rhai.
+const MAX_PARAMS: usize = 8;
+
+/// The name the original (tree-walked) function is kept under.
+fn walker_name(name: &str) -> String {
+    format!("__rhai__{name}")
+}
+
+/// A program as written, and as it runs: with its compilable functions routed through the tier.
+pub(crate) struct Accelerated {
+    pub(crate) written: AST,
+    pub(crate) running: AST,
+    /// A function value for each routed function, by name: Rhai turns a bare function name into
+    /// a function value only for script functions, so the engine that runs `running` must have
+    /// these ([`Accelerated::install`]).
+    names: Shared<Module>,
+    tier: Arc<FastTier>,
+    stop: StopCheck,
+}
+
+impl Accelerated {
+    /// `stop` is checked inside compiled loops (Ctrl-C in the main process, a time limit in a
+    /// worker).
+    pub(crate) fn new(written: AST, engine: &Engine, stop: StopCheck) -> Accelerated {
+        let tier = Arc::new(FastTier::new(&written, engine, Mode::from_env()));
+        let (running, names) = accelerate(&written, &tier, &stop);
+        Accelerated {
+            running,
+            written,
+            names: names.into(),
+            tier,
+            stop,
+        }
+    }
+
+    /// Runs `f` compiled when it can, skipping the stand-in (`pool_map` calls one function per
+    /// item); `None`: call it as usual.
+    pub(crate) fn try_compiled(
+        &self,
+        f: &FnPtr,
+        args: &[Dynamic],
+        engine: &Engine,
+    ) -> Option<Result<Dynamic, Box<EvalAltResult>>> {
+        if !f.curry().is_empty() || self.tier.mode().verify {
+            return None;
+        }
+        let limits = Limits::of(engine, Some(self.stop.clone()), 0);
+        self.tier.call(f.fn_name(), args, &limits)
+    }
+
+    /// Lets `engine` run this program: bare names of routed functions become function values.
+    pub(crate) fn install(&self, engine: &mut Engine) {
+        if !self.names.is_empty() {
+            engine.register_global_module(self.names.clone());
+        }
+    }
+
+    /// Adds a chunk of program (a REPL input); compiled specializations start afresh.
+    pub(crate) fn add(&mut self, chunk: AST, engine: &Engine) {
+        self.written += chunk;
+        let written = std::mem::take(&mut self.written);
+        *self = Accelerated::new(written, engine, self.stop.clone());
+    }
+}
+
+/// `ast` with its compilable script functions routed through `tier`, and a function value for each
+/// by name; `stop` is checked inside compiled loops.
+fn accelerate(ast: &AST, tier: &Arc<FastTier>, stop: &StopCheck) -> (AST, Module) {
+    let mut names = Module::new();
+    if !tier.is_enabled() {
+        return (ast.clone(), names);
+    }
+    let mut lib = Module::new();
+    for def in ast.iter_fn_def() {
+        let (name, arity) = (def.name.as_str(), def.params.len());
+        if arity > MAX_PARAMS || !tier.may_compile(name, arity) {
+            lib.set_script_fn(def.clone());
+            continue;
+        }
+        let mut walker = (**def).clone();
+        walker.name = walker_name(name).into();
+        lib.set_script_fn(walker);
+        register(&mut lib, name, arity, tier, stop);
+        if let Ok(value) = FnPtr::new(name) {
+            names.set_var(name, value);
+        }
+    }
+    let mut out = ast.clone();
+    out.clear_functions();
+    out += AST::new_from_module(lib);
+    (out, names)
+}
+
+/// Registers the native stand-in for `name` with `arity` parameters.
+fn register(lib: &mut Module, name: &str, arity: usize, tier: &Arc<FastTier>, stop: &StopCheck) {
+    let entry = Entry {
+        tier: tier.clone(),
+        name: name.into(),
+        stop: stop.clone(),
+    };
+    let registration = FuncRegistration::new(name).with_volatility(true);
+    macro_rules! arities {
+        ($($n:literal => ($($a:ident),*)),*) => {
+            match arity {
+                $($n => {
+                    registration.set_into_module(
+                        lib,
+                        move |ctx: NativeCallContext, $($a: Dynamic),*| entry.call(&ctx, vec![$($a),*]),
+                    );
+                })*
+                _ => unreachable!("at most {MAX_PARAMS} parameters"),
+            }
+        };
+    }
+    arities!(
+        0 => (), 1 => (a), 2 => (a, b), 3 => (a, b, c), 4 => (a, b, c, d), 5 => (a, b, c, d, e),
+        6 => (a, b, c, d, e, f), 7 => (a, b, c, d, e, f, g), 8 => (a, b, c, d, e, f, g, h)
+    );
+}
+
+/// One stand-in: the function's name, and the tier that runs it.
+struct Entry {
+    tier: Arc<FastTier>,
+    name: String,
+    stop: StopCheck,
+}
+
+impl Entry {
+    fn call(
+        &self,
+        ctx: &NativeCallContext,
+        args: Vec<Dynamic>,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        let engine = ctx.engine();
+        // Rhai counts call depth from where this call is made.
+        let limits = Limits::of(engine, Some(self.stop.clone()), ctx.call_level());
+        match self.tier.call(&self.name, &args, &limits) {
+            Some(compiled) if self.tier.mode().verify => {
+                FastTier::verify(&self.name, compiled, self.walk(ctx, args))
+            }
+            Some(compiled) => compiled,
+            None => self.walk(ctx, args),
+        }
+    }
+
+    /// Runs the original function in Rhai; errors name it as the script does.
+    fn walk(
+        &self,
+        ctx: &NativeCallContext,
+        mut args: Vec<Dynamic>,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        let mut refs: Vec<&mut Dynamic> = args.iter_mut().collect();
+        ctx.call_fn_raw(walker_name(&self.name), false, false, &mut refs)
+            .map_err(|e| Box::new(rename(*e)))
+    }
+}
+
+/// Gives walked functions their script names back in an error's call chain.
+fn rename(error: EvalAltResult) -> EvalAltResult {
+    match error {
+        EvalAltResult::ErrorInFunctionCall(name, source, inner, pos) => {
+            let name = name
+                .strip_prefix("__rhai__")
+                .map_or(name.clone(), String::from);
+            EvalAltResult::ErrorInFunctionCall(name, source, Box::new(rename(*inner)), pos)
+        }
+        other => other,
+    }
+}
