@@ -72,6 +72,20 @@ pub use value::Value;
 pub use wire::{Limits, OutStream};
 pub use worker::run_worker_if_requested;
 
+/// The environment variable that sets the fast tier's mode, in a process and in the workers it
+/// starts: unset or `on`; `off` (everything runs in Rhai's interpreter); `verify` (every compiled
+/// call is run in Rhai as well, and a difference is an error); `explain` (what is compiled, and why
+/// other functions are not, is printed on stderr). Words combine with commas.
+///
+/// ```
+/// let runtime = mpscript::Runtime::builder().build();
+/// // A numeric function: compiled on its first call, with Rhai's results and errors.
+/// let n: i64 = runtime.eval("fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } } fib(20)").unwrap();
+/// assert_eq!(n, 6765);
+/// assert_eq!(mpscript::FAST_TIER_ENV, "MPSCRIPT_FAST");
+/// ```
+pub const FAST_TIER_ENV: &str = fast::MODE_ENV;
+
 /// The number of CPUs this process may use (the default worker count).
 ///
 /// ```

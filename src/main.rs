@@ -66,10 +66,17 @@ struct RunOptions {
     /// Maximum messages waiting in a process's mailbox (0: no limit) [default: 100000].
     #[arg(long, value_name = "N")]
     max_mailbox: Option<usize>,
+    /// Print on stderr which functions the fast tier compiles, and why others run in Rhai.
+    #[arg(long)]
+    explain_fast: bool,
+    /// Run every function in Rhai's interpreter (turn the fast tier off).
+    #[arg(long, conflicts_with = "explain_fast")]
+    no_fast: bool,
 }
 
 impl RunOptions {
     fn runtime(self) -> Runtime {
+        self.fast_tier_mode();
         let defaults = Limits::default();
         let limits = Limits {
             max_operations: self.max_operations.unwrap_or(defaults.max_operations),
@@ -87,6 +94,24 @@ impl RunOptions {
             builder = builder.module_dir(dir);
         }
         builder.build()
+    }
+}
+
+impl RunOptions {
+    /// The fast tier reads its mode from the environment, in this process and in the workers
+    /// that inherit it.
+    fn fast_tier_mode(&self) {
+        let word = match (self.explain_fast, self.no_fast) {
+            (true, _) => "explain",
+            (_, true) => "off",
+            _ => return,
+        };
+        let mode = match std::env::var(mpscript::FAST_TIER_ENV) {
+            Ok(current) if !current.is_empty() => format!("{current},{word}"),
+            _ => word.to_string(),
+        };
+        // SAFETY: called while parsing the command line, before any other thread exists.
+        unsafe { std::env::set_var(mpscript::FAST_TIER_ENV, mode) };
     }
 }
 

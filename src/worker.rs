@@ -290,7 +290,10 @@ impl Calls {
             .into_iter()
             .map(|a| a.into_dynamic(&self.fns))
             .collect();
-        match f.call::<Dynamic>(&self.engine, &self.program.running, args) {
+        let result = self.program.call(&f, args, &self.engine, |args| {
+            f.call::<Dynamic>(&self.engine, &self.program.running, args)
+        });
+        match result {
             Ok(v) => match Value::from_dynamic(&v) {
                 Ok(v) => Outcome::Returned(v),
                 Err(e) => Outcome::Threw(unsendable_result(&e)),
@@ -360,16 +363,14 @@ impl Calls {
             #[cfg(feature = "grain")]
             let value = match (&mut grain_vm, spread) {
                 (Some(vm), false) => grain_call(vm, &self.grain, &f, args),
-                _ => match self.program.try_compiled(&f, &args, engine) {
-                    Some(value) => value,
-                    None => f.call_raw(&context, None, args),
-                },
+                _ => self
+                    .program
+                    .call(&f, args, engine, |args| f.call_raw(&context, None, args)),
             };
             #[cfg(not(feature = "grain"))]
-            let value = match self.program.try_compiled(&f, &args, engine) {
-                Some(value) => value,
-                None => f.call_raw(&context, None, args),
-            };
+            let value = self
+                .program
+                .call(&f, args, engine, |args| f.call_raw(&context, None, args));
             if timeout.is_some() {
                 self.deadline.start(None);
             }

@@ -47,19 +47,34 @@ impl Accelerated {
         }
     }
 
-    /// Runs `f` compiled when it can, skipping the stand-in (`pool_map` calls one function per
-    /// item); `None`: call it as usual.
-    pub(crate) fn try_compiled(
+    /// Calls `f` compiled when it can, skipping the stand-in (`pool_map` calls one function per
+    /// item, closures included), else (and in verify mode, as well) with `rhai`.
+    pub(crate) fn call(
         &self,
         f: &FnPtr,
-        args: &[Dynamic],
+        args: Vec<Dynamic>,
         engine: &Engine,
-    ) -> Option<Result<Dynamic, Box<EvalAltResult>>> {
-        if !f.curry().is_empty() || self.tier.mode().verify {
-            return None;
-        }
+        rhai: impl FnOnce(Vec<Dynamic>) -> Result<Dynamic, Box<EvalAltResult>>,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let limits = Limits::of(engine, Some(self.stop.clone()), 0);
-        self.tier.call(f.fn_name(), args, &limits)
+        let compiled = if f.curry().is_empty() {
+            self.tier.call(f.fn_name(), &args, &limits)
+        } else {
+            // A closure's captured values come first, as Rhai passes them.
+            let all: Vec<Dynamic> = f
+                .iter_curry()
+                .map(Dynamic::flatten_clone)
+                .chain(args.iter().cloned())
+                .collect();
+            self.tier.call(f.fn_name(), &all, &limits)
+        };
+        match compiled {
+            Some(compiled) if self.tier.mode().verify => {
+                FastTier::verify(f.fn_name(), compiled, rhai(args))
+            }
+            Some(compiled) => compiled,
+            None => rhai(args),
+        }
     }
 
     /// Lets `engine` run this program: bare names of routed functions become function values.
@@ -87,7 +102,7 @@ fn accelerate(ast: &AST, tier: &Arc<FastTier>, stop: &StopCheck) -> (AST, Module
     let mut lib = Module::new();
     for def in ast.iter_fn_def() {
         let (name, arity) = (def.name.as_str(), def.params.len());
-        if arity > MAX_PARAMS || !tier.may_compile(name, arity) {
+        if arity > MAX_PARAMS || !tier.may_route(name, arity) {
             lib.set_script_fn(def.clone());
             continue;
         }

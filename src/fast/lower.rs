@@ -85,6 +85,11 @@ fn no<T>(why: impl Into<String>) -> R<T> {
 
 pub(crate) fn label((name, args): &SpecKey) -> String {
     let args: Vec<&str> = args.iter().map(|t| ty_name(*t)).collect();
+    let name = if name.starts_with("anon$") {
+        "closure"
+    } else {
+        name
+    };
     format!("{name}({})", args.join(", "))
 }
 

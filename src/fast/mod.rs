@@ -103,11 +103,14 @@ impl FastTier {
         self.mode.on && self.disabled.is_none()
     }
 
-    /// Whether `name` with `arity` parameters is a script function the tier might compile.
-    fn may_compile(&self, name: &str, arity: usize) -> bool {
-        self.source
-            .get(name, arity)
-            .is_some_and(|f| f.refusal.is_none())
+    /// Whether `name` with `arity` parameters is a script function the tier might compile and
+    /// that can be routed by name (closures are compiled only where `pool_map` calls them).
+    fn may_route(&self, name: &str, arity: usize) -> bool {
+        rhai::is_valid_identifier(name)
+            && self
+                .source
+                .get(name, arity)
+                .is_some_and(|f| f.refusal.is_none())
             && !self.source.shadows_native(name, arity)
     }
 
@@ -161,14 +164,17 @@ impl FastTier {
                 .map(|lowered| Arc::new(Program::new(&lowered.functions, lowered.entry)))
         };
         if self.mode.explain {
-            match &outcome {
-                Ok(_) => eprintln!(
-                    "fast tier: {} compiled in {} µs",
+            let line = match &outcome {
+                Ok(_) => format!(
+                    "fast tier: {} compiled in {} µs (pid {})\n",
                     label(&key),
-                    started.elapsed().as_micros()
+                    started.elapsed().as_micros(),
+                    std::process::id()
                 ),
-                Err(why) => eprintln!("fast tier: not compiled: {why}"),
-            }
+                Err(why) => format!("fast tier: not compiled: {why}\n"),
+            };
+            // One write, so lines from several processes do not interleave.
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         }
         let entry = match outcome {
             Ok(p) => Entry::Compiled(p),

@@ -33,13 +33,10 @@ impl Source {
         let mut fns = HashMap::new();
         for def in ast.iter_fn_def() {
             let (name, arity) = (def.name.to_string(), def.params.len());
-            let refusal = if def.this_type.is_some() {
-                Some("is a method of a type (`fn type.name`)".to_string())
-            } else if name.starts_with("anon$") {
-                Some("is a closure".to_string())
-            } else {
-                None
-            };
+            let refusal = def
+                .this_type
+                .is_some()
+                .then(|| "is a method of a type (`fn type.name`)".to_string());
             let source = FnSource {
                 params: def.params.iter().map(ToString::to_string).collect(),
                 body: body_of(ast, &name, arity),
