@@ -223,25 +223,39 @@ impl Program {
         let bits = frame
             .tick(entry.entry_cost)
             .and_then(|()| (entry.body)(&mut frame));
+        let bits = returned(bits, &frame);
         STACK.with(|s| *s.borrow_mut() = frame.stack);
         Ok(Scalar::from_bits(self.ret, bits?))
     }
 }
 
+/// A function's body; a `return` from inside an expression is caught by [`returned`].
 fn function_body(f: &Function) -> Ev<i64> {
-    let stmts = statements(&f.body.stmts);
     let value = bits(&f.body.value);
+    if f.body.stmts.is_empty() {
+        return value;
+    }
+    let stmts = statements(&f.body.stmts);
     Box::new(move |fr| {
         for s in &stmts {
-            match s(fr) {
-                Ok(Flow::Next) => {}
-                Ok(Flow::Return) | Err(Bail::Escape(Flow::Return)) => return Ok(fr.ret),
-                Ok(_) | Err(Bail::Escape(_)) => return Err(Bail::Fallback),
-                Err(e) => return Err(e),
+            match s(fr)? {
+                Flow::Next => {}
+                Flow::Return => return Ok(fr.ret),
+                Flow::Break | Flow::Continue => return Err(Bail::Fallback),
             }
         }
         value(fr)
     })
+}
+
+/// A body's result: a `return` that escaped from an expression is the value returned.
+#[inline(always)]
+fn returned(result: R<i64>, fr: &Frame<'_>) -> R<i64> {
+    match result {
+        Err(Bail::Escape(Flow::Return)) => Ok(fr.ret),
+        Err(Bail::Escape(_)) => Err(Bail::Fallback),
+        other => other,
+    }
 }
 
 fn statements(stmts: &[Stmt]) -> Vec<St> {
@@ -293,11 +307,11 @@ fn statement(stmt: &Stmt) -> St {
         }
         // An `if` or a block in statement position: its control flow is the statement's.
         Stmt::Eval(Expr::If { cond, then, other }) => {
-            let cond = boolean(cond);
+            let cond = Cond::of(cond);
             let then = block_statements(then);
             let other = block_statements(other);
             Box::new(move |fr| {
-                let c = match cond(fr) {
+                let c = match cond.test(fr) {
                     Ok(c) => c,
                     Err(Bail::Escape(flow)) => return Ok(flow),
                     Err(e) => return Err(e),
@@ -314,14 +328,14 @@ fn statement(stmt: &Stmt) -> St {
             Box::new(move |fr| escaping(e(fr).map(|_| ())))
         }
         Stmt::While { cond, body, cost } => {
-            let cond = cond.as_ref().map(boolean);
+            let cond = cond.as_ref().map(Cond::of);
             let body = block_statements(body);
             let cost = *cost;
             Box::new(move |fr| {
                 loop {
                     fr.tick(cost)?;
                     if let Some(cond) = &cond {
-                        match cond(fr) {
+                        match cond.test(fr) {
                             Ok(true) => {}
                             Ok(false) => break,
                             Err(Bail::Escape(flow)) => return Ok(flow),
@@ -343,7 +357,7 @@ fn statement(stmt: &Stmt) -> St {
             until,
             cost,
         } => {
-            let cond = boolean(cond);
+            let cond = Cond::of(cond);
             let body = block_statements(body);
             let (until, cost) = (*until, *cost);
             Box::new(move |fr| {
@@ -354,7 +368,7 @@ fn statement(stmt: &Stmt) -> St {
                         Flow::Break => break,
                         Flow::Return => return Ok(Flow::Return),
                     }
-                    let c = match cond(fr) {
+                    let c = match cond.test(fr) {
                         Ok(c) => c,
                         Err(Bail::Escape(flow)) => return Ok(flow),
                         Err(e) => return Err(e),
@@ -431,6 +445,9 @@ fn block_statements(block: &Block) -> Vec<St> {
 
 /// A block used as a value; control flow leaving it escapes as [`Bail::Escape`].
 fn block_value<T: 'static>(block: &Block, value: Ev<T>) -> Ev<T> {
+    if block.stmts.is_empty() {
+        return value;
+    }
     let stmts = statements(&block.stmts);
     Box::new(move |fr| match run(&stmts, fr)? {
         Flow::Next => value(fr),
@@ -466,10 +483,10 @@ macro_rules! common {
                 return Box::new(move |fr| Ok($from_bits(fr.slot(slot))));
             }
             Expr::If { cond, then, other } => {
-                let cond = boolean(cond);
+                let cond = Cond::of(cond);
                 let then = block_value(then, $this(&then.value));
                 let other = block_value(other, $this(&other.value));
-                return Box::new(move |fr| if cond(fr)? { then(fr) } else { other(fr) });
+                return Box::new(move |fr| if cond.test(fr)? { then(fr) } else { other(fr) });
             }
             Expr::Block(block) => return block_value(block, $this(&block.value)),
             Expr::Call { callee, args, .. } => {
@@ -536,32 +553,120 @@ impl Leaf {
     }
 }
 
-/// An integer expression of at most one operator over leaves, evaluated inside one closure: the
-/// shapes of hot loops (`i * i`, `n % i`, `i + 1`) then cost no closure call of their own.
-#[derive(Clone, Copy)]
+/// Arithmetic evaluated in place, without a closure call per operator: the shapes of hot loops
+/// (`i * i`, `n % i`, `3 * n + 1`). At most [`SIMPLE_NODES`] operators.
+#[derive(Clone)]
 enum Simple {
     Leaf(Leaf),
     Bin(BinOp, Leaf, Leaf),
+    /// Division and remainder by a power of two, 2^shift: shifts and masks (they cannot fail).
+    DivPow2(Leaf, u32),
+    RemPow2(Leaf, u32),
+    Tree(BinOp, Box<Simple>, Box<Simple>),
 }
+
+const SIMPLE_NODES: usize = 4;
 
 impl Simple {
     fn of(e: &Expr) -> Option<Simple> {
-        match e {
-            Expr::Binary {
-                op,
-                operand: Ty::Int,
-                lhs,
-                rhs,
-            } if !op.is_comparison() => Some(Simple::Bin(*op, Leaf::of(lhs)?, Leaf::of(rhs)?)),
-            e => Leaf::of(e).map(Simple::Leaf),
+        Self::shaped(e, &mut 0)
+    }
+
+    fn shaped(e: &Expr, nodes: &mut usize) -> Option<Simple> {
+        if let Some(leaf) = Leaf::of(e) {
+            return Some(Simple::Leaf(leaf));
+        }
+        let Expr::Binary {
+            op,
+            operand: Ty::Int,
+            lhs,
+            rhs,
+        } = e
+        else {
+            return None;
+        };
+        *nodes += 1;
+        if op.is_comparison() || *nodes > SIMPLE_NODES {
+            return None;
+        }
+        if let (Some(x), Expr::Int(k)) = (Leaf::of(lhs), &**rhs) {
+            if *k > 1 && k.count_ones() == 1 {
+                match op {
+                    BinOp::Div => return Some(Simple::DivPow2(x, k.trailing_zeros())),
+                    BinOp::Rem => return Some(Simple::RemPow2(x, k.trailing_zeros())),
+                    _ => {}
+                }
+            }
+        }
+        match (Leaf::of(lhs), Leaf::of(rhs)) {
+            (Some(a), Some(b)) => Some(Simple::Bin(*op, a, b)),
+            _ => Some(Simple::Tree(
+                *op,
+                Box::new(Self::shaped(lhs, nodes)?),
+                Box::new(Self::shaped(rhs, nodes)?),
+            )),
         }
     }
 
     #[inline(always)]
-    fn eval(self, fr: &Frame<'_>) -> R<i64> {
+    fn eval(&self, fr: &Frame<'_>) -> R<i64> {
         match self {
             Simple::Leaf(leaf) => Ok(leaf.get(fr)),
-            Simple::Bin(op, a, b) => int_op(op, a.get(fr), b.get(fr)),
+            Simple::Bin(op, a, b) => int_op(*op, a.get(fr), b.get(fr)),
+            Simple::DivPow2(x, shift) => Ok(div_pow2(x.get(fr), *shift)),
+            Simple::RemPow2(x, shift) => {
+                let x = x.get(fr);
+                Ok(x - (div_pow2(x, *shift) << shift))
+            }
+            Simple::Tree(op, a, b) => eval_tree(*op, a, b, fr),
+        }
+    }
+}
+
+/// The recursive case of [`Simple::eval`], apart so that the common cases inline.
+#[inline(never)]
+fn eval_tree(op: BinOp, a: &Simple, b: &Simple, fr: &Frame<'_>) -> R<i64> {
+    let x = a.eval(fr)?;
+    int_op(op, x, b.eval(fr)?)
+}
+
+/// `x / 2^shift` rounded towards zero, as Rhai's (and Rust's) integer division.
+#[inline(always)]
+fn div_pow2(x: i64, shift: u32) -> i64 {
+    let bias = ((x >> 63) as u64 >> (64 - shift)) as i64;
+    (x + bias) >> shift
+}
+
+/// A condition, with integer comparisons of simple operands tested in place.
+enum Cond {
+    IntCmp(BinOp, Simple, Simple),
+    Code(Ev<bool>),
+}
+
+impl Cond {
+    fn of(e: &Expr) -> Cond {
+        if let Expr::Binary {
+            op,
+            operand: Ty::Int,
+            lhs,
+            rhs,
+        } = e
+        {
+            if let (Some(a), Some(b)) = (Simple::of(lhs), Simple::of(rhs)) {
+                return Cond::IntCmp(*op, a, b);
+            }
+        }
+        Cond::Code(boolean(e))
+    }
+
+    #[inline(always)]
+    fn test(&self, fr: &mut Frame<'_>) -> R<bool> {
+        match self {
+            Cond::IntCmp(op, a, b) => {
+                let x = a.eval(fr)?;
+                Ok(int_cmp(*op, x, b.eval(fr)?))
+            }
+            Cond::Code(code) => code(fr),
         }
     }
 }
@@ -753,9 +858,21 @@ fn unit(e: &Expr) -> Ev<()> {
     }
 }
 
+/// A call's argument: simple arithmetic in place, anything else through its closure.
+enum Arg {
+    Simple(Simple),
+    Code(Ev<i64>),
+}
+
 /// A call of specialization `callee`: arguments go straight into the callee's frame.
 fn call(callee: usize, args: &[Expr]) -> Ev<i64> {
-    let args: Vec<Ev<i64>> = args.iter().map(bits).collect();
+    let args: Vec<Arg> = args
+        .iter()
+        .map(|a| match Simple::of(a) {
+            Some(simple) => Arg::Simple(simple),
+            None => Arg::Code(bits(a)),
+        })
+        .collect();
     Box::new(move |fr| {
         let program = fr.program;
         let f = &program[callee];
@@ -768,7 +885,10 @@ fn call(callee: usize, args: &[Expr]) -> Ev<i64> {
             fr.stack.resize(need * 2, 0);
         }
         for a in &args {
-            let v = a(fr)?;
+            let v = match a {
+                Arg::Simple(simple) => simple.eval(fr)?,
+                Arg::Code(code) => code(fr)?,
+            };
             fr.stack[fr.top] = v;
             fr.top += 1;
         }
@@ -776,6 +896,7 @@ fn call(callee: usize, args: &[Expr]) -> Ev<i64> {
         fr.top = top + f.slots.max(args.len());
         fr.depth += 1;
         let result = fr.tick(f.entry_cost).and_then(|()| (f.body)(fr));
+        let result = returned(result, fr);
         fr.depth -= 1;
         fr.base = base;
         fr.top = top;

@@ -186,6 +186,11 @@ fn rhai_semantics_that_differ_from_rust_are_kept() {
         ("fn f(x) { to_float(x) / 3 }", vec![10.into()]),
         ("fn f() { }", vec![]),
         ("fn f(x) { x }", vec![Dynamic::UNIT]),
+        (
+            "fn f(x) { x / 4 + x % 8 + (x - 3) / 2 }",
+            vec![(-13).into()],
+        ),
+        ("fn f(x) { 3 * x + 1 - x * x / 2 }", vec![(-7).into()]),
     ];
     for (script, args) in cases {
         compiles(script, "f", args.clone());
