@@ -69,7 +69,7 @@ ROWS = [
     ("primes_100k", "primes to 100,000, pool_map vs Pool.map", "s", True, wall,
      mps("primes_pool.rhai", "100000"), py("primes_pool.py", "100000"), None),
     ("primes_1m", "primes to 1,000,000, pool_map vs Pool.map", "s", True, wall,
-     mps("primes_pool.rhai", "1000000"), py("primes_pool.py", "1000000"), None),
+     mps("primes_pool.rhai", "1000000"), py("primes_pool.py", "1000000"), "<= 0.5"),
     ("primes_serial_100k", "primes to 100,000 in one process", "s", True, wall,
      mps("primes_serial.rhai", "100000"), py("primes_serial.py", "100000"), None),
     ("spawn_fork", "spawn(f).join() vs Process(fork)", "us", True, printed,
@@ -91,6 +91,36 @@ ROWS = [
     ("worker_rss", "peak RSS of one idle worker", "MiB", True, peak_rss,
      mps("worker_rss.rhai"), py("worker_rss.py"), "<= 0.5"),
 ]
+
+
+# Single-process numeric kernels (the fast tier's targets), timed inside each script.
+KERNELS = ["primes", "fib", "collatz", "nested", "basel"]
+
+
+def kernel_rows():
+    """Each kernel three ways, alternating: mpscript, mpscript with the fast tier off (Rhai's
+    interpreter alone) and CPython. The target is on mpscript / CPython."""
+    rows = []
+    for kernel in KERNELS:
+        name = f"kernel_{kernel}"
+        if ONLY and name not in ONLY and "kernels" not in ONLY:
+            continue
+        fast, rhai, cpython = [], [], []
+        for _ in range(RUNS):
+            fast.append(printed(mps("kernels.rhai", kernel)))
+            rhai.append(printed([str(MPSCRIPT), "run", "--no-fast", str(WORKLOADS / "kernels.rhai"), kernel]))
+            cpython.append(printed(py("kernels.py", kernel)))
+        ours, interp, theirs = (statistics.median(x) for x in (fast, rhai, cpython))
+        ratio = ours / theirs
+        met = ratio <= 0.33
+        print(f"{name:<20} {'s':<6} {fmt(ours):>10} {fmt(theirs):>10} {ratio:>7.3f} {'<= 0.33':>7}  "
+              f"{'yes' if met else 'NO'}   (Rhai alone {fmt(interp)} s, {interp / theirs:.2f}x CPython)",
+              flush=True)
+        rows.append({"workload": name, "what": f"{kernel} kernel in one process", "unit": "s",
+                     "lower_is_better": True, "mpscript": ours, "python": theirs, "ratio": ratio,
+                     "target": "<= 0.33", "met": met, "rhai_interpreter": interp,
+                     "mpscript_runs": fast, "rhai_runs": rhai, "python_runs": cpython})
+    return rows
 
 
 def meets(ratio, target):
@@ -172,6 +202,7 @@ def main():
         mark = {True: "yes", False: "NO", None: ""}[met]
         print(f"{name:<20} {unit:<6} {fmt(ours):>10} {fmt(theirs):>10} {ratio:>7.3f} {target or '':>7}  {mark}",
               flush=True)
+    rows.extend(kernel_rows())
     if not ONLY or "speedup" in ONLY:
         rows.append(speedup_row())
     report = {
