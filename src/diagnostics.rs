@@ -70,9 +70,12 @@ fn script_report(
     let mut help = None;
     if let Some(remote) = remote {
         push_label(&mut labels, source, inner.position(), "called here".into());
-        let pos = Position::new(remote.line as u16, remote.column as u16);
-        let origin = format!("raised here in worker {}", remote.pid);
-        push_label(&mut labels, source, pos, origin);
+        // An error with no position (a stack overflow) has line 0, which `Position` refuses.
+        if remote.line > 0 {
+            let pos = Position::new(remote.line as u16, remote.column as u16);
+            let origin = format!("raised here in worker {}", remote.pid);
+            push_label(&mut labels, source, pos, origin);
+        }
         help = Some(format!("the function ran in worker process {}", remote.pid));
     } else {
         push_label(&mut labels, source, inner.position(), "here".into());

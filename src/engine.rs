@@ -110,7 +110,7 @@ pub(crate) fn new_engine(
     }
     // The standard library for `import`, then files below the module directory if there is one.
     let mut modules = ModuleResolversCollection::new();
-    modules.push(stdlib::resolver(&engine));
+    modules.push(stdlib::resolver());
     if let Some(dir) = settings.module_dir.as_deref() {
         modules.push(FileModuleResolver::new_with_path(dir));
     }

@@ -2,7 +2,9 @@
 //! every program (so its functions exist in the main process and in every worker, and its closures
 //! resolve there by name) and is also served to `import "name"`, with no file on disk.
 
-use rhai::{Engine, Module, Scope, module_resolvers::StaticModuleResolver};
+use std::{collections::HashMap, sync::Mutex};
+
+use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Shared};
 
 /// Every module: its import name and its source.
 pub(crate) const MODULES: &[(&str, &str)] = &[
@@ -15,18 +17,38 @@ pub(crate) fn chunk_name(module: &str) -> String {
     format!("stdlib/{module}.rhai")
 }
 
-/// Serves the modules to `import`, compiled by `engine`.
-pub(crate) fn resolver(engine: &Engine) -> StaticModuleResolver {
-    let mut resolver = StaticModuleResolver::new();
-    for (name, source) in MODULES {
-        let module = engine
-            .compile(source)
-            .map_err(Into::into)
-            .and_then(|ast| Module::eval_ast_as_new(Scope::new(), &ast, engine));
-        match module {
-            Ok(module) => resolver.insert(*name, module),
-            Err(e) => unreachable!("stdlib module {name} does not compile: {e}"),
+/// Serves the modules to `import`, each compiled on its first import (not with every engine: a
+/// worker that never imports never pays for it).
+pub(crate) fn resolver() -> Stdlib {
+    Stdlib::default()
+}
+
+/// The standard library as a module resolver.
+#[derive(Default)]
+pub(crate) struct Stdlib {
+    compiled: Mutex<HashMap<String, Shared<Module>>>,
+}
+
+impl ModuleResolver for Stdlib {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
+        let Some((_, source)) = MODULES.iter().find(|(name, _)| *name == path) else {
+            return Err(EvalAltResult::ErrorModuleNotFound(path.into(), pos).into());
+        };
+        let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(module) = compiled.get(path) {
+            return Ok(module.clone());
         }
+        let ast = engine
+            .compile(source)
+            .map_err(|e| EvalAltResult::ErrorInModule(path.into(), Box::new(e.into()), pos))?;
+        let module: Shared<Module> = Module::eval_ast_as_new(Scope::new(), &ast, engine)?.into();
+        compiled.insert(path.to_string(), module.clone());
+        Ok(module)
     }
-    resolver
 }

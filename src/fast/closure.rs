@@ -53,13 +53,13 @@ pub(crate) struct Limits {
 const NATIVE_DEPTH_CAP: usize = 1000;
 
 impl Limits {
-    /// `engine`'s operation and call-depth limits for a call made at call depth `level`, and
-    /// `stop` checked every 1,024 operations.
+    /// `engine`'s operation and call-depth limits for an entry call that is itself at call level
+    /// `level` (1 for a call from the top level), and `stop` checked every 1,024 operations.
     pub(crate) fn of(engine: &rhai::Engine, stop: Option<StopCheck>, level: usize) -> Limits {
         Limits {
             max_operations: engine.max_operations(),
-            max_depth: engine
-                .max_call_levels()
+            // Rhai allows calls up to level `max_call_levels`.
+            max_depth: (engine.max_call_levels() + 1)
                 .saturating_sub(level)
                 .min(NATIVE_DEPTH_CAP),
             stop,

@@ -56,7 +56,8 @@ impl Accelerated {
         engine: &Engine,
         rhai: impl FnOnce(Vec<Dynamic>) -> Result<Dynamic, Box<EvalAltResult>>,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let limits = Limits::of(engine, Some(self.stop.clone()), 0);
+        // pool_map and spawn call from the top of a fresh call stack.
+        let limits = Limits::of(engine, Some(self.stop.clone()), 1);
         let compiled = if f.curry().is_empty() {
             self.tier.call(f.fn_name(), &args, &limits)
         } else {
@@ -70,7 +71,7 @@ impl Accelerated {
         };
         match compiled {
             Some(compiled) if self.tier.mode().verify => {
-                FastTier::verify(f.fn_name(), compiled, rhai(args))
+                FastTier::verify(f.fn_name(), compiled, || rhai(args))
             }
             Some(compiled) => compiled,
             None => rhai(args),
@@ -161,18 +162,21 @@ impl Entry {
         args: Vec<Dynamic>,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         let engine = ctx.engine();
-        // Rhai counts call depth from where this call is made.
+        // The call itself is at level `call_level()`, as the script function would have been.
         let limits = Limits::of(engine, Some(self.stop.clone()), ctx.call_level());
         match self.tier.call(&self.name, &args, &limits) {
             Some(compiled) if self.tier.mode().verify => {
-                FastTier::verify(&self.name, compiled, self.walk(ctx, args))
+                FastTier::verify(&self.name, compiled, || self.walk(ctx, args))
             }
             Some(compiled) => compiled,
             None => self.walk(ctx, args),
         }
     }
 
-    /// Runs the original function in Rhai; errors name it as the script does.
+    /// Runs the original function in Rhai; errors name it as the script does. The native call
+    /// and `call_fn_raw` each count a call level, so a recursion that runs here (a routed
+    /// function the tier hands back) reaches Rhai's depth limit in fewer calls; below the limit
+    /// compiled code runs it, and the walker never goes deeper than Rhai would.
     fn walk(
         &self,
         ctx: &NativeCallContext,

@@ -88,7 +88,11 @@ impl FastTier {
             None
         };
         FastTier {
-            source: Source::new(ast, engine),
+            source: if mode.on && disabled.is_none() {
+                Source::new(ast, engine)
+            } else {
+                Source::default()
+            },
             mode,
             disabled: disabled.map(String::from),
             specs: Mutex::default(),
@@ -103,15 +107,42 @@ impl FastTier {
         self.mode.on && self.disabled.is_none()
     }
 
-    /// Whether `name` with `arity` parameters is a script function the tier might compile and
-    /// that can be routed by name (closures are compiled only where `pool_map` calls them).
+    /// Whether `name` with `arity` parameters is a script function worth routing through the
+    /// tier: it compiles for all-int or all-float arguments (one that never could, a string
+    /// function say, stays a plain script function at no cost), it can be routed by name
+    /// (closures are compiled only where `pool_map` calls them), and no native shares its name.
+    /// In explain mode, says why not.
     fn may_route(&self, name: &str, arity: usize) -> bool {
-        rhai::is_valid_identifier(name)
-            && self
-                .source
-                .get(name, arity)
-                .is_some_and(|f| f.refusal.is_none())
-            && !self.source.shadows_native(name, arity)
+        let Some(source) = self.source.get(name, arity) else {
+            return false;
+        };
+        let why_not = if !rhai::is_valid_identifier(name) {
+            return false;
+        } else if let Some(why) = &source.refusal {
+            format!("{name}: {why}")
+        } else if self.source.shadows_native(name, arity) {
+            format!("{name}: a native function has the same name and arity")
+        } else {
+            let mut tries = [Ty::Int, Ty::Float]
+                .iter()
+                .map(|ty| lower::lower(&self.source, &(name.to_string(), vec![*ty; arity])));
+            match tries.find(Result::is_ok) {
+                Some(_) => return true,
+                None => lower::lower(&self.source, &(name.to_string(), vec![Ty::Int; arity]))
+                    .err()
+                    .unwrap_or_default(),
+            }
+        };
+        self.explain(&format!("not compiled: {why_not}"));
+        false
+    }
+
+    /// One line on stderr in explain mode, written at once so lines from processes do not mix.
+    fn explain(&self, what: &str) {
+        if self.mode.explain {
+            let line = format!("fast tier: {what}\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        }
     }
 
     /// Runs script function `name` on `args` compiled, if it can be; `None` means: run it in Rhai
@@ -163,19 +194,15 @@ impl FastTier {
             lower::lower(&self.source, &key)
                 .map(|lowered| Arc::new(Program::new(&lowered.functions, lowered.entry)))
         };
-        if self.mode.explain {
-            let line = match &outcome {
-                Ok(_) => format!(
-                    "fast tier: {} compiled in {} µs (pid {})\n",
-                    label(&key),
-                    started.elapsed().as_micros(),
-                    std::process::id()
-                ),
-                Err(why) => format!("fast tier: not compiled: {why}\n"),
-            };
-            // One write, so lines from several processes do not interleave.
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-        }
+        self.explain(&match &outcome {
+            Ok(_) => format!(
+                "{} compiled in {} µs (pid {})",
+                label(&key),
+                started.elapsed().as_micros(),
+                std::process::id()
+            ),
+            Err(why) => format!("not compiled: {why}"),
+        });
         let entry = match outcome {
             Ok(p) => Entry::Compiled(p),
             Err(_) => Entry::Refused,
@@ -189,11 +216,29 @@ impl FastTier {
     }
 
     /// For verify mode: the compiled result against Rhai's; a difference is an error naming both.
+    /// Not compared: a stop (Ctrl-C, a time limit, the operation limit), which must not be run
+    /// again, and Rhai's stack overflow against a compiled value, because the re-run happens
+    /// from inside the stand-in, deeper than the call it checks (depth limits have tests of
+    /// their own).
     pub(crate) fn verify(
         name: &str,
         compiled: Result<Dynamic, Box<EvalAltResult>>,
-        rhai: Result<Dynamic, Box<EvalAltResult>>,
+        rhai: impl FnOnce() -> Result<Dynamic, Box<EvalAltResult>>,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
+        if let Err(e) = &compiled {
+            if matches!(
+                e.unwrap_inner(),
+                EvalAltResult::ErrorTerminated(..) | EvalAltResult::ErrorTooManyOperations(..)
+            ) {
+                return compiled;
+            }
+        }
+        let rhai = rhai();
+        if let (Ok(_), Err(e)) = (&compiled, &rhai) {
+            if matches!(e.unwrap_inner(), EvalAltResult::ErrorStackOverflow(..)) {
+                return compiled;
+            }
+        }
         let same = match (&compiled, &rhai) {
             (Ok(a), Ok(b)) => same_value(a, b),
             (Err(a), Err(b)) => a.to_string() == b.to_string(),

@@ -56,10 +56,17 @@ impl Source {
             )
             .into_iter()
             .collect();
+        // Only the script functions' own names are looked up, so nothing else is kept.
+        let names: HashSet<&str> = fns.keys().map(|(name, _)| name.as_str()).collect();
         let natives = engine
             .collect_fn_metadata(
                 None,
-                |info| Some((info.metadata.name.to_string(), info.metadata.num_params)),
+                |info| {
+                    let name = info.metadata.name.as_str();
+                    names
+                        .contains(name)
+                        .then(|| (name.to_string(), info.metadata.num_params))
+                },
                 true,
             )
             .into_iter()

@@ -15,11 +15,7 @@ fn engine() -> Engine {
 }
 
 fn limits() -> Limits {
-    Limits {
-        max_operations: 0,
-        max_depth: 64,
-        stop: None,
-    }
+    Limits::of(&engine(), None, 1)
 }
 
 /// Runs `f(args)` both ways; panics on any disagreement. Returns whether it ran compiled.
@@ -43,7 +39,12 @@ fn check(script: &str, f: &str, args: Vec<Dynamic>) -> bool {
     match compiled {
         None => false,
         Some(compiled) => {
-            if let Err(e) = FastTier::verify(f, compiled, rhai) {
+            // Stricter than verify mode: here Rhai runs at the same depth, so a stack overflow
+            // against a compiled value is a difference too.
+            if let (Ok(v), Err(e)) = (&compiled, &rhai) {
+                panic!("{script}\ncompiled gave {v}, Rhai: {e}");
+            }
+            if let Err(e) = FastTier::verify(f, compiled, || rhai) {
                 panic!("{script}\n{e}");
             }
             true
@@ -121,6 +122,11 @@ fn errors_go_back_to_rhai_which_raises_them() {
     falls_back("fn f(x) { 2 ** x }", "f", vec![(-1).into()]);
     let deep = "fn deep(n) { if n == 0 { 0 } else { 1 + deep(n - 1) } }";
     compiles(deep, "deep", vec![30.into()]);
+    compiles(deep, "deep", vec![63.into()]);
+    falls_back(deep, "deep", vec![64.into()]);
+    let wrapped = format!("{deep} fn wrap(n) {{ deep(n) }}");
+    compiles(&wrapped, "wrap", vec![62.into()]);
+    falls_back(&wrapped, "wrap", vec![63.into()]);
     falls_back(deep, "deep", vec![1000.into()]);
 }
 

@@ -1,0 +1,167 @@
+//! The fast tier through the real binary: compiled code gives Rhai's results and Rhai's error
+//! reports, obeys limits and Ctrl-C, and says what it compiled.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Live, Script};
+
+/// Runs `source` with the tier on and off; both must print and exit alike (stderr too, with
+/// worker pids masked).
+fn same_both_ways(source: &str) -> common::Run {
+    let script = Script::new(source);
+    let path = script.path.to_str().unwrap();
+    let fast = common::mpscript(&["run", "-j", "2", path]);
+    let rhai = common::mpscript(&["run", "-j", "2", "--no-fast", path]);
+    assert_eq!(fast.stdout, rhai.stdout, "stdout differs\n{}", fast.stderr);
+    assert_eq!(
+        mask_pids(&fast.stderr),
+        mask_pids(&rhai.stderr),
+        "stderr differs"
+    );
+    assert_eq!(fast.code, rhai.code);
+    fast
+}
+
+/// Worker pids (after "worker " or "process ") differ from run to run.
+fn mask_pids(text: &str) -> String {
+    let mut out = text.to_string();
+    for marker in ["worker ", "process "] {
+        let mut masked = String::new();
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(marker) {
+            let (head, tail) = rest.split_at(at + marker.len());
+            masked.push_str(head);
+            rest = tail.trim_start_matches(|c: char| c.is_ascii_digit());
+            if rest.len() != tail.len() {
+                masked.push_str("<pid>");
+            }
+        }
+        masked.push_str(rest);
+        out = masked;
+    }
+    out
+}
+
+#[test]
+fn numeric_kernels_give_rhai_results() {
+    let out = same_both_ways(
+        r#"
+        fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }
+        fn basel(terms) { let s = 0.0; for k in 1..=terms { s += 1.0 / (k * k).to_float(); } s }
+        fn collatz(n) { let s = 0; while n != 1 { if n % 2 == 0 { n = n / 2; } else { n = 3 * n + 1; } s += 1; } s }
+        print(fib(20));
+        print(basel(1000));
+        print(pool_map(|n| collatz(n), 1..=10));
+        print(spawn(|| fib(15)).join());
+        "#,
+    );
+    assert_eq!(
+        out.lines(),
+        [
+            "6765",
+            "1.6439345666815615",
+            "[0, 1, 7, 2, 5, 8, 16, 3, 19, 6]",
+            "610"
+        ]
+    );
+}
+
+#[test]
+fn an_error_in_compiled_code_is_reported_exactly_as_rhai_reports_it() {
+    let out = same_both_ways(
+        "fn grow(x) {\n    let y = x;\n    loop { y = y * 3; }\n}\nfn outer(x) { grow(x) + 1 }\nprint(outer(5));\n",
+    );
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("Multiplication overflow") && out.stderr.contains("grow"),
+        "{}",
+        out.stderr
+    );
+    let out = same_both_ways("fn f(x) { x / (x - x) }\nprint(pool_map(|x| f(x), [1]));\n");
+    assert!(out.stderr.contains("Division by zero"), "{}", out.stderr);
+}
+
+#[test]
+fn the_call_depth_limit_is_rhai_s_compiled_or_not() {
+    // `deep` compiles; `text_deep` (a string) runs in Rhai through its stand-in.
+    for n in [40, 62, 63, 64, 100] {
+        let out = same_both_ways(&format!(
+            "fn deep(n) {{ if n == 0 {{ 0 }} else {{ 1 + deep(n - 1) }} }}\n\
+             fn text_deep(n) {{ if n == 0 {{ \"\" }} else {{ \"x\" + text_deep(n - 1) }} }}\n\
+             print(deep({n}));\nprint(text_deep({n}).len());\n\
+             print(spawn(|n| deep(n), {n}).join());\n"
+        ));
+        // The spawned closure is a call level of its own: one level less for `deep`.
+        let n_text = n.to_string();
+        let fits = [n <= 63, true, n <= 62];
+        let expected: Vec<&str> = fits
+            .iter()
+            .take_while(|fits| **fits)
+            .map(|_| n_text.as_str())
+            .collect();
+        assert_eq!(out.lines(), expected, "{n}: {}", out.stderr);
+        if expected.len() < 3 {
+            assert!(out.stderr.contains("Stack overflow"), "{n}: {}", out.stderr);
+        }
+    }
+}
+
+#[test]
+fn explain_says_what_was_compiled_and_why_not() {
+    let script = Script::new(
+        "fn sq(x) { x * x }\nfn label(x) { `n=${x}` }\nprint(sq(4));\nprint(label(2));\nprint(pool_map(|x| sq(x) + 1, [1, 2]));\n",
+    );
+    let out = common::mpscript(&["run", "--explain-fast", script.path.to_str().unwrap()]);
+    assert_eq!(out.lines(), ["16", "n=2", "[2, 5]"], "{}", out.stderr);
+    assert!(
+        out.stderr.contains("fast tier: sq(int) compiled in"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("fast tier: not compiled: label(int): uses a string"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("fast tier: closure(int) compiled"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn limits_and_time_limits_stop_compiled_loops() {
+    let script =
+        Script::new("fn spin(n) { let i = 0; while i >= 0 { i += n - n; } i }\nprint(spin(1));\n");
+    let path = script.path.to_str().unwrap();
+    let out = common::mpscript(&["run", "--max-operations", "100000", path]);
+    assert!(out.stderr.contains("Too many operations"), "{}", out.stderr);
+    let out = common::run(
+        "fn spin(n) { let i = 0; while i >= 0 { i += n - n; } i }\n\
+         try { pool_map(|x| spin(x), [1], #{ timeout: 0.3 }); } catch (e) { print(e); }\n",
+    );
+    assert!(
+        out.stdout.contains("timed out after 0.3s"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
+}
+
+#[test]
+fn ctrl_c_stops_a_compiled_loop_in_the_main_script() {
+    let mut live = Live::start(
+        "fn spin(n) { let i = 0; while i >= 0 { i += n - n; } i }\nprint(\"spinning\");\nspin(1);\n",
+        &[],
+    );
+    assert_eq!(live.line(), "spinning");
+    std::thread::sleep(Duration::from_millis(200));
+    live.signal(libc::SIGINT);
+    let (code, _, _) = live.finish(Duration::from_secs(5));
+    assert_eq!(code, Some(130));
+}
