@@ -12,6 +12,14 @@ pub(crate) const MODULES: &[(&str, &str)] = &[
     ("actors", include_str!("../stdlib/actors.rhai")),
 ];
 
+/// Whether a standard library module defines a function `name`.
+pub(crate) fn defines(name: &str) -> bool {
+    let definition = format!("fn {name}(");
+    MODULES
+        .iter()
+        .any(|(_, source)| source.contains(&definition))
+}
+
 /// The chunk name under which a module's text is compiled.
 pub(crate) fn chunk_name(module: &str) -> String {
     format!("stdlib/{module}.rhai")

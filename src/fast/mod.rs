@@ -133,7 +133,10 @@ impl FastTier {
                     .unwrap_or_default(),
             }
         };
-        self.explain(&format!("not compiled: {why_not}"));
+        // The standard library's functions are in every program; say nothing of them.
+        if !crate::stdlib::defines(name) {
+            self.explain(&format!("not compiled: {why_not}"));
+        }
         false
     }
 
