@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use rhai::{ASTFlags, Dynamic, Expr as RExpr, FnCallExpr, INT, Stmt as RStmt, StmtBlock, Token};
 
 use super::{
+    closure::Scalar,
     ir::{BinOp, Block, Expr, Function, Slot, Stmt, Ty, UnOp},
     source::{FnSource, Source},
 };
@@ -672,17 +673,12 @@ fn bin_op(op: &Token) -> Option<BinOp> {
 }
 
 fn scalar_constant(d: &Dynamic) -> Option<Expr> {
-    if let Ok(i) = d.as_int() {
-        Some(Expr::Int(i))
-    } else if let Ok(f) = d.as_float() {
-        Some(Expr::Float(f))
-    } else if let Ok(b) = d.as_bool() {
-        Some(Expr::Bool(b))
-    } else if d.is_unit() {
-        Some(Expr::Unit)
-    } else {
-        None
-    }
+    Some(match super::scalar(d)? {
+        Scalar::Int(i) => Expr::Int(i),
+        Scalar::Float(f) => Expr::Float(f),
+        Scalar::Bool(b) => Expr::Bool(b),
+        Scalar::Unit => Expr::Unit,
+    })
 }
 
 fn constant_range(d: &Dynamic) -> Option<(Expr, Expr, bool)> {
