@@ -813,6 +813,7 @@ impl Inner {
                 if let Ok(slot) = self.process(call) {
                     slot.finish(outcome, || self.release_spare(worker));
                     self.process_ended(call);
+                    slot.wake();
                 }
             }
             FromWorker::MapPart { job, chunk, values } => {
@@ -854,6 +855,7 @@ impl Inner {
                 if let Ok(slot) = self.process(id) {
                     slot.died(death);
                     self.process_ended(id);
+                    slot.wake();
                 }
             }
             Task::Pool(job) => {

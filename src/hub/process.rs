@@ -1,7 +1,10 @@
 //! The parent's record of one spawned process: running, or how it ended.
 
 use std::{
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -25,6 +28,8 @@ pub(crate) struct ProcSlot {
     /// Why it is being ended by the runtime (a linked process ended), reported instead of the
     /// signal that does it.
     doom: Mutex<Option<String>>,
+    /// Set once the end has been told to monitors, links and names: joins return only then.
+    woken: AtomicBool,
 }
 
 impl ProcSlot {
@@ -34,6 +39,7 @@ impl ProcSlot {
             state: Mutex::new(State::Running),
             ended: Condvar::new(),
             doom: Mutex::default(),
+            woken: AtomicBool::new(false),
         }
     }
 
@@ -43,16 +49,16 @@ impl ProcSlot {
 
     /// Records the function's outcome, then runs `release` (returning the worker to the warm set)
     /// under the same lock, so a concurrent `kill` can never hit a worker that was handed on.
+    /// Joiners wake at [`ProcSlot::wake`], once the end has been told to monitors and links.
     pub(crate) fn finish(&self, outcome: Outcome, release: impl FnOnce()) {
         let mut current = self.lock();
         if matches!(*current, State::Running) {
             *current = State::Ended(outcome);
             release();
         }
-        drop(current);
-        self.ended.notify_all();
     }
 
+    /// Records how the worker died (or why the runtime ended it); joiners wake at `wake`.
     pub(crate) fn died(&self, mut death: Death) {
         let mut current = self.lock();
         if matches!(*current, State::Running) {
@@ -61,7 +67,12 @@ impl ProcSlot {
             }
             *current = State::Died(death);
         }
-        drop(current);
+    }
+
+    /// Wakes whoever waits for the end (join, kill).
+    pub(crate) fn wake(&self) {
+        let _state = self.lock();
+        self.woken.store(true, Ordering::Release);
         self.ended.notify_all();
     }
 
@@ -107,7 +118,7 @@ impl ProcSlot {
     ) -> Result<Option<MutexGuard<'_, State>>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = self.lock();
-        while matches!(*state, State::Running) {
+        while matches!(*state, State::Running) || !self.woken.load(Ordering::Acquire) {
             state = match wait(&self.ended, state, deadline, interrupt)? {
                 Some(state) => state,
                 None => return Ok(None),
