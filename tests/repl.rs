@@ -20,6 +20,13 @@ fn repl() -> std::process::Child {
         .expect("mpscript repl starts")
 }
 
+/// Types `input` into a fresh REPL, closes its stdin, and collects how it ended.
+fn session(input: &[u8]) -> (Option<i32>, String, String) {
+    let mut child = repl();
+    child.stdin.as_mut().unwrap().write_all(input).unwrap();
+    finish(child)
+}
+
 fn finish(mut child: std::process::Child) -> (Option<i32>, String, String) {
     drop(child.stdin.take());
     let mut stdout = String::new();
@@ -41,13 +48,8 @@ fn finish(mut child: std::process::Child) -> (Option<i32>, String, String) {
 
 #[test]
 fn functions_typed_in_the_repl_run_in_workers_and_errors_do_not_end_the_session() {
-    let mut child = repl();
-    child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(
-            br#"fn sq(x) { x * x }
+    let (code, stdout, stderr) = session(
+        br#"fn sq(x) { x * x }
 pool_map(Fn("sq"), [1, 2, 3])
 let k = 10;
 pool_map(|x| x + k + pid() - pid(), [1, 2])
@@ -62,9 +64,7 @@ spawn(|| add(40, 2)).join()
 :vars
 :nonsense
 "#,
-        )
-        .unwrap();
-    let (code, stdout, stderr) = finish(child);
+    );
     assert_eq!(code, Some(0), "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
@@ -112,34 +112,20 @@ fn ctrl_c_stops_a_running_evaluation_and_its_workers_but_not_the_repl() {
 
 #[test]
 fn exit_in_the_repl_leaves_with_its_code() {
-    let mut child = repl();
-    child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"print(1);\nexit(4);\nprint(2);\n")
-        .unwrap();
-    let (code, stdout, _) = finish(child);
+    let (code, stdout, _) = session(b"print(1);\nexit(4);\nprint(2);\n");
     assert_eq!(code, Some(4));
     assert_eq!(stdout, "1\n");
 }
 
 #[test]
 fn an_actor_typed_in_the_repl_answers_messages() {
-    let mut child = repl();
-    child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(
-            br#"fn echo() { let m = recv(5); m.from.send(m.text + "!"); }
+    let (code, stdout, stderr) = session(
+        br#"fn echo() { let m = recv(5); m.from.send(m.text + "!"); }
 let p = spawn(echo);
 p.send(#{ from: self(), text: "hi" })
 recv(5)
 "#,
-        )
-        .unwrap();
-    let (code, stdout, stderr) = finish(child);
+    );
     assert_eq!(code, Some(0), "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, ["=> true", "=> \"hi!\""], "{stderr}");
