@@ -1,7 +1,7 @@
 //! Rhai is the oracle: every case runs compiled and in Rhai, and the two must agree (value and
 //! type bit for bit; where Rhai raises an error the tier must hand the call back to Rhai).
 
-use proptest::prelude::*;
+use proptest::{prelude::*, sample::select};
 use rhai::{CallFnOptions, Dynamic, Engine, Scope};
 
 use super::{FastTier, Limits, Mode};
@@ -285,6 +285,10 @@ fn a_stop_request_ends_a_compiled_loop() {
     );
 }
 
+const INT_OPS: &[&str] = &["+", "-", "*", "/", "%", "**", "<<", ">>", "&", "|", "^"];
+const FLOAT_OPS: &[&str] = &["+", "-", "*", "/", "%", "**"];
+const COMPARISONS: &[&str] = &["==", "!=", "<", "<=", ">", ">="];
+
 /// Random typed functions: int and float expressions over two parameters, with lets, a loop and
 /// `if` expressions, at edge values.
 fn int_expr(depth: u32) -> BoxedStrategy<String> {
@@ -314,23 +318,7 @@ fn int_expr(depth: u32) -> BoxedStrategy<String> {
     let inner = int_expr(depth - 1);
     prop_oneof![
         leaf,
-        (
-            inner.clone(),
-            prop_oneof![
-                Just("+"),
-                Just("-"),
-                Just("*"),
-                Just("/"),
-                Just("%"),
-                Just("**"),
-                Just("<<"),
-                Just(">>"),
-                Just("&"),
-                Just("|"),
-                Just("^")
-            ],
-            inner.clone()
-        )
+        (inner.clone(), select(INT_OPS), inner.clone())
             .prop_map(|(x, op, y)| format!("({x} {op} {y})")),
         inner.clone().prop_map(|x| format!("(-{x})")),
         (bool_expr(depth - 1), inner.clone(), inner.clone())
@@ -357,14 +345,7 @@ fn float_expr(depth: u32) -> BoxedStrategy<String> {
         leaf,
         (
             inner.clone(),
-            prop_oneof![
-                Just("+"),
-                Just("-"),
-                Just("*"),
-                Just("/"),
-                Just("%"),
-                Just("**")
-            ],
+            select(FLOAT_OPS),
             prop_oneof![inner.clone(), int_expr(depth - 1)]
         )
             .prop_map(|(x, op, y)| format!("({x} {op} {y})")),
@@ -374,14 +355,7 @@ fn float_expr(depth: u32) -> BoxedStrategy<String> {
 }
 
 fn bool_expr(depth: u32) -> BoxedStrategy<String> {
-    let cmp = prop_oneof![
-        Just("=="),
-        Just("!="),
-        Just("<"),
-        Just("<="),
-        Just(">"),
-        Just(">=")
-    ];
+    let cmp = select(COMPARISONS);
     prop_oneof![
         (int_expr(depth), cmp.clone(), int_expr(depth))
             .prop_map(|(x, op, y)| format!("({x} {op} {y})")),
