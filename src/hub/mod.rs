@@ -205,7 +205,7 @@ impl Hub {
     /// when that takes a while (a supervisor left running would otherwise look like a hang).
     pub(crate) fn wait_for_processes(&self) -> Result<(), Error> {
         let inner = &self.inner;
-        let told_after = Instant::now() + WAIT_NOTICE_AFTER;
+        let notice_at = Instant::now() + WAIT_NOTICE_AFTER;
         let mut told = false;
         loop {
             let running: Vec<_> = lock(&inner.procs)
@@ -213,29 +213,27 @@ impl Hub {
                 .filter(|p| p.ending().is_none())
                 .cloned()
                 .collect();
-            if running.is_empty() && inner.executor.is_idle() {
-                return Ok(());
-            }
-            for p in &running {
-                let slice = told_after.saturating_duration_since(Instant::now());
-                let slice = if told { None } else { Some(slice.max(POLL)) };
-                match p.join(slice, &inner.config.interrupt) {
-                    Err(e) if e.is_interrupted() || matches!(e, Error::Linked(_)) => return Err(e),
-                    _ => {}
+            let Some(first) = running.first() else {
+                if inner.executor.is_idle() {
+                    return Ok(());
                 }
-                if !told && Instant::now() >= told_after && p.ending().is_none() {
-                    told = true;
-                    let pids: Vec<String> = running.iter().map(|p| p.pid().to_string()).collect();
-                    eprintln!(
-                        "mpscript: the script has ended; waiting for {} process(es) still running \
-                         (pid {}). Ctrl-C stops them.",
-                        running.len(),
-                        pids.join(", ")
-                    );
-                }
-            }
-            if running.is_empty() {
                 thread::sleep(POLL); // futures about to start
+                continue;
+            };
+            if !told && Instant::now() >= notice_at {
+                told = true;
+                let pids: Vec<String> = running.iter().map(|p| p.pid().to_string()).collect();
+                eprintln!(
+                    "mpscript: the script has ended; waiting for {} process(es) still running \
+                     (pid {}). Ctrl-C stops them.",
+                    running.len(),
+                    pids.join(", ")
+                );
+            }
+            // A process's own error was its to report; only a stop ends this wait.
+            match first.join(Some(POLL * 5), &inner.config.interrupt) {
+                Err(e) if e.is_interrupted() || matches!(e, Error::Linked(_)) => return Err(e),
+                _ => {}
             }
         }
     }
