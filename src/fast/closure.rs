@@ -6,6 +6,7 @@ use rhai::EvalAltResult;
 use super::{
     ir::{BinOp, Block, Expr, Function, Stmt, Ty, UnOp},
     ops,
+    shape::{self, IntVal, Sink},
 };
 use crate::stop::{StopCheck, terminate};
 
@@ -29,8 +30,8 @@ pub(crate) enum Flow {
     Return,
 }
 
-type R<T> = Result<T, Bail>;
-type Ev<T> = Box<dyn Fn(&mut Frame<'_>) -> R<T> + Send + Sync>;
+pub(super) type R<T> = Result<T, Bail>;
+pub(super) type Ev<T> = Box<dyn Fn(&mut Frame<'_>) -> R<T> + Send + Sync>;
 type St = Box<dyn Fn(&mut Frame<'_>) -> R<Flow> + Send + Sync>;
 
 thread_local! {
@@ -81,8 +82,8 @@ pub(crate) struct Frame<'p> {
 }
 
 impl Frame<'_> {
-    #[inline]
-    fn slot(&self, slot: usize) -> i64 {
+    #[inline(always)]
+    pub(super) fn slot(&self, slot: usize) -> i64 {
         self.stack[self.base + slot]
     }
 
@@ -223,15 +224,19 @@ impl Program {
         let bits = frame
             .tick(entry.entry_cost)
             .and_then(|()| (entry.body)(&mut frame));
-        let bits = returned(bits, &frame);
         STACK.with(|s| *s.borrow_mut() = frame.stack);
         Ok(Scalar::from_bits(self.ret, bits?))
     }
 }
 
-/// A function's body; a `return` from inside an expression is caught by [`returned`].
+/// A function's body; a `return` from inside an expression is caught here.
 fn function_body(f: &Function) -> Ev<i64> {
     let value = bits(&f.body.value);
+    let value = if jumps(&f.body.value) {
+        Box::new(move |fr: &mut Frame<'_>| returned(value(fr), fr))
+    } else {
+        value
+    };
     if f.body.stmts.is_empty() {
         return value;
     }
@@ -285,14 +290,7 @@ fn escaping(e: R<()>) -> R<Flow> {
 
 fn statement(stmt: &Stmt) -> St {
     match stmt {
-        Stmt::Store(slot, e) if e.ty() == Ty::Int && Simple::of(e).is_some() => {
-            let (slot, simple) = (*slot, Simple::of(e).expect("checked"));
-            Box::new(move |fr| {
-                let v = simple.eval(fr)?;
-                fr.set(slot, v);
-                Ok(Flow::Next)
-            })
-        }
+        Stmt::Store(slot, e) if e.ty() == Ty::Int => shape::wide(e, StoreTo(*slot)),
         Stmt::Store(slot, e) => {
             let (slot, value) = (*slot, bits(e));
             Box::new(move |fr| {
@@ -307,16 +305,14 @@ fn statement(stmt: &Stmt) -> St {
         }
         // An `if` or a block in statement position: its control flow is the statement's.
         Stmt::Eval(Expr::If { cond, then, other }) => {
-            let cond = Cond::of(cond);
-            let then = block_statements(then);
-            let other = block_statements(other);
-            Box::new(move |fr| {
-                let c = match cond.test(fr) {
-                    Ok(c) => c,
-                    Err(Bail::Escape(flow)) => return Ok(flow),
-                    Err(e) => return Err(e),
-                };
-                run(if c { &then } else { &other }, fr)
+            let cond = boolean(cond);
+            let then = block_statement(then);
+            let other = block_statement(other);
+            Box::new(move |fr| match cond(fr) {
+                Ok(true) => then.as_ref().map_or(Ok(Flow::Next), |then| then(fr)),
+                Ok(false) => other.as_ref().map_or(Ok(Flow::Next), |other| other(fr)),
+                Err(Bail::Escape(flow)) => Ok(flow),
+                Err(e) => Err(e),
             })
         }
         Stmt::Eval(Expr::Block(block)) => {
@@ -328,14 +324,14 @@ fn statement(stmt: &Stmt) -> St {
             Box::new(move |fr| escaping(e(fr).map(|_| ())))
         }
         Stmt::While { cond, body, cost } => {
-            let cond = cond.as_ref().map(Cond::of);
+            let cond = cond.as_ref().map(boolean);
             let body = block_statements(body);
             let cost = *cost;
             Box::new(move |fr| {
                 loop {
                     fr.tick(cost)?;
                     if let Some(cond) = &cond {
-                        match cond.test(fr) {
+                        match cond(fr) {
                             Ok(true) => {}
                             Ok(false) => break,
                             Err(Bail::Escape(flow)) => return Ok(flow),
@@ -357,7 +353,7 @@ fn statement(stmt: &Stmt) -> St {
             until,
             cost,
         } => {
-            let cond = Cond::of(cond);
+            let cond = boolean(cond);
             let body = block_statements(body);
             let (until, cost) = (*until, *cost);
             Box::new(move |fr| {
@@ -368,7 +364,7 @@ fn statement(stmt: &Stmt) -> St {
                         Flow::Break => break,
                         Flow::Return => return Ok(Flow::Return),
                     }
-                    let c = match cond.test(fr) {
+                    let c = match cond(fr) {
                         Ok(c) => c,
                         Err(Bail::Escape(flow)) => return Ok(flow),
                         Err(e) => return Err(e),
@@ -443,6 +439,16 @@ fn block_statements(block: &Block) -> Vec<St> {
     stmts
 }
 
+/// A block in statement position as one statement, `None` when it does nothing.
+fn block_statement(block: &Block) -> Option<St> {
+    let mut stmts = block_statements(block);
+    match stmts.len() {
+        0 => None,
+        1 => stmts.pop(),
+        _ => Some(Box::new(move |fr| run(&stmts, fr))),
+    }
+}
+
 /// A block used as a value; control flow leaving it escapes as [`Bail::Escape`].
 fn block_value<T: 'static>(block: &Block, value: Ev<T>) -> Ev<T> {
     if block.stmts.is_empty() {
@@ -483,10 +489,10 @@ macro_rules! common {
                 return Box::new(move |fr| Ok($from_bits(fr.slot(slot))));
             }
             Expr::If { cond, then, other } => {
-                let cond = Cond::of(cond);
+                let cond = boolean(cond);
                 let then = block_value(then, $this(&then.value));
                 let other = block_value(other, $this(&other.value));
-                return Box::new(move |fr| if cond.test(fr)? { then(fr) } else { other(fr) });
+                return Box::new(move |fr| if cond(fr)? { then(fr) } else { other(fr) });
             }
             Expr::Block(block) => return block_value(block, $this(&block.value)),
             Expr::Call { callee, args, .. } => {
@@ -498,20 +504,14 @@ macro_rules! common {
     };
 }
 
-fn int(e: &Expr) -> Ev<i64> {
-    if let Some(simple) = Simple::of(e) {
-        return Box::new(move |fr| simple.eval(fr));
-    }
-    if let Expr::Call { callee, args, .. } = e {
-        return call(*callee, args); // already the value's bits: no wrapper
+pub(super) fn int(e: &Expr) -> Ev<i64> {
+    match e {
+        Expr::Load(..) | Expr::Int(_) | Expr::Binary { .. } => return shape::wide(e, Boxed),
+        Expr::Call { callee, args, .. } => return call(*callee, args), // no wrapper needed
+        _ => {}
     }
     common!(e, int, |b: i64| b);
     match e {
-        Expr::Int(i) => {
-            let i = *i;
-            Box::new(move |_| Ok(i))
-        }
-        Expr::Binary { op, lhs, rhs, .. } => int_binary(*op, lhs, rhs),
         Expr::Unary { op, arg } => match op {
             UnOp::Neg => {
                 let a = int(arg);
@@ -529,190 +529,6 @@ fn int(e: &Expr) -> Ev<i64> {
         },
         other => unreachable!("not an int expression: {other:?}"),
     }
-}
-
-/// An integer operand read in place: a slot or a constant.
-#[derive(Clone, Copy)]
-enum Leaf {
-    Slot(usize),
-    Const(i64),
-}
-
-impl Leaf {
-    fn of(e: &Expr) -> Option<Leaf> {
-        match e {
-            Expr::Load(slot, Ty::Int) => Some(Leaf::Slot(*slot)),
-            Expr::Int(k) => Some(Leaf::Const(*k)),
-            _ => None,
-        }
-    }
-
-    #[inline(always)]
-    fn get(self, fr: &Frame<'_>) -> i64 {
-        match self {
-            Leaf::Slot(slot) => fr.slot(slot),
-            Leaf::Const(k) => k,
-        }
-    }
-}
-
-/// Arithmetic evaluated in place, without a closure call per operator: the shapes of hot loops
-/// (`i * i`, `n % i`, `3 * n + 1`). At most [`SIMPLE_NODES`] operators.
-#[derive(Clone)]
-enum Simple {
-    Leaf(Leaf),
-    Bin(BinOp, Leaf, Leaf),
-    /// Division and remainder by a power of two, 2^shift: shifts and masks (they cannot fail).
-    DivPow2(Leaf, u32),
-    RemPow2(Leaf, u32),
-    Tree(BinOp, Box<Simple>, Box<Simple>),
-}
-
-const SIMPLE_NODES: usize = 4;
-
-impl Simple {
-    fn of(e: &Expr) -> Option<Simple> {
-        Self::shaped(e, &mut 0)
-    }
-
-    fn shaped(e: &Expr, nodes: &mut usize) -> Option<Simple> {
-        if let Some(leaf) = Leaf::of(e) {
-            return Some(Simple::Leaf(leaf));
-        }
-        let Expr::Binary {
-            op,
-            operand: Ty::Int,
-            lhs,
-            rhs,
-        } = e
-        else {
-            return None;
-        };
-        *nodes += 1;
-        if op.is_comparison() || *nodes > SIMPLE_NODES {
-            return None;
-        }
-        if let (Some(x), Expr::Int(k)) = (Leaf::of(lhs), &**rhs) {
-            if *k > 1 && k.count_ones() == 1 {
-                match op {
-                    BinOp::Div => return Some(Simple::DivPow2(x, k.trailing_zeros())),
-                    BinOp::Rem => return Some(Simple::RemPow2(x, k.trailing_zeros())),
-                    _ => {}
-                }
-            }
-        }
-        match (Leaf::of(lhs), Leaf::of(rhs)) {
-            (Some(a), Some(b)) => Some(Simple::Bin(*op, a, b)),
-            _ => Some(Simple::Tree(
-                *op,
-                Box::new(Self::shaped(lhs, nodes)?),
-                Box::new(Self::shaped(rhs, nodes)?),
-            )),
-        }
-    }
-
-    #[inline(always)]
-    fn eval(&self, fr: &Frame<'_>) -> R<i64> {
-        match self {
-            Simple::Leaf(leaf) => Ok(leaf.get(fr)),
-            Simple::Bin(op, a, b) => int_op(*op, a.get(fr), b.get(fr)),
-            Simple::DivPow2(x, shift) => Ok(div_pow2(x.get(fr), *shift)),
-            Simple::RemPow2(x, shift) => {
-                let x = x.get(fr);
-                Ok(x - (div_pow2(x, *shift) << shift))
-            }
-            Simple::Tree(op, a, b) => eval_tree(*op, a, b, fr),
-        }
-    }
-}
-
-/// The recursive case of [`Simple::eval`], apart so that the common cases inline.
-#[inline(never)]
-fn eval_tree(op: BinOp, a: &Simple, b: &Simple, fr: &Frame<'_>) -> R<i64> {
-    let x = a.eval(fr)?;
-    int_op(op, x, b.eval(fr)?)
-}
-
-/// `x / 2^shift` rounded towards zero, as Rhai's (and Rust's) integer division.
-#[inline(always)]
-fn div_pow2(x: i64, shift: u32) -> i64 {
-    let bias = ((x >> 63) as u64 >> (64 - shift)) as i64;
-    (x + bias) >> shift
-}
-
-/// A condition, with integer comparisons of simple operands tested in place.
-enum Cond {
-    IntCmp(BinOp, Simple, Simple),
-    Code(Ev<bool>),
-}
-
-impl Cond {
-    fn of(e: &Expr) -> Cond {
-        if let Expr::Binary {
-            op,
-            operand: Ty::Int,
-            lhs,
-            rhs,
-        } = e
-        {
-            if let (Some(a), Some(b)) = (Simple::of(lhs), Simple::of(rhs)) {
-                return Cond::IntCmp(*op, a, b);
-            }
-        }
-        Cond::Code(boolean(e))
-    }
-
-    #[inline(always)]
-    fn test(&self, fr: &mut Frame<'_>) -> R<bool> {
-        match self {
-            Cond::IntCmp(op, a, b) => {
-                let x = a.eval(fr)?;
-                Ok(int_cmp(*op, x, b.eval(fr)?))
-            }
-            Cond::Code(code) => code(fr),
-        }
-    }
-}
-
-/// Rhai's integer operators.
-#[inline(always)]
-fn int_op(op: BinOp, x: i64, y: i64) -> R<i64> {
-    let value = match op {
-        BinOp::Add => x.checked_add(y),
-        BinOp::Sub => x.checked_sub(y),
-        BinOp::Mul => x.checked_mul(y),
-        BinOp::Div => ops::int_div(x, y),
-        BinOp::Rem => x.checked_rem(y),
-        BinOp::Pow => ops::int_pow(x, y),
-        BinOp::Shl => Some(ops::shift_left(x, y)),
-        BinOp::Shr => Some(ops::shift_right(x, y)),
-        BinOp::BitAnd => Some(x & y),
-        BinOp::BitOr => Some(x | y),
-        BinOp::BitXor => Some(x ^ y),
-        cmp => unreachable!("{cmp:?} does not give an int"),
-    };
-    value.ok_or(Bail::Fallback)
-}
-
-#[inline(always)]
-fn int_cmp(op: BinOp, x: i64, y: i64) -> bool {
-    match op {
-        BinOp::Eq => x == y,
-        BinOp::Ne => x != y,
-        BinOp::Lt => x < y,
-        BinOp::Le => x <= y,
-        BinOp::Gt => x > y,
-        BinOp::Ge => x >= y,
-        other => unreachable!("{other:?} does not give a bool"),
-    }
-}
-
-fn int_binary(op: BinOp, lhs: &Expr, rhs: &Expr) -> Ev<i64> {
-    let (a, b) = (int(lhs), int(rhs));
-    Box::new(move |fr| {
-        let x = a(fr)?;
-        int_op(op, x, b(fr)?)
-    })
 }
 
 fn float(e: &Expr) -> Ev<f64> {
@@ -788,7 +604,7 @@ fn boolean(e: &Expr) -> Ev<bool> {
             operand: Ty::Int,
             lhs,
             rhs,
-        } => int_compare(*op, lhs, rhs),
+        } => shape::compare(*op, lhs, rhs),
         Expr::Binary {
             op,
             operand: Ty::Float,
@@ -838,21 +654,6 @@ fn boolean(e: &Expr) -> Ev<bool> {
     }
 }
 
-/// Integer comparisons; two simple operands make one closure (`i * i <= n`, `n % i == 0`).
-fn int_compare(op: BinOp, lhs: &Expr, rhs: &Expr) -> Ev<bool> {
-    if let (Some(a), Some(b)) = (Simple::of(lhs), Simple::of(rhs)) {
-        return Box::new(move |fr| {
-            let x = a.eval(fr)?;
-            Ok(int_cmp(op, x, b.eval(fr)?))
-        });
-    }
-    let (a, b) = (int(lhs), int(rhs));
-    Box::new(move |fr| {
-        let x = a(fr)?;
-        Ok(int_cmp(op, x, b(fr)?))
-    })
-}
-
 fn unit(e: &Expr) -> Ev<()> {
     common!(e, unit, |_: i64| ());
     match e {
@@ -861,48 +662,121 @@ fn unit(e: &Expr) -> Ev<()> {
     }
 }
 
-/// A call's argument: simple arithmetic in place, anything else through its closure.
-enum Arg {
-    Simple(Simple),
-    Code(Ev<i64>),
-}
-
 /// A call of specialization `callee`: arguments go straight into the callee's frame.
 fn call(callee: usize, args: &[Expr]) -> Ev<i64> {
-    let args: Vec<Arg> = args
-        .iter()
-        .map(|a| match Simple::of(a) {
-            Some(simple) => Arg::Simple(simple),
-            None => Arg::Code(bits(a)),
-        })
-        .collect();
+    if let [arg] = args {
+        if arg.ty() == Ty::Int {
+            return shape::leafy(arg, OneArgCall(callee));
+        }
+    }
+    let args: Vec<Ev<i64>> = args.iter().map(bits).collect();
     Box::new(move |fr| {
-        let program = fr.program;
-        let f = &program[callee];
-        if fr.depth >= fr.limits.max_depth {
-            return Err(Bail::Fallback); // Rhai's "Stack overflow", raised by the re-run
-        }
-        let (base, top) = (fr.base, fr.top);
-        let need = top + f.slots.max(args.len());
-        if fr.stack.len() < need {
-            fr.stack.resize(need * 2, 0);
-        }
-        for a in &args {
-            let v = match a {
-                Arg::Simple(simple) => simple.eval(fr)?,
-                Arg::Code(code) => code(fr)?,
-            };
-            fr.stack[fr.top] = v;
-            fr.top += 1;
-        }
-        fr.base = top;
-        fr.top = top + f.slots.max(args.len());
-        fr.depth += 1;
-        let result = fr.tick(f.entry_cost).and_then(|()| (f.body)(fr));
-        let result = returned(result, fr);
-        fr.depth -= 1;
-        fr.base = base;
-        fr.top = top;
-        result
+        enter(fr, callee, |fr, _| {
+            // Each argument is pushed before the next is evaluated: a call inside one builds
+            // its frame above the arguments already written.
+            for arg in &args {
+                let v = arg(fr)?;
+                let at = fr.top;
+                fr.stack[at] = v;
+                fr.top += 1;
+            }
+            Ok(())
+        })
     })
+}
+
+/// A call with one integer argument, shaped in place (`fib(n - 1)`).
+struct OneArgCall(usize);
+
+impl Sink for OneArgCall {
+    type Out = Ev<i64>;
+    fn take<V: IntVal>(self, arg: V) -> Ev<i64> {
+        let callee = self.0;
+        Box::new(move |fr| {
+            enter(fr, callee, |fr, top| {
+                let v = arg.eval(fr)?;
+                fr.stack[top] = v;
+                Ok(())
+            })
+        })
+    }
+}
+
+/// Runs specialization `callee` in a new frame above the caller's, its arguments written by
+/// `pass` at the new frame's base.
+#[inline(always)]
+fn enter(
+    fr: &mut Frame<'_>,
+    callee: usize,
+    pass: impl FnOnce(&mut Frame<'_>, usize) -> R<()>,
+) -> R<i64> {
+    let f = &fr.program[callee];
+    if fr.depth >= fr.limits.max_depth {
+        return Err(Bail::Fallback); // Rhai's "Stack overflow", raised by the re-run
+    }
+    let (base, top) = (fr.base, fr.top);
+    let need = top + f.slots;
+    if fr.stack.len() < need {
+        fr.stack.resize(need * 2, 0);
+    }
+    pass(fr, top)?;
+    fr.base = top;
+    fr.top = need;
+    fr.depth += 1;
+    let result = fr.tick(f.entry_cost).and_then(|()| (f.body)(fr));
+    fr.depth -= 1;
+    fr.base = base;
+    fr.top = top;
+    result
+}
+
+/// An integer value as its own closure.
+struct Boxed;
+
+impl Sink for Boxed {
+    type Out = Ev<i64>;
+    fn take<V: IntVal>(self, v: V) -> Ev<i64> {
+        Box::new(move |fr| v.eval(fr))
+    }
+}
+
+/// `slot = value` for an integer value.
+struct StoreTo(usize);
+
+impl Sink for StoreTo {
+    type Out = St;
+    fn take<V: IntVal>(self, v: V) -> St {
+        let slot = self.0;
+        Box::new(move |fr| match v.eval(fr) {
+            Ok(v) => {
+                fr.set(slot, v);
+                Ok(Flow::Next)
+            }
+            Err(Bail::Escape(flow)) => Ok(flow),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// Whether `break`, `continue` or `return` can escape from evaluating `e`.
+fn jumps(e: &Expr) -> bool {
+    let block = |b: &Block| b.stmts.iter().any(stmt_jumps) || jumps(&b.value);
+    match e {
+        Expr::Int(_) | Expr::Float(_) | Expr::Bool(_) | Expr::Unit | Expr::Load(..) => false,
+        Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) => {
+            jumps(lhs) || jumps(rhs)
+        }
+        Expr::Unary { arg, .. } => jumps(arg),
+        Expr::If { cond, then, other } => jumps(cond) || block(then) || block(other),
+        Expr::Block(b) => block(b),
+        Expr::Call { args, .. } => args.iter().any(jumps),
+    }
+}
+
+fn stmt_jumps(s: &Stmt) -> bool {
+    match s {
+        Stmt::Break | Stmt::Continue | Stmt::Return(_) => true,
+        Stmt::Store(_, e) | Stmt::Eval(e) => jumps(e),
+        Stmt::While { .. } | Stmt::Do { .. } | Stmt::For { .. } => true,
+    }
 }

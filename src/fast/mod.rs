@@ -12,6 +12,7 @@ mod dispatch;
 mod ir;
 mod lower;
 mod ops;
+mod shape;
 mod source;
 #[cfg(test)]
 mod tests;

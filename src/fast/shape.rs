@@ -1,0 +1,327 @@
+//! Integer arithmetic specialised by shape: `n % i == 0` or `n = 3 * n + 1` becomes one closure
+//! with its operators and operand kinds fixed at compile time, so a hot loop matches on nothing.
+
+use std::marker::PhantomData;
+
+use super::{
+    closure::{Bail, Ev, Frame, R, int},
+    ir::{BinOp, Expr, Ty},
+    ops,
+};
+
+/// An integer operand evaluated in place by the closure that uses it.
+pub(super) trait IntVal: Send + Sync + 'static {
+    fn eval(&self, fr: &mut Frame<'_>) -> R<i64>;
+}
+
+/// A local variable.
+pub(super) struct Slot(usize);
+
+/// A constant.
+pub(super) struct Konst(i64);
+
+/// Anything else, through its own closure.
+pub(super) struct Code(Ev<i64>);
+
+/// One operator over two operands.
+pub(super) struct Bin<O, A, B>(A, B, PhantomData<fn() -> O>);
+
+/// Division and remainder by 2^shift: shifts and masks, which cannot fail.
+pub(super) struct DivPow2(usize, u32);
+pub(super) struct RemPow2(usize, u32);
+
+impl IntVal for Slot {
+    #[inline(always)]
+    fn eval(&self, fr: &mut Frame<'_>) -> R<i64> {
+        Ok(fr.slot(self.0))
+    }
+}
+
+impl IntVal for Konst {
+    #[inline(always)]
+    fn eval(&self, _: &mut Frame<'_>) -> R<i64> {
+        Ok(self.0)
+    }
+}
+
+impl IntVal for Code {
+    #[inline(always)]
+    fn eval(&self, fr: &mut Frame<'_>) -> R<i64> {
+        (self.0)(fr)
+    }
+}
+
+impl<O: IntOp, A: IntVal, B: IntVal> IntVal for Bin<O, A, B> {
+    #[inline(always)]
+    fn eval(&self, fr: &mut Frame<'_>) -> R<i64> {
+        let x = self.0.eval(fr)?;
+        let y = self.1.eval(fr)?;
+        O::apply(x, y).ok_or(Bail::Fallback)
+    }
+}
+
+impl IntVal for DivPow2 {
+    #[inline(always)]
+    fn eval(&self, fr: &mut Frame<'_>) -> R<i64> {
+        Ok(div_pow2(fr.slot(self.0), self.1))
+    }
+}
+
+impl IntVal for RemPow2 {
+    #[inline(always)]
+    fn eval(&self, fr: &mut Frame<'_>) -> R<i64> {
+        let x = fr.slot(self.0);
+        Ok(x - (div_pow2(x, self.1) << self.1))
+    }
+}
+
+/// `x / 2^shift` rounded towards zero, as Rhai's (and Rust's) integer division.
+#[inline(always)]
+fn div_pow2(x: i64, shift: u32) -> i64 {
+    let bias = ((x >> 63) as u64 >> (64 - shift)) as i64;
+    (x + bias) >> shift
+}
+
+/// Rhai's integer operators: `None` where Rhai raises an error.
+pub(super) trait IntOp: 'static {
+    fn apply(x: i64, y: i64) -> Option<i64>;
+}
+
+/// Integer comparisons.
+pub(super) trait IntCmp: 'static {
+    fn test(x: i64, y: i64) -> bool;
+}
+
+macro_rules! operators {
+    ($trait:ident :: $method:ident -> $out:ty { $($name:ident($x:ident, $y:ident) => $body:expr;)* }) => {
+        $(
+            pub(super) struct $name;
+            impl $trait for $name {
+                #[inline(always)]
+                fn $method($x: i64, $y: i64) -> $out {
+                    $body
+                }
+            }
+        )*
+    };
+}
+
+operators!(IntOp::apply -> Option<i64> {
+    Add(x, y) => x.checked_add(y);
+    Sub(x, y) => x.checked_sub(y);
+    Mul(x, y) => x.checked_mul(y);
+    Div(x, y) => ops::int_div(x, y);
+    Rem(x, y) => x.checked_rem(y);
+    Pow(x, y) => ops::int_pow(x, y);
+    Shl(x, y) => Some(ops::shift_left(x, y));
+    Shr(x, y) => Some(ops::shift_right(x, y));
+    BitAnd(x, y) => Some(x & y);
+    BitOr(x, y) => Some(x | y);
+    BitXor(x, y) => Some(x ^ y);
+});
+
+operators!(IntCmp::test -> bool {
+    Eq(x, y) => x == y;
+    Ne(x, y) => x != y;
+    Lt(x, y) => x < y;
+    Le(x, y) => x <= y;
+    Gt(x, y) => x > y;
+    Ge(x, y) => x >= y;
+});
+
+/// What a shape is handed to: builds the closure that evaluates it in place.
+pub(super) trait Sink {
+    type Out;
+    fn take<V: IntVal>(self, v: V) -> Self::Out;
+}
+
+/// A slot, a constant, or else a closure.
+pub(super) fn narrow<S: Sink>(e: &Expr, sink: S) -> S::Out {
+    match e {
+        Expr::Load(slot, Ty::Int) => sink.take(Slot(*slot)),
+        Expr::Int(k) => sink.take(Konst(*k)),
+        _ => sink.take(Code(int(e))),
+    }
+}
+
+/// [`narrow`], or one operator over two [`narrow`] operands.
+pub(super) fn wide<S: Sink>(e: &Expr, sink: S) -> S::Out {
+    match e {
+        Expr::Binary {
+            op,
+            operand: Ty::Int,
+            lhs,
+            rhs,
+        } if !op.is_comparison() => binary::<Narrow, S>(*op, lhs, rhs, sink),
+        _ => narrow(e, sink),
+    }
+}
+
+/// [`narrow`] without closures, or one operator over two such operands: what conditions take on
+/// their left (a comparison of two [`wide`] operands would be thousands of instantiations).
+pub(super) fn leafy<S: Sink>(e: &Expr, sink: S) -> S::Out {
+    match e {
+        Expr::Binary {
+            op,
+            operand: Ty::Int,
+            lhs,
+            rhs,
+        } if !op.is_comparison() && is_leaf(lhs) && is_leaf(rhs) => {
+            binary::<Leaves, S>(*op, lhs, rhs, sink)
+        }
+        _ => narrow(e, sink),
+    }
+}
+
+fn is_leaf(e: &Expr) -> bool {
+    matches!(e, Expr::Load(_, Ty::Int) | Expr::Int(_))
+}
+
+/// How an operator's operands may be shaped.
+trait Operands: 'static {
+    fn shape<S: Sink>(e: &Expr, sink: S) -> S::Out;
+}
+
+/// Anything [`narrow`] takes.
+struct Narrow;
+
+/// Slots and constants only (checked by the caller).
+struct Leaves;
+
+impl Operands for Narrow {
+    fn shape<S: Sink>(e: &Expr, sink: S) -> S::Out {
+        narrow(e, sink)
+    }
+}
+
+impl Operands for Leaves {
+    fn shape<S: Sink>(e: &Expr, sink: S) -> S::Out {
+        match e {
+            Expr::Load(slot, Ty::Int) => sink.take(Slot(*slot)),
+            Expr::Int(k) => sink.take(Konst(*k)),
+            other => unreachable!("not a leaf: {other:?}"),
+        }
+    }
+}
+
+fn binary<P: Operands, S: Sink>(op: BinOp, lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
+    if let (Expr::Load(x, Ty::Int), Expr::Int(k)) = (lhs, rhs) {
+        if *k > 1 && k.count_ones() == 1 {
+            match op {
+                BinOp::Div => return sink.take(DivPow2(*x, k.trailing_zeros())),
+                BinOp::Rem => return sink.take(RemPow2(*x, k.trailing_zeros())),
+                _ => {}
+            }
+        }
+    }
+    match op {
+        BinOp::Add => pair::<P, Add, S>(lhs, rhs, sink),
+        BinOp::Sub => pair::<P, Sub, S>(lhs, rhs, sink),
+        BinOp::Mul => pair::<P, Mul, S>(lhs, rhs, sink),
+        BinOp::Div => pair::<P, Div, S>(lhs, rhs, sink),
+        BinOp::Rem => pair::<P, Rem, S>(lhs, rhs, sink),
+        BinOp::Pow => pair::<P, Pow, S>(lhs, rhs, sink),
+        BinOp::Shl => pair::<P, Shl, S>(lhs, rhs, sink),
+        BinOp::Shr => pair::<P, Shr, S>(lhs, rhs, sink),
+        BinOp::BitAnd => pair::<P, BitAnd, S>(lhs, rhs, sink),
+        BinOp::BitOr => pair::<P, BitOr, S>(lhs, rhs, sink),
+        BinOp::BitXor => pair::<P, BitXor, S>(lhs, rhs, sink),
+        cmp => unreachable!("{cmp:?} does not give an int"),
+    }
+}
+
+fn pair<P: Operands, O: IntOp, S: Sink>(lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
+    P::shape(
+        lhs,
+        Left::<P, O, S> {
+            rhs,
+            sink,
+            op: PhantomData,
+        },
+    )
+}
+
+/// An operator whose left operand is shaped, waiting for its right one.
+struct Left<'e, P, O, S> {
+    rhs: &'e Expr,
+    sink: S,
+    op: PhantomData<fn() -> (P, O)>,
+}
+
+impl<P: Operands, O: IntOp, S: Sink> Sink for Left<'_, P, O, S> {
+    type Out = S::Out;
+    fn take<A: IntVal>(self, a: A) -> S::Out {
+        let Left { rhs, sink, .. } = self;
+        P::shape(
+            rhs,
+            Right::<O, A, S> {
+                a,
+                sink,
+                op: PhantomData,
+            },
+        )
+    }
+}
+
+struct Right<O, A, S> {
+    a: A,
+    sink: S,
+    op: PhantomData<fn() -> O>,
+}
+
+impl<O: IntOp, A: IntVal, S: Sink> Sink for Right<O, A, S> {
+    type Out = S::Out;
+    fn take<B: IntVal>(self, b: B) -> S::Out {
+        self.sink.take(Bin::<O, A, B>(self.a, b, PhantomData))
+    }
+}
+
+/// An integer comparison as one closure: [`leafy`] on the left, [`narrow`] on the right.
+pub(super) fn compare(op: BinOp, lhs: &Expr, rhs: &Expr) -> Ev<bool> {
+    fn with<C: IntCmp>(lhs: &Expr, rhs: &Expr) -> Ev<bool> {
+        leafy(
+            lhs,
+            CmpLeft::<C> {
+                rhs,
+                op: PhantomData,
+            },
+        )
+    }
+    match op {
+        BinOp::Eq => with::<Eq>(lhs, rhs),
+        BinOp::Ne => with::<Ne>(lhs, rhs),
+        BinOp::Lt => with::<Lt>(lhs, rhs),
+        BinOp::Le => with::<Le>(lhs, rhs),
+        BinOp::Gt => with::<Gt>(lhs, rhs),
+        BinOp::Ge => with::<Ge>(lhs, rhs),
+        other => unreachable!("{other:?} does not give a bool"),
+    }
+}
+
+struct CmpLeft<'e, C> {
+    rhs: &'e Expr,
+    op: PhantomData<fn() -> C>,
+}
+
+impl<C: IntCmp> Sink for CmpLeft<'_, C> {
+    type Out = Ev<bool>;
+    fn take<A: IntVal>(self, a: A) -> Ev<bool> {
+        narrow(self.rhs, CmpRight::<C, A> { a, op: PhantomData })
+    }
+}
+
+struct CmpRight<C, A> {
+    a: A,
+    op: PhantomData<fn() -> C>,
+}
+
+impl<C: IntCmp, A: IntVal> Sink for CmpRight<C, A> {
+    type Out = Ev<bool>;
+    fn take<B: IntVal>(self, b: B) -> Ev<bool> {
+        let a = self.a;
+        Box::new(move |fr| {
+            let x = a.eval(fr)?;
+            Ok(C::test(x, b.eval(fr)?))
+        })
+    }
+}
