@@ -4,9 +4,10 @@
 use rhai::EvalAltResult;
 
 use super::{
+    inline,
     ir::{BinOp, Block, Expr, Function, Stmt, Ty, UnOp},
     ops,
-    shape::{self, IntVal, Sink},
+    shape::{self, IntVal, Sink, Test, TestSink},
 };
 use crate::stop::{StopCheck, terminate};
 
@@ -206,6 +207,7 @@ impl Scalar {
 
 impl Program {
     pub(crate) fn new(functions: &[Function], entry: usize) -> Program {
+        let functions = inline::inline_calls(functions);
         let fns = functions
             .iter()
             .map(|f| FnCode {
@@ -258,7 +260,7 @@ impl Program {
 /// A function's body; a `return` from inside an expression is caught here.
 fn function_body(f: &Function) -> Ev<i64> {
     let value = bits(&f.body.value);
-    let value = if jumps(&f.body.value) {
+    let value = if f.body.value.jumps() {
         Box::new(move |fr: &mut Frame<'_>| returned(value(fr), fr))
     } else {
         value
@@ -331,15 +333,9 @@ fn statement(stmt: &Stmt) -> St {
         }
         // An `if` or a block in statement position: its control flow is the statement's.
         Stmt::Eval(Expr::If { cond, then, other }) => {
-            let cond = boolean(cond);
             let then = block_statement(then);
             let other = block_statement(other);
-            Box::new(move |fr| match cond(fr) {
-                Ok(true) => then.as_ref().map_or(Ok(Flow::Next), |then| then(fr)),
-                Ok(false) => other.as_ref().map_or(Ok(Flow::Next), |other| other(fr)),
-                Err(Bail::Escape(flow)) => Ok(flow),
-                Err(e) => Err(e),
-            })
+            shape::condition(cond, IfStatement { then, other })
         }
         Stmt::Eval(Expr::Block(block)) => {
             let stmts = block_statements(block);
@@ -350,28 +346,12 @@ fn statement(stmt: &Stmt) -> St {
             Box::new(move |fr| escaping(e(fr).map(|_| ())))
         }
         Stmt::While { cond, body, cost } => {
-            let cond = cond.as_ref().map(boolean);
             let body = block_statements(body);
             let cost = *cost;
-            Box::new(move |fr| {
-                loop {
-                    fr.tick(cost)?;
-                    if let Some(cond) = &cond {
-                        match cond(fr) {
-                            Ok(true) => {}
-                            Ok(false) => break,
-                            Err(Bail::Escape(flow)) => return Ok(flow),
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    match run(&body, fr)? {
-                        Flow::Next | Flow::Continue => {}
-                        Flow::Break => break,
-                        Flow::Return => return Ok(Flow::Return),
-                    }
-                }
-                Ok(Flow::Next)
-            })
+            match cond {
+                Some(cond) => shape::condition(cond, WhileLoop { body, cost }),
+                None => WhileLoop { body, cost }.take(shape::Always),
+            }
         }
         Stmt::Do {
             body,
@@ -476,7 +456,7 @@ fn block_statement(block: &Block) -> Option<St> {
 }
 
 /// A block used as a value; control flow leaving it escapes as [`Bail::Escape`].
-fn block_value<T: 'static>(block: &Block, value: Ev<T>) -> Ev<T> {
+pub(super) fn block_value<T: 'static>(block: &Block, value: Ev<T>) -> Ev<T> {
     if block.stmts.is_empty() {
         return value;
     }
@@ -515,12 +495,19 @@ macro_rules! common {
                 return Box::new(move |fr| Ok($from_bits(fr.slot(slot))));
             }
             Expr::If { cond, then, other } => {
-                let cond = boolean(cond);
                 let then = block_value(then, $this(&then.value));
                 let other = block_value(other, $this(&other.value));
-                return Box::new(move |fr| if cond(fr)? { then(fr) } else { other(fr) });
+                return shape::condition(cond, IfValue { then, other });
             }
             Expr::Block(block) => return block_value(block, $this(&block.value)),
+            Expr::Inlined {
+                params,
+                body,
+                entry_cost,
+            } => {
+                let value = block_value(body, $this(&body.value));
+                return inlined(params, value, *entry_cost);
+            }
             Expr::Call { callee, args, .. } => {
                 let call = call(*callee, args);
                 return Box::new(move |fr| call(fr).map($from_bits));
@@ -534,6 +521,7 @@ pub(super) fn int(e: &Expr) -> Ev<i64> {
     match e {
         Expr::Load(..) | Expr::Int(_) | Expr::Binary { .. } => return shape::wide(e, Boxed),
         Expr::Call { callee, args, .. } => return call(*callee, args), // no wrapper needed
+        Expr::If { cond, then, other } => return shape::int_if(cond, then, other),
         _ => {}
     }
     common!(e, int, |b: i64| b);
@@ -606,7 +594,7 @@ fn float(e: &Expr) -> Ev<f64> {
     }
 }
 
-fn boolean(e: &Expr) -> Ev<bool> {
+pub(super) fn boolean(e: &Expr) -> Ev<bool> {
     common!(e, boolean, |b: i64| b != 0);
     match e {
         Expr::Bool(b) => {
@@ -756,6 +744,141 @@ fn enter(
     result
 }
 
+/// `if` as a value.
+struct IfValue<T> {
+    then: Ev<T>,
+    other: Ev<T>,
+}
+
+impl<T: 'static> TestSink for IfValue<T> {
+    type Out = Ev<T>;
+    fn take<C: Test>(self, cond: C) -> Ev<T> {
+        let IfValue { then, other } = self;
+        Box::new(move |fr| if cond.test(fr)? { then(fr) } else { other(fr) })
+    }
+}
+
+/// `if` as a statement; `None` is a branch that does nothing.
+struct IfStatement {
+    then: Option<St>,
+    other: Option<St>,
+}
+
+impl TestSink for IfStatement {
+    type Out = St;
+    fn take<C: Test>(self, cond: C) -> St {
+        let IfStatement { then, other } = self;
+        Box::new(move |fr| {
+            let branch = match cond.test(fr) {
+                Ok(c) => {
+                    if c {
+                        &then
+                    } else {
+                        &other
+                    }
+                }
+                Err(Bail::Escape(flow)) => return Ok(flow),
+                Err(e) => return Err(e),
+            };
+            branch.as_ref().map_or(Ok(Flow::Next), |branch| branch(fr))
+        })
+    }
+}
+
+/// `while` and `loop`; `cost` is charged per iteration.
+struct WhileLoop {
+    body: Vec<St>,
+    cost: u64,
+}
+
+impl TestSink for WhileLoop {
+    type Out = St;
+    fn take<C: Test>(self, cond: C) -> St {
+        let WhileLoop { body, cost } = self;
+        Box::new(move |fr| {
+            loop {
+                fr.tick(cost)?;
+                match cond.test(fr) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(Bail::Escape(flow)) => return Ok(flow),
+                    Err(e) => return Err(e),
+                }
+                match run(&body, fr)? {
+                    Flow::Next | Flow::Continue => {}
+                    Flow::Break => break,
+                    Flow::Return => return Ok(Flow::Return),
+                }
+            }
+            Ok(Flow::Next)
+        })
+    }
+}
+
+/// A copied body (see `inline.rs`): the call's depth check and charge, its arguments stored
+/// in the copy's parameter slots, then its value one level deeper.
+fn inlined<T: 'static>(params: &[(usize, Expr)], body: Ev<T>, entry_cost: u64) -> Ev<T> {
+    if let [(slot, arg)] = params {
+        if arg.ty() == Ty::Int {
+            let slot = *slot;
+            return shape::leafy(
+                arg,
+                InlinedOne {
+                    slot,
+                    body,
+                    entry_cost,
+                },
+            );
+        }
+    }
+    let params: Vec<(usize, Ev<i64>)> = params.iter().map(|(s, a)| (*s, bits(a))).collect();
+    Box::new(move |fr| {
+        if fr.depth >= fr.limits.max_depth {
+            return Err(Bail::Fallback);
+        }
+        for (slot, arg) in &params {
+            let v = arg(fr)?;
+            fr.set(*slot, v);
+        }
+        deeper(fr, entry_cost, &body)
+    })
+}
+
+/// A copied body with one integer parameter, its argument shaped in place.
+struct InlinedOne<T> {
+    slot: usize,
+    body: Ev<T>,
+    entry_cost: u64,
+}
+
+impl<T: 'static> Sink for InlinedOne<T> {
+    type Out = Ev<T>;
+    fn take<V: IntVal>(self, arg: V) -> Ev<T> {
+        let InlinedOne {
+            slot,
+            body,
+            entry_cost,
+        } = self;
+        Box::new(move |fr| {
+            if fr.depth >= fr.limits.max_depth {
+                return Err(Bail::Fallback);
+            }
+            let v = arg.eval(fr)?;
+            fr.set(slot, v);
+            deeper(fr, entry_cost, &body)
+        })
+    }
+}
+
+/// Runs `body` one call level deeper, charged as a call.
+#[inline(always)]
+fn deeper<T>(fr: &mut Frame<'_>, entry_cost: u64, body: &Ev<T>) -> R<T> {
+    fr.depth += 1;
+    let value = fr.tick(entry_cost).and_then(|()| body(fr));
+    fr.depth -= 1;
+    value
+}
+
 /// An integer value as its own closure.
 struct Boxed;
 
@@ -781,28 +904,5 @@ impl Sink for StoreTo {
             Err(Bail::Escape(flow)) => Ok(flow),
             Err(e) => Err(e),
         })
-    }
-}
-
-/// Whether `break`, `continue` or `return` can escape from evaluating `e`.
-fn jumps(e: &Expr) -> bool {
-    let block = |b: &Block| b.stmts.iter().any(stmt_jumps) || jumps(&b.value);
-    match e {
-        Expr::Int(_) | Expr::Float(_) | Expr::Bool(_) | Expr::Unit | Expr::Load(..) => false,
-        Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) => {
-            jumps(lhs) || jumps(rhs)
-        }
-        Expr::Unary { arg, .. } => jumps(arg),
-        Expr::If { cond, then, other } => jumps(cond) || block(then) || block(other),
-        Expr::Block(b) => block(b),
-        Expr::Call { args, .. } => args.iter().any(jumps),
-    }
-}
-
-fn stmt_jumps(s: &Stmt) -> bool {
-    match s {
-        Stmt::Break | Stmt::Continue | Stmt::Return(_) => true,
-        Stmt::Store(_, e) | Stmt::Eval(e) => jumps(e),
-        Stmt::While { .. } | Stmt::Do { .. } | Stmt::For { .. } => true,
     }
 }

@@ -105,6 +105,14 @@ pub(crate) enum Expr {
         args: Vec<Expr>,
         ret: Ty,
     },
+    /// A call whose callee's body was copied in place (see `inline.rs`): the arguments are
+    /// stored in `params` (slots of the caller), then `body` runs one call level deeper,
+    /// charged `entry_cost` as the call would be.
+    Inlined {
+        params: Vec<(Slot, Expr)>,
+        body: Box<Block>,
+        entry_cost: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +179,66 @@ impl Expr {
             Expr::If { then, .. } => then.ty(),
             Expr::Block(block) => block.ty(),
             Expr::Call { ret, .. } => *ret,
+            Expr::Inlined { body, .. } => body.ty(),
         }
+    }
+
+    /// Whether `break`, `continue` or `return` can escape from evaluating this.
+    pub(crate) fn jumps(&self) -> bool {
+        match self {
+            Expr::Int(_) | Expr::Float(_) | Expr::Bool(_) | Expr::Unit | Expr::Load(..) => false,
+            Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) => {
+                lhs.jumps() || rhs.jumps()
+            }
+            Expr::Unary { arg, .. } => arg.jumps(),
+            Expr::If { cond, then, other } => cond.jumps() || then.jumps() || other.jumps(),
+            Expr::Block(block) => block.jumps(),
+            Expr::Call { args, .. } => args.iter().any(Expr::jumps),
+            Expr::Inlined { params, body, .. } => {
+                params.iter().any(|(_, e)| e.jumps()) || body.jumps()
+            }
+        }
+    }
+
+    /// Operators, leaves and calls: what inlining weighs.
+    pub(crate) fn size(&self) -> usize {
+        1 + match self {
+            Expr::Int(_) | Expr::Float(_) | Expr::Bool(_) | Expr::Unit | Expr::Load(..) => 0,
+            Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) => {
+                lhs.size() + rhs.size()
+            }
+            Expr::Unary { arg, .. } => arg.size(),
+            Expr::If { cond, then, other } => cond.size() + then.size() + other.size(),
+            Expr::Block(block) => block.size(),
+            Expr::Call { args, .. } => args.iter().map(Expr::size).sum(),
+            Expr::Inlined { params, body, .. } => {
+                params.iter().map(|(_, e)| e.size()).sum::<usize>() + body.size()
+            }
+        }
+    }
+}
+
+impl Block {
+    /// Whether `break`, `continue` or `return` can escape from running this block (loops
+    /// count: they are not weighed).
+    pub(crate) fn jumps(&self) -> bool {
+        self.value.jumps()
+            || self.stmts.iter().any(|s| match s {
+                Stmt::Store(_, e) | Stmt::Eval(e) => e.jumps(),
+                _ => true,
+            })
+    }
+
+    /// The sizes of its expressions; loops and jumps are not weighed (see [`Block::jumps`]).
+    pub(crate) fn size(&self) -> usize {
+        let stmts: usize = self
+            .stmts
+            .iter()
+            .map(|s| match s {
+                Stmt::Store(_, e) | Stmt::Eval(e) => e.size(),
+                _ => 1,
+            })
+            .sum();
+        stmts + self.value.size()
     }
 }

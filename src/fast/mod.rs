@@ -9,6 +9,7 @@
 
 mod closure;
 mod dispatch;
+mod inline;
 mod ir;
 mod lower;
 mod ops;

@@ -4,8 +4,8 @@
 use std::marker::PhantomData;
 
 use super::{
-    closure::{Bail, Ev, Frame, R, int},
-    ir::{BinOp, Expr, Ty},
+    closure::{Bail, Ev, Frame, R, block_value, boolean, int},
+    ir::{BinOp, Block, Expr, Ty},
     ops,
 };
 
@@ -322,6 +322,173 @@ impl<C: IntCmp, A: IntVal> Sink for CmpRight<C, A> {
         Box::new(move |fr| {
             let x = a.eval(fr)?;
             Ok(C::test(x, b.eval(fr)?))
+        })
+    }
+}
+
+/// A condition tested in place by the statement or `if` that uses it.
+pub(super) trait Test: Send + Sync + 'static {
+    fn test(&self, fr: &mut Frame<'_>) -> R<bool>;
+}
+
+/// A comparison of two operands.
+pub(super) struct Compare<C, A, B>(A, B, PhantomData<fn() -> C>);
+
+/// Any other condition, through its closure.
+pub(super) struct CodeTest(Ev<bool>);
+
+/// No condition: `loop`.
+pub(super) struct Always;
+
+impl Test for Always {
+    #[inline(always)]
+    fn test(&self, _: &mut Frame<'_>) -> R<bool> {
+        Ok(true)
+    }
+}
+
+impl<C: IntCmp, A: IntVal, B: IntVal> Test for Compare<C, A, B> {
+    #[inline(always)]
+    fn test(&self, fr: &mut Frame<'_>) -> R<bool> {
+        let x = self.0.eval(fr)?;
+        Ok(C::test(x, self.1.eval(fr)?))
+    }
+}
+
+impl Test for CodeTest {
+    #[inline(always)]
+    fn test(&self, fr: &mut Frame<'_>) -> R<bool> {
+        (self.0)(fr)
+    }
+}
+
+/// What a condition's shape is handed to.
+pub(super) trait TestSink {
+    type Out;
+    fn take<T: Test>(self, test: T) -> Self::Out;
+}
+
+/// A comparison of two slots or constants (`n < 2`, `n != 1`), or else a closure.
+pub(super) fn condition<S: TestSink>(e: &Expr, sink: S) -> S::Out {
+    fn with<C: IntCmp, S: TestSink>(lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
+        Leaves::shape(
+            lhs,
+            TestLeft::<C, S> {
+                rhs,
+                sink,
+                op: PhantomData,
+            },
+        )
+    }
+    match e {
+        Expr::Binary {
+            op,
+            operand: Ty::Int,
+            lhs,
+            rhs,
+        } if is_leaf(lhs) && is_leaf(rhs) => match op {
+            BinOp::Eq => with::<Eq, S>(lhs, rhs, sink),
+            BinOp::Ne => with::<Ne, S>(lhs, rhs, sink),
+            BinOp::Lt => with::<Lt, S>(lhs, rhs, sink),
+            BinOp::Le => with::<Le, S>(lhs, rhs, sink),
+            BinOp::Gt => with::<Gt, S>(lhs, rhs, sink),
+            BinOp::Ge => with::<Ge, S>(lhs, rhs, sink),
+            _ => sink.take(CodeTest(boolean(e))),
+        },
+        _ => sink.take(CodeTest(boolean(e))),
+    }
+}
+
+struct TestLeft<'e, C, S> {
+    rhs: &'e Expr,
+    sink: S,
+    op: PhantomData<fn() -> C>,
+}
+
+impl<C: IntCmp, S: TestSink> Sink for TestLeft<'_, C, S> {
+    type Out = S::Out;
+    fn take<A: IntVal>(self, a: A) -> S::Out {
+        let TestLeft { rhs, sink, .. } = self;
+        Leaves::shape(
+            rhs,
+            TestRight::<C, A, S> {
+                a,
+                sink,
+                op: PhantomData,
+            },
+        )
+    }
+}
+
+struct TestRight<C, A, S> {
+    a: A,
+    sink: S,
+    op: PhantomData<fn() -> C>,
+}
+
+impl<C: IntCmp, A: IntVal, S: TestSink> Sink for TestRight<C, A, S> {
+    type Out = S::Out;
+    fn take<B: IntVal>(self, b: B) -> S::Out {
+        self.sink.take(Compare::<C, A, B>(self.a, b, PhantomData))
+    }
+}
+
+/// An integer `if` whose branches are shaped too: `if n < 2 { n } else { ... }` reads `n` in
+/// place (half the calls of a recursive function end in such a branch).
+pub(super) fn int_if(cond: &Expr, then: &Block, other: &Block) -> Ev<i64> {
+    condition(cond, IntIf { then, other })
+}
+
+/// A branch: its value shaped when it is a bare value, else the block's closure.
+fn branch<S: Sink>(block: &Block, sink: S) -> S::Out {
+    if block.stmts.is_empty() {
+        narrow(&block.value, sink)
+    } else {
+        sink.take(Code(block_value(block, int(&block.value))))
+    }
+}
+
+struct IntIf<'e> {
+    then: &'e Block,
+    other: &'e Block,
+}
+
+impl TestSink for IntIf<'_> {
+    type Out = Ev<i64>;
+    fn take<C: Test>(self, cond: C) -> Ev<i64> {
+        let other = self.other;
+        branch(self.then, IntIfThen { cond, other })
+    }
+}
+
+struct IntIfThen<'e, C> {
+    cond: C,
+    other: &'e Block,
+}
+
+impl<C: Test> Sink for IntIfThen<'_, C> {
+    type Out = Ev<i64>;
+    fn take<A: IntVal>(self, then: A) -> Ev<i64> {
+        let cond = self.cond;
+        branch(self.other, IntIfElse { cond, then })
+    }
+}
+
+struct IntIfElse<C, A> {
+    cond: C,
+    then: A,
+}
+
+impl<C: Test, A: IntVal> Sink for IntIfElse<C, A> {
+    type Out = Ev<i64>;
+    fn take<B: IntVal>(self, other: B) -> Ev<i64> {
+        let IntIfElse { cond, then } = self;
+        Box::new(move |fr| {
+            if cond.test(fr)? {
+                then.eval(fr)
+            } else {
+                other.eval(fr)
+            }
         })
     }
 }

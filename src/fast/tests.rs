@@ -204,6 +204,61 @@ fn rhai_semantics_that_differ_from_rust_are_kept() {
 }
 
 #[test]
+fn copied_calls_keep_values_errors_and_limits() {
+    let cases: &[(&str, Vec<Dynamic>)] = &[
+        // Several parameters and locals: the copy's slots must not overlap the caller's.
+        (
+            "fn g(x, y) { let d = x - y; d * d + x } fn f(x) { let y = 3; g(x, y) + g(y, x) + y }",
+            vec![7.into()],
+        ),
+        // Copies in argument positions, nested.
+        (
+            "fn g(x, y) { x * 2 + y } fn f(x) { g(g(x, 1), g(1, x)) }",
+            vec![5.into()],
+        ),
+        // Float and bool results.
+        (
+            "fn g(x) { x / 2.0 } fn f(x) { g(x.to_float()) + g(1.0) }",
+            vec![3.into()],
+        ),
+        (
+            "fn g(x) { x % 2 == 0 } fn f(x) { g(x) && !g(x + 1) }",
+            vec![4.into()],
+        ),
+        // A callee with a loop or a return stays a call.
+        (
+            "fn g(x) { let s = 0; for i in 0..x { s += i; } s } fn f(x) { g(x) * 2 }",
+            vec![9.into()],
+        ),
+        (
+            "fn g(x) { if x > 0 { return 1; } 0 } fn f(x) { g(x) + g(-x) }",
+            vec![2.into()],
+        ),
+        // An error inside a copy: Rhai reports it, call chain included.
+        (
+            "fn g(x) { x * x } fn f(x) { g(x) + 1 }",
+            vec![i64::MAX.into()],
+        ),
+        ("fn g(x) { 10 / x } fn f(x) { g(x) }", vec![0.into()]),
+    ];
+    for (script, args) in cases {
+        check(script, "f", args.clone());
+    }
+    compiles(
+        "fn g(x, y) { x * 2 + y } fn f(x) { g(g(x, 1), g(1, x)) }",
+        "f",
+        vec![5.into()],
+    );
+    // Copies count call levels as calls do.
+    let fib = "fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }";
+    compiles(fib, "fib", vec![20.into()]);
+    let chain = "fn a(n) { b(n) + 1 } fn b(n) { c(n) + 1 } fn c(n) { d(n) + 1 }
+                 fn d(n) { if n == 0 { 0 } else { a(n - 1) } }";
+    compiles(chain, "a", vec![15.into()]);
+    falls_back(chain, "a", vec![16.into()]);
+}
+
+#[test]
 fn mutual_recursion_settles_its_types() {
     let script = "fn even(n) { if n == 0 { true } else { odd(n - 1) } }
                   fn odd(n) { if n == 0 { false } else { even(n - 1) } }";
@@ -364,10 +419,14 @@ fn bool_expr(depth: u32) -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// `f(a, b)` with a loop, and a small `g(a, b)` it calls, which the tier copies into `f`.
 fn function() -> impl Strategy<Value = String> {
-    (int_expr(3), int_expr(2), bool_expr(1), 0i64..6).prop_map(|(value, step, cond, n)| {
+    let f = (int_expr(3), int_expr(2), bool_expr(1), 0i64..6);
+    let g = (int_expr(2), int_expr(1), int_expr(1), int_expr(1));
+    (f, g).prop_map(|((value, step, cond, n), (t, u, x, y))| {
         format!(
-            "fn f(a, b) {{ let acc = 0; for i in 0..{n} {{ if {cond} {{ acc = acc ^ i; }} let b = {step}; }} acc + {value} }}"
+            "fn g(a, b) {{ let t = {t}; t ^ {u} }}
+             fn f(a, b) {{ let acc = 0; for i in 0..{n} {{ if {cond} {{ acc = acc ^ i; }} let b = {step}; }} (acc + {value}) ^ g({x}, {y}) }}"
         )
     })
 }
