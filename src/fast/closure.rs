@@ -335,7 +335,7 @@ fn statement(stmt: &Stmt) -> St {
         Stmt::Eval(Expr::If { cond, then, other }) => {
             let then = block_statement(then);
             let other = block_statement(other);
-            shape::condition(cond, IfStatement { then, other })
+            shape::loop_condition(cond, IfStatement { then, other })
         }
         Stmt::Eval(Expr::Block(block)) => {
             let stmts = block_statements(block);
@@ -349,7 +349,7 @@ fn statement(stmt: &Stmt) -> St {
             let body = block_statements(body);
             let cost = *cost;
             match cond {
-                Some(cond) => shape::condition(cond, WhileLoop { body, cost }),
+                Some(cond) => shape::loop_condition(cond, WhileLoop { body, cost }),
                 None => WhileLoop { body, cost }.take(shape::Always),
             }
         }

@@ -26,9 +26,29 @@ pub(super) struct Code(Ev<i64>);
 /// One operator over two operands.
 pub(super) struct Bin<O, A, B>(A, B, PhantomData<fn() -> O>);
 
-/// Division and remainder by 2^shift: shifts and masks, which cannot fail.
-pub(super) struct DivPow2(usize, u32);
-pub(super) struct RemPow2(usize, u32);
+/// Division and remainder by a power of two: shifts and masks, which cannot fail.
+pub(super) struct DivPow2 {
+    slot: usize,
+    shift: u32,
+}
+
+pub(super) struct RemPow2 {
+    slot: usize,
+    /// The divisor less one: the remainder's bits.
+    mask: i64,
+}
+
+/// `x / k` or `x % k` when `x` is a slot and `k` a power of two above 1.
+fn by_power_of_two(op: BinOp, x: &Expr, k: &Expr) -> Option<(usize, i64)> {
+    match (op, x, k) {
+        (BinOp::Div | BinOp::Rem, Expr::Load(slot, Ty::Int), Expr::Int(k))
+            if *k > 1 && k.count_ones() == 1 =>
+        {
+            Some((*slot, *k))
+        }
+        _ => None,
+    }
+}
 
 impl IntVal for Slot {
     #[inline(always)]
@@ -61,25 +81,28 @@ impl<O: IntOp, A: IntVal, B: IntVal> IntVal for Bin<O, A, B> {
 }
 
 impl IntVal for DivPow2 {
+    /// Rounds towards zero, as Rhai's (and Rust's) integer division: negative numbers are
+    /// biased by the divisor less one before the shift.
     #[inline(always)]
     fn eval(&self, fr: &mut Frame<'_>) -> R<i64> {
-        Ok(div_pow2(fr.slot(self.0), self.1))
+        let x = fr.slot(self.slot);
+        let bias = (x >> 63) & ((1 << self.shift) - 1);
+        Ok((x + bias) >> self.shift)
     }
 }
 
 impl IntVal for RemPow2 {
+    /// Takes the sign of the dividend, as Rhai's remainder does.
     #[inline(always)]
     fn eval(&self, fr: &mut Frame<'_>) -> R<i64> {
-        let x = fr.slot(self.0);
-        Ok(x - (div_pow2(x, self.1) << self.1))
+        let x = fr.slot(self.slot);
+        let low = x & self.mask;
+        Ok(if x < 0 && low != 0 {
+            low | !self.mask
+        } else {
+            low
+        })
     }
-}
-
-/// `x / 2^shift` rounded towards zero, as Rhai's (and Rust's) integer division.
-#[inline(always)]
-fn div_pow2(x: i64, shift: u32) -> i64 {
-    let bias = ((x >> 63) as u64 >> (64 - shift)) as i64;
-    (x + bias) >> shift
 }
 
 /// Rhai's integer operators: `None` where Rhai raises an error.
@@ -179,6 +202,8 @@ fn is_leaf(e: &Expr) -> bool {
 
 /// How an operator's operands may be shaped.
 trait Operands: 'static {
+    /// Whether `e` has one of these shapes.
+    fn takes(e: &Expr) -> bool;
     fn shape<S: Sink>(e: &Expr, sink: S) -> S::Out;
 }
 
@@ -189,12 +214,20 @@ struct Narrow;
 struct Leaves;
 
 impl Operands for Narrow {
+    fn takes(_: &Expr) -> bool {
+        true
+    }
+
     fn shape<S: Sink>(e: &Expr, sink: S) -> S::Out {
         narrow(e, sink)
     }
 }
 
 impl Operands for Leaves {
+    fn takes(e: &Expr) -> bool {
+        is_leaf(e)
+    }
+
     fn shape<S: Sink>(e: &Expr, sink: S) -> S::Out {
         match e {
             Expr::Load(slot, Ty::Int) => sink.take(Slot(*slot)),
@@ -205,14 +238,15 @@ impl Operands for Leaves {
 }
 
 fn binary<P: Operands, S: Sink>(op: BinOp, lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
-    if let (Expr::Load(x, Ty::Int), Expr::Int(k)) = (lhs, rhs) {
-        if *k > 1 && k.count_ones() == 1 {
-            match op {
-                BinOp::Div => return sink.take(DivPow2(*x, k.trailing_zeros())),
-                BinOp::Rem => return sink.take(RemPow2(*x, k.trailing_zeros())),
-                _ => {}
-            }
-        }
+    if let Some((slot, k)) = by_power_of_two(op, lhs, rhs) {
+        return if op == BinOp::Div {
+            sink.take(DivPow2 {
+                slot,
+                shift: k.trailing_zeros(),
+            })
+        } else {
+            sink.take(RemPow2 { slot, mask: k - 1 })
+        };
     }
     match op {
         BinOp::Add => pair::<P, Add, S>(lhs, rhs, sink),
@@ -370,15 +404,23 @@ pub(super) trait TestSink {
 
 /// A comparison of two slots or constants (`n < 2`, `n != 1`), or else a closure.
 pub(super) fn condition<S: TestSink>(e: &Expr, sink: S) -> S::Out {
-    fn with<C: IntCmp, S: TestSink>(lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
-        Leaves::shape(
-            lhs,
-            TestLeft::<C, S> {
-                rhs,
-                sink,
-                op: PhantomData,
-            },
-        )
+    shaped_condition::<Leaves, S>(e, sink)
+}
+
+/// [`condition`], also with an operator over two leaves on the left (`i * i <= n`,
+/// `n % i == 0`): for the conditions of `while` and `if` statements, which loops test.
+pub(super) fn loop_condition<S: TestSink>(e: &Expr, sink: S) -> S::Out {
+    shaped_condition::<SmallArithmetic, S>(e, sink)
+}
+
+fn shaped_condition<P: Operands, S: TestSink>(e: &Expr, sink: S) -> S::Out {
+    fn with<C: IntCmp, P: Operands, S: TestSink>(lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
+        let left = TestLeft::<C, S> {
+            rhs,
+            sink,
+            op: PhantomData,
+        };
+        P::shape(lhs, left)
     }
     match e {
         Expr::Binary {
@@ -386,16 +428,49 @@ pub(super) fn condition<S: TestSink>(e: &Expr, sink: S) -> S::Out {
             operand: Ty::Int,
             lhs,
             rhs,
-        } if is_leaf(lhs) && is_leaf(rhs) => match op {
-            BinOp::Eq => with::<Eq, S>(lhs, rhs, sink),
-            BinOp::Ne => with::<Ne, S>(lhs, rhs, sink),
-            BinOp::Lt => with::<Lt, S>(lhs, rhs, sink),
-            BinOp::Le => with::<Le, S>(lhs, rhs, sink),
-            BinOp::Gt => with::<Gt, S>(lhs, rhs, sink),
-            BinOp::Ge => with::<Ge, S>(lhs, rhs, sink),
+        } if P::takes(lhs) && is_leaf(rhs) => match op {
+            BinOp::Eq => with::<Eq, P, S>(lhs, rhs, sink),
+            BinOp::Ne => with::<Ne, P, S>(lhs, rhs, sink),
+            BinOp::Lt => with::<Lt, P, S>(lhs, rhs, sink),
+            BinOp::Le => with::<Le, P, S>(lhs, rhs, sink),
+            BinOp::Gt => with::<Gt, P, S>(lhs, rhs, sink),
+            BinOp::Ge => with::<Ge, P, S>(lhs, rhs, sink),
             _ => sink.take(CodeTest(boolean(e))),
         },
         _ => sink.take(CodeTest(boolean(e))),
+    }
+}
+
+/// A leaf, or `+ - * % &` over two leaves: the left side of a loop's condition.
+struct SmallArithmetic;
+
+impl Operands for SmallArithmetic {
+    fn takes(e: &Expr) -> bool {
+        match e {
+            Expr::Binary {
+                op: BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Rem | BinOp::BitAnd,
+                operand: Ty::Int,
+                lhs,
+                rhs,
+            } => is_leaf(lhs) && is_leaf(rhs),
+            other => is_leaf(other),
+        }
+    }
+
+    fn shape<S: Sink>(e: &Expr, sink: S) -> S::Out {
+        let Expr::Binary { op, lhs, rhs, .. } = e else {
+            return Leaves::shape(e, sink);
+        };
+        match op {
+            BinOp::Rem => match by_power_of_two(*op, lhs, rhs) {
+                Some((slot, k)) => sink.take(RemPow2 { slot, mask: k - 1 }),
+                None => pair::<Leaves, Rem, S>(lhs, rhs, sink),
+            },
+            BinOp::Add => pair::<Leaves, Add, S>(lhs, rhs, sink),
+            BinOp::Sub => pair::<Leaves, Sub, S>(lhs, rhs, sink),
+            BinOp::Mul => pair::<Leaves, Mul, S>(lhs, rhs, sink),
+            _ => pair::<Leaves, BitAnd, S>(lhs, rhs, sink),
+        }
     }
 }
 

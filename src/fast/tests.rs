@@ -204,6 +204,40 @@ fn rhai_semantics_that_differ_from_rust_are_kept() {
 }
 
 #[test]
+fn division_by_powers_of_two_rounds_as_rhai_does() {
+    for x in [
+        i64::MIN,
+        i64::MIN + 1,
+        -9,
+        -8,
+        -7,
+        -1,
+        0,
+        1,
+        7,
+        8,
+        9,
+        i64::MAX,
+    ] {
+        for (op, k) in [
+            ("/", 2i64),
+            ("%", 2),
+            ("/", 8),
+            ("%", 8),
+            ("/", 1 << 62),
+            ("%", 1 << 62),
+        ] {
+            compiles(&format!("fn f(x) {{ x {op} {k} }}"), "f", vec![x.into()]);
+        }
+        compiles(
+            "fn f(x) { if x % 2 == 0 { x / 2 } else { x % 4 } }",
+            "f",
+            vec![x.into()],
+        );
+    }
+}
+
+#[test]
 fn copied_calls_keep_values_errors_and_limits() {
     let cases: &[(&str, Vec<Dynamic>)] = &[
         // Several parameters and locals: the copy's slots must not overlap the caller's.
