@@ -23,17 +23,21 @@ pub(crate) enum Bail {
     Escape(Flow),
 }
 
+/// How a statement ended.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
     Next,
     Break,
     Continue,
     Return,
+    /// Stopped early: the reason is in [`Frame::bail`]. Statements answer a plain `Flow`
+    /// rather than a `Result` because loops test it once per statement.
+    Bail,
 }
 
 pub(super) type R<T> = Result<T, Bail>;
 pub(super) type Ev<T> = Box<dyn Fn(&mut Frame<'_>) -> R<T> + Send + Sync>;
-type St = Box<dyn Fn(&mut Frame<'_>) -> R<Flow> + Send + Sync>;
+type St = Box<dyn Fn(&mut Frame<'_>) -> Flow + Send + Sync>;
 
 thread_local! {
     /// The slot stack, kept between calls so a call allocates nothing.
@@ -79,6 +83,8 @@ pub(crate) struct Frame<'p> {
     slots: *mut i64,
     top: usize,
     ret: i64,
+    /// Why a statement answered [`Flow::Bail`].
+    bail: Option<Bail>,
     depth: usize,
     ops: u64,
     next_check: u64,
@@ -109,6 +115,25 @@ impl Frame<'_> {
         assert!(at < self.stack.len());
         // SAFETY: in bounds (checked above); `as_mut_ptr` leaves pointers derived before valid.
         unsafe { self.stack.as_mut_ptr().add(at).write(bits) }
+    }
+
+    /// A statement's expression stopped: an escape is the statement's flow, anything else is
+    /// kept for the expression that runs the statement (see [`Frame::resume`]).
+    #[cold]
+    fn stopped(&mut self, bail: Bail) -> Flow {
+        match bail {
+            Bail::Escape(flow) => flow,
+            other => {
+                self.bail = Some(other);
+                Flow::Bail
+            }
+        }
+    }
+
+    /// The reason statements answered [`Flow::Bail`], back in the `Result` of expressions.
+    #[cold]
+    fn resume(&mut self) -> Bail {
+        self.bail.take().unwrap_or(Bail::Fallback)
     }
 
     /// Makes `stack[base..]` the running function's slots.
@@ -240,6 +265,7 @@ impl Program {
             slots: std::ptr::null_mut(),
             top: entry.slots,
             ret: 0,
+            bail: None,
             depth: 1,
             ops: 0,
             next_check: next_check(0, limits),
@@ -271,9 +297,10 @@ fn function_body(f: &Function) -> Ev<i64> {
     let stmts = statements(&f.body.stmts);
     Box::new(move |fr| {
         for s in &stmts {
-            match s(fr)? {
+            match s(fr) {
                 Flow::Next => {}
                 Flow::Return => return Ok(fr.ret),
+                Flow::Bail => return Err(fr.resume()),
                 Flow::Break | Flow::Continue => return Err(Bail::Fallback),
             }
         }
@@ -297,22 +324,32 @@ fn statements(stmts: &[Stmt]) -> Vec<St> {
 
 /// Runs a block's statements; anything but `Next` ends it.
 #[inline]
-fn run(stmts: &[St], fr: &mut Frame<'_>) -> R<Flow> {
+fn run(stmts: &[St], fr: &mut Frame<'_>) -> Flow {
     for s in stmts {
-        let flow = s(fr)?;
+        let flow = s(fr);
         if flow != Flow::Next {
-            return Ok(flow);
+            return flow;
         }
     }
-    Ok(Flow::Next)
+    Flow::Next
 }
 
-/// A statement's expression: an escape from inside it becomes the statement's flow.
-fn escaping(e: R<()>) -> R<Flow> {
-    match e {
-        Ok(()) => Ok(Flow::Next),
-        Err(Bail::Escape(flow)) => Ok(flow),
-        Err(other) => Err(other),
+/// What a loop does after its body: `None` to go on, or the flow that ends the loop's statement.
+#[inline(always)]
+fn after_body(flow: Flow) -> Option<Flow> {
+    match flow {
+        Flow::Next | Flow::Continue => None,
+        Flow::Break => Some(Flow::Next),
+        other => Some(other),
+    }
+}
+
+/// Charges a loop iteration: `Some` with the flow when a limit stops the loop.
+#[inline(always)]
+fn charged(fr: &mut Frame<'_>, cost: u64) -> Option<Flow> {
+    match fr.tick(cost) {
+        Ok(()) => None,
+        Err(e) => Some(fr.stopped(e)),
     }
 }
 
@@ -321,14 +358,12 @@ fn statement(stmt: &Stmt) -> St {
         Stmt::Store(slot, e) if e.ty() == Ty::Int => shape::wide(e, StoreTo(*slot)),
         Stmt::Store(slot, e) => {
             let (slot, value) = (*slot, bits(e));
-            Box::new(move |fr| {
-                let v = match value(fr) {
-                    Ok(v) => v,
-                    Err(Bail::Escape(flow)) => return Ok(flow),
-                    Err(e) => return Err(e),
-                };
-                fr.set(slot, v);
-                Ok(Flow::Next)
+            Box::new(move |fr| match value(fr) {
+                Ok(v) => {
+                    fr.set(slot, v);
+                    Flow::Next
+                }
+                Err(e) => fr.stopped(e),
             })
         }
         // An `if` or a block in statement position: its control flow is the statement's.
@@ -343,7 +378,10 @@ fn statement(stmt: &Stmt) -> St {
         }
         Stmt::Eval(e) => {
             let e = bits(e);
-            Box::new(move |fr| escaping(e(fr).map(|_| ())))
+            Box::new(move |fr| match e(fr) {
+                Ok(_) => Flow::Next,
+                Err(e) => fr.stopped(e),
+            })
         }
         Stmt::While { cond, body, cost } => {
             let body = block_statements(body);
@@ -364,22 +402,18 @@ fn statement(stmt: &Stmt) -> St {
             let (until, cost) = (*until, *cost);
             Box::new(move |fr| {
                 loop {
-                    fr.tick(cost)?;
-                    match run(&body, fr)? {
-                        Flow::Next | Flow::Continue => {}
-                        Flow::Break => break,
-                        Flow::Return => return Ok(Flow::Return),
+                    if let Some(flow) = charged(fr, cost) {
+                        return flow;
                     }
-                    let c = match cond(fr) {
-                        Ok(c) => c,
-                        Err(Bail::Escape(flow)) => return Ok(flow),
-                        Err(e) => return Err(e),
-                    };
-                    if c == until {
-                        break;
+                    if let Some(flow) = after_body(run(&body, fr)) {
+                        return flow;
+                    }
+                    match cond(fr) {
+                        Ok(c) if c == until => return Flow::Next,
+                        Ok(_) => {}
+                        Err(e) => return fr.stopped(e),
                     }
                 }
-                Ok(Flow::Next)
             })
         }
         Stmt::For {
@@ -395,21 +429,23 @@ fn statement(stmt: &Stmt) -> St {
             let body = block_statements(body);
             let (var, counter, inclusive, cost) = (*var, *counter, *inclusive, *cost);
             Box::new(move |fr| {
-                let start = from(fr)?;
-                let end = to(fr)?;
+                let (start, end) = match from(fr).and_then(|start| Ok((start, to(fr)?))) {
+                    Ok(range) => range,
+                    Err(e) => return fr.stopped(e),
+                };
                 let mut i = start;
                 let mut n = 0;
                 // `a..=i64::MAX` must not overflow the counter.
                 while if inclusive { i <= end } else { i < end } {
-                    fr.tick(cost)?;
+                    if let Some(flow) = charged(fr, cost) {
+                        return flow;
+                    }
                     fr.set(var, i);
                     if let Some(c) = counter {
                         fr.set(c, n);
                     }
-                    match run(&body, fr)? {
-                        Flow::Next | Flow::Continue => {}
-                        Flow::Break => break,
-                        Flow::Return => return Ok(Flow::Return),
+                    if let Some(flow) = after_body(run(&body, fr)) {
+                        return flow;
                     }
                     if i == end {
                         break;
@@ -417,20 +453,19 @@ fn statement(stmt: &Stmt) -> St {
                     i += 1;
                     n += 1;
                 }
-                Ok(Flow::Next)
+                Flow::Next
             })
         }
-        Stmt::Break => Box::new(|_| Ok(Flow::Break)),
-        Stmt::Continue => Box::new(|_| Ok(Flow::Continue)),
+        Stmt::Break => Box::new(|_| Flow::Break),
+        Stmt::Continue => Box::new(|_| Flow::Continue),
         Stmt::Return(e) => {
             let e = bits(e);
             Box::new(move |fr| match e(fr) {
                 Ok(v) => {
                     fr.ret = v;
-                    Ok(Flow::Return)
+                    Flow::Return
                 }
-                Err(Bail::Escape(flow)) => Ok(flow),
-                Err(e) => Err(e),
+                Err(e) => fr.stopped(e),
             })
         }
     }
@@ -461,8 +496,9 @@ pub(super) fn block_value<T: 'static>(block: &Block, value: Ev<T>) -> Ev<T> {
         return value;
     }
     let stmts = statements(&block.stmts);
-    Box::new(move |fr| match run(&stmts, fr)? {
+    Box::new(move |fr| match run(&stmts, fr) {
         Flow::Next => value(fr),
+        Flow::Bail => Err(fr.resume()),
         flow => Err(Bail::Escape(flow)),
     })
 }
@@ -770,17 +806,11 @@ impl TestSink for IfStatement {
         let IfStatement { then, other } = self;
         Box::new(move |fr| {
             let branch = match cond.test(fr) {
-                Ok(c) => {
-                    if c {
-                        &then
-                    } else {
-                        &other
-                    }
-                }
-                Err(Bail::Escape(flow)) => return Ok(flow),
-                Err(e) => return Err(e),
+                Ok(true) => &then,
+                Ok(false) => &other,
+                Err(e) => return fr.stopped(e),
             };
-            branch.as_ref().map_or(Ok(Flow::Next), |branch| branch(fr))
+            branch.as_ref().map_or(Flow::Next, |branch| branch(fr))
         })
     }
 }
@@ -797,20 +827,18 @@ impl TestSink for WhileLoop {
         let WhileLoop { body, cost } = self;
         Box::new(move |fr| {
             loop {
-                fr.tick(cost)?;
+                if let Some(flow) = charged(fr, cost) {
+                    return flow;
+                }
                 match cond.test(fr) {
                     Ok(true) => {}
-                    Ok(false) => break,
-                    Err(Bail::Escape(flow)) => return Ok(flow),
-                    Err(e) => return Err(e),
+                    Ok(false) => return Flow::Next,
+                    Err(e) => return fr.stopped(e),
                 }
-                match run(&body, fr)? {
-                    Flow::Next | Flow::Continue => {}
-                    Flow::Break => break,
-                    Flow::Return => return Ok(Flow::Return),
+                if let Some(flow) = after_body(run(&body, fr)) {
+                    return flow;
                 }
             }
-            Ok(Flow::Next)
         })
     }
 }
@@ -899,10 +927,9 @@ impl Sink for StoreTo {
         Box::new(move |fr| match v.eval(fr) {
             Ok(v) => {
                 fr.set(slot, v);
-                Ok(Flow::Next)
+                Flow::Next
             }
-            Err(Bail::Escape(flow)) => Ok(flow),
-            Err(e) => Err(e),
+            Err(e) => fr.stopped(e),
         })
     }
 }
