@@ -69,6 +69,42 @@ fn numeric_kernels_give_rhai_results() {
 }
 
 #[test]
+fn arrays_of_numbers_give_rhai_results_and_errors() {
+    let out = same_both_ways(
+        r#"
+        fn norm(row) { let s = 0.0; for i in 0..row.len() { s += row[i] * row[i]; } s.sqrt() }
+        fn shifted(xs, by) { for i in 0..xs.len() { xs[i] += by; } xs[0] + xs[-1] }
+        let rows = [[3.0, 4.0], [5.0, 12.0], [1.0, 1.0]];
+        print(pool_map(|row| norm(row), rows));
+        let xs = [1, 2, 3];
+        print(shifted(xs, 10));
+        print(xs);
+        print(shifted([1, 2.5], 1));
+        print(shifted(xs, 9223372036854775800));
+        "#,
+    );
+    assert_eq!(out.code, Some(1));
+    assert_eq!(
+        out.lines(),
+        ["[5.0, 13.0, 1.4142135623730951]", "24", "[1, 2, 3]", "5.5"]
+    );
+    assert!(out.stderr.contains("Addition overflow"), "{}", out.stderr);
+    let explained = common::mpscript(&[
+        "run",
+        "--explain-fast",
+        Script::new("fn first(a) { a[0] } print(first([1.5]));")
+            .path
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(
+        explained.stderr.contains("first([float]) compiled"),
+        "{}",
+        explained.stderr
+    );
+}
+
+#[test]
 fn an_error_in_compiled_code_is_reported_exactly_as_rhai_reports_it() {
     let out = same_both_ways(
         "fn grow(x) {\n    let y = x;\n    loop { y = y * 3; }\n}\nfn outer(x) { grow(x) + 1 }\nprint(outer(5));\n",

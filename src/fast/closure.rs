@@ -85,6 +85,9 @@ pub(crate) struct Frame<'p> {
     ret: i64,
     /// Why a statement answered [`Flow::Bail`].
     bail: Option<Bail>,
+    /// The entry call's array arguments, unboxed; an array parameter's slot holds its place here
+    /// (only the entry function has array parameters: calls do not pass arrays).
+    arrays: Vec<Vec<i64>>,
     depth: usize,
     ops: u64,
     next_check: u64,
@@ -134,6 +137,17 @@ impl Frame<'_> {
     #[cold]
     fn resume(&mut self) -> Bail {
         self.bail.take().unwrap_or(Bail::Fallback)
+    }
+
+    /// The array parameter in `slot`.
+    #[inline(always)]
+    fn array(&self, slot: usize) -> &[i64] {
+        &self.arrays[self.slot(slot) as usize]
+    }
+
+    fn array_mut(&mut self, slot: usize) -> &mut [i64] {
+        let at = self.slot(slot) as usize;
+        &mut self.arrays[at]
     }
 
     /// Makes `stack[base..]` the running function's slots.
@@ -226,6 +240,7 @@ impl Scalar {
             Ty::Float => Scalar::Float(f64::from_bits(bits as u64)),
             Ty::Bool => Scalar::Bool(bits != 0),
             Ty::Unit => Scalar::Unit,
+            Ty::IntArray | Ty::FloatArray => unreachable!("functions do not return arrays"),
         }
     }
 }
@@ -249,8 +264,14 @@ impl Program {
         }
     }
 
-    /// Runs the entry function on `args` (whose types match its parameters).
-    pub(crate) fn call(&self, args: &[Scalar], limits: &Limits) -> R<Scalar> {
+    /// Runs the entry function on `args` (whose types match its parameters; an array
+    /// argument is given by its place in `arrays`).
+    pub(crate) fn call(
+        &self,
+        args: &[Scalar],
+        arrays: Vec<Vec<i64>>,
+        limits: &Limits,
+    ) -> R<Scalar> {
         debug_assert_eq!(args.len(), self.params.len());
         let entry = &self.fns[self.entry];
         let mut stack = STACK.with(|s| std::mem::take(&mut *s.borrow_mut()));
@@ -266,6 +287,7 @@ impl Program {
             top: entry.slots,
             ret: 0,
             bail: None,
+            arrays,
             depth: 1,
             ops: 0,
             next_check: next_check(0, limits),
@@ -456,6 +478,26 @@ fn statement(stmt: &Stmt) -> St {
                 Flow::Next
             })
         }
+        Stmt::SetIndex {
+            array,
+            index,
+            value,
+        } => {
+            let (array, index, value) = (*array, int(index), bits(value));
+            Box::new(move |fr| {
+                let stored = index(fr).and_then(|i| {
+                    let v = value(fr)?;
+                    let values = fr.array_mut(array);
+                    let at = ops::element_at(values.len(), i).ok_or(Bail::Fallback)?;
+                    values[at] = v;
+                    Ok(())
+                });
+                match stored {
+                    Ok(()) => Flow::Next,
+                    Err(e) => fr.stopped(e),
+                }
+            })
+        }
         Stmt::Break => Box::new(|_| Flow::Break),
         Stmt::Continue => Box::new(|_| Flow::Continue),
         Stmt::Return(e) => {
@@ -519,6 +561,7 @@ fn bits(e: &Expr) -> Ev<i64> {
             let u = unit(e);
             Box::new(move |fr| u(fr).map(|()| 0))
         }
+        Ty::IntArray | Ty::FloatArray => unreachable!("arrays are only indexed and measured"),
     }
 }
 
@@ -536,6 +579,10 @@ macro_rules! common {
                 return shape::condition(cond, IfValue { then, other });
             }
             Expr::Block(block) => return block_value(block, $this(&block.value)),
+            Expr::Index { array, index, .. } => {
+                let element = shape::leafy(index, ElementOf(*array));
+                return Box::new(move |fr| element(fr).map($from_bits));
+            }
             Expr::Inlined {
                 params,
                 body,
@@ -557,6 +604,11 @@ pub(super) fn int(e: &Expr) -> Ev<i64> {
     match e {
         Expr::Load(..) | Expr::Int(_) | Expr::Binary { .. } => return shape::wide(e, Boxed),
         Expr::Call { callee, args, .. } => return call(*callee, args), // no wrapper needed
+        Expr::Index { array, index, .. } => return shape::leafy(index, ElementOf(*array)),
+        Expr::Len(array) => {
+            let array = *array;
+            return Box::new(move |fr| Ok(fr.array(array).len() as i64));
+        }
         Expr::If { cond, then, other } => return shape::int_if(cond, then, other),
         _ => {}
     }
@@ -905,6 +957,22 @@ fn deeper<T>(fr: &mut Frame<'_>, entry_cost: u64, body: &Ev<T>) -> R<T> {
     let value = fr.tick(entry_cost).and_then(|()| body(fr));
     fr.depth -= 1;
     value
+}
+
+/// An element of the array parameter in a slot, as its bits, at an index shaped in place.
+struct ElementOf(usize);
+
+impl Sink for ElementOf {
+    type Out = Ev<i64>;
+    fn take<V: IntVal>(self, index: V) -> Ev<i64> {
+        let array = self.0;
+        Box::new(move |fr| {
+            let i = index.eval(fr)?;
+            let values = fr.array(array);
+            let at = ops::element_at(values.len(), i).ok_or(Bail::Fallback)?;
+            Ok(values[at])
+        })
+    }
 }
 
 /// An integer value as its own closure.

@@ -48,6 +48,10 @@ impl Into<'_> {
         for stmt in &mut block.stmts {
             match stmt {
                 Stmt::Store(_, e) | Stmt::Eval(e) | Stmt::Return(e) => self.expr(e),
+                Stmt::SetIndex { index, value, .. } => {
+                    self.expr(index);
+                    self.expr(value);
+                }
                 Stmt::While { cond, body, .. } => {
                     cond.iter_mut().for_each(|c| self.expr(c));
                     self.block(body);
@@ -69,12 +73,17 @@ impl Into<'_> {
 
     fn expr(&mut self, e: &mut Expr) {
         match e {
-            Expr::Int(_) | Expr::Float(_) | Expr::Bool(_) | Expr::Unit | Expr::Load(..) => {}
+            Expr::Int(_)
+            | Expr::Float(_)
+            | Expr::Bool(_)
+            | Expr::Unit
+            | Expr::Load(..)
+            | Expr::Len(_) => {}
             Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) => {
                 self.expr(lhs);
                 self.expr(rhs);
             }
-            Expr::Unary { arg, .. } => self.expr(arg),
+            Expr::Unary { arg, .. } | Expr::Index { index: arg, .. } => self.expr(arg),
             Expr::If { cond, then, other } => {
                 self.expr(cond);
                 self.block(then);
@@ -130,6 +139,15 @@ fn shift_block(block: &mut Block, offset: Slot) {
                 shift(e, offset);
             }
             Stmt::Eval(e) | Stmt::Return(e) => shift(e, offset),
+            Stmt::SetIndex {
+                array,
+                index,
+                value,
+            } => {
+                *array += offset;
+                shift(index, offset);
+                shift(value, offset);
+            }
             Stmt::While { cond, body, .. } => {
                 cond.iter_mut().for_each(|c| shift(c, offset));
                 shift_block(body, offset);
@@ -161,7 +179,11 @@ fn shift_block(block: &mut Block, offset: Slot) {
 fn shift(e: &mut Expr, offset: Slot) {
     match e {
         Expr::Int(_) | Expr::Float(_) | Expr::Bool(_) | Expr::Unit => {}
-        Expr::Load(slot, _) => *slot += offset,
+        Expr::Load(slot, _) | Expr::Len(slot) => *slot += offset,
+        Expr::Index { array, index, .. } => {
+            *array += offset;
+            shift(index, offset);
+        }
         Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) => {
             shift(lhs, offset);
             shift(rhs, offset);

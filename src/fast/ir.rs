@@ -9,6 +9,21 @@ pub(crate) enum Ty {
     Float,
     Bool,
     Unit,
+    /// An array of ints or of floats: only a parameter, only read by index and `len`, or written
+    /// by index with its element type (an array argument is the callee's own copy in Rhai).
+    IntArray,
+    FloatArray,
+}
+
+impl Ty {
+    /// An array's element type.
+    pub(crate) fn elem(self) -> Option<Ty> {
+        match self {
+            Ty::IntArray => Some(Ty::Int),
+            Ty::FloatArray => Some(Ty::Float),
+            _ => None,
+        }
+    }
 }
 
 /// A local variable's place in its function's frame.
@@ -68,6 +83,12 @@ pub(crate) enum Stmt {
         body: Block,
         cost: u64,
     },
+    /// `array[index] = value`, `value` of the element type.
+    SetIndex {
+        array: Slot,
+        index: Expr,
+        value: Expr,
+    },
     Break,
     Continue,
     Return(Expr),
@@ -105,6 +126,14 @@ pub(crate) enum Expr {
         args: Vec<Expr>,
         ret: Ty,
     },
+    /// `array[index]`, counting from the end when negative, as Rhai does.
+    Index {
+        array: Slot,
+        index: Box<Expr>,
+        elem: Ty,
+    },
+    /// `array.len()`.
+    Len(Slot),
     /// A call whose callee's body was copied in place (see `inline.rs`): the arguments are
     /// stored in `params` (slots of the caller), then `body` runs one call level deeper,
     /// charged `entry_cost` as the call would be.
@@ -180,17 +209,24 @@ impl Expr {
             Expr::Block(block) => block.ty(),
             Expr::Call { ret, .. } => *ret,
             Expr::Inlined { body, .. } => body.ty(),
+            Expr::Index { elem, .. } => *elem,
+            Expr::Len(_) => Ty::Int,
         }
     }
 
     /// Whether `break`, `continue` or `return` can escape from evaluating this.
     pub(crate) fn jumps(&self) -> bool {
         match self {
-            Expr::Int(_) | Expr::Float(_) | Expr::Bool(_) | Expr::Unit | Expr::Load(..) => false,
+            Expr::Int(_)
+            | Expr::Float(_)
+            | Expr::Bool(_)
+            | Expr::Unit
+            | Expr::Load(..)
+            | Expr::Len(_) => false,
             Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) => {
                 lhs.jumps() || rhs.jumps()
             }
-            Expr::Unary { arg, .. } => arg.jumps(),
+            Expr::Unary { arg, .. } | Expr::Index { index: arg, .. } => arg.jumps(),
             Expr::If { cond, then, other } => cond.jumps() || then.jumps() || other.jumps(),
             Expr::Block(block) => block.jumps(),
             Expr::Call { args, .. } => args.iter().any(Expr::jumps),
@@ -203,11 +239,16 @@ impl Expr {
     /// Operators, leaves and calls: what inlining weighs.
     pub(crate) fn size(&self) -> usize {
         1 + match self {
-            Expr::Int(_) | Expr::Float(_) | Expr::Bool(_) | Expr::Unit | Expr::Load(..) => 0,
+            Expr::Int(_)
+            | Expr::Float(_)
+            | Expr::Bool(_)
+            | Expr::Unit
+            | Expr::Load(..)
+            | Expr::Len(_) => 0,
             Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) => {
                 lhs.size() + rhs.size()
             }
-            Expr::Unary { arg, .. } => arg.size(),
+            Expr::Unary { arg, .. } | Expr::Index { index: arg, .. } => arg.size(),
             Expr::If { cond, then, other } => cond.size() + then.size() + other.size(),
             Expr::Block(block) => block.size(),
             Expr::Call { args, .. } => args.iter().map(Expr::size).sum(),
@@ -225,6 +266,7 @@ impl Block {
         self.value.jumps()
             || self.stmts.iter().any(|s| match s {
                 Stmt::Store(_, e) | Stmt::Eval(e) => e.jumps(),
+                Stmt::SetIndex { index, value, .. } => index.jumps() || value.jumps(),
                 _ => true,
             })
     }
@@ -236,6 +278,7 @@ impl Block {
             .iter()
             .map(|s| match s {
                 Stmt::Store(_, e) | Stmt::Eval(e) => e.size(),
+                Stmt::SetIndex { index, value, .. } => index.size() + value.size(),
                 _ => 1,
             })
             .sum();

@@ -100,6 +100,8 @@ pub(crate) fn ty_name(ty: Ty) -> &'static str {
         Ty::Float => "float",
         Ty::Bool => "bool",
         Ty::Unit => "()",
+        Ty::IntArray => "[int]",
+        Ty::FloatArray => "[float]",
     }
 }
 
@@ -418,6 +420,9 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
     }
 
     fn assignment(&mut self, op: &rhai::OpAssignment, target: &rhai::BinaryExpr) -> R<Stmt> {
+        if let RExpr::Index(x, flags, _) = &target.lhs {
+            return self.set_index(op, x, *flags, &target.rhs);
+        }
         let RExpr::Variable(var, _, _) = &target.lhs else {
             return self.refuse("assigns to something other than a local variable");
         };
@@ -446,7 +451,98 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
         Ok(Stmt::Store(slot, value))
     }
 
+    /// `array[index] = rhs` (or `op=`), keeping the element type.
+    fn set_index(
+        &mut self,
+        op: &rhai::OpAssignment,
+        x: &rhai::BinaryExpr,
+        flags: ASTFlags,
+        rhs: &RExpr,
+    ) -> R<Stmt> {
+        if !flags.contains(ASTFlags::BREAK) {
+            return self.refuse("assigns into an element of an array element or a property");
+        }
+        let (array, elem) = self.array(&x.lhs, flags)?;
+        let index = self.int_index(&x.rhs)?;
+        let rhs = self.expr(rhs)?;
+        let value = match op.get_op_assignment_info() {
+            None => rhs,
+            Some((_, _, _, _, base, _)) => {
+                let element = Expr::Index {
+                    array,
+                    index: Box::new(index.clone()),
+                    elem,
+                };
+                self.binary(base, element, rhs)?
+            }
+        };
+        if value.ty() != elem {
+            return self.refuse(format!(
+                "stores {} into an array of {}",
+                ty_name(value.ty()),
+                ty_name(elem)
+            ));
+        }
+        Ok(Stmt::SetIndex {
+            array,
+            index,
+            value,
+        })
+    }
+
+    /// `a[i]`, or `a[i].f()` when the chain goes on (`x.rhs` is then the index and the rest).
+    fn index(&mut self, x: &rhai::BinaryExpr, flags: ASTFlags) -> R<Expr> {
+        let (array, elem) = self.array(&x.lhs, flags)?;
+        let (index, rest) = match &x.rhs {
+            _ if flags.contains(ASTFlags::BREAK) => (&x.rhs, None),
+            RExpr::Dot(dot, _, _) => (&dot.lhs, Some(&dot.rhs)),
+            _ => return self.refuse("indexes an element of an array (nested arrays)"),
+        };
+        let element = Expr::Index {
+            array,
+            index: Box::new(self.int_index(index)?),
+            elem,
+        };
+        match rest {
+            Some(rest) => self.method_chain(element, rest),
+            None => Ok(element),
+        }
+    }
+
+    /// The slot and element type of the array parameter `e` names.
+    fn array(&self, e: &RExpr, flags: ASTFlags) -> R<(Slot, Ty)> {
+        if flags.contains(ASTFlags::NEGATED) {
+            return self.refuse("uses `?[`");
+        }
+        if let RExpr::Variable(var, _, _) = e {
+            if let Some(local) = self.lookup(var.1.as_str()) {
+                if let Some(elem) = local.ty.elem() {
+                    return Ok((local.slot, elem));
+                }
+            }
+        }
+        self.refuse("indexes something other than an array of numbers")
+    }
+
+    fn int_index(&mut self, e: &RExpr) -> R<Expr> {
+        let index = self.expr(e)?;
+        if index.ty() != Ty::Int {
+            return self.refuse(format!("an index of type {}", ty_name(index.ty())));
+        }
+        Ok(index)
+    }
+
+    /// An expression whose value is a number, a bool or unit: arrays are only indexed and
+    /// measured.
     fn expr(&mut self, e: &RExpr) -> R<Expr> {
+        let value = self.any_expr(e)?;
+        if value.ty().elem().is_some() {
+            return self.refuse("uses an array other than by index or `len`");
+        }
+        Ok(value)
+    }
+
+    fn any_expr(&mut self, e: &RExpr) -> R<Expr> {
         self.tick();
         Ok(match e {
             RExpr::IntegerConstant(i, _) => Expr::Int(*i),
@@ -472,9 +568,10 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             }
             RExpr::FnCall(call, _) => self.call(call)?,
             RExpr::Dot(dot, _, _) => {
-                let receiver = self.expr(&dot.lhs)?;
+                let receiver = self.any_expr(&dot.lhs)?;
                 self.method_chain(receiver, &dot.rhs)?
             }
+            RExpr::Index(x, flags, _) => self.index(x, *flags)?,
             RExpr::And(chain, _) | RExpr::Or(chain, _) => {
                 let and = matches!(e, RExpr::And(..));
                 let mut parts = chain.iter().map(|p| self.condition(p));
@@ -520,10 +617,13 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
         let args = call
             .args
             .iter()
-            .map(|a| self.expr(a))
+            .map(|a| self.any_expr(a))
             .collect::<R<Vec<_>>>()?;
         let name = call.name.as_str();
         if self.session.source.get(name, args.len()).is_some() {
+            if args.iter().any(|a| a.ty().elem().is_some()) {
+                return self.refuse(format!("passes an array to `{name}`"));
+            }
             let key = (name.to_string(), args.iter().map(Expr::ty).collect());
             let (callee, ret) = self.session.spec(&key)?;
             return Ok(Expr::Call { callee, args, ret });
@@ -557,6 +657,10 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             return self.refuse(format!("calls `{name}`, which the host redefined"));
         }
         let op = match (name, arg.ty()) {
+            ("len", Ty::IntArray | Ty::FloatArray) => match arg {
+                Expr::Load(slot, _) => return Ok(Expr::Len(slot)),
+                _ => return self.refuse("measures an array that is not a parameter"),
+            },
             ("to_float", Ty::Float) | ("to_int", Ty::Int) => return Ok(arg),
             ("to_float", Ty::Int) => UnOp::ToFloat,
             ("to_int", Ty::Float) => UnOp::ToInt,
@@ -705,6 +809,7 @@ fn has_break(stmts: &[Stmt]) -> bool {
     stmts.iter().any(|s| match s {
         Stmt::Break => true,
         Stmt::Eval(e) | Stmt::Store(_, e) | Stmt::Return(e) => expr_has_break(e),
+        Stmt::SetIndex { index, value, .. } => expr_has_break(index) || expr_has_break(value),
         // A nested loop's own `break` leaves only that loop.
         Stmt::While { .. } | Stmt::Do { .. } | Stmt::For { .. } | Stmt::Continue => false,
     })

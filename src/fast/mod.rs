@@ -125,14 +125,17 @@ impl FastTier {
         } else if self.source.shadows_native(name, arity) {
             format!("{name}: a native function has the same name and arity")
         } else {
-            let mut tries = [Ty::Int, Ty::Float]
-                .iter()
-                .map(|ty| lower::lower(&self.source, &(name.to_string(), vec![*ty; arity])));
-            match tries.find(Result::is_ok) {
-                Some(_) => return true,
-                None => lower::lower(&self.source, &(name.to_string(), vec![Ty::Int; arity]))
-                    .err()
-                    .unwrap_or_default(),
+            // All numbers ints, or all floats; parameters the body indexes as arrays of them.
+            let types = |number: Ty, array: Ty| -> Vec<Ty> {
+                let arrays = source.arrays.iter();
+                arrays.map(|&a| if a { array } else { number }).collect()
+            };
+            let ints = (name.to_string(), types(Ty::Int, Ty::IntArray));
+            let floats = (name.to_string(), types(Ty::Float, Ty::FloatArray));
+            match lower::lower(&self.source, &ints) {
+                Ok(_) => return true,
+                Err(why) if lower::lower(&self.source, &floats).is_err() => why,
+                Err(_) => return true,
             }
         };
         // The standard library's functions are in every program; say nothing of them.
@@ -164,12 +167,20 @@ impl FastTier {
         // Fixed arrays: a call the tier refuses should cost next to nothing.
         let mut scalars = [Scalar::Unit; MAX_ARGS];
         let mut types = [Ty::Unit; MAX_ARGS];
+        // An array argument is copied in, unboxed; its scalar is its place in `arrays`.
+        let mut arrays = Vec::new();
         for (i, a) in args.iter().enumerate() {
-            scalars[i] = scalar(a)?;
-            types[i] = scalar_ty(&scalars[i]);
+            (scalars[i], types[i]) = match scalar(a) {
+                Some(s) => (s, scalar_ty(&s)),
+                None => {
+                    let (ty, values) = numeric_array(a)?;
+                    arrays.push(values);
+                    (Scalar::Int(arrays.len() as i64 - 1), ty)
+                }
+            };
         }
         let program = self.program(name, &types[..args.len()])?;
-        match program.call(&scalars[..args.len()], limits) {
+        match program.call(&scalars[..args.len()], arrays, limits) {
             Ok(value) => Some(Ok(dynamic(value))),
             Err(Bail::Stop(error)) => Some(Err(error)),
             Err(Bail::Fallback | Bail::Escape(_)) => None,
@@ -278,6 +289,24 @@ fn scalar(d: &Dynamic) -> Option<Scalar> {
     } else {
         None
     }
+}
+
+/// An array whose elements are all ints, or all floats, unboxed (floats as their bits); an empty
+/// array counts as ints.
+fn numeric_array(d: &Dynamic) -> Option<(Ty, Vec<i64>)> {
+    let array = d.read_lock::<rhai::Array>()?;
+    let ty = match array.first() {
+        Some(first) if first.is_float() => Ty::FloatArray,
+        _ => Ty::IntArray,
+    };
+    let values = array
+        .iter()
+        .map(|v| match ty {
+            Ty::IntArray => v.as_int().ok(),
+            _ => v.as_float().ok().map(|f| f.to_bits() as i64),
+        })
+        .collect::<Option<Vec<i64>>>()?;
+    Some((ty, values))
 }
 
 fn scalar_ty(s: &Scalar) -> Ty {

@@ -85,6 +85,17 @@ pub(crate) fn float_to_int(x: f64) -> Option<i64> {
     }
 }
 
+/// Where `index` falls in an array of `len` elements, as Rhai counts: from the end when negative
+/// (`-1` is the last); `None` where Rhai reports the index out of bounds.
+pub(crate) fn element_at(len: usize, index: i64) -> Option<usize> {
+    if index < 0 {
+        let back = usize::try_from(index.unsigned_abs()).ok()?;
+        len.checked_sub(back)
+    } else {
+        usize::try_from(index).ok().filter(|&at| at < len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,19 @@
 //! The script functions of a program as the tier reads them: name, parameters and body statements.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    any::TypeId,
+    collections::{HashMap, HashSet},
+};
 
-use rhai::{AST, ASTNode, Engine, Stmt};
+use rhai::{AST, ASTNode, Array, Engine, Expr, FLOAT, INT, Stmt};
 
 /// One script function.
 pub(crate) struct FnSource {
     pub(crate) params: Vec<String>,
     pub(crate) body: Vec<Stmt>,
+    /// For each parameter, whether the body indexes it or takes its `len`: what the tier tries
+    /// as an array of numbers when it decides whether to route the function.
+    pub(crate) arrays: Vec<bool>,
     /// Why it can never be compiled (a method with `this`, a closure), if so.
     pub(crate) refusal: Option<String>,
 }
@@ -25,7 +31,7 @@ pub(crate) struct Source {
 
 /// The numeric functions the tier compiles inline.
 pub(crate) const INTRINSICS: &[&str] = &[
-    "to_float", "to_int", "abs", "sqrt", "floor", "ceiling", "round",
+    "to_float", "to_int", "abs", "sqrt", "floor", "ceiling", "round", "len",
 ];
 
 impl Source {
@@ -37,20 +43,32 @@ impl Source {
                 .this_type
                 .is_some()
                 .then(|| "is a method of a type (`fn type.name`)".to_string());
+            let params: Vec<String> = def.params.iter().map(ToString::to_string).collect();
+            let body = body_of(ast, &name, arity);
+            let arrays = arrays_among(&params, &body);
             let source = FnSource {
-                params: def.params.iter().map(ToString::to_string).collect(),
-                body: body_of(ast, &name, arity),
+                params,
+                body,
+                arrays,
                 refusal,
             };
             fns.insert((name, arity), source);
         }
-        // Functions registered on the engine itself (not the standard packages) are the host's.
+        // Functions registered on the engine itself (not the standard packages) are the host's;
+        // they matter when they take what the tier compiles (`len` on a queue does not).
+        let compiled = [
+            TypeId::of::<INT>(),
+            TypeId::of::<FLOAT>(),
+            TypeId::of::<Array>(),
+        ];
         let overridden = engine
             .collect_fn_metadata(
                 None,
                 |info| {
                     let name = info.metadata.name.as_str();
-                    INTRINSICS.contains(&name).then(|| name.to_string())
+                    let first = info.metadata.param_types.first();
+                    let applies = first.is_none_or(|ty| compiled.contains(ty));
+                    (INTRINSICS.contains(&name) && applies).then(|| name.to_string())
                 },
                 false,
             )
@@ -107,4 +125,34 @@ fn body_of(ast: &AST, name: &str, arity: usize) -> Vec<Stmt> {
         true
     });
     body
+}
+
+/// Which of `params` the body indexes (`a[i]`) or measures (`a.len()`, `len(a)`).
+fn arrays_among(params: &[String], body: &[Stmt]) -> Vec<bool> {
+    let mut used = vec![false; params.len()];
+    let mut mark = |e: &Expr| {
+        if let Expr::Variable(var, ..) = e {
+            if let Some(at) = params.iter().position(|p| p == var.1.as_str()) {
+                used[at] = true;
+            }
+        }
+    };
+    for stmt in body {
+        stmt.walk(&mut Vec::new(), &mut |path: &[ASTNode]| {
+            match path.last() {
+                Some(ASTNode::Expr(Expr::Index(x, ..))) => mark(&x.lhs),
+                Some(ASTNode::Expr(Expr::Dot(x, ..))) => {
+                    if matches!(&x.rhs, Expr::MethodCall(call, _) if call.name == "len") {
+                        mark(&x.lhs);
+                    }
+                }
+                Some(ASTNode::Expr(Expr::FnCall(call, _))) if call.name == "len" => {
+                    call.args.iter().for_each(&mut mark);
+                }
+                _ => {}
+            }
+            true
+        });
+    }
+    used
 }

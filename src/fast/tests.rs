@@ -203,6 +203,89 @@ fn rhai_semantics_that_differ_from_rust_are_kept() {
     }
 }
 
+fn ints(values: &[i64]) -> Dynamic {
+    values
+        .iter()
+        .map(|&v| Dynamic::from(v))
+        .collect::<Vec<_>>()
+        .into()
+}
+
+fn floats(values: &[f64]) -> Dynamic {
+    values
+        .iter()
+        .map(|&v| Dynamic::from(v))
+        .collect::<Vec<_>>()
+        .into()
+}
+
+#[test]
+fn arrays_of_numbers_are_indexed_measured_and_written() {
+    let dot = "fn dot(a, b) { let s = 0.0; for i in 0..a.len() { s += a[i] * b[i]; } s }";
+    compiles(
+        dot,
+        "dot",
+        vec![floats(&[1.5, -2.0, 1e300]), floats(&[2.0, 0.5, 0.0])],
+    );
+    let total = "fn total(a) { let s = 0; for i in 0..len(a) { s += a[i]; } s }";
+    compiles(total, "total", vec![ints(&[1, 2, 3, i64::MAX - 6])]);
+    compiles(total, "total", vec![ints(&[])]);
+    // Negative indexes count from the end, as far as the length.
+    let ends = "fn ends(a, i) { a[i] * 1000 + a[-i - 1] }";
+    for i in [0, 1, 2, -1, -3] {
+        compiles(ends, "ends", vec![ints(&[7, 8, 9]), i.into()]);
+    }
+    // Writes change the callee's copy only, with the element type kept.
+    let bump =
+        "fn bump(a, n) { for i in 0..a.len() { a[i] += n; } a[-1] = a[0] * 2; a[1] + a[-1] }";
+    compiles(bump, "bump", vec![ints(&[1, 2, 3]), 5.into()]);
+    compiles(
+        "fn f(a) { a[0] = a[1] / 2.0; a[0] }",
+        "f",
+        vec![floats(&[1.0, 3.0])],
+    );
+    // Element methods continue the chain.
+    compiles(
+        "fn f(a) { a[0].abs() + a[1].to_float() }",
+        "f",
+        vec![floats(&[-2.5, 1.0])],
+    );
+    compiles("fn f(a) { a.len().to_float() }", "f", vec![ints(&[1, 2])]);
+}
+
+#[test]
+fn array_errors_and_other_arrays_stay_rhais() {
+    let get = "fn get(a, i) { a[i] }";
+    for i in [3, -4, i64::MIN, i64::MAX] {
+        falls_back(get, "get", vec![ints(&[1, 2, 3]), i.into()]);
+    }
+    falls_back(get, "get", vec![ints(&[]), 0.into()]);
+    falls_back(
+        "fn f(a, i) { a[i] = 0; a[0] }",
+        "f",
+        vec![ints(&[1]), 1.into()],
+    );
+    falls_back("fn f(a) { a[0] + 1 }", "f", vec![ints(&[i64::MAX])]);
+    let refused: &[(&str, Vec<Dynamic>)] = &[
+        // Mixed elements, nested arrays, strings.
+        (
+            "fn f(a) { a[1] }",
+            vec![vec![Dynamic::from(1.0), Dynamic::from(1)].into()],
+        ),
+        ("fn f(a) { a[0][0] }", vec![vec![ints(&[1])].into()]),
+        ("fn f(a) { a[0] }", vec![vec![Dynamic::from("x")].into()]),
+        // An int array stored a float, an array passed on or returned, `?[`.
+        ("fn f(a) { a[0] = 1.5; 0 }", vec![ints(&[1])]),
+        ("fn g(a) { a[0] } fn f(a) { g(a) }", vec![ints(&[1])]),
+        ("fn f(a) { a }", vec![ints(&[1])]),
+        ("fn f(a) { a?[0] }", vec![ints(&[1])]),
+        ("fn f(a) { let b = a; b[0] }", vec![ints(&[1])]),
+    ];
+    for (script, args) in refused {
+        falls_back(script, "f", args.clone());
+    }
+}
+
 #[test]
 fn division_by_powers_of_two_rounds_as_rhai_does() {
     for x in [
