@@ -7,7 +7,7 @@ use super::{
     inline,
     ir::{BinOp, Block, Expr, Function, Stmt, Ty, UnOp},
     ops,
-    shape::{self, IntVal, Sink, Test, TestSink},
+    shape::{self, FloatSink, FloatVal, IntVal, Sink, Test, TestSink},
 };
 use crate::stop::{StopCheck, terminate};
 
@@ -378,6 +378,7 @@ fn charged(fr: &mut Frame<'_>, cost: u64) -> Option<Flow> {
 fn statement(stmt: &Stmt) -> St {
     match stmt {
         Stmt::Store(slot, e) if e.ty() == Ty::Int => shape::wide(e, StoreTo(*slot)),
+        Stmt::Store(slot, e) if e.ty() == Ty::Float => shape::float_wide(e, StoreFloat(*slot)),
         Stmt::Store(slot, e) => {
             let (slot, value) = (*slot, bits(e));
             Box::new(move |fr| match value(fr) {
@@ -633,39 +634,15 @@ pub(super) fn int(e: &Expr) -> Ev<i64> {
     }
 }
 
-fn float(e: &Expr) -> Ev<f64> {
+pub(super) fn float(e: &Expr) -> Ev<f64> {
     common!(e, float, |b: i64| f64::from_bits(b as u64));
     match e {
-        Expr::Float(x) => {
-            let x = *x;
-            Box::new(move |_| Ok(x))
-        }
-        Expr::Binary { op, lhs, rhs, .. } => {
-            let (a, b) = (float(lhs), float(rhs));
-            macro_rules! arith {
-                ($f:expr) => {{
-                    let f = $f;
-                    Box::new(move |fr: &mut Frame<'_>| {
-                        let x = a(fr)?;
-                        Ok(f(x, b(fr)?))
-                    })
-                }};
-            }
-            match op {
-                BinOp::Add => arith!(|x: f64, y: f64| x + y),
-                BinOp::Sub => arith!(|x: f64, y: f64| x - y),
-                BinOp::Mul => arith!(|x: f64, y: f64| x * y),
-                BinOp::Div => arith!(|x: f64, y: f64| x / y),
-                BinOp::Rem => arith!(|x: f64, y: f64| x % y),
-                BinOp::Pow => arith!(|x: f64, y: f64| x.powf(y)),
-                other => unreachable!("{other:?} does not give a float"),
-            }
-        }
+        Expr::Float(_) | Expr::Binary { .. } => shape::float_wide(e, FloatBoxed),
+        Expr::Unary {
+            op: UnOp::ToFloat,
+            arg,
+        } => shape::wide(arg, IntAsFloat),
         Expr::Unary { op, arg } => {
-            if *op == UnOp::ToFloat {
-                let i = int(arg);
-                return Box::new(move |fr| Ok(i(fr)? as f64));
-            }
             let a = float(arg);
             let f: fn(f64) -> f64 = match op {
                 UnOp::Neg => |x| -x,
@@ -971,6 +948,43 @@ impl Sink for ElementOf {
             let values = fr.array(array);
             let at = ops::element_at(values.len(), i).ok_or(Bail::Fallback)?;
             Ok(values[at])
+        })
+    }
+}
+
+/// A float value as its own closure.
+struct FloatBoxed;
+
+impl FloatSink for FloatBoxed {
+    type Out = Ev<f64>;
+    fn take<V: FloatVal>(self, v: V) -> Ev<f64> {
+        Box::new(move |fr| v.eval(fr))
+    }
+}
+
+/// An int value made a float, as its own closure.
+struct IntAsFloat;
+
+impl Sink for IntAsFloat {
+    type Out = Ev<f64>;
+    fn take<V: IntVal>(self, v: V) -> Ev<f64> {
+        Box::new(move |fr| Ok(v.eval(fr)? as f64))
+    }
+}
+
+/// `slot = value` for a float value (its bits).
+struct StoreFloat(usize);
+
+impl FloatSink for StoreFloat {
+    type Out = St;
+    fn take<V: FloatVal>(self, v: V) -> St {
+        let slot = self.0;
+        Box::new(move |fr| match v.eval(fr) {
+            Ok(v) => {
+                fr.set(slot, v.to_bits() as i64);
+                Flow::Next
+            }
+            Err(e) => fr.stopped(e),
         })
     }
 }

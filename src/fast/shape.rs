@@ -4,8 +4,8 @@
 use std::marker::PhantomData;
 
 use super::{
-    closure::{Bail, Ev, Frame, R, block_value, boolean, int},
-    ir::{BinOp, Block, Expr, Ty},
+    closure::{Bail, Ev, Frame, R, block_value, boolean, float, int},
+    ir::{BinOp, Block, Expr, Ty, UnOp},
     ops,
 };
 
@@ -565,5 +565,181 @@ impl<C: Test, A: IntVal> Sink for IntIfElse<C, A> {
                 other.eval(fr)
             }
         })
+    }
+}
+
+/// A float operand evaluated in place by the closure that uses it.
+pub(super) trait FloatVal: Send + Sync + 'static {
+    fn eval(&self, fr: &mut Frame<'_>) -> R<f64>;
+}
+
+/// A float local (its bits in the slot).
+pub(super) struct FloatSlot(usize);
+
+pub(super) struct FloatKonst(f64);
+
+pub(super) struct FloatCode(Ev<f64>);
+
+/// An int made a float (`k.to_float()`, or an int operand of a float operator).
+pub(super) struct Promoted<V>(V);
+
+pub(super) struct FloatBin<O, A, B>(A, B, PhantomData<fn() -> O>);
+
+impl FloatVal for FloatSlot {
+    #[inline(always)]
+    fn eval(&self, fr: &mut Frame<'_>) -> R<f64> {
+        Ok(f64::from_bits(fr.slot(self.0) as u64))
+    }
+}
+
+impl FloatVal for FloatKonst {
+    #[inline(always)]
+    fn eval(&self, _: &mut Frame<'_>) -> R<f64> {
+        Ok(self.0)
+    }
+}
+
+impl FloatVal for FloatCode {
+    #[inline(always)]
+    fn eval(&self, fr: &mut Frame<'_>) -> R<f64> {
+        (self.0)(fr)
+    }
+}
+
+impl<V: IntVal> FloatVal for Promoted<V> {
+    #[inline(always)]
+    fn eval(&self, fr: &mut Frame<'_>) -> R<f64> {
+        Ok(self.0.eval(fr)? as f64)
+    }
+}
+
+impl<O: FloatOp, A: FloatVal, B: FloatVal> FloatVal for FloatBin<O, A, B> {
+    #[inline(always)]
+    fn eval(&self, fr: &mut Frame<'_>) -> R<f64> {
+        let x = self.0.eval(fr)?;
+        Ok(O::apply(x, self.1.eval(fr)?))
+    }
+}
+
+/// Float arithmetic (IEEE: it cannot fail).
+pub(super) trait FloatOp: 'static {
+    fn apply(x: f64, y: f64) -> f64;
+}
+
+macro_rules! float_operators {
+    ($($name:ident($x:ident, $y:ident) => $body:expr;)*) => {
+        $(
+            pub(super) struct $name;
+            impl FloatOp for $name {
+                #[inline(always)]
+                fn apply($x: f64, $y: f64) -> f64 {
+                    $body
+                }
+            }
+        )*
+    };
+}
+
+float_operators! {
+    FloatAdd(x, y) => x + y;
+    FloatSub(x, y) => x - y;
+    FloatMul(x, y) => x * y;
+    FloatDiv(x, y) => x / y;
+    FloatRem(x, y) => x % y;
+    FloatPow(x, y) => x.powf(y);
+}
+
+/// What a float shape is handed to.
+pub(super) trait FloatSink {
+    type Out;
+    fn take<V: FloatVal>(self, v: V) -> Self::Out;
+}
+
+/// A float slot, a constant, a promoted [`narrow`] int, or else a closure.
+pub(super) fn float_narrow<S: FloatSink>(e: &Expr, sink: S) -> S::Out {
+    match e {
+        Expr::Load(slot, Ty::Float) => sink.take(FloatSlot(*slot)),
+        Expr::Float(k) => sink.take(FloatKonst(*k)),
+        Expr::Unary {
+            op: UnOp::ToFloat,
+            arg,
+        } => narrow(arg, Promote(sink)),
+        _ => sink.take(FloatCode(float(e))),
+    }
+}
+
+/// [`float_narrow`], or one operator over two [`float_narrow`] operands.
+pub(super) fn float_wide<S: FloatSink>(e: &Expr, sink: S) -> S::Out {
+    fn with<O: FloatOp, S: FloatSink>(lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
+        float_narrow(
+            lhs,
+            FloatLeft::<O, S> {
+                rhs,
+                sink,
+                op: PhantomData,
+            },
+        )
+    }
+    let Expr::Binary {
+        op,
+        operand: Ty::Float,
+        lhs,
+        rhs,
+    } = e
+    else {
+        return float_narrow(e, sink);
+    };
+    match op {
+        BinOp::Add => with::<FloatAdd, S>(lhs, rhs, sink),
+        BinOp::Sub => with::<FloatSub, S>(lhs, rhs, sink),
+        BinOp::Mul => with::<FloatMul, S>(lhs, rhs, sink),
+        BinOp::Div => with::<FloatDiv, S>(lhs, rhs, sink),
+        BinOp::Rem => with::<FloatRem, S>(lhs, rhs, sink),
+        BinOp::Pow => with::<FloatPow, S>(lhs, rhs, sink),
+        _ => float_narrow(e, sink), // comparisons: not a float
+    }
+}
+
+/// An int shape made a float.
+struct Promote<S>(S);
+
+impl<S: FloatSink> Sink for Promote<S> {
+    type Out = S::Out;
+    fn take<V: IntVal>(self, v: V) -> S::Out {
+        self.0.take(Promoted(v))
+    }
+}
+
+struct FloatLeft<'e, O, S> {
+    rhs: &'e Expr,
+    sink: S,
+    op: PhantomData<fn() -> O>,
+}
+
+impl<O: FloatOp, S: FloatSink> FloatSink for FloatLeft<'_, O, S> {
+    type Out = S::Out;
+    fn take<A: FloatVal>(self, a: A) -> S::Out {
+        let FloatLeft { rhs, sink, .. } = self;
+        float_narrow(
+            rhs,
+            FloatRight::<O, A, S> {
+                a,
+                sink,
+                op: PhantomData,
+            },
+        )
+    }
+}
+
+struct FloatRight<O, A, S> {
+    a: A,
+    sink: S,
+    op: PhantomData<fn() -> O>,
+}
+
+impl<O: FloatOp, A: FloatVal, S: FloatSink> FloatSink for FloatRight<O, A, S> {
+    type Out = S::Out;
+    fn take<B: FloatVal>(self, b: B) -> S::Out {
+        self.sink.take(FloatBin::<O, A, B>(self.a, b, PhantomData))
     }
 }
