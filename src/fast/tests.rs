@@ -548,6 +548,23 @@ fn function() -> impl Strategy<Value = String> {
     })
 }
 
+/// `f(v, a, b)` over an array of ints: every element rewritten in a loop, then read at random
+/// indexes (often out of bounds, which Rhai must report).
+fn array_function() -> impl Strategy<Value = String> {
+    let index = || {
+        prop_oneof![
+            select(&["0", "1", "(-1)", "(-2)", "3", "(a % 4)", "(v.len() - 1)"][..])
+                .prop_map(String::from),
+            int_expr(1),
+        ]
+    };
+    (int_expr(2), index(), index()).prop_map(|(w, i, j)| {
+        format!(
+            "fn f(v, a, b) {{ let acc = v.len(); for i in 0..v.len() {{ v[i] = v[i] ^ {w}; acc += v[i] % 1000; }} acc ^ v[{i}] ^ v[{j}] }}"
+        )
+    })
+}
+
 fn arg() -> impl Strategy<Value = i64> {
     prop_oneof![
         Just(0i64),
@@ -562,16 +579,17 @@ fn arg() -> impl Strategy<Value = i64> {
     ]
 }
 
-/// Reports every 1,000 fuzzer cases how many ran compiled (the rest overflowed, or divided by
-/// zero, and ran in Rhai).
-fn count_coverage(compiled: bool) {
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-    static RUNS: AtomicUsize = AtomicUsize::new(0);
-    static COMPILED: AtomicUsize = AtomicUsize::new(0);
-    let runs = RUNS.fetch_add(1, Relaxed) + 1;
-    let compiled = COMPILED.fetch_add(usize::from(compiled), Relaxed) + usize::from(compiled);
-    if runs % 1000 == 0 {
-        eprintln!("fast tier fuzzer: {compiled} of {runs} calls ran compiled");
+/// Reports every 1,000 cases of a fuzzer (`kind`) how many ran compiled (the rest overflowed, went
+/// out of bounds or divided by zero, and ran in Rhai).
+fn count_coverage(kind: &'static str, compiled: bool) {
+    use std::{collections::HashMap, sync::Mutex};
+    static COUNTS: Mutex<Option<HashMap<&str, (usize, usize)>>> = Mutex::new(None);
+    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (runs, hits) = counts.get_or_insert_default().entry(kind).or_default();
+    *runs += 1;
+    *hits += usize::from(compiled);
+    if *runs % 1000 == 0 {
+        eprintln!("fast tier fuzzer ({kind}): {hits} of {runs} calls ran compiled");
     }
 }
 
@@ -593,6 +611,17 @@ proptest! {
     #[test]
     fn random_typed_functions_agree_with_rhai(f in function(), a in arg(), b in arg()) {
         let compiled = check(&f, "f", vec![a.into(), b.into()]);
-        count_coverage(compiled);
+        count_coverage("scalars", compiled);
+    }
+
+    #[test]
+    fn random_array_functions_agree_with_rhai(
+        f in array_function(),
+        v in proptest::collection::vec(arg(), 0..6),
+        a in arg(),
+        b in arg(),
+    ) {
+        let compiled = check(&f, "f", vec![ints(&v), a.into(), b.into()]);
+        count_coverage("arrays", compiled);
     }
 }
