@@ -54,12 +54,29 @@ def basel(terms):
     return s
 
 
+def dot(a, b):
+    s = 0.0
+    for i in range(len(a)):
+        s += a[i] * b[i]
+    return s
+
+
+def dots(rounds):
+    a = [i / 7.0 for i in range(1000)]
+    b = [1.0 / (i + 1) for i in range(1000)]
+    total = 0.0
+    for _ in range(rounds):
+        total += dot(a, b)
+    return total
+
+
 KERNELS = {
     "primes": lambda: primes(100000),
     "fib": lambda: fib(27),
     "collatz": lambda: collatz(100000),
     "nested": lambda: nested(1000),
     "basel": lambda: basel(1000000),
+    "dot": lambda: dots(1000),
 }
 
 if __name__ == "__main__":

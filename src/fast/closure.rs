@@ -145,6 +145,14 @@ impl Frame<'_> {
         &self.arrays[self.slot(slot) as usize]
     }
 
+    /// `array[index]` (bits), `None` where Rhai reports the index out of bounds.
+    #[inline(always)]
+    pub(super) fn element(&self, array: usize, index: i64) -> R<i64> {
+        let values = self.array(array);
+        let at = ops::element_at(values.len(), index).ok_or(Bail::Fallback)?;
+        Ok(values[at])
+    }
+
     fn array_mut(&mut self, slot: usize) -> &mut [i64] {
         let at = self.slot(slot) as usize;
         &mut self.arrays[at]
@@ -945,9 +953,7 @@ impl Sink for ElementOf {
         let array = self.0;
         Box::new(move |fr| {
             let i = index.eval(fr)?;
-            let values = fr.array(array);
-            let at = ops::element_at(values.len(), i).ok_or(Bail::Fallback)?;
-            Ok(values[at])
+            fr.element(array, i)
         })
     }
 }

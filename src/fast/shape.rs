@@ -580,6 +580,21 @@ pub(super) struct FloatKonst(f64);
 
 pub(super) struct FloatCode(Ev<f64>);
 
+/// `a[i]` on an array of floats, `i` a slot: the inner loop's read.
+pub(super) struct FloatElement {
+    array: usize,
+    index: usize,
+}
+
+impl FloatVal for FloatElement {
+    #[inline(always)]
+    fn eval(&self, fr: &mut Frame<'_>) -> R<f64> {
+        let i = fr.slot(self.index);
+        fr.element(self.array, i)
+            .map(|bits| f64::from_bits(bits as u64))
+    }
+}
+
 /// An int made a float (`k.to_float()`, or an int operand of a float operator).
 pub(super) struct Promoted<V>(V);
 
@@ -664,6 +679,15 @@ pub(super) fn float_narrow<S: FloatSink>(e: &Expr, sink: S) -> S::Out {
             op: UnOp::ToFloat,
             arg,
         } => narrow(arg, Promote(sink)),
+        Expr::Index { array, index, .. } if matches!(**index, Expr::Load(_, Ty::Int)) => {
+            let Expr::Load(index, _) = **index else {
+                unreachable!("matched above")
+            };
+            sink.take(FloatElement {
+                array: *array,
+                index,
+            })
+        }
         _ => sink.take(FloatCode(float(e))),
     }
 }
