@@ -7,7 +7,7 @@ use super::{
     inline,
     ir::{BinOp, Block, Expr, Function, Stmt, Ty, UnOp},
     ops,
-    shape::{self, FloatSink, FloatVal, IntVal, Sink, Test, TestSink},
+    shape::{self, Sink, Test, TestSink, Val},
 };
 use crate::stop::{StopCheck, terminate};
 
@@ -386,7 +386,7 @@ fn charged(fr: &mut Frame<'_>, cost: u64) -> Option<Flow> {
 fn statement(stmt: &Stmt) -> St {
     match stmt {
         Stmt::Store(slot, e) if e.ty() == Ty::Int => shape::wide(e, StoreTo(*slot)),
-        Stmt::Store(slot, e) if e.ty() == Ty::Float => shape::float_wide(e, StoreFloat(*slot)),
+        Stmt::Store(slot, e) if e.ty() == Ty::Float => shape::float_wide(e, StoreTo(*slot)),
         Stmt::Store(slot, e) => {
             let (slot, value) = (*slot, bits(e));
             Box::new(move |fr| match value(fr) {
@@ -645,7 +645,7 @@ pub(super) fn int(e: &Expr) -> Ev<i64> {
 pub(super) fn float(e: &Expr) -> Ev<f64> {
     common!(e, float, |b: i64| f64::from_bits(b as u64));
     match e {
-        Expr::Float(_) | Expr::Binary { .. } => shape::float_wide(e, FloatBoxed),
+        Expr::Float(_) | Expr::Binary { .. } => shape::float_wide(e, Boxed),
         Expr::Unary {
             op: UnOp::ToFloat,
             arg,
@@ -774,9 +774,9 @@ fn call(callee: usize, args: &[Expr]) -> Ev<i64> {
 /// A call with one integer argument, shaped in place (`fib(n - 1)`).
 struct OneArgCall(usize);
 
-impl Sink for OneArgCall {
+impl Sink<i64> for OneArgCall {
     type Out = Ev<i64>;
-    fn take<V: IntVal>(self, arg: V) -> Ev<i64> {
+    fn take<V: Val<i64>>(self, arg: V) -> Ev<i64> {
         let callee = self.0;
         Box::new(move |fr| {
             enter(fr, callee, |fr, top| {
@@ -916,9 +916,9 @@ struct InlinedOne<T> {
     entry_cost: u64,
 }
 
-impl<T: 'static> Sink for InlinedOne<T> {
+impl<T: 'static> Sink<i64> for InlinedOne<T> {
     type Out = Ev<T>;
-    fn take<V: IntVal>(self, arg: V) -> Ev<T> {
+    fn take<V: Val<i64>>(self, arg: V) -> Ev<T> {
         let InlinedOne {
             slot,
             body,
@@ -947,9 +947,9 @@ fn deeper<T>(fr: &mut Frame<'_>, entry_cost: u64, body: &Ev<T>) -> R<T> {
 /// An element of the array parameter in a slot, as its bits, at an index shaped in place.
 struct ElementOf(usize);
 
-impl Sink for ElementOf {
+impl Sink<i64> for ElementOf {
     type Out = Ev<i64>;
-    fn take<V: IntVal>(self, index: V) -> Ev<i64> {
+    fn take<V: Val<i64>>(self, index: V) -> Ev<i64> {
         let array = self.0;
         Box::new(move |fr| {
             let i = index.eval(fr)?;
@@ -958,63 +958,53 @@ impl Sink for ElementOf {
     }
 }
 
-/// A float value as its own closure.
-struct FloatBoxed;
-
-impl FloatSink for FloatBoxed {
-    type Out = Ev<f64>;
-    fn take<V: FloatVal>(self, v: V) -> Ev<f64> {
-        Box::new(move |fr| v.eval(fr))
-    }
-}
-
 /// An int value made a float, as its own closure.
 struct IntAsFloat;
 
-impl Sink for IntAsFloat {
+impl Sink<i64> for IntAsFloat {
     type Out = Ev<f64>;
-    fn take<V: IntVal>(self, v: V) -> Ev<f64> {
+    fn take<V: Val<i64>>(self, v: V) -> Ev<f64> {
         Box::new(move |fr| Ok(v.eval(fr)? as f64))
     }
 }
 
-/// `slot = value` for a float value (its bits).
-struct StoreFloat(usize);
-
-impl FloatSink for StoreFloat {
-    type Out = St;
-    fn take<V: FloatVal>(self, v: V) -> St {
-        let slot = self.0;
-        Box::new(move |fr| match v.eval(fr) {
-            Ok(v) => {
-                fr.set(slot, v.to_bits() as i64);
-                Flow::Next
-            }
-            Err(e) => fr.stopped(e),
-        })
-    }
-}
-
-/// An integer value as its own closure.
+/// A value as its own closure.
 struct Boxed;
 
-impl Sink for Boxed {
-    type Out = Ev<i64>;
-    fn take<V: IntVal>(self, v: V) -> Ev<i64> {
+impl<T: 'static> Sink<T> for Boxed {
+    type Out = Ev<T>;
+    fn take<V: Val<T>>(self, v: V) -> Ev<T> {
         Box::new(move |fr| v.eval(fr))
     }
 }
 
-/// `slot = value` for an integer value.
+/// What a slot holds of a value: an int itself, a float its bits.
+trait Bits: Copy + 'static {
+    fn bits(self) -> i64;
+}
+
+impl Bits for i64 {
+    fn bits(self) -> i64 {
+        self
+    }
+}
+
+impl Bits for f64 {
+    fn bits(self) -> i64 {
+        self.to_bits() as i64
+    }
+}
+
+/// `slot = value`.
 struct StoreTo(usize);
 
-impl Sink for StoreTo {
+impl<T: Bits> Sink<T> for StoreTo {
     type Out = St;
-    fn take<V: IntVal>(self, v: V) -> St {
+    fn take<V: Val<T>>(self, v: V) -> St {
         let slot = self.0;
         Box::new(move |fr| match v.eval(fr) {
             Ok(v) => {
-                fr.set(slot, v);
+                fr.set(slot, v.bits());
                 Flow::Next
             }
             Err(e) => fr.stopped(e),

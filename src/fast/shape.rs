@@ -9,19 +9,19 @@ use super::{
     ops,
 };
 
-/// An integer operand evaluated in place by the closure that uses it.
-pub(super) trait IntVal: Send + Sync + 'static {
-    fn eval(&self, fr: &mut Frame<'_>) -> R<i64>;
+/// An operand evaluated in place by the closure that uses it (an int, or a float).
+pub(super) trait Val<T>: Send + Sync + 'static {
+    fn eval(&self, fr: &mut Frame<'_>) -> R<T>;
 }
 
 /// A local variable.
 pub(super) struct Slot(usize);
 
 /// A constant.
-pub(super) struct Konst(i64);
+pub(super) struct Konst<T>(T);
 
 /// Anything else, through its own closure.
-pub(super) struct Code(Ev<i64>);
+pub(super) struct Code<T>(Ev<T>);
 
 /// One operator over two operands.
 pub(super) struct Bin<O, A, B>(A, B, PhantomData<fn() -> O>);
@@ -50,37 +50,37 @@ fn by_power_of_two(op: BinOp, x: &Expr, k: &Expr) -> Option<(usize, i64)> {
     }
 }
 
-impl IntVal for Slot {
+impl Val<i64> for Slot {
     #[inline(always)]
     fn eval(&self, fr: &mut Frame<'_>) -> R<i64> {
         Ok(fr.slot(self.0))
     }
 }
 
-impl IntVal for Konst {
+impl<T: Copy + Send + Sync + 'static> Val<T> for Konst<T> {
     #[inline(always)]
-    fn eval(&self, _: &mut Frame<'_>) -> R<i64> {
+    fn eval(&self, _: &mut Frame<'_>) -> R<T> {
         Ok(self.0)
     }
 }
 
-impl IntVal for Code {
+impl<T: 'static> Val<T> for Code<T> {
     #[inline(always)]
-    fn eval(&self, fr: &mut Frame<'_>) -> R<i64> {
+    fn eval(&self, fr: &mut Frame<'_>) -> R<T> {
         (self.0)(fr)
     }
 }
 
-impl<O: IntOp, A: IntVal, B: IntVal> IntVal for Bin<O, A, B> {
+impl<T: 'static, O: Op<T>, A: Val<T>, B: Val<T>> Val<T> for Bin<O, A, B> {
     #[inline(always)]
-    fn eval(&self, fr: &mut Frame<'_>) -> R<i64> {
+    fn eval(&self, fr: &mut Frame<'_>) -> R<T> {
         let x = self.0.eval(fr)?;
         let y = self.1.eval(fr)?;
         O::apply(x, y).ok_or(Bail::Fallback)
     }
 }
 
-impl IntVal for DivPow2 {
+impl Val<i64> for DivPow2 {
     /// Rounds towards zero, as Rhai's (and Rust's) integer division: negative numbers are
     /// biased by the divisor less one before the shift.
     #[inline(always)]
@@ -91,7 +91,7 @@ impl IntVal for DivPow2 {
     }
 }
 
-impl IntVal for RemPow2 {
+impl Val<i64> for RemPow2 {
     /// Takes the sign of the dividend, as Rhai's remainder does.
     #[inline(always)]
     fn eval(&self, fr: &mut Frame<'_>) -> R<i64> {
@@ -105,9 +105,28 @@ impl IntVal for RemPow2 {
     }
 }
 
-/// Rhai's integer operators: `None` where Rhai raises an error.
-pub(super) trait IntOp: 'static {
-    fn apply(x: i64, y: i64) -> Option<i64>;
+/// The operators, as types: a closure is specialised for its own.
+pub(super) struct Add;
+pub(super) struct Sub;
+pub(super) struct Mul;
+pub(super) struct Div;
+pub(super) struct Rem;
+pub(super) struct Pow;
+pub(super) struct Shl;
+pub(super) struct Shr;
+pub(super) struct BitAnd;
+pub(super) struct BitOr;
+pub(super) struct BitXor;
+pub(super) struct Eq;
+pub(super) struct Ne;
+pub(super) struct Lt;
+pub(super) struct Le;
+pub(super) struct Gt;
+pub(super) struct Ge;
+
+/// Rhai's arithmetic on `T`: `None` where Rhai raises an error (floats never do).
+pub(super) trait Op<T>: 'static {
+    fn apply(x: T, y: T) -> Option<T>;
 }
 
 /// Integer comparisons.
@@ -116,12 +135,11 @@ pub(super) trait IntCmp: 'static {
 }
 
 macro_rules! operators {
-    ($trait:ident :: $method:ident -> $out:ty { $($name:ident($x:ident, $y:ident) => $body:expr;)* }) => {
+    ($trait:ty, $method:ident($t:ty) -> $out:ty { $($name:ident($x:ident, $y:ident) => $body:expr;)* }) => {
         $(
-            pub(super) struct $name;
             impl $trait for $name {
                 #[inline(always)]
-                fn $method($x: i64, $y: i64) -> $out {
+                fn $method($x: $t, $y: $t) -> $out {
                     $body
                 }
             }
@@ -129,7 +147,7 @@ macro_rules! operators {
     };
 }
 
-operators!(IntOp::apply -> Option<i64> {
+operators!(Op<i64>, apply(i64) -> Option<i64> {
     Add(x, y) => x.checked_add(y);
     Sub(x, y) => x.checked_sub(y);
     Mul(x, y) => x.checked_mul(y);
@@ -143,7 +161,16 @@ operators!(IntOp::apply -> Option<i64> {
     BitXor(x, y) => Some(x ^ y);
 });
 
-operators!(IntCmp::test -> bool {
+operators!(Op<f64>, apply(f64) -> Option<f64> {
+    Add(x, y) => Some(x + y);
+    Sub(x, y) => Some(x - y);
+    Mul(x, y) => Some(x * y);
+    Div(x, y) => Some(x / y);
+    Rem(x, y) => Some(x % y);
+    Pow(x, y) => Some(x.powf(y));
+});
+
+operators!(IntCmp, test(i64) -> bool {
     Eq(x, y) => x == y;
     Ne(x, y) => x != y;
     Lt(x, y) => x < y;
@@ -153,13 +180,13 @@ operators!(IntCmp::test -> bool {
 });
 
 /// What a shape is handed to: builds the closure that evaluates it in place.
-pub(super) trait Sink {
+pub(super) trait Sink<T> {
     type Out;
-    fn take<V: IntVal>(self, v: V) -> Self::Out;
+    fn take<V: Val<T>>(self, v: V) -> Self::Out;
 }
 
 /// A slot, a constant, or else a closure.
-pub(super) fn narrow<S: Sink>(e: &Expr, sink: S) -> S::Out {
+pub(super) fn narrow<S: Sink<i64>>(e: &Expr, sink: S) -> S::Out {
     match e {
         Expr::Load(slot, Ty::Int) => sink.take(Slot(*slot)),
         Expr::Int(k) => sink.take(Konst(*k)),
@@ -168,7 +195,7 @@ pub(super) fn narrow<S: Sink>(e: &Expr, sink: S) -> S::Out {
 }
 
 /// [`narrow`], or one operator over two [`narrow`] operands.
-pub(super) fn wide<S: Sink>(e: &Expr, sink: S) -> S::Out {
+pub(super) fn wide<S: Sink<i64>>(e: &Expr, sink: S) -> S::Out {
     match e {
         Expr::Binary {
             op,
@@ -182,7 +209,7 @@ pub(super) fn wide<S: Sink>(e: &Expr, sink: S) -> S::Out {
 
 /// [`narrow`] without closures, or one operator over two such operands: what conditions take on
 /// their left (a comparison of two [`wide`] operands would be thousands of instantiations).
-pub(super) fn leafy<S: Sink>(e: &Expr, sink: S) -> S::Out {
+pub(super) fn leafy<S: Sink<i64>>(e: &Expr, sink: S) -> S::Out {
     match e {
         Expr::Binary {
             op,
@@ -200,11 +227,11 @@ fn is_leaf(e: &Expr) -> bool {
     matches!(e, Expr::Load(_, Ty::Int) | Expr::Int(_))
 }
 
-/// How an operator's operands may be shaped.
-trait Operands: 'static {
+/// How an operator's operands of type `T` may be shaped.
+trait Operands<T>: 'static {
     /// Whether `e` has one of these shapes.
     fn takes(e: &Expr) -> bool;
-    fn shape<S: Sink>(e: &Expr, sink: S) -> S::Out;
+    fn shape<S: Sink<T>>(e: &Expr, sink: S) -> S::Out;
 }
 
 /// Anything [`narrow`] takes.
@@ -213,22 +240,22 @@ struct Narrow;
 /// Slots and constants only (checked by the caller).
 struct Leaves;
 
-impl Operands for Narrow {
+impl Operands<i64> for Narrow {
     fn takes(_: &Expr) -> bool {
         true
     }
 
-    fn shape<S: Sink>(e: &Expr, sink: S) -> S::Out {
+    fn shape<S: Sink<i64>>(e: &Expr, sink: S) -> S::Out {
         narrow(e, sink)
     }
 }
 
-impl Operands for Leaves {
+impl Operands<i64> for Leaves {
     fn takes(e: &Expr) -> bool {
         is_leaf(e)
     }
 
-    fn shape<S: Sink>(e: &Expr, sink: S) -> S::Out {
+    fn shape<S: Sink<i64>>(e: &Expr, sink: S) -> S::Out {
         match e {
             Expr::Load(slot, Ty::Int) => sink.take(Slot(*slot)),
             Expr::Int(k) => sink.take(Konst(*k)),
@@ -237,7 +264,7 @@ impl Operands for Leaves {
     }
 }
 
-fn binary<P: Operands, S: Sink>(op: BinOp, lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
+fn binary<P: Operands<i64>, S: Sink<i64>>(op: BinOp, lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
     if let Some((slot, k)) = by_power_of_two(op, lhs, rhs) {
         return if op == BinOp::Div {
             sink.take(DivPow2 {
@@ -249,22 +276,26 @@ fn binary<P: Operands, S: Sink>(op: BinOp, lhs: &Expr, rhs: &Expr, sink: S) -> S
         };
     }
     match op {
-        BinOp::Add => pair::<P, Add, S>(lhs, rhs, sink),
-        BinOp::Sub => pair::<P, Sub, S>(lhs, rhs, sink),
-        BinOp::Mul => pair::<P, Mul, S>(lhs, rhs, sink),
-        BinOp::Div => pair::<P, Div, S>(lhs, rhs, sink),
-        BinOp::Rem => pair::<P, Rem, S>(lhs, rhs, sink),
-        BinOp::Pow => pair::<P, Pow, S>(lhs, rhs, sink),
-        BinOp::Shl => pair::<P, Shl, S>(lhs, rhs, sink),
-        BinOp::Shr => pair::<P, Shr, S>(lhs, rhs, sink),
-        BinOp::BitAnd => pair::<P, BitAnd, S>(lhs, rhs, sink),
-        BinOp::BitOr => pair::<P, BitOr, S>(lhs, rhs, sink),
-        BinOp::BitXor => pair::<P, BitXor, S>(lhs, rhs, sink),
+        BinOp::Add => pair::<i64, P, Add, S>(lhs, rhs, sink),
+        BinOp::Sub => pair::<i64, P, Sub, S>(lhs, rhs, sink),
+        BinOp::Mul => pair::<i64, P, Mul, S>(lhs, rhs, sink),
+        BinOp::Div => pair::<i64, P, Div, S>(lhs, rhs, sink),
+        BinOp::Rem => pair::<i64, P, Rem, S>(lhs, rhs, sink),
+        BinOp::Pow => pair::<i64, P, Pow, S>(lhs, rhs, sink),
+        BinOp::Shl => pair::<i64, P, Shl, S>(lhs, rhs, sink),
+        BinOp::Shr => pair::<i64, P, Shr, S>(lhs, rhs, sink),
+        BinOp::BitAnd => pair::<i64, P, BitAnd, S>(lhs, rhs, sink),
+        BinOp::BitOr => pair::<i64, P, BitOr, S>(lhs, rhs, sink),
+        BinOp::BitXor => pair::<i64, P, BitXor, S>(lhs, rhs, sink),
         cmp => unreachable!("{cmp:?} does not give an int"),
     }
 }
 
-fn pair<P: Operands, O: IntOp, S: Sink>(lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
+fn pair<T: 'static, P: Operands<T>, O: Op<T>, S: Sink<T>>(
+    lhs: &Expr,
+    rhs: &Expr,
+    sink: S,
+) -> S::Out {
     P::shape(
         lhs,
         Left::<P, O, S> {
@@ -282,9 +313,9 @@ struct Left<'e, P, O, S> {
     op: PhantomData<fn() -> (P, O)>,
 }
 
-impl<P: Operands, O: IntOp, S: Sink> Sink for Left<'_, P, O, S> {
+impl<T: 'static, P: Operands<T>, O: Op<T>, S: Sink<T>> Sink<T> for Left<'_, P, O, S> {
     type Out = S::Out;
-    fn take<A: IntVal>(self, a: A) -> S::Out {
+    fn take<A: Val<T>>(self, a: A) -> S::Out {
         let Left { rhs, sink, .. } = self;
         P::shape(
             rhs,
@@ -303,9 +334,9 @@ struct Right<O, A, S> {
     op: PhantomData<fn() -> O>,
 }
 
-impl<O: IntOp, A: IntVal, S: Sink> Sink for Right<O, A, S> {
+impl<T: 'static, O: Op<T>, A: Val<T>, S: Sink<T>> Sink<T> for Right<O, A, S> {
     type Out = S::Out;
-    fn take<B: IntVal>(self, b: B) -> S::Out {
+    fn take<B: Val<T>>(self, b: B) -> S::Out {
         self.sink.take(Bin::<O, A, B>(self.a, b, PhantomData))
     }
 }
@@ -337,9 +368,9 @@ struct CmpLeft<'e, C> {
     op: PhantomData<fn() -> C>,
 }
 
-impl<C: IntCmp> Sink for CmpLeft<'_, C> {
+impl<C: IntCmp> Sink<i64> for CmpLeft<'_, C> {
     type Out = Ev<bool>;
-    fn take<A: IntVal>(self, a: A) -> Ev<bool> {
+    fn take<A: Val<i64>>(self, a: A) -> Ev<bool> {
         narrow(self.rhs, CmpRight::<C, A> { a, op: PhantomData })
     }
 }
@@ -349,9 +380,9 @@ struct CmpRight<C, A> {
     op: PhantomData<fn() -> C>,
 }
 
-impl<C: IntCmp, A: IntVal> Sink for CmpRight<C, A> {
+impl<C: IntCmp, A: Val<i64>> Sink<i64> for CmpRight<C, A> {
     type Out = Ev<bool>;
-    fn take<B: IntVal>(self, b: B) -> Ev<bool> {
+    fn take<B: Val<i64>>(self, b: B) -> Ev<bool> {
         let a = self.a;
         Box::new(move |fr| {
             let x = a.eval(fr)?;
@@ -381,7 +412,7 @@ impl Test for Always {
     }
 }
 
-impl<C: IntCmp, A: IntVal, B: IntVal> Test for Compare<C, A, B> {
+impl<C: IntCmp, A: Val<i64>, B: Val<i64>> Test for Compare<C, A, B> {
     #[inline(always)]
     fn test(&self, fr: &mut Frame<'_>) -> R<bool> {
         let x = self.0.eval(fr)?;
@@ -413,8 +444,8 @@ pub(super) fn loop_condition<S: TestSink>(e: &Expr, sink: S) -> S::Out {
     shaped_condition::<SmallArithmetic, S>(e, sink)
 }
 
-fn shaped_condition<P: Operands, S: TestSink>(e: &Expr, sink: S) -> S::Out {
-    fn with<C: IntCmp, P: Operands, S: TestSink>(lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
+fn shaped_condition<P: Operands<i64>, S: TestSink>(e: &Expr, sink: S) -> S::Out {
+    fn with<C: IntCmp, P: Operands<i64>, S: TestSink>(lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
         let left = TestLeft::<C, S> {
             rhs,
             sink,
@@ -444,7 +475,7 @@ fn shaped_condition<P: Operands, S: TestSink>(e: &Expr, sink: S) -> S::Out {
 /// A leaf, or `+ - * % &` over two leaves: the left side of a loop's condition.
 struct SmallArithmetic;
 
-impl Operands for SmallArithmetic {
+impl Operands<i64> for SmallArithmetic {
     fn takes(e: &Expr) -> bool {
         match e {
             Expr::Binary {
@@ -457,19 +488,19 @@ impl Operands for SmallArithmetic {
         }
     }
 
-    fn shape<S: Sink>(e: &Expr, sink: S) -> S::Out {
+    fn shape<S: Sink<i64>>(e: &Expr, sink: S) -> S::Out {
         let Expr::Binary { op, lhs, rhs, .. } = e else {
             return Leaves::shape(e, sink);
         };
         match op {
             BinOp::Rem => match by_power_of_two(*op, lhs, rhs) {
                 Some((slot, k)) => sink.take(RemPow2 { slot, mask: k - 1 }),
-                None => pair::<Leaves, Rem, S>(lhs, rhs, sink),
+                None => pair::<i64, Leaves, Rem, S>(lhs, rhs, sink),
             },
-            BinOp::Add => pair::<Leaves, Add, S>(lhs, rhs, sink),
-            BinOp::Sub => pair::<Leaves, Sub, S>(lhs, rhs, sink),
-            BinOp::Mul => pair::<Leaves, Mul, S>(lhs, rhs, sink),
-            _ => pair::<Leaves, BitAnd, S>(lhs, rhs, sink),
+            BinOp::Add => pair::<i64, Leaves, Add, S>(lhs, rhs, sink),
+            BinOp::Sub => pair::<i64, Leaves, Sub, S>(lhs, rhs, sink),
+            BinOp::Mul => pair::<i64, Leaves, Mul, S>(lhs, rhs, sink),
+            _ => pair::<i64, Leaves, BitAnd, S>(lhs, rhs, sink),
         }
     }
 }
@@ -480,9 +511,9 @@ struct TestLeft<'e, C, S> {
     op: PhantomData<fn() -> C>,
 }
 
-impl<C: IntCmp, S: TestSink> Sink for TestLeft<'_, C, S> {
+impl<C: IntCmp, S: TestSink> Sink<i64> for TestLeft<'_, C, S> {
     type Out = S::Out;
-    fn take<A: IntVal>(self, a: A) -> S::Out {
+    fn take<A: Val<i64>>(self, a: A) -> S::Out {
         let TestLeft { rhs, sink, .. } = self;
         Leaves::shape(
             rhs,
@@ -501,9 +532,9 @@ struct TestRight<C, A, S> {
     op: PhantomData<fn() -> C>,
 }
 
-impl<C: IntCmp, A: IntVal, S: TestSink> Sink for TestRight<C, A, S> {
+impl<C: IntCmp, A: Val<i64>, S: TestSink> Sink<i64> for TestRight<C, A, S> {
     type Out = S::Out;
-    fn take<B: IntVal>(self, b: B) -> S::Out {
+    fn take<B: Val<i64>>(self, b: B) -> S::Out {
         self.sink.take(Compare::<C, A, B>(self.a, b, PhantomData))
     }
 }
@@ -515,7 +546,7 @@ pub(super) fn int_if(cond: &Expr, then: &Block, other: &Block) -> Ev<i64> {
 }
 
 /// A branch: its value shaped when it is a bare value, else the block's closure.
-fn branch<S: Sink>(block: &Block, sink: S) -> S::Out {
+fn branch<S: Sink<i64>>(block: &Block, sink: S) -> S::Out {
     if block.stmts.is_empty() {
         narrow(&block.value, sink)
     } else {
@@ -541,9 +572,9 @@ struct IntIfThen<'e, C> {
     other: &'e Block,
 }
 
-impl<C: Test> Sink for IntIfThen<'_, C> {
+impl<C: Test> Sink<i64> for IntIfThen<'_, C> {
     type Out = Ev<i64>;
-    fn take<A: IntVal>(self, then: A) -> Ev<i64> {
+    fn take<A: Val<i64>>(self, then: A) -> Ev<i64> {
         let cond = self.cond;
         branch(self.other, IntIfElse { cond, then })
     }
@@ -554,9 +585,9 @@ struct IntIfElse<C, A> {
     then: A,
 }
 
-impl<C: Test, A: IntVal> Sink for IntIfElse<C, A> {
+impl<C: Test, A: Val<i64>> Sink<i64> for IntIfElse<C, A> {
     type Out = Ev<i64>;
-    fn take<B: IntVal>(self, other: B) -> Ev<i64> {
+    fn take<B: Val<i64>>(self, other: B) -> Ev<i64> {
         let IntIfElse { cond, then } = self;
         Box::new(move |fr| {
             if cond.test(fr)? {
@@ -568,17 +599,8 @@ impl<C: Test, A: IntVal> Sink for IntIfElse<C, A> {
     }
 }
 
-/// A float operand evaluated in place by the closure that uses it.
-pub(super) trait FloatVal: Send + Sync + 'static {
-    fn eval(&self, fr: &mut Frame<'_>) -> R<f64>;
-}
-
 /// A float local (its bits in the slot).
 pub(super) struct FloatSlot(usize);
-
-pub(super) struct FloatKonst(f64);
-
-pub(super) struct FloatCode(Ev<f64>);
 
 /// `a[i]` on an array of floats, `i` a slot: the inner loop's read.
 pub(super) struct FloatElement {
@@ -586,7 +608,7 @@ pub(super) struct FloatElement {
     index: usize,
 }
 
-impl FloatVal for FloatElement {
+impl Val<f64> for FloatElement {
     #[inline(always)]
     fn eval(&self, fr: &mut Frame<'_>) -> R<f64> {
         let i = fr.slot(self.index);
@@ -598,83 +620,25 @@ impl FloatVal for FloatElement {
 /// An int made a float (`k.to_float()`, or an int operand of a float operator).
 pub(super) struct Promoted<V>(V);
 
-pub(super) struct FloatBin<O, A, B>(A, B, PhantomData<fn() -> O>);
-
-impl FloatVal for FloatSlot {
+impl Val<f64> for FloatSlot {
     #[inline(always)]
     fn eval(&self, fr: &mut Frame<'_>) -> R<f64> {
         Ok(f64::from_bits(fr.slot(self.0) as u64))
     }
 }
 
-impl FloatVal for FloatKonst {
-    #[inline(always)]
-    fn eval(&self, _: &mut Frame<'_>) -> R<f64> {
-        Ok(self.0)
-    }
-}
-
-impl FloatVal for FloatCode {
-    #[inline(always)]
-    fn eval(&self, fr: &mut Frame<'_>) -> R<f64> {
-        (self.0)(fr)
-    }
-}
-
-impl<V: IntVal> FloatVal for Promoted<V> {
+impl<V: Val<i64>> Val<f64> for Promoted<V> {
     #[inline(always)]
     fn eval(&self, fr: &mut Frame<'_>) -> R<f64> {
         Ok(self.0.eval(fr)? as f64)
     }
 }
 
-impl<O: FloatOp, A: FloatVal, B: FloatVal> FloatVal for FloatBin<O, A, B> {
-    #[inline(always)]
-    fn eval(&self, fr: &mut Frame<'_>) -> R<f64> {
-        let x = self.0.eval(fr)?;
-        Ok(O::apply(x, self.1.eval(fr)?))
-    }
-}
-
-/// Float arithmetic (IEEE: it cannot fail).
-pub(super) trait FloatOp: 'static {
-    fn apply(x: f64, y: f64) -> f64;
-}
-
-macro_rules! float_operators {
-    ($($name:ident($x:ident, $y:ident) => $body:expr;)*) => {
-        $(
-            pub(super) struct $name;
-            impl FloatOp for $name {
-                #[inline(always)]
-                fn apply($x: f64, $y: f64) -> f64 {
-                    $body
-                }
-            }
-        )*
-    };
-}
-
-float_operators! {
-    FloatAdd(x, y) => x + y;
-    FloatSub(x, y) => x - y;
-    FloatMul(x, y) => x * y;
-    FloatDiv(x, y) => x / y;
-    FloatRem(x, y) => x % y;
-    FloatPow(x, y) => x.powf(y);
-}
-
-/// What a float shape is handed to.
-pub(super) trait FloatSink {
-    type Out;
-    fn take<V: FloatVal>(self, v: V) -> Self::Out;
-}
-
 /// A float slot, a constant, a promoted [`narrow`] int, or else a closure.
-pub(super) fn float_narrow<S: FloatSink>(e: &Expr, sink: S) -> S::Out {
+pub(super) fn float_narrow<S: Sink<f64>>(e: &Expr, sink: S) -> S::Out {
     match e {
         Expr::Load(slot, Ty::Float) => sink.take(FloatSlot(*slot)),
-        Expr::Float(k) => sink.take(FloatKonst(*k)),
+        Expr::Float(k) => sink.take(Konst(*k)),
         Expr::Unary {
             op: UnOp::ToFloat,
             arg,
@@ -688,22 +652,12 @@ pub(super) fn float_narrow<S: FloatSink>(e: &Expr, sink: S) -> S::Out {
                 index,
             })
         }
-        _ => sink.take(FloatCode(float(e))),
+        _ => sink.take(Code(float(e))),
     }
 }
 
 /// [`float_narrow`], or one operator over two [`float_narrow`] operands.
-pub(super) fn float_wide<S: FloatSink>(e: &Expr, sink: S) -> S::Out {
-    fn with<O: FloatOp, S: FloatSink>(lhs: &Expr, rhs: &Expr, sink: S) -> S::Out {
-        float_narrow(
-            lhs,
-            FloatLeft::<O, S> {
-                rhs,
-                sink,
-                op: PhantomData,
-            },
-        )
-    }
+pub(super) fn float_wide<S: Sink<f64>>(e: &Expr, sink: S) -> S::Out {
     let Expr::Binary {
         op,
         operand: Ty::Float,
@@ -714,56 +668,35 @@ pub(super) fn float_wide<S: FloatSink>(e: &Expr, sink: S) -> S::Out {
         return float_narrow(e, sink);
     };
     match op {
-        BinOp::Add => with::<FloatAdd, S>(lhs, rhs, sink),
-        BinOp::Sub => with::<FloatSub, S>(lhs, rhs, sink),
-        BinOp::Mul => with::<FloatMul, S>(lhs, rhs, sink),
-        BinOp::Div => with::<FloatDiv, S>(lhs, rhs, sink),
-        BinOp::Rem => with::<FloatRem, S>(lhs, rhs, sink),
-        BinOp::Pow => with::<FloatPow, S>(lhs, rhs, sink),
+        BinOp::Add => pair::<f64, FloatNarrow, Add, S>(lhs, rhs, sink),
+        BinOp::Sub => pair::<f64, FloatNarrow, Sub, S>(lhs, rhs, sink),
+        BinOp::Mul => pair::<f64, FloatNarrow, Mul, S>(lhs, rhs, sink),
+        BinOp::Div => pair::<f64, FloatNarrow, Div, S>(lhs, rhs, sink),
+        BinOp::Rem => pair::<f64, FloatNarrow, Rem, S>(lhs, rhs, sink),
+        BinOp::Pow => pair::<f64, FloatNarrow, Pow, S>(lhs, rhs, sink),
         _ => float_narrow(e, sink), // comparisons: not a float
+    }
+}
+
+/// Anything [`float_narrow`] takes.
+struct FloatNarrow;
+
+impl Operands<f64> for FloatNarrow {
+    fn takes(_: &Expr) -> bool {
+        true
+    }
+
+    fn shape<S: Sink<f64>>(e: &Expr, sink: S) -> S::Out {
+        float_narrow(e, sink)
     }
 }
 
 /// An int shape made a float.
 struct Promote<S>(S);
 
-impl<S: FloatSink> Sink for Promote<S> {
+impl<S: Sink<f64>> Sink<i64> for Promote<S> {
     type Out = S::Out;
-    fn take<V: IntVal>(self, v: V) -> S::Out {
+    fn take<V: Val<i64>>(self, v: V) -> S::Out {
         self.0.take(Promoted(v))
-    }
-}
-
-struct FloatLeft<'e, O, S> {
-    rhs: &'e Expr,
-    sink: S,
-    op: PhantomData<fn() -> O>,
-}
-
-impl<O: FloatOp, S: FloatSink> FloatSink for FloatLeft<'_, O, S> {
-    type Out = S::Out;
-    fn take<A: FloatVal>(self, a: A) -> S::Out {
-        let FloatLeft { rhs, sink, .. } = self;
-        float_narrow(
-            rhs,
-            FloatRight::<O, A, S> {
-                a,
-                sink,
-                op: PhantomData,
-            },
-        )
-    }
-}
-
-struct FloatRight<O, A, S> {
-    a: A,
-    sink: S,
-    op: PhantomData<fn() -> O>,
-}
-
-impl<O: FloatOp, A: FloatVal, S: FloatSink> FloatSink for FloatRight<O, A, S> {
-    type Out = S::Out;
-    fn take<B: FloatVal>(self, b: B) -> S::Out {
-        self.sink.take(FloatBin::<O, A, B>(self.a, b, PhantomData))
     }
 }
