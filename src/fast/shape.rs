@@ -1,5 +1,5 @@
-//! Integer arithmetic specialised by shape: `n % i == 0` or `n = 3 * n + 1` becomes one closure
-//! with its operators and operand kinds fixed at compile time, so a hot loop matches on nothing.
+//! Arithmetic specialised by shape: `n % i == 0` or `n = 3 * n + 1` becomes one closure with its
+//! operators and operand kinds fixed at compile time, so a hot loop matches on nothing.
 
 use std::marker::PhantomData;
 
@@ -14,7 +14,7 @@ pub(super) trait Val<T>: Send + Sync + 'static {
     fn eval(&self, fr: &mut Frame<'_>) -> R<T>;
 }
 
-/// A local variable.
+/// An int local variable.
 pub(super) struct Slot(usize);
 
 /// A constant.
@@ -643,15 +643,13 @@ pub(super) fn float_narrow<S: Sink<f64>>(e: &Expr, sink: S) -> S::Out {
             op: UnOp::ToFloat,
             arg,
         } => narrow(arg, Promote(sink)),
-        Expr::Index { array, index, .. } if matches!(**index, Expr::Load(_, Ty::Int)) => {
-            let Expr::Load(index, _) = **index else {
-                unreachable!("matched above")
-            };
-            sink.take(FloatElement {
+        Expr::Index { array, index, .. } => match **index {
+            Expr::Load(index, Ty::Int) => sink.take(FloatElement {
                 array: *array,
                 index,
-            })
-        }
+            }),
+            _ => sink.take(Code(float(e))),
+        },
         _ => sink.take(Code(float(e))),
     }
 }
