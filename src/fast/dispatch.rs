@@ -57,9 +57,9 @@ impl Accelerated {
         rhai: impl FnOnce(Vec<Dynamic>) -> Result<Dynamic, Box<EvalAltResult>>,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         // pool_map and spawn call from the top of a fresh call stack.
-        let limits = Limits::of(engine, Some(self.stop.clone()), 1);
+        let limits = || Limits::of(engine, Some(self.stop.clone()), 1);
         let compiled = if f.curry().is_empty() {
-            self.tier.call(f.fn_name(), &args, &limits)
+            self.tier.call(f.fn_name(), &args, limits)
         } else {
             // A closure's captured values come first, as Rhai passes them.
             let all: Vec<Dynamic> = f
@@ -67,7 +67,7 @@ impl Accelerated {
                 .map(Dynamic::flatten_clone)
                 .chain(args.iter().cloned())
                 .collect();
-            self.tier.call(f.fn_name(), &all, &limits)
+            self.tier.call(f.fn_name(), &all, limits)
         };
         match compiled {
             Some(compiled) if self.tier.mode().verify => {
@@ -163,8 +163,8 @@ impl Entry {
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         let engine = ctx.engine();
         // The call itself is at level `call_level()`, as the script function would have been.
-        let limits = Limits::of(engine, Some(self.stop.clone()), ctx.call_level());
-        match self.tier.call(&self.name, &args, &limits) {
+        let limits = || Limits::of(engine, Some(self.stop.clone()), ctx.call_level());
+        match self.tier.call(&self.name, &args, limits) {
             Some(compiled) if self.tier.mode().verify => {
                 FastTier::verify(&self.name, compiled, || self.walk(ctx, args))
             }

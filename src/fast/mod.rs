@@ -72,6 +72,22 @@ pub(crate) struct FastTier {
     disabled: Option<String>,
     /// By function name: each list of argument types tried, and what came of it.
     specs: Mutex<HashMap<String, Tried>>,
+    /// Tells this tier's entries in [`LAST_LOOKUP`] from another's.
+    id: u64,
+}
+
+/// The last specialization a thread looked up: `pool_map` looks up the same one for every item,
+/// and a lock and a hash per item showed in its overhead (2.7% of a refused closure's map).
+struct LastLookup {
+    tier: u64,
+    name: String,
+    types: Vec<Ty>,
+    program: Option<Arc<Program>>,
+}
+
+thread_local! {
+    static LAST_LOOKUP: std::cell::RefCell<Option<LastLookup>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// The argument type lists tried for one function, and what came of each.
@@ -98,6 +114,10 @@ impl FastTier {
             mode,
             disabled: disabled.map(String::from),
             specs: Mutex::default(),
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         }
     }
 
@@ -154,14 +174,15 @@ impl FastTier {
     }
 
     /// Runs script function `name` on `args` compiled, if it can be; `None` means: run it in Rhai
-    /// (not compilable, or it would raise an error, which Rhai then raises exactly).
+    /// (not compilable, or it would raise an error, which Rhai then raises exactly). `limits` is
+    /// asked for only when there is compiled code to run.
     pub(crate) fn call(
         &self,
         name: &str,
         args: &[Dynamic],
-        limits: &Limits,
+        limits: impl FnOnce() -> Limits,
     ) -> Option<Result<Dynamic, Box<EvalAltResult>>> {
-        if !self.is_enabled() || args.len() > MAX_ARGS || limits.max_depth == 0 {
+        if !self.is_enabled() || args.len() > MAX_ARGS {
             return None;
         }
         // Fixed arrays: a call the tier refuses should cost next to nothing.
@@ -180,7 +201,11 @@ impl FastTier {
             };
         }
         let program = self.program(name, &types[..args.len()])?;
-        match program.call(&scalars[..args.len()], arrays, limits) {
+        let limits = limits();
+        if limits.max_depth == 0 {
+            return None;
+        }
+        match program.call(&scalars[..args.len()], arrays, &limits) {
             Ok(value) => Some(Ok(dynamic(value))),
             Err(Bail::Stop(error)) => Some(Err(error)),
             Err(Bail::Fallback | Bail::Escape(_)) => None,
@@ -189,6 +214,27 @@ impl FastTier {
 
     /// The compiled specialization of `name` for `types`, compiling it on first use.
     fn program(&self, name: &str, types: &[Ty]) -> Option<Arc<Program>> {
+        let remembered = LAST_LOOKUP.with_borrow(|last| match last {
+            Some(last) if last.tier == self.id && last.name == name && last.types == types => {
+                Some(last.program.clone())
+            }
+            _ => None,
+        });
+        if let Some(program) = remembered {
+            return program;
+        }
+        let program = self.look_up(name, types);
+        LAST_LOOKUP.set(Some(LastLookup {
+            tier: self.id,
+            name: name.to_string(),
+            types: types.to_vec(),
+            program: program.clone(),
+        }));
+        program
+    }
+
+    /// [`FastTier::program`] without the thread's memo.
+    fn look_up(&self, name: &str, types: &[Ty]) -> Option<Arc<Program>> {
         let mut specs = self.specs.lock().unwrap_or_else(|e| e.into_inner());
         let tried = specs.get(name).map(Vec::as_slice).unwrap_or_default();
         if let Some((_, entry)) = tried.iter().find(|(t, _)| t == types) {
