@@ -57,6 +57,7 @@ mod engine;
 mod error;
 mod fast;
 mod hub;
+mod locks;
 mod runtime;
 mod stdlib;
 mod stop;

@@ -1,5 +1,6 @@
 //! `Runtime` and its builder: how a host (or the CLI) configures workers and runs scripts.
 
+use crate::locks::lock;
 use std::{
     io::Write,
     path::{Path, PathBuf},
@@ -516,7 +517,7 @@ impl LazyHub {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     fn get(&self) -> Result<Arc<Hub>, Error> {

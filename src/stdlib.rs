@@ -2,6 +2,7 @@
 //! every program (so its functions exist in the main process and in every worker, and its closures
 //! resolve there by name) and is also served to `import "name"`, with no file on disk.
 
+use crate::locks::lock;
 use std::{collections::HashMap, sync::Mutex};
 
 use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Shared};
@@ -48,7 +49,7 @@ impl ModuleResolver for Stdlib {
         let Some((_, source)) = MODULES.iter().find(|(name, _)| *name == path) else {
             return Err(EvalAltResult::ErrorModuleNotFound(path.into(), pos).into());
         };
-        let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        let mut compiled = lock(&self.compiled);
         if let Some(module) = compiled.get(path) {
             return Ok(module.clone());
         }

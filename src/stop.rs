@@ -1,5 +1,6 @@
 //! Why a script stops early (`exit`, Ctrl-C, a call's time limit), and the handle that interrupts a run.
 
+use crate::locks::lock;
 use std::{
     sync::{
         Arc, Mutex,
@@ -52,11 +53,7 @@ impl Interrupt {
 
     /// Ends the main script because a process linked to it ended (`why` says which, and how).
     pub(crate) fn end_by_link(&self, why: String) {
-        self.0
-            .linked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(why);
+        lock(&self.0.linked).get_or_insert(why);
         self.0.has_linked.store(true, Ordering::SeqCst);
     }
 
@@ -65,17 +62,13 @@ impl Interrupt {
         if !self.0.has_linked.load(Ordering::Relaxed) {
             return None;
         }
-        self.0
-            .linked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.0.linked).clone()
     }
 
     pub(crate) fn clear(&self) {
         self.0.signal.store(0, Ordering::SeqCst);
         self.0.has_linked.store(false, Ordering::SeqCst);
-        *self.0.linked.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *lock(&self.0.linked) = None;
     }
 
     /// Why the main script must stop now, if it must.

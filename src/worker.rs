@@ -1,6 +1,7 @@
 //! The child side: connect, handshake, compile the parent's program once, then serve calls with
 //! `eval_ast(false)` semantics (a worker never runs the script's top level).
 
+use crate::locks::lock;
 use std::{
     collections::VecDeque,
     env,
@@ -571,8 +572,4 @@ impl Backend for ParentLink {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,6 +1,7 @@
 //! `pool_submit` and the `Future` handle (Python's `concurrent.futures`), `wait_any`,
 //! `as_completed`, and `pool_map_unordered`, which yields results as they finish.
 
+use crate::locks::lock;
 use std::sync::{Arc, Mutex};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, INT};
@@ -193,7 +194,7 @@ impl IntoIterator for Unordered {
         };
         Box::new(std::iter::from_fn(move || {
             while running.futures.len() < UNORDERED_AHEAD {
-                let Some(item) = self.items.lock().unwrap_or_else(|e| e.into_inner()).next() else {
+                let Some(item) = lock(&self.items).next() else {
                     break;
                 };
                 let submitted = sendable(&item, "pool_map_unordered item")

@@ -10,6 +10,7 @@ mod supervisor;
 mod sync;
 mod system;
 
+use crate::locks::lock;
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex, MutexGuard},
@@ -93,7 +94,7 @@ impl Ctx {
     }
 
     fn actor(&self) -> MutexGuard<'_, Actor> {
-        self.actor.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.actor)
     }
 
     /// A number unique within this process, to match replies to requests.
@@ -184,15 +185,14 @@ impl Ctx {
         }
         let message = error.to_string();
         if let Some(remote) = remote_cause(&error) {
-            *self.last_remote.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((message.clone(), remote.clone()));
+            *lock(&self.last_remote) = Some((message.clone(), remote.clone()));
         }
         EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into()
     }
 
     /// The worker-side error behind `message`, if a builtin raised it.
     pub(crate) fn remote_error_for(&self, message: &str) -> Option<RemoteError> {
-        let stash = self.last_remote.lock().unwrap_or_else(|e| e.into_inner());
+        let stash = lock(&self.last_remote);
         stash
             .as_ref()
             .filter(|(m, _)| m == message)

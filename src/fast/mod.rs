@@ -18,6 +18,7 @@ mod source;
 #[cfg(test)]
 mod tests;
 
+use crate::locks::lock;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -235,7 +236,7 @@ impl FastTier {
 
     /// [`FastTier::program`] without the thread's memo.
     fn look_up(&self, name: &str, types: &[Ty]) -> Option<Arc<Program>> {
-        let mut specs = self.specs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut specs = lock(&self.specs);
         let tried = specs.get(name).map(Vec::as_slice).unwrap_or_default();
         if let Some((_, entry)) = tried.iter().find(|(t, _)| t == types) {
             return match entry {

@@ -1,6 +1,7 @@
 //! Rhai is the oracle: every case runs compiled and in Rhai, and the two must agree (value and
 //! type bit for bit; where Rhai raises an error the tier must hand the call back to Rhai).
 
+use crate::locks::lock;
 use proptest::{prelude::*, sample::select};
 use rhai::{CallFnOptions, Dynamic, Engine, Scope};
 
@@ -584,7 +585,7 @@ fn arg() -> impl Strategy<Value = i64> {
 fn count_coverage(kind: &'static str, compiled: bool) {
     use std::{collections::HashMap, sync::Mutex};
     static COUNTS: Mutex<Option<HashMap<&str, (usize, usize)>>> = Mutex::new(None);
-    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut counts = lock(&COUNTS);
     let (runs, hits) = counts.get_or_insert_default().entry(kind).or_default();
     *runs += 1;
     *hits += usize::from(compiled);

@@ -1,16 +1,14 @@
 //! Processes as actors: every process's mailbox, registered names, monitors and links, all kept in
 //! the main process so that any process can reach any other through its one connection.
 
+use crate::locks::lock;
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Instant,
 };
 
-use super::{
-    lock,
-    queue::{Put, Queue},
-};
+use super::queue::{Put, Queue};
 use crate::{Error, Interrupt, Value, value::ProcessHandle};
 
 /// The process id of the main script.

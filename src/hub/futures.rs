@@ -2,6 +2,7 @@
 //! pool worker at a time, with a bounded backlog so a submitting loop waits instead of copying
 //! every argument up front.
 
+use crate::locks::lock;
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Condvar, Mutex, MutexGuard},
@@ -69,7 +70,7 @@ impl Executor {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Queues `call` as future `id` once the backlog has room; returns what can start now.

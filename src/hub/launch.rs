@@ -1,6 +1,7 @@
 //! Starting worker processes: a spawner thread that outlives them (pdeathsig is per thread), a local
 //! socket listener, and a handshake that admits only the processes this runtime started.
 
+use crate::locks::lock;
 use std::{
     collections::HashMap,
     io,
@@ -186,7 +187,7 @@ impl Launcher {
     }
 
     fn arrivals_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Sender<Stream>>> {
-        self.arrivals.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.arrivals)
     }
 }
 
@@ -301,10 +302,7 @@ fn admit(stream: Stream, token: &str, arrivals: &Arrivals) {
         }
     }
     let _ = stream.set_recv_timeout(None);
-    let waiting = arrivals
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&worker);
+    let waiting = lock(arrivals).remove(&worker);
     match waiting {
         Some(tx) => {
             let _ = tx.send(stream);

@@ -12,11 +12,12 @@ mod sync;
 mod wait;
 mod worker;
 
+use crate::locks::lock;
 use std::{
     collections::HashMap,
     path::PathBuf,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     thread,
@@ -146,10 +147,6 @@ fn send_reply(worker: &Worker, seq: Option<u64>, result: Result<Reply, Error>) {
         (None, Ok(_)) => {}
         (None, Err(e)) => eprintln!("mpscript: a post from {} failed: {e}", worker.conn.peer()),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Hub {

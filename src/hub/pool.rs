@@ -3,6 +3,7 @@
 //! A worker that dies fails exactly the item it was running (or retries it); everything else it
 //! held is run again elsewhere, and a replacement worker joins the pool.
 
+use crate::locks::lock;
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
@@ -12,7 +13,7 @@ use std::{
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::{
-    Inner, lock,
+    Inner,
     progress::MapProgress,
     worker::{Death, Task, Worker},
 };

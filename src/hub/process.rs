@@ -1,5 +1,6 @@
 //! The parent's record of one spawned process: running, or how it ended.
 
+use crate::locks::lock;
 use std::{
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
@@ -44,7 +45,7 @@ impl ProcSlot {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Records the function's outcome, then runs `release` (returning the worker to the warm set)
@@ -62,7 +63,7 @@ impl ProcSlot {
     pub(crate) fn died(&self, mut death: Death) {
         let mut current = self.lock();
         if matches!(*current, State::Running) {
-            if let Some(why) = self.doom.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if let Some(why) = lock(&self.doom).take() {
                 death.status = why;
             }
             *current = State::Died(death);
@@ -153,7 +154,7 @@ impl ProcSlot {
     pub(crate) fn terminate(&self, why: String) {
         let state = self.lock();
         if matches!(*state, State::Running) {
-            *self.doom.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            *lock(&self.doom) = Some(why);
             self.worker.kill();
         }
     }

@@ -1,5 +1,6 @@
 //! Queues live in the main process; every process reaches them through the hub.
 
+use crate::locks::lock;
 use std::{
     collections::VecDeque,
     sync::{Condvar, Mutex, MutexGuard},
@@ -60,7 +61,7 @@ impl Queue {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Appends `value`, waiting while the queue is full until `deadline`.

@@ -1,6 +1,7 @@
 //! Locks, semaphores, events and barriers shared by processes: they live in the main process, and
 //! remember who holds or waits on them, so that a process that ends never deadlocks the rest.
 
+use crate::locks::lock;
 use std::{
     sync::{Condvar, Mutex, MutexGuard},
     time::Instant,
@@ -69,7 +70,7 @@ impl SyncObject {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Takes a permit for `owner`. `alive` is asked under this object's lock, so a permit is

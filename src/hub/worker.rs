@@ -1,5 +1,6 @@
 //! The parent's handle on one worker process: its connection, its child process, what it is doing.
 
+use crate::locks::lock;
 use std::{
     process::{Child, ExitStatus},
     sync::{Mutex, MutexGuard},
@@ -61,7 +62,7 @@ impl Worker {
     }
 
     pub(crate) fn task(&self) -> MutexGuard<'_, Task> {
-        self.task.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.task)
     }
 
     /// Hands the worker `task` unless it has died; false if it is dead.
@@ -86,12 +87,12 @@ impl Worker {
 
     /// Sends SIGKILL.
     pub(crate) fn kill(&self) {
-        let _ = self.child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+        let _ = lock(&self.child).kill();
     }
 
     /// Waits for the process to end, killing it after `grace`, and collects its status (no zombie).
     pub(crate) fn reap(&self, grace: Duration) -> Death {
-        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let mut child = lock(&self.child);
         let deadline = Instant::now() + grace;
         let mut pause = Duration::from_micros(200);
         loop {

@@ -1,5 +1,6 @@
 //! One local-socket connection shared by a reading thread and any number of writers.
 
+use crate::locks::lock;
 use std::{
     io::{self, Read, Write},
     sync::{Arc, Condvar, Mutex, MutexGuard},
@@ -62,7 +63,7 @@ impl Conn {
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.pending)
     }
 
     /// Writes `msg` now, with everything posted before it, in order.
