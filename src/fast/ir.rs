@@ -285,3 +285,78 @@ impl Block {
         stmts + self.value.size()
     }
 }
+
+/// Rewrites a function's typed form in place: called on every statement and expression, after
+/// its children.
+pub(crate) trait VisitMut {
+    fn stmt(&mut self, _: &mut Stmt) {}
+    fn expr(&mut self, _: &mut Expr) {}
+}
+
+impl Block {
+    pub(crate) fn visit_mut(&mut self, v: &mut impl VisitMut) {
+        for stmt in &mut self.stmts {
+            stmt.visit_mut(v);
+        }
+        self.value.visit_mut(v);
+    }
+}
+
+impl Stmt {
+    pub(crate) fn visit_mut(&mut self, v: &mut impl VisitMut) {
+        match self {
+            Stmt::Store(_, e) | Stmt::Eval(e) | Stmt::Return(e) => e.visit_mut(v),
+            Stmt::SetIndex { index, value, .. } => {
+                index.visit_mut(v);
+                value.visit_mut(v);
+            }
+            Stmt::While { cond, body, .. } => {
+                if let Some(cond) = cond {
+                    cond.visit_mut(v);
+                }
+                body.visit_mut(v);
+            }
+            Stmt::Do { body, cond, .. } => {
+                body.visit_mut(v);
+                cond.visit_mut(v);
+            }
+            Stmt::For { from, to, body, .. } => {
+                from.visit_mut(v);
+                to.visit_mut(v);
+                body.visit_mut(v);
+            }
+            Stmt::Break | Stmt::Continue => {}
+        }
+        v.stmt(self);
+    }
+}
+
+impl Expr {
+    pub(crate) fn visit_mut(&mut self, v: &mut impl VisitMut) {
+        match self {
+            Expr::Int(_)
+            | Expr::Float(_)
+            | Expr::Bool(_)
+            | Expr::Unit
+            | Expr::Load(..)
+            | Expr::Len(_) => {}
+            Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) => {
+                lhs.visit_mut(v);
+                rhs.visit_mut(v);
+            }
+            Expr::Unary { arg, .. } | Expr::Index { index: arg, .. } => arg.visit_mut(v),
+            Expr::If { cond, then, other } => {
+                cond.visit_mut(v);
+                then.visit_mut(v);
+                other.visit_mut(v);
+            }
+            Expr::Block(block) => block.visit_mut(v),
+            Expr::Call { args, .. } => args.iter_mut().for_each(|a| a.visit_mut(v)),
+            Expr::Inlined { params, body, .. } => {
+                params.iter_mut().for_each(|(_, a)| a.visit_mut(v));
+                body.visit_mut(v);
+            }
+        }
+        v.expr(self);
+    }
+}

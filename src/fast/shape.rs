@@ -276,18 +276,38 @@ fn binary<P: Operands<i64>, S: Sink<i64>>(op: BinOp, lhs: &Expr, rhs: &Expr, sin
         };
     }
     match op {
-        BinOp::Add => pair::<i64, P, Add, S>(lhs, rhs, sink),
-        BinOp::Sub => pair::<i64, P, Sub, S>(lhs, rhs, sink),
-        BinOp::Mul => pair::<i64, P, Mul, S>(lhs, rhs, sink),
-        BinOp::Div => pair::<i64, P, Div, S>(lhs, rhs, sink),
-        BinOp::Rem => pair::<i64, P, Rem, S>(lhs, rhs, sink),
-        BinOp::Pow => pair::<i64, P, Pow, S>(lhs, rhs, sink),
         BinOp::Shl => pair::<i64, P, Shl, S>(lhs, rhs, sink),
         BinOp::Shr => pair::<i64, P, Shr, S>(lhs, rhs, sink),
         BinOp::BitAnd => pair::<i64, P, BitAnd, S>(lhs, rhs, sink),
         BinOp::BitOr => pair::<i64, P, BitOr, S>(lhs, rhs, sink),
         BinOp::BitXor => pair::<i64, P, BitXor, S>(lhs, rhs, sink),
-        cmp => unreachable!("{cmp:?} does not give an int"),
+        _ => arithmetic::<i64, P, S>(op, lhs, rhs, sink),
+    }
+}
+
+/// `+ - * / % **`, which ints and floats share.
+fn arithmetic<T: 'static, P: Operands<T>, S: Sink<T>>(
+    op: BinOp,
+    lhs: &Expr,
+    rhs: &Expr,
+    sink: S,
+) -> S::Out
+where
+    Add: Op<T>,
+    Sub: Op<T>,
+    Mul: Op<T>,
+    Div: Op<T>,
+    Rem: Op<T>,
+    Pow: Op<T>,
+{
+    match op {
+        BinOp::Add => pair::<T, P, Add, S>(lhs, rhs, sink),
+        BinOp::Sub => pair::<T, P, Sub, S>(lhs, rhs, sink),
+        BinOp::Mul => pair::<T, P, Mul, S>(lhs, rhs, sink),
+        BinOp::Div => pair::<T, P, Div, S>(lhs, rhs, sink),
+        BinOp::Rem => pair::<T, P, Rem, S>(lhs, rhs, sink),
+        BinOp::Pow => pair::<T, P, Pow, S>(lhs, rhs, sink),
+        other => unreachable!("{other:?} is not arithmetic"),
     }
 }
 
@@ -656,23 +676,15 @@ pub(super) fn float_narrow<S: Sink<f64>>(e: &Expr, sink: S) -> S::Out {
 
 /// [`float_narrow`], or one operator over two [`float_narrow`] operands.
 pub(super) fn float_wide<S: Sink<f64>>(e: &Expr, sink: S) -> S::Out {
-    let Expr::Binary {
-        op,
-        operand: Ty::Float,
-        lhs,
-        rhs,
-    } = e
-    else {
-        return float_narrow(e, sink);
-    };
-    match op {
-        BinOp::Add => pair::<f64, FloatNarrow, Add, S>(lhs, rhs, sink),
-        BinOp::Sub => pair::<f64, FloatNarrow, Sub, S>(lhs, rhs, sink),
-        BinOp::Mul => pair::<f64, FloatNarrow, Mul, S>(lhs, rhs, sink),
-        BinOp::Div => pair::<f64, FloatNarrow, Div, S>(lhs, rhs, sink),
-        BinOp::Rem => pair::<f64, FloatNarrow, Rem, S>(lhs, rhs, sink),
-        BinOp::Pow => pair::<f64, FloatNarrow, Pow, S>(lhs, rhs, sink),
-        _ => float_narrow(e, sink), // comparisons: not a float
+    match e {
+        // (A comparison of floats is a bool, not a float.)
+        Expr::Binary {
+            op,
+            operand: Ty::Float,
+            lhs,
+            rhs,
+        } if !op.is_comparison() => arithmetic::<f64, FloatNarrow, S>(*op, lhs, rhs, sink),
+        _ => float_narrow(e, sink),
     }
 }
 
