@@ -58,17 +58,8 @@ impl Accelerated {
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         // pool_map and spawn call from the top of a fresh call stack.
         let limits = || Limits::of(engine, Some(self.stop.clone()), 1);
-        let compiled = if f.curry().is_empty() {
-            self.tier.call(f.fn_name(), &args, limits)
-        } else {
-            // A closure's captured values come first, as Rhai passes them.
-            let all: Vec<Dynamic> = f
-                .iter_curry()
-                .map(Dynamic::flatten_clone)
-                .chain(args.iter().cloned())
-                .collect();
-            self.tier.call(f.fn_name(), &all, limits)
-        };
+        // A closure's captured values come first, as Rhai passes them.
+        let compiled = self.tier.call(f.fn_name(), f.curry(), &args, limits);
         match compiled {
             Some(compiled) if self.tier.mode().verify => {
                 FastTier::verify(f.fn_name(), compiled, || rhai(args))
@@ -164,7 +155,7 @@ impl Entry {
         let engine = ctx.engine();
         // The call itself is at level `call_level()`, as the script function would have been.
         let limits = || Limits::of(engine, Some(self.stop.clone()), ctx.call_level());
-        match self.tier.call(&self.name, &args, limits) {
+        match self.tier.call(&self.name, &[], &args, limits) {
             Some(compiled) if self.tier.mode().verify => {
                 FastTier::verify(&self.name, compiled, || self.walk(ctx, args))
             }

@@ -174,16 +174,18 @@ impl FastTier {
         }
     }
 
-    /// Runs script function `name` on `args` compiled, if it can be; `None` means: run it in Rhai
-    /// (not compilable, or it would raise an error, which Rhai then raises exactly). `limits` is
-    /// asked for only when there is compiled code to run.
+    /// Runs script function `name` on a closure's `captured` values then `args`, compiled, if it
+    /// can be; `None` means: run it in Rhai (not compilable, or it would raise an error, which
+    /// Rhai then raises exactly). `limits` is asked for only when there is compiled code to run.
     pub(crate) fn call(
         &self,
         name: &str,
+        captured: &[Dynamic],
         args: &[Dynamic],
         limits: impl FnOnce() -> Limits,
     ) -> Option<Result<Dynamic, Box<EvalAltResult>>> {
-        if !self.is_enabled() || args.len() > MAX_ARGS {
+        let count = captured.len() + args.len();
+        if !self.is_enabled() || count > MAX_ARGS {
             return None;
         }
         // Fixed arrays: a call the tier refuses should cost next to nothing.
@@ -191,7 +193,7 @@ impl FastTier {
         let mut types = [Ty::Unit; MAX_ARGS];
         // An array argument is copied in, unboxed; its scalar is its place in `arrays`.
         let mut arrays = Vec::new();
-        for (i, a) in args.iter().enumerate() {
+        for (i, a) in captured.iter().chain(args).enumerate() {
             (scalars[i], types[i]) = match scalar(a) {
                 Some(s) => (s, scalar_ty(&s)),
                 None => {
@@ -201,12 +203,12 @@ impl FastTier {
                 }
             };
         }
-        let program = self.program(name, &types[..args.len()])?;
+        let program = self.program(name, &types[..count])?;
         let limits = limits();
         if limits.max_depth == 0 {
             return None;
         }
-        match program.call(&scalars[..args.len()], arrays, &limits) {
+        match program.call(&scalars[..count], arrays, &limits) {
             Ok(value) => Some(Ok(dynamic(value))),
             Err(Bail::Stop(error)) => Some(Err(error)),
             Err(Bail::Fallback | Bail::Escape(_)) => None,

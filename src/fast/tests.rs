@@ -34,7 +34,7 @@ fn check(script: &str, f: &str, args: Vec<Dynamic>) -> bool {
             explain: false,
         },
     );
-    let compiled = tier.call(f, &args, limits);
+    let compiled = tier.call(f, &[], &args, limits);
     let options = CallFnOptions::new().eval_ast(false);
     let rhai = engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &ast, f, args);
     match compiled {
@@ -423,7 +423,7 @@ fn an_operation_limit_stops_a_compiled_loop() {
         max_operations: 100_000,
         ..limits()
     };
-    let err = tier.call("spin", &[], || limits).unwrap().unwrap_err();
+    let err = tier.call("spin", &[], &[], || limits).unwrap().unwrap_err();
     assert_eq!(err.to_string(), "Too many operations");
 }
 
@@ -449,7 +449,7 @@ fn a_stop_request_ends_a_compiled_loop() {
         ..limits()
     };
     let err = tier
-        .call("spin", &[1.into()], || limits)
+        .call("spin", &[], &[1.into()], || limits)
         .unwrap()
         .unwrap_err();
     assert_eq!(
