@@ -17,12 +17,7 @@ fn selective_receive_takes_the_first_match_and_keeps_the_rest_in_order() {
         while true { let m = try_recv(); if m == () { break; } rest.push(m); }
         print(rest);
     "#);
-    assert_eq!(
-        out.lines(),
-        ["1", "c", r#"["a", "b", 2, 3]"#],
-        "{}",
-        out.stderr
-    );
+    out.assert_printed(&["1", "c", r#"["a", "b", 2, 3]"#]);
 }
 
 #[test]
@@ -52,17 +47,12 @@ fn recv_with_a_time_limit_throws_timed_out_and_try_recv_returns_unit() {
         self().send(7);
         print(recv(0.0));
     "#);
-    assert_eq!(
-        out.lines(),
-        [
-            "recv timed out after 0.2s: no message arrived",
-            "recv timed out after 0.1s: no matching message arrived",
-            "true",
-            "7"
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_printed(&[
+        "recv timed out after 0.2s: no message arrived",
+        "recv timed out after 0.1s: no matching message arrived",
+        "true",
+        "7",
+    ]);
     assert!(out.elapsed.as_secs_f64() >= 0.3, "{:?}", out.elapsed);
 }
 
@@ -91,12 +81,7 @@ fn self_parent_and_names_let_any_process_reply_to_any_other() {
         print(parent());
         try { register("main", s); } catch (e) { print(e.contains("has ended")); }
     "#);
-    assert_eq!(
-        out.lines(),
-        ["true", "42", "stopped", "", "", "true"],
-        "{}",
-        out.stderr
-    );
+    out.assert_printed(&["true", "42", "stopped", "", "", "true"]);
 }
 
 #[test]
@@ -139,12 +124,7 @@ fn a_monitor_hears_how_a_process_ended_even_when_it_was_killed() {
         print(reasons.crasher);
         print(reasons.fine);
     "#);
-    assert_eq!(
-        out.lines(),
-        ["killed by signal 9 (SIGKILL)", "boom", "normal"],
-        "{}",
-        out.stderr
-    );
+    out.assert_printed(&["killed by signal 9 (SIGKILL)", "boom", "normal"]);
 }
 
 #[test]
@@ -240,14 +220,9 @@ fn one_for_all_restarts_every_child_and_stop_ends_them() {
         print(`${after[0].is_alive()} ${after[1].is_alive()} ${sup.process.is_alive()}`);
         try { supervise([|| 1], #{ strategy: "rest_for_one" }); } catch (e) { print(e); }
     "#);
-    assert_eq!(
-        out.lines(),
-        [
-            "true false",
-            "false false false",
-            r#"supervise: strategy must be "one_for_one" or "one_for_all", got "rest_for_one""#
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_printed(&[
+        "true false",
+        "false false false",
+        r#"supervise: strategy must be "one_for_one" or "one_for_all", got "rest_for_one""#,
+    ]);
 }

@@ -24,7 +24,7 @@ fn argv_reaches_the_script_and_a_shebang_line_is_allowed() {
     let script =
         Script::new("#!/usr/bin/env -S mpscript run\nprint(ARGV);\nprint(type_of(ARGV));\n");
     let out = script.run(&["one", "--two", "3"]);
-    assert_eq!(out.lines(), [r#"["one", "--two", "3"]"#, "array"]);
+    out.assert_printed(&[r#"["one", "--two", "3"]"#, "array"]);
 }
 
 #[test]

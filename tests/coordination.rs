@@ -16,12 +16,7 @@ fn a_lock_held_by_a_killed_process_is_released() {
         l.release();
         try { l.release(); } catch (e) { print(e); }
     "#);
-    assert_eq!(
-        out.lines(),
-        ["false", "true", "release() of a lock that is not locked"],
-        "{}",
-        out.stderr
-    );
+    out.assert_printed(&["false", "true", "release() of a lock that is not locked"]);
 }
 
 #[test]
@@ -36,12 +31,7 @@ fn permits_taken_in_pool_map_do_not_outlive_the_call() {
         try { pool_map(|s| { s.acquire(); event().wait(); }, [s], #{ timeout: 0.2 }); } catch (e) { print(e.contains("timed out")); }
         print(s.acquire(2));
     "#);
-    assert_eq!(
-        out.lines(),
-        ["true", "true", "true", "true"],
-        "{}",
-        out.stderr
-    );
+    out.assert_printed(&["true", "true", "true", "true"]);
 }
 
 #[test]
@@ -73,21 +63,16 @@ fn semaphores_events_and_barriers_coordinate_processes() {
         print(waiter.join(5).contains("broken"));
         lonely.reset();
     "#);
-    assert_eq!(
-        out.lines(),
-        [
-            "true true false",
-            "true",
-            "false",
-            "true",
-            "false",
-            "[0, 1, 2]",
-            "barrier wait timed out after 0.1s",
-            "true"
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_printed(&[
+        "true true false",
+        "true",
+        "false",
+        "true",
+        "false",
+        "[0, 1, 2]",
+        "barrier wait timed out after 0.1s",
+        "true",
+    ]);
 }
 
 #[test]
@@ -109,23 +94,18 @@ fn futures_get_done_and_cancel() {
         let failing = pool_submit(|| throw "task failed");
         try { failing.get(); } catch (e) { print(e.contains("task failed")); }
     "#);
-    assert_eq!(
-        out.lines(),
-        [
-            "false",
-            "fut.get timed out after 0.05s",
-            "42",
-            "true",
-            "true",
-            "true",
-            "the future was cancelled before it started",
-            "false",
-            "4",
-            "true"
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_printed(&[
+        "false",
+        "fut.get timed out after 0.05s",
+        "42",
+        "true",
+        "true",
+        "true",
+        "the future was cancelled before it started",
+        "false",
+        "4",
+        "true",
+    ]);
 }
 
 #[test]
@@ -140,12 +120,7 @@ fn wait_any_and_as_completed_give_futures_in_completion_order() {
         let never = pool_submit(|| sleep(5));
         try { wait_any([never], 0.1); } catch (e) { print(e); }
     "#);
-    assert_eq!(
-        out.lines(),
-        ["0.05", "[0.05, 0.25, 0.5]", "wait_any timed out after 0.1s"],
-        "{}",
-        out.stderr
-    );
+    out.assert_printed(&["0.05", "[0.05, 0.25, 0.5]", "wait_any timed out after 0.1s"]);
 }
 
 #[test]
@@ -162,12 +137,7 @@ fn pool_map_unordered_yields_results_as_they_finish() {
             for x in pool_map_unordered(|x| if x == 3 { throw "bad item" } else { x }, 0..5) { seen.push(x); }
         } catch (e) { print(e.contains("bad item")); }
     "#);
-    assert_eq!(
-        out.lines(),
-        ["[0.0, 0.2, 0.4]", "2686700", "true"],
-        "{}",
-        out.stderr
-    );
+    out.assert_printed(&["[0.0, 0.2, 0.4]", "2686700", "true"]);
 }
 
 #[test]

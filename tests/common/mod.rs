@@ -47,6 +47,12 @@ impl Run {
     pub fn lines(&self) -> Vec<&str> {
         self.stdout.lines().collect()
     }
+
+    /// Asserts the run printed exactly these lines; a failure shows its stderr.
+    #[track_caller]
+    pub fn assert_printed(&self, expected: &[&str]) {
+        assert_eq!(self.lines(), expected, "{}", self.stderr);
+    }
 }
 
 /// A script in its own temporary directory.
