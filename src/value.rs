@@ -79,6 +79,10 @@ pub enum HandleKind {
     Future,
     /// `lock()`
     Lock,
+    /// `rlock()`
+    RLock,
+    /// `condition()`
+    Condition,
     /// `semaphore(n)`
     Semaphore,
     /// `event()`
@@ -145,7 +149,7 @@ pub mod kinds {
             }
         )*};
     }
-    kind!(Future, Lock, Semaphore, Event, Barrier);
+    kind!(Future, Lock, RLock, Condition, Semaphore, Event, Barrier);
 }
 
 /// A script-visible handle to a supervisor (see `supervise`).
@@ -406,6 +410,8 @@ fn handle_dynamic(kind: HandleKind, id: u64) -> Dynamic {
     match kind {
         HandleKind::Future => Dynamic::from(Handle::<Future>::new(id)),
         HandleKind::Lock => Dynamic::from(Handle::<Lock>::new(id)),
+        HandleKind::RLock => Dynamic::from(Handle::<RLock>::new(id)),
+        HandleKind::Condition => Dynamic::from(Handle::<Condition>::new(id)),
         HandleKind::Semaphore => Dynamic::from(Handle::<Semaphore>::new(id)),
         HandleKind::Event => Dynamic::from(Handle::<Event>::new(id)),
         HandleKind::Barrier => Dynamic::from(Handle::<Barrier>::new(id)),
@@ -422,6 +428,8 @@ fn handle_value(value: &Dynamic) -> Option<Value> {
     use kinds::*;
     of::<Future>(value)
         .or_else(|| of::<Lock>(value))
+        .or_else(|| of::<RLock>(value))
+        .or_else(|| of::<Condition>(value))
         .or_else(|| of::<Semaphore>(value))
         .or_else(|| of::<Event>(value))
         .or_else(|| of::<Barrier>(value))

@@ -175,7 +175,8 @@ impl Executor {
         }
     }
 
-    /// Cancels a future that has not started; `false` if it has.
+    /// Cancels a future that has not started; `false` if it has started (a future cancelled
+    /// before stays cancelled: `true`, as in Python).
     pub(crate) fn cancel(&self, id: u64) -> Result<bool, Error> {
         let mut state = self.lock();
         match state.futures.get(&id) {
@@ -187,6 +188,7 @@ impl Executor {
                 self.changed.notify_all();
                 Ok(true)
             }
+            Some(Future::Cancelled) => Ok(true),
             Some(_) => Ok(false),
         }
     }

@@ -33,7 +33,7 @@ use self::{
     pool::{JobEvent, MapRun},
     process::ProcSlot,
     queue::{Put, Queue},
-    sync::{Owner, SyncObject, Waited},
+    sync::{Asker, Owner, SyncObject},
     worker::{Task, Worker},
 };
 use crate::{
@@ -342,11 +342,8 @@ impl Inner {
                 self.actors.trap_exits(caller.process()?.id, on);
                 Ok(Reply::Unit)
             }
-            Op::NewSync { kind, size } => {
-                let id = self.id();
-                lock(&self.syncs).insert(id, Arc::new(SyncObject::new(kind, size)));
-                Ok(Reply::Id(id))
-            }
+            Op::NewSync { kind, size } => Ok(Reply::Id(self.new_sync(kind, size).0)),
+            Op::NewCondition { lock } => self.new_condition(lock),
             Op::Sync { id, action } => self.sync_action(caller, id, action),
             Op::Submit { f, args } => {
                 let parent = caller.process().unwrap_or_else(|_| main_process());
@@ -415,47 +412,51 @@ impl Inner {
     }
 
     fn sync_action(&self, caller: &Caller, id: u64, action: SyncAction) -> Result<Reply, Error> {
-        let object = lock(&self.syncs).get(&id).cloned().ok_or_else(|| {
-            Error::InvalidArgument(format!("no lock, semaphore, event or barrier with id {id}"))
-        })?;
-        let interrupt = &self.config.interrupt;
-        let waited = |w: Waited| match w {
-            Waited::Yes(_) => Reply::Bool(true),
-            Waited::TimedOut => Reply::Bool(false),
+        let object = self.sync_object(id)?;
+        let owner = caller.owner();
+        let timeout = match action {
+            SyncAction::Acquire { timeout } | SyncAction::Wait { timeout } => timeout,
+            _ => None,
         };
-        match (object.kind(), action) {
-            (HandleKind::Lock | HandleKind::Semaphore, SyncAction::Acquire { timeout }) => {
-                let owner = caller.owner();
-                let alive = || self.is_alive(owner);
-                object
-                    .acquire(owner, deadline(timeout), interrupt, alive)
-                    .map(waited)
-            }
-            (HandleKind::Lock | HandleKind::Semaphore, SyncAction::Release) => {
-                object.release(caller.owner()).map(|()| Reply::Unit)
-            }
-            (HandleKind::Event, SyncAction::Set | SyncAction::Clear) => {
-                object.set(action == SyncAction::Set);
-                Ok(Reply::Unit)
-            }
-            (HandleKind::Event, SyncAction::IsSet) => Ok(Reply::Bool(object.is_set())),
-            (HandleKind::Event, SyncAction::Wait { timeout }) => {
-                object.wait_set(deadline(timeout), interrupt).map(waited)
-            }
-            (HandleKind::Barrier, SyncAction::Wait { timeout }) => {
-                match object.pass(caller.owner(), deadline(timeout), interrupt)? {
-                    Waited::Yes(index) => Ok(Reply::Len(index)),
-                    Waited::TimedOut => Err(timed_out("barrier wait", timeout)),
-                }
-            }
-            (HandleKind::Barrier, SyncAction::Reset) => {
-                object.reset();
-                Ok(Reply::Unit)
-            }
-            (kind, action) => Err(Error::InvalidArgument(format!(
-                "{action:?} is not an operation of a {kind:?}"
-            ))),
+        let asker = Asker {
+            owner,
+            deadline: deadline(timeout),
+            interrupt: &self.config.interrupt,
+            alive: &|| self.is_alive(owner),
+        };
+        object.act(action, &asker)
+    }
+
+    fn sync_object(&self, id: u64) -> Result<Arc<SyncObject>, Error> {
+        lock(&self.syncs).get(&id).cloned().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "no lock, semaphore, condition, event or barrier with id {id}"
+            ))
+        })
+    }
+
+    /// `condition()` over a new re-entrant lock, or `condition(lock)`.
+    fn new_condition(&self, lock_id: Option<u64>) -> Result<Reply, Error> {
+        let under = match lock_id {
+            Some(id) => self.sync_object(id)?,
+            None => self.new_sync(HandleKind::RLock, 1).1,
+        };
+        if !matches!(under.kind(), HandleKind::Lock | HandleKind::RLock) {
+            return Err(Error::InvalidArgument(format!(
+                "condition(lock) needs a lock() or an rlock(), got a {:?}",
+                under.kind()
+            )));
         }
+        let id = self.id();
+        lock(&self.syncs).insert(id, Arc::new(SyncObject::condition(under)));
+        Ok(Reply::Id(id))
+    }
+
+    fn new_sync(&self, kind: HandleKind, size: u64) -> (u64, Arc<SyncObject>) {
+        let id = self.id();
+        let object = Arc::new(SyncObject::new(kind, size));
+        lock(&self.syncs).insert(id, object.clone());
+        (id, object)
     }
 
     /// Whether the holder of a permit is still there to release it.
@@ -610,13 +611,19 @@ impl Inner {
             | Op::Watch { .. }
             | Op::TrapExits(_)
             | Op::NewSync { .. }
+            | Op::NewCondition { .. }
             | Op::Sync {
                 action:
                     SyncAction::Release
                     | SyncAction::Set
                     | SyncAction::Clear
                     | SyncAction::IsSet
+                    | SyncAction::Notify(_)
                     | SyncAction::Reset
+                    | SyncAction::Abort
+                    | SyncAction::Broken
+                    | SyncAction::Waiting
+                    | SyncAction::Parties
                     | SyncAction::Acquire { timeout: Some(0.0) },
                 ..
             }

@@ -42,6 +42,8 @@ fn handle_kind() -> impl Strategy<Value = HandleKind> {
     prop_oneof![
         Just(HandleKind::Future),
         Just(HandleKind::Lock),
+        Just(HandleKind::RLock),
+        Just(HandleKind::Condition),
         Just(HandleKind::Semaphore),
         Just(HandleKind::Event),
         Just(HandleKind::Barrier),

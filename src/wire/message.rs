@@ -284,9 +284,12 @@ pub enum Op {
     Watch { process: u64, link: bool, on: bool },
     /// `trap_exits(on)`: linked ends arrive as messages instead of ending the caller.
     TrapExits(bool),
-    /// `lock()`, `semaphore(n)`, `event()`, `barrier(n)`: answered with the new object's id.
+    /// `lock()`, `rlock()`, `semaphore(n)`, `event()`, `barrier(n)`: answered with the new
+    /// object's id.
     NewSync { kind: HandleKind, size: u64 },
-    /// A method of a lock, semaphore, event or barrier.
+    /// `condition()` (over a new re-entrant lock) or `condition(lock)`: answered with its id.
+    NewCondition { lock: Option<u64> },
+    /// A method of a lock, re-entrant lock, semaphore, condition, event or barrier.
     Sync { id: u64, action: SyncAction },
     /// `pool_submit(f, args...)`: answered with the future's id once the backlog has room.
     Submit { f: FnValue, args: Vec<Value> },
@@ -307,12 +310,13 @@ pub enum Op {
     },
 }
 
-/// What to do with a lock, semaphore, event or barrier.
+/// What to do with a lock, re-entrant lock, semaphore, condition, event or barrier.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum SyncAction {
-    /// Lock or semaphore: take a permit, waiting at most `timeout`; answered `Bool`.
+    /// Lock, re-entrant lock, semaphore, or a condition's lock: take a permit, waiting at most
+    /// `timeout`; answered `Bool`.
     Acquire { timeout: Option<f64> },
-    /// Lock or semaphore: give a permit back.
+    /// Lock, re-entrant lock, semaphore, or a condition's lock: give a permit back.
     Release,
     /// Event: set the flag, waking every waiter.
     Set,
@@ -320,11 +324,21 @@ pub enum SyncAction {
     Clear,
     /// Event: answered `Bool` with the flag.
     IsSet,
-    /// Event: wait for the flag (answered `Bool`); barrier: wait for every party (answered `Len`
-    /// with this party's arrival index).
+    /// Event: wait for the flag (answered `Bool`); condition: wait to be notified (answered
+    /// `Bool`); barrier: wait for every party (answered `Len` with this party's arrival index).
     Wait { timeout: Option<f64> },
-    /// Barrier: mend a broken barrier.
+    /// Condition: wake up to this many waiters.
+    Notify(u64),
+    /// Barrier: back to its first state; parties waiting fail.
     Reset,
+    /// Barrier: break it; parties waiting and arriving fail until a reset.
+    Abort,
+    /// Barrier: answered `Bool`, whether it is broken.
+    Broken,
+    /// Barrier: answered `Len`, how many parties wait now.
+    Waiting,
+    /// Barrier: answered `Len`, how many parties it waits for.
+    Parties,
 }
 
 /// The successful answer to an [`Op`].

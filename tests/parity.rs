@@ -1,0 +1,173 @@
+//! Cases translated from CPython's `_test_multiprocessing`, `lock_tests` and
+//! `test_concurrent_futures`, and the primitives Python users reach for, over real worker processes.
+
+mod common;
+
+use common::run;
+
+#[test]
+fn a_barrier_reset_while_parties_wait_fails_them_instead_of_letting_them_through() {
+    let out = run(r#"
+        let b = barrier(3);
+        let waiters = [];
+        for i in 0..2 {
+            waiters.push(spawn(|b| { let r = (); try { r = `passed as ${b.wait(5)}`; } catch (e) { r = e; } r }, b));
+        }
+        while b.n_waiting < 2 { sleep(0.01); }
+        b.reset();
+        for w in waiters { print(w.join(5)); }
+        print(b.broken);
+        // Usable again after the reset.
+        let others = [];
+        for i in 0..2 { others.push(spawn(|b| b.wait(5), b)); }
+        let arrivals = [b.wait(5)];
+        for p in others { arrivals.push(p.join(5)); }
+        arrivals.sort();
+        print(arrivals);
+    "#);
+    out.assert_printed(&[
+        "the barrier was reset while this party waited",
+        "the barrier was reset while this party waited",
+        "false",
+        "[0, 1, 2]",
+    ]);
+}
+
+#[test]
+fn a_barrier_abort_breaks_it_for_waiting_and_later_parties() {
+    let out = run(r#"
+        let b = barrier(2);
+        print(`${b.parties} ${b.n_waiting} ${b.broken}`);
+        let waiter = spawn(|b| { let r = "passed"; try { b.wait(5); } catch (e) { r = e; } r }, b);
+        while b.n_waiting < 1 { sleep(0.01); }
+        b.abort();
+        print(waiter.join(5));
+        print(b.broken);
+        try { b.wait(1); } catch (e) { print(e); }
+        b.reset();
+        print(b.broken);
+    "#);
+    out.assert_printed(&[
+        "2 0 false",
+        "the barrier is broken (it was aborted); call reset() to use it again",
+        "true",
+        "the barrier is broken (it was aborted); call reset() to use it again",
+        "false",
+    ]);
+}
+
+#[test]
+fn a_semaphore_permit_released_by_another_process_is_not_given_back_twice() {
+    // A acquires, another process releases for it, main acquires, A ends: A's end must not give
+    // its permit back again, or a third process enters while main holds the only permit.
+    let out = run(r#"
+        let s = semaphore(1);
+        let a = spawn(|s| { s.acquire(); sleep(0.3); }, s);
+        sleep(0.1);
+        spawn(|s| s.release(), s).join(5);
+        print(s.acquire(5));
+        a.join(5);
+        let third = spawn(|s| s.acquire(0.2), s);
+        print(third.join(5));
+    "#);
+    out.assert_printed(&["true", "false"]);
+}
+
+#[test]
+fn cancelling_a_cancelled_future_is_true_again() {
+    let out = run(r#"
+        let busy = [];
+        for i in 0..2 { busy.push(pool_submit(|| sleep(0.3))); }
+        let waiting = pool_submit(|| 1);
+        print(waiting.cancel());
+        print(waiting.cancel());
+        print(busy[0].cancel());
+    "#);
+    out.assert_printed(&["true", "true", "false"]);
+}
+
+#[test]
+fn an_rlock_is_reentrant_and_released_as_often_as_acquired() {
+    let out = run(r#"
+        let r = rlock();
+        print(r.acquire());
+        print(r.acquire(0));
+        let other = spawn(|r| r.acquire(0.2), r);
+        print(other.join(5));
+        r.release();
+        print(spawn(|r| r.acquire(0.2), r).join(5));
+        r.release();
+        let next = spawn(|r| { let got = r.acquire(5); r.release(); got }, r);
+        print(next.join(5));
+        try { r.release(); } catch (e) { print(e.contains("does not hold")); }
+        let holder = spawn(|r| { r.acquire(); r.acquire(); sleep(30); }, r);
+        sleep(0.2);
+        holder.kill();
+        print(r.acquire(5));
+        r.release();
+        print(type_of(r));
+    "#);
+    out.assert_printed(&[
+        "true", "true", "false", "false", "true", "true", "true", "RLock",
+    ]);
+}
+
+#[test]
+fn conditions_wait_notify_and_wait_for_across_processes() {
+    let out = run(r#"
+        let c = condition();
+        let box = queue();
+        let waiters = [];
+        for i in 0..3 {
+            waiters.push(spawn(|c, box, i| {
+                c.acquire();
+                let woken = c.wait(5);
+                box.put(i);
+                c.release();
+                woken
+            }, c, box, i));
+        }
+        sleep(0.3);
+        c.acquire(); c.notify(); c.release();
+        print(box.get(5) >= 0);
+        print(box.try_get());
+        c.acquire(); c.notify_all(); c.release();
+        let results = [];
+        for w in waiters { results.push(w.join(5)); }
+        print(results);
+
+        c.acquire();
+        print(c.wait(0.1));
+        c.release();
+        try { c.notify(); } catch (e) { print(e); }
+        try { c.wait(1); } catch (e) { print(e.contains("does not hold")); }
+
+        let counter = queue();
+        c.acquire();
+        spawn(|c, q| { sleep(0.2); c.acquire(); q.put(1); c.notify(); c.release(); }, c, counter);
+        print(c.wait_for(|| counter.len() > 0, 5));
+        print(c.wait_for(|| false, 0.1));
+        c.release();
+
+        let l = lock();
+        let over = condition(l);
+        over.acquire();
+        print(l.acquire(0));
+        over.release();
+        print(l.acquire(0));
+        try { condition(semaphore(1)); } catch (e) { print(e); }
+    "#);
+    out.assert_printed(&[
+        "true",
+        "",
+        "[true, true, true]",
+        "false",
+        "notify() on a condition whose lock this process does not hold: acquire() it first",
+        "true",
+        "true",
+        "false",
+        "false",
+        "true",
+        "condition(lock) needs a lock() or an rlock(), got Semaphore",
+    ]);
+}
