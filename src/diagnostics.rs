@@ -80,12 +80,29 @@ fn script_report(
     } else {
         push_label(&mut labels, source, inner.position(), "here".into());
     }
+    if let EvalAltResult::ErrorModuleNotFound(..) = inner {
+        help = Some(module_help());
+    }
     ScriptReport {
         message,
         code: NamedSource::new(name, source.to_string()),
         labels,
         help,
     }
+}
+
+/// Where `import` looks, for a module it did not find.
+fn module_help() -> String {
+    let builtin: Vec<&str> = crate::stdlib::MODULES
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    format!(
+        "`import` loads script files only from below the directory given with --module-dir DIR \
+         (RuntimeBuilder::module_dir in a host), by a path relative to it without `.rhai`; \
+         built in: {}",
+        builtin.join(", ")
+    )
 }
 
 fn push_label(labels: &mut Vec<LabeledSpan>, source: &str, pos: Position, text: String) {

@@ -118,9 +118,10 @@ pub(crate) fn new_engine(
     engine
 }
 
-/// The text both sides compile: a leading `#!` line is blanked but keeps its newline, so every
-/// position (and so every closure name) stays the same.
+/// The text both sides compile: a UTF-8 byte-order mark is dropped, and a leading `#!` line is
+/// blanked but keeps its newline, so every position (and so every closure name) stays the same.
 pub(crate) fn script_text(source: &str) -> String {
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     if source.starts_with("#!") {
         let end = source.find('\n').unwrap_or(source.len());
         source[end..].to_string()

@@ -3,7 +3,7 @@
 
 mod repl;
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+use std::{ffi::OsString, io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use mpscript::{Error, Interrupt, Limits, Runtime};
@@ -21,19 +21,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a script; ARGS reach it as the array ARGV.
+    /// Run a script; everything after FILE reaches it as the array ARGV.
     Run {
         #[command(flatten)]
         options: RunOptions,
-        /// The script file.
+        /// The script file, or - for standard input.
         file: PathBuf,
-        /// Arguments for the script.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        /// Arguments for the script (all of them, `--help` and `--` included).
         args: Vec<String>,
     },
     /// Compile a script without running it, reporting syntax errors.
     Check {
-        /// The script file.
+        /// The script file, or - for standard input.
         file: PathBuf,
     },
     /// Start an interactive session (also what `mpscript` alone does on a terminal).
@@ -45,8 +44,8 @@ enum Command {
 
 #[derive(Args, Default)]
 struct RunOptions {
-    /// Default number of pool_map workers [default: number of CPUs].
-    #[arg(short = 'j', long)]
+    /// Default number of pool_map workers, 1 or more [default: number of CPUs].
+    #[arg(short = 'j', long, value_parser = at_least_one)]
     workers: Option<usize>,
     /// Let the script `import` modules from files below this directory (no file access otherwise).
     #[arg(long, value_name = "DIR")]
@@ -117,15 +116,23 @@ impl RunOptions {
 
 fn main() -> ExitCode {
     mpscript::run_worker_if_requested();
-    let command = match Cli::parse().command {
+    let (ours, script_args) = split_at_script(std::env::args_os().collect());
+    let command = match Cli::parse_from(ours).command {
+        Some(Command::Run { options, file, .. }) => Command::Run {
+            options,
+            file,
+            args: script_args,
+        },
         Some(command) => command,
         None if std::io::stdin().is_terminal() => Command::Repl {
             options: RunOptions::default(),
         },
-        None => {
-            let _ = Cli::command().print_help();
-            return ExitCode::from(2);
-        }
+        // Piped in, as `python` reads a script from a pipe.
+        None => Command::Run {
+            options: RunOptions::default(),
+            file: "-".into(),
+            args: Vec::new(),
+        },
     };
     let result = match command {
         Command::Repl { options } => {
@@ -142,16 +149,7 @@ fn main() -> ExitCode {
             stop_on_signals(runtime.interrupt(), Repeat::Exit);
             runtime.run_file(&file, &args).map(|_| ())
         }
-        Command::Check { file } => std::fs::read_to_string(&file)
-            .map_err(|source| Error::Io {
-                context: format!("reading {}", file.display()),
-                source,
-            })
-            .and_then(|source| {
-                Runtime::builder()
-                    .build()
-                    .check(&file.display().to_string(), &source)
-            }),
+        Command::Check { file } => Runtime::builder().build().check_file(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -161,6 +159,53 @@ fn main() -> ExitCode {
             exit_code(e.exit_code())
         }
     }
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("a pool needs 1 worker or more".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Cuts `mpscript run [OPTIONS] FILE ARGS...` after FILE: everything after the script path
+/// belongs to the script (as with python, node and deno), `--help`, `-j` and `--` included, also
+/// through a `#!/usr/bin/env -S mpscript run` line. Clap sees only what comes before.
+fn split_at_script(mut argv: Vec<OsString>) -> (Vec<OsString>, Vec<String>) {
+    if argv.get(1).is_none_or(|a| a != "run") {
+        return (argv, Vec::new());
+    }
+    let command = Cli::command();
+    let run = command.find_subcommand("run").expect("run is a subcommand");
+    let takes_value = |flag: &str| {
+        run.get_arguments().any(|a| {
+            let named = match flag.strip_prefix("--") {
+                Some(long) => a.get_long() == Some(long),
+                None => flag.len() == 2 && a.get_short() == flag.chars().nth(1),
+            };
+            named && a.get_action().takes_values()
+        })
+    };
+    let mut at = 2;
+    while let Some(arg) = argv.get(at).and_then(|a| a.to_str()) {
+        match arg {
+            "--" => {
+                argv.remove(at); // `run -- -odd-name.rhai`: the script path may start with a dash
+                break;
+            }
+            "-" => break,
+            flag if flag.starts_with('-') && !flag.contains('=') && takes_value(flag) => at += 2,
+            flag if flag.starts_with('-') => at += 1,
+            _ => break,
+        }
+    }
+    let script_args = argv
+        .split_off((at + 1).min(argv.len()))
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    (argv, script_args)
 }
 
 /// What a second Ctrl-C does while the first is still being handled.
@@ -190,5 +235,5 @@ fn stop_on_signals(interrupt: Interrupt, repeat: Repeat) {
 }
 
 fn exit_code(code: i32) -> ExitCode {
-    ExitCode::from(code.clamp(0, 255) as u8)
+    ExitCode::from((code & 0xff) as u8)
 }

@@ -91,7 +91,7 @@ pub(crate) fn run(runtime: &Runtime) -> ExitCode {
         Ok(session) => session,
         Err(e) => {
             eprintln!("{:?}", mpscript::report(&e));
-            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+            return ExitCode::from((e.exit_code() & 0xff) as u8);
         }
     };
     let mut input = Input::open();
@@ -145,7 +145,7 @@ fn evaluate(session: &mut Interactive<'_>, text: &str) -> Option<ExitCode> {
     match session.eval(text) {
         Ok(value) if value.is_unit() => {}
         Ok(value) => println!("=> {value:?}"),
-        Err(Error::Exit(code)) => return Some(ExitCode::from(code.clamp(0, 255) as u8)),
+        Err(Error::Exit(code)) => return Some(ExitCode::from((code & 0xff) as u8)),
         Err(Error::Interrupted { .. }) => eprintln!("interrupted"),
         Err(e) => eprintln!("{:?}", mpscript::report(&e)),
     }

@@ -2,7 +2,7 @@
 
 use crate::locks::lock;
 use std::{
-    io::Write,
+    io::{Read, Write},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -163,11 +163,28 @@ impl Runtime {
         self.interrupt.clone()
     }
 
-    /// Reads and runs a script file; `args` reach the script as the array `ARGV`.
+    /// Reads and runs a script file (`-`: standard input, as python, node and deno read it);
+    /// `args` reach the script as the array `ARGV`. The file must be UTF-8 (a byte-order mark is
+    /// allowed); one that is not is an error naming the offset of its first bad byte.
+    ///
+    /// ```
+    /// let path = std::env::temp_dir().join(format!("latin1-{}.rhai", std::process::id()));
+    /// std::fs::write(&path, b"print(\"caf\xe9\");").unwrap();
+    /// let runtime = mpscript::Runtime::builder().build();
+    /// let err = runtime.run_file(&path, &[]).unwrap_err();
+    /// assert!(err.to_string().contains("not UTF-8 text (byte 10 is 0xe9)"), "{err}");
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
     pub fn run_file(&self, path: &Path, args: &[String]) -> Result<Dynamic, Error> {
-        let source = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        self.run(&path.display().to_string(), &source, args)
+        let (name, source) = read_script(path)?;
+        self.run(&name, &source, args)
+    }
+
+    /// Reads a script file (`-`: standard input) and compiles it without running it, to report
+    /// syntax errors.
+    pub fn check_file(&self, path: &Path) -> Result<(), Error> {
+        let (name, source) = read_script(path)?;
+        self.check(&name, &source)
     }
 
     /// Runs script text and converts its value to `T`.
@@ -572,4 +589,31 @@ fn write_line(stream: OutStream, text: &str) {
         OutStream::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
         OutStream::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
     };
+}
+
+/// The name and text of a script file, or of standard input for `-`; a file that is not UTF-8
+/// says where its first bad byte is.
+fn read_script(path: &Path) -> Result<(String, String), Error> {
+    let name = if path == Path::new("-") {
+        "<stdin>".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let what = || format!("reading {name}");
+    let bytes = if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes).map(|_| bytes)
+    } else {
+        std::fs::read(path)
+    }
+    .map_err(|e| Error::io(what(), e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        Error::InvalidArgument(format!(
+            "{}: the script is not UTF-8 text (byte {at} is 0x{:02x}); save it as UTF-8",
+            what(),
+            e.as_bytes()[at]
+        ))
+    })?;
+    Ok((name, text))
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Script, mpscript, run};
+use common::{Script, mpscript, mpscript_fed, run};
 
 #[test]
 fn help_and_version() {
@@ -81,4 +81,106 @@ fn spawn_is_an_ordinary_function_name() {
         run("let p = spawn(|| 40 + 2); print(p.join());").ok(),
         "42\n"
     );
+}
+
+#[test]
+fn everything_after_the_script_path_belongs_to_the_script() {
+    let script = Script::new("print(ARGV);\n");
+    let path = script.path.to_str().unwrap();
+    let out = mpscript(&["run", path, "--help", "-j", "1", "--", "x"]);
+    out.assert_printed(&[r#"["--help", "-j", "1", "--", "x"]"#]);
+    let out = mpscript(&[
+        "run",
+        "-j",
+        "1",
+        "--max-operations",
+        "100000",
+        path,
+        "-j",
+        "2",
+    ]);
+    out.assert_printed(&[r#"["-j", "2"]"#]);
+    let out = mpscript(&["run", "--workers=1", "--", path, "y"]);
+    out.assert_printed(&[r#"["y"]"#]);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_shebang_script_receives_its_own_flags() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::path::Path::new(common::BIN).parent().unwrap();
+    let script = Script::new("#!/usr/bin/env -S mpscript run\nprint(ARGV);\n");
+    std::fs::set_permissions(&script.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = std::env::var("PATH").unwrap_or_default();
+    let out = std::process::Command::new(&script.path)
+        .args(["--help", "-j", "3"])
+        .env("PATH", format!("{}:{path}", dir.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        "[\"--help\", \"-j\", \"3\"]\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_script_can_come_from_standard_input() {
+    let out = mpscript_fed(
+        &["run", "-", "a", "b"],
+        b"print(ARGV); print(pool_map(|x| x + 1, [1, 2]));",
+    );
+    out.assert_printed(&[r#"["a", "b"]"#, "[2, 3]"]);
+    let piped = mpscript_fed(&[], b"print(\"piped\");");
+    piped.assert_printed(&["piped"]);
+    let bad = mpscript_fed(&["run", "-"], b"let x = ;");
+    assert!(bad.fails_with(1).contains("<stdin>:1:9"), "{}", bad.stderr);
+    let checked = mpscript_fed(&["check", "-"], b"let y = (1 + ;");
+    assert!(
+        checked.fails_with(1).contains("<stdin>:1:"),
+        "{}",
+        checked.stderr
+    );
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted_and_bad_utf8_names_its_byte() {
+    let bom = Script::new("\u{feff}let k = 2;\nprint(pool_map(|x| x * k, [1, 2]));\n");
+    bom.run(&[]).assert_printed(&["[2, 4]"]);
+    let latin1 = Script::new("");
+    std::fs::write(&latin1.path, b"print(\"caf\xe9\");").unwrap();
+    let out = latin1.run(&[]);
+    let err = out.fails_with(1);
+    assert!(
+        err.contains("not UTF-8 text (byte 10") && err.contains("0xe9"),
+        "{err}"
+    );
+}
+
+#[test]
+fn exit_keeps_the_low_eight_bits_of_its_code_as_a_shell_does() {
+    for (code, status) in [(-1, 255), (300, 44), (3, 3), (256, 0)] {
+        let out = run(&format!("exit({code});"));
+        assert_eq!(out.code, Some(status), "exit({code}): {}", out.stderr);
+    }
+    let out = run(
+        "let p = spawn(|| exit(-1)); try { p.join() } catch (e) { print(e) } print(p.exit_code);",
+    );
+    assert_eq!(out.lines()[1], "255", "{}", out.stderr);
+    assert!(out.lines()[0].contains("exit(255)"), "{}", out.stdout);
+}
+
+#[test]
+fn zero_workers_and_missing_modules_are_explained() {
+    let script = Script::new("print(1);");
+    let out = mpscript(&["run", "-j", "0", script.path.to_str().unwrap()]);
+    assert!(
+        out.fails_with(2).contains("a pool needs 1 worker or more"),
+        "{}",
+        out.stderr
+    );
+    let out = run("import \"helpers\" as h;");
+    assert!(out.fails_with(1).contains("--module-dir"), "{}", out.stderr);
 }

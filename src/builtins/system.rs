@@ -55,6 +55,8 @@ fn sleep(ctx: &Ctx, secs: f64) -> Result<(), Box<EvalAltResult>> {
     crate::stop::sleep(seconds(secs, "sleep")?, &ctx.stop)
 }
 
+/// `exit(code)` keeps the low 8 bits of `code`, as a shell does: `exit(-1)` is status 255 and
+/// `exit(256)` is 0, so a negative code never reads as success by accident of clamping.
 fn exit(code: INT) -> Result<(), Box<EvalAltResult>> {
-    Err(terminate(Stop::Exit(code)))
+    Err(terminate(Stop::Exit(code & 0xff)))
 }

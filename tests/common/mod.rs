@@ -94,6 +94,36 @@ pub fn mpscript(args: &[&str]) -> Run {
     capture(cmd)
 }
 
+/// Runs `mpscript` with raw arguments and `input` on its standard input.
+pub fn mpscript_fed(args: &[&str], input: &[u8]) -> Run {
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpscript starts");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input)
+        .expect("write stdin");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("mpscript runs");
+    Run {
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        code: status.code(),
+        elapsed: started.elapsed(),
+    }
+}
+
 /// Runs a script given as text.
 pub fn run(source: &str) -> Run {
     Script::new(source).run(&[])
