@@ -34,8 +34,8 @@ pub enum Error {
     #[error("{0}")]
     Remote(Box<RemoteError>),
     /// One item of a `pool_map` failed (its function threw, or its worker died); `index` is the
-    /// item's position in the input.
-    #[error("pool_map item {index} of {total} failed: {source}")]
+    /// item's position in the input, named both ways: `pool_map items[2] (3rd of 3) failed`.
+    #[error("pool_map items[{index}] ({} of {total}) failed: {source}", ordinal(*index + 1))]
     MapItem {
         /// Position of the failing item in the input (0-based, as array indices are).
         index: usize,
@@ -51,7 +51,7 @@ pub enum Error {
         pid: u32,
         /// How it ended, e.g. `killed by signal 9 (SIGKILL)` or `exit code 3`.
         status: String,
-        /// What it was running, e.g. `items 17..32 of pool_map`.
+        /// What it was running, e.g. `items[17] of pool_map`.
         during: String,
     },
     /// A wait with a time limit (`join(secs)`, `get(secs)`, a worker start) ran out of time.
@@ -212,6 +212,18 @@ pub(crate) fn rhai_message(error: &rhai::EvalAltResult) -> String {
     }
 }
 
+/// `1st`, `2nd`, `3rd`, `4th`, ..., `11th`, `12th`, `13th`, `21st`, ...
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
 fn fmt_secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
@@ -280,5 +292,23 @@ impl RemoteError {
             column: position.position().unwrap_or(0) as u32,
             function,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ordinal;
+
+    #[test]
+    fn ordinals_read_as_english() {
+        let got: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101, 111, 112]
+            .into_iter()
+            .map(ordinal)
+            .collect();
+        let want = [
+            "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "101st",
+            "111th", "112th",
+        ];
+        assert_eq!(got, want);
     }
 }

@@ -78,7 +78,7 @@ fn a_worker_error_is_caught_in_the_script_with_its_index_pid_and_position() {
     let lines = out.lines();
     assert_eq!(lines.len(), 4, "{}", out.stderr);
     assert!(
-        lines[0].starts_with("pool_map item 7 of 20 failed: bad item 7 (worker "),
+        lines[0].starts_with("pool_map items[7] (8th of 20) failed: bad item 7 (worker "),
         "{}",
         lines[0]
     );
@@ -102,7 +102,7 @@ fn an_uncaught_worker_error_is_reported_at_the_call_and_where_it_was_raised() {
     let run = script.run(&[]);
     let err = run.fails_with(1);
     assert!(
-        err.contains("pool_map item 2 of 3 failed: too big"),
+        err.contains("pool_map items[2] (3rd of 3) failed: too big"),
         "{err}"
     );
     assert!(err.contains("uncaught.rhai:2:16"), "{err}");
@@ -447,7 +447,7 @@ fn the_grain_vm_and_the_tree_walker_give_the_same_results_and_errors() {
         .collect();
     assert_eq!(outputs[0], outputs[1]);
     assert!(
-        outputs[0].contains("pool_map item 5 of 12 failed: no 5"),
+        outputs[0].contains("pool_map items[5] (6th of 12) failed: no 5"),
         "{}",
         outputs[0]
     );

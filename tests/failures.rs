@@ -40,7 +40,7 @@ fn a_worker_killed_mid_pool_map_fails_exactly_its_item_and_the_pool_heals() {
     let error = live.line();
     assert!(
         error.starts_with(&format!(
-            "pool_map item 13 of 40 failed: worker {worker} died: killed by signal 9 (SIGKILL), while running item 13"
+            "pool_map items[13] (14th of 40) failed: worker {worker} died: killed by signal 9 (SIGKILL), while running items[13]"
         )),
         "{error}"
     );
@@ -106,7 +106,7 @@ fn a_call_that_loops_forever_times_out_and_the_pool_stays_usable() {
     "#);
     let lines = out.lines();
     assert!(
-        lines[0].starts_with("pool_map item 3 of 8 failed: the call (worker ")
+        lines[0].starts_with("pool_map items[3] (4th of 8) failed: the call (worker ")
             && lines[0].ends_with(") timed out after 0.5s"),
         "{}",
         lines[0]
@@ -127,7 +127,7 @@ fn a_call_stuck_in_a_wait_is_killed_after_the_grace_period() {
     "#);
     let lines = out.lines();
     assert!(
-        lines[0].starts_with("pool_map item 1 of 4 failed: the call (worker "),
+        lines[0].starts_with("pool_map items[1] (2nd of 4) failed: the call (worker "),
         "{}",
         lines[0]
     );
@@ -276,16 +276,6 @@ fn limits_apply_in_workers_with_clear_errors() {
         try { spawn(|| deep(0)).join(); } catch (e) { print(e); }
         "#,
     );
-    let out = script.run(&[
-        "--max-operations",
-        "10000",
-        "--max-array-size",
-        "50",
-        "--max-call-depth",
-        "20",
-    ]);
-    // `run` passes extra flags after the file, so they reach the script; use mpscript() instead.
-    drop(out);
     let out = common::mpscript(&[
         "run",
         "--max-operations",

@@ -370,7 +370,7 @@ impl<'a> MapRun<'a> {
             *attempts += 1;
             self.requeued.push_front((index, index + 1));
         } else {
-            let during = format!("item {index} of pool_map");
+            let during = format!("items[{index}] of pool_map");
             let status = death.status.clone();
             self.fail(
                 index,

@@ -96,32 +96,9 @@ pub fn mpscript(args: &[&str]) -> Run {
 
 /// Runs `mpscript` with raw arguments and `input` on its standard input.
 pub fn mpscript_fed(args: &[&str], input: &[u8]) -> Run {
-    let started = Instant::now();
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mpscript starts");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(input)
-        .expect("write stdin");
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child.wait_with_output().expect("mpscript runs");
-    Run {
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        code: status.code(),
-        elapsed: started.elapsed(),
-    }
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    capture_with(cmd, Some(input))
 }
 
 /// Runs a script given as text.
@@ -129,17 +106,48 @@ pub fn run(source: &str) -> Run {
     Script::new(source).run(&[])
 }
 
-fn capture(mut cmd: Command) -> Run {
+/// How long one run of the binary may take before the test fails instead of hanging CI.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+fn capture(cmd: Command) -> Run {
+    capture_with(cmd, None)
+}
+
+/// Runs `cmd` with `input` (or nothing) on stdin; kills it and fails the test past [`RUN_LIMIT`].
+fn capture_with(mut cmd: Command, input: Option<&[u8]>) -> Run {
     let started = Instant::now();
+    let mut child = cmd
+        .env("NO_COLOR", "1")
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpscript starts");
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(input).expect("write stdin");
+    }
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let output = child.wait_with_output();
+        let _ = done.send(());
+        output
+    });
+    if finished.recv_timeout(RUN_LIMIT).is_err() {
+        // SAFETY: kill(2) of the child this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        panic!("mpscript ran longer than {RUN_LIMIT:?}: {cmd:?}");
+    }
     let Output {
         status,
         stdout,
         stderr,
-    } = cmd
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("mpscript runs");
+    } = waiter.join().expect("waiter").expect("mpscript runs");
     Run {
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
