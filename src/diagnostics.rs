@@ -49,6 +49,20 @@ pub fn report(error: &Error) -> Report {
     }
 }
 
+/// The report of a spawned process that failed with nobody joining, monitoring or linking it,
+/// printed at the end of the run as Python prints such a child's traceback.
+pub(crate) fn unobserved(name: &str, text: &str, error: Error) -> Report {
+    let heading = "a spawned process failed and nothing joined or monitored it";
+    match error {
+        Error::Remote(remote) => {
+            let message = format!("{heading}: {remote}");
+            let error = EvalAltResult::ErrorRuntime(message.into(), Position::NONE);
+            Report::new(script_report(name, text, &error, Some(&remote)))
+        }
+        other => Report::msg(format!("{heading}: {other}")),
+    }
+}
+
 fn script_report(
     name: &str,
     source: &str,

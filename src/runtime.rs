@@ -233,7 +233,11 @@ impl Runtime {
         let result = session
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut scope, &program.running);
-        let finished = session.backend.finish(result.is_ok());
+        let (finished, unobserved) = session.backend.finish(result.is_ok());
+        for failure in unobserved {
+            let report = crate::diagnostics::unobserved(name, &text, failure);
+            (self.output)(OutStream::Stderr, &format!("{report:?}"));
+        }
         session
             .outcome(name, &text, result)
             .and_then(|value| finished.map(|()| value))
@@ -566,13 +570,18 @@ impl LazyHub {
     }
 
     /// Shuts every worker down: after a successful run once spawned processes have ended, after a
-    /// failed one at once (their results can no longer be used).
-    fn finish(&self, wait_for_processes: bool) -> Result<(), Error> {
+    /// failed one at once (their results can no longer be used). Also gives the errors of the
+    /// processes that failed without anyone learning of it.
+    fn finish(&self, wait_for_processes: bool) -> (Result<(), Error>, Vec<Error>) {
         let state = std::mem::replace(&mut *self.lock(), HubState::Finished);
-        match state {
-            HubState::Running(hub) if wait_for_processes => hub.wait_for_processes(),
-            _ => Ok(()),
-        }
+        let HubState::Running(hub) = state else {
+            return (Ok(()), Vec::new());
+        };
+        let waited = match wait_for_processes {
+            true => hub.wait_for_processes(),
+            false => Ok(()),
+        };
+        (waited, hub.unobserved_failures())
     }
 }
 

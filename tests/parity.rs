@@ -171,3 +171,46 @@ fn conditions_wait_notify_and_wait_for_across_processes() {
         "condition(lock) needs a lock() or an rlock(), got Semaphore",
     ]);
 }
+
+#[test]
+fn a_process_that_failed_unobserved_is_reported_once_at_the_end() {
+    let out = run(r#"
+        fn work(x) {
+            if x > 1 { throw `bad ${x}`; }
+            x
+        }
+        spawn(Fn("work"), 2);                                      // never joined: reported
+        let joined = spawn(Fn("work"), 3);
+        try { joined.join() } catch (e) { print("caught"); }      // seen: not reported
+        let watched = spawn(Fn("work"), 4);
+        monitor(watched);
+        print(recv(5).reason);                                     // seen by a monitor
+        let killed = spawn(|| sleep(30));
+        killed.kill();                                             // ended on purpose
+        spawn(Fn("work"), 1);                                      // returned: nothing to report
+        spawn(|| { sleep(0.3); exit(7) });                         // still running at the end
+        print("end");
+    "#);
+    assert_eq!(out.ok(), "caught\nbad 4\nend\n");
+    let reports = out
+        .stderr
+        .matches("a spawned process failed and nothing joined or")
+        .count();
+    assert_eq!(reports, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("bad 2 (worker"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("raised here in worker"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("process called exit(7)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("bad 3") && !out.stderr.contains("bad 4"),
+        "{}",
+        out.stderr
+    );
+}

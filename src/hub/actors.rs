@@ -171,6 +171,13 @@ impl Actors {
 
     /// `process` ended: tells its monitors and links, closes its mailbox, frees its name, and
     /// returns the linked processes that must end with it.
+    /// Whether a monitor or link will be told of `process`'s end.
+    pub(crate) fn is_watched(&self, process: u64) -> bool {
+        lock(&self.watches)
+            .get(&process)
+            .is_some_and(|w| !w.is_empty())
+    }
+
     pub(crate) fn ended(&self, ending: &Ending) -> Doomed {
         let id = ending.process.id;
         lock(&self.mailboxes).remove(&id);

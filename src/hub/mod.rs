@@ -227,12 +227,23 @@ impl Hub {
                     pids.join(", ")
                 );
             }
-            // A process's own error was its to report; only a stop ends this wait.
-            match first.join(Some(POLL * 5), &inner.config.interrupt) {
-                Err(e) if e.is_interrupted() || matches!(e, Error::Linked(_)) => return Err(e),
-                _ => {}
-            }
+            // Only a stop ends this wait; a process's own error is reported unless someone saw it.
+            first.wait_end(POLL * 5, &inner.config.interrupt)?;
         }
+    }
+
+    /// The errors of processes that failed with nobody joining, monitoring, linking or killing
+    /// them, each given once (Python prints such a child's traceback; this lets the runtime).
+    pub(crate) fn unobserved_failures(&self) -> Vec<Error> {
+        let mut slots: Vec<_> = lock(&self.inner.procs)
+            .iter()
+            .map(|(id, slot)| (*id, slot.clone()))
+            .collect();
+        slots.sort_unstable_by_key(|(id, _)| *id);
+        slots
+            .iter()
+            .filter_map(|(_, slot)| slot.unobserved_failure())
+            .collect()
     }
 }
 
@@ -506,6 +517,9 @@ impl Inner {
             id,
             pid: slot.pid(),
         };
+        if self.actors.is_watched(id) {
+            slot.observe();
+        }
         self.doom(self.actors.ended(&Ending { process, reason }));
         self.forget_owner(Owner::Process(id));
         let starts = self.executor.process_ended(id, || self.id());

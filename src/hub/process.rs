@@ -31,6 +31,9 @@ pub(crate) struct ProcSlot {
     doom: Mutex<Option<String>>,
     /// Set once the end has been told to monitors, links and names: joins return only then.
     woken: AtomicBool,
+    /// Set once someone learned how it ended (a join, `exit_code`, a monitor or link, a kill), or
+    /// its failure was reported at the end of the run: a failure nobody saw is reported once.
+    observed: AtomicBool,
 }
 
 impl ProcSlot {
@@ -41,7 +44,23 @@ impl ProcSlot {
             ended: Condvar::new(),
             doom: Mutex::default(),
             woken: AtomicBool::new(false),
+            observed: AtomicBool::new(false),
         }
+    }
+
+    /// Someone has learned, or will learn, how it ended.
+    pub(crate) fn observe(&self) {
+        self.observed.store(true, Ordering::Relaxed);
+    }
+
+    /// The error of a process that failed without anyone learning of it; `Some` only once.
+    pub(crate) fn unobserved_failure(&self) -> Option<Error> {
+        let state = self.lock();
+        let failed = match &*state {
+            State::Running => return None,
+            state => self.result(state).err()?,
+        };
+        (!self.observed.swap(true, Ordering::Relaxed)).then_some(failed)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -89,8 +108,14 @@ impl ProcSlot {
                 what: format!("join of process {}", self.worker.pid),
                 after: timeout.unwrap_or_default(),
             })?;
-        match &*state {
-            State::Running => unreachable!("wait returns only once ended"),
+        self.observe();
+        self.result(&state)
+    }
+
+    /// What a join of an ended process gives: the function's value, or its error.
+    fn result(&self, state: &State) -> Result<Value, Error> {
+        match state {
+            State::Running => unreachable!("only an ended process has a result"),
             State::Ended(Outcome::Returned(v)) => Ok(v.clone()),
             State::Ended(Outcome::Threw(e)) => Err(Error::Remote(Box::new(e.clone()))),
             State::Ended(Outcome::Exited(0)) => Ok(Value::Unit),
@@ -109,6 +134,11 @@ impl ProcSlot {
                 during: "a spawned process".into(),
             }),
         }
+    }
+
+    /// Waits for the end, at most `timeout`, without taking its result (the end of a run waits so).
+    pub(crate) fn wait_end(&self, timeout: Duration, interrupt: &Interrupt) -> Result<(), Error> {
+        self.wait(Some(timeout), interrupt).map(|_| ())
     }
 
     /// The ended state, or `None` if `timeout` passed first.
@@ -130,7 +160,11 @@ impl ProcSlot {
 
     /// `None` while running; else Python's exit code convention (0 ok, 1 error, -N signal).
     pub(crate) fn exit_code(&self) -> Option<i64> {
-        match &*self.lock() {
+        let state = self.lock();
+        if !matches!(*state, State::Running) {
+            self.observe();
+        }
+        match &*state {
             State::Running => None,
             State::Ended(Outcome::Returned(_)) => Some(0),
             State::Ended(Outcome::Threw(_)) => Some(1),
@@ -165,6 +199,7 @@ impl ProcSlot {
 
     /// Kills the worker if it is still running this process, and waits until its end is recorded.
     pub(crate) fn kill(&self) {
+        self.observe();
         {
             let state = self.lock();
             if !matches!(*state, State::Running) {
