@@ -214,3 +214,55 @@ fn a_process_that_failed_unobserved_is_reported_once_at_the_end() {
         out.stderr
     );
 }
+
+#[test]
+fn a_joinable_queue_joins_when_every_item_is_done() {
+    let out = run(r#"
+        let q = joinable_queue();
+        let results = queue();
+        for w in 0..2 {
+            spawn(|q, results| {
+                loop {
+                    let item = q.get();
+                    if item == () { q.task_done(); return; }
+                    sleep(0.02);
+                    results.put(item * 10);
+                    q.task_done();
+                }
+            }, q, results);
+        }
+        for i in 1..=6 { q.put(i); }
+        q.join(10);
+        print(results.len());
+        try { q.join(0.1); print("joined again at once"); } catch (e) { print(e); }
+        q.put(()); q.put(());
+        q.join(5);
+        try { q.task_done(); } catch (e) { print(e); }
+        let stuck = joinable_queue(4);
+        stuck.put(1);
+        try { stuck.join(0.1); } catch (e) { print(e); }
+        try { queue().task_done(); } catch (e) { print(e); }
+    "#);
+    out.assert_printed(&[
+        "6",
+        "joined again at once",
+        "task_done() called more times than items were put",
+        "q.join (1 item(s) not yet task_done()) timed out after 0.1s",
+        "q.task_done() is for queues made by joinable_queue(); this one was made by queue()",
+    ]);
+}
+
+#[test]
+fn terminate_sends_sigterm_and_kill_sends_sigkill() {
+    let out = run(r#"
+        let t = spawn(|| sleep(30));
+        let k = spawn(|| sleep(30));
+        sleep(0.1);
+        t.terminate();
+        k.kill();
+        print(t.exit_code);
+        print(k.exit_code);
+        try { t.join(); } catch (e) { print(e.contains("SIGTERM")); }
+    "#);
+    out.assert_printed(&["-15", "-9", "true"]);
+}

@@ -10,7 +10,7 @@ use super::{
 use crate::{
     Value,
     value::{FnValue, ProcessHandle},
-    wire::{Op, Reply},
+    wire::{KillSignal, Op, Reply},
 };
 
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
@@ -26,10 +26,19 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
         exit_code(&c, p).map(|code| code.is_none())
     });
     waiting_method(engine, ctx, "join", join);
-    let c = ctx.clone();
-    method(engine, "kill", move |p: &mut ProcessHandle| {
-        c.call(Op::Kill { process: p.id }).map(|_| ())
-    });
+    for (name, signal) in [
+        ("kill", KillSignal::Kill),
+        ("terminate", KillSignal::Terminate),
+    ] {
+        let c = ctx.clone();
+        method(engine, name, move |p: &mut ProcessHandle| {
+            c.call(Op::Kill {
+                process: p.id,
+                signal,
+            })
+            .map(|_| ())
+        });
+    }
     for name in ["to_string", "to_debug"] {
         engine.register_fn(name, |p: &mut ProcessHandle| {
             format!("Process(pid {})", p.pid)

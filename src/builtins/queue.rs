@@ -1,4 +1,5 @@
-//! `queue()` and the `Queue` handle: Python's `multiprocessing.Queue`, usable from any process.
+//! `queue()`, `joinable_queue()` and the `Queue` handle: Python's `multiprocessing.Queue` and
+//! `JoinableQueue`, usable from any process.
 
 use std::sync::Arc;
 
@@ -14,17 +15,24 @@ use crate::{
 
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     engine.register_type_with_name::<QueueHandle>("Queue");
+    for (name, joinable) in [("queue", false), ("joinable_queue", true)] {
+        let c = ctx.clone();
+        method(engine, name, move || new_queue(&c, None, joinable));
+        let c = ctx.clone();
+        method(engine, name, move |maxsize: INT| {
+            if maxsize < 1 {
+                return Err(invalid(format!(
+                    "{name}(maxsize) needs a maxsize of 1 or more, got {maxsize}"
+                )));
+            }
+            new_queue(&c, Some(maxsize as u64), joinable)
+        });
+    }
     let c = ctx.clone();
-    method(engine, "queue", move || new_queue(&c, None));
-    let c = ctx.clone();
-    method(engine, "queue", move |maxsize: INT| {
-        if maxsize < 1 {
-            return Err(invalid(format!(
-                "queue(maxsize) needs a maxsize of 1 or more, got {maxsize}"
-            )));
-        }
-        new_queue(&c, Some(maxsize as u64))
+    method(engine, "task_done", move |q: &mut QueueHandle| {
+        c.call(Op::TaskDone { queue: q.id }).map(|_| ())
     });
+    waiting_method(engine, ctx, "join", join);
     let c = ctx.clone();
     method(engine, "put", move |q: &mut QueueHandle, value: Dynamic| {
         put(&c, q, &value, None)
@@ -66,8 +74,12 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     register_equality::<QueueHandle>(engine);
 }
 
-fn new_queue(ctx: &Ctx, maxsize: Option<u64>) -> Result<QueueHandle, Box<EvalAltResult>> {
-    match ctx.call(Op::NewQueue { maxsize })? {
+fn new_queue(
+    ctx: &Ctx,
+    maxsize: Option<u64>,
+    joinable: bool,
+) -> Result<QueueHandle, Box<EvalAltResult>> {
+    match ctx.call(Op::NewQueue { maxsize, joinable })? {
         Reply::Queue(id) => Ok(QueueHandle {
             id,
             bounded: maxsize.is_some(),
@@ -109,4 +121,14 @@ fn get(ctx: &Ctx, q: &QueueHandle, timeout: Option<f64>) -> Result<Dynamic, Box<
         ))),
         other => Err(unexpected(&other)),
     }
+}
+
+/// `q.join()`, or `q.join(secs)`: waits until every item put has been marked `task_done()`.
+fn join(ctx: &Ctx, q: &QueueHandle, timeout: Option<f64>) -> Result<Dynamic, Box<EvalAltResult>> {
+    let timeout = timeout.map(|t| seconds(t, "q.join")).transpose()?;
+    ctx.call(Op::JoinQueue {
+        queue: q.id,
+        timeout,
+    })
+    .map(|_| Dynamic::UNIT)
 }

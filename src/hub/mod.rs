@@ -284,13 +284,13 @@ impl Inner {
             Op::Status { process } => Ok(Reply::Status {
                 exit_code: self.process(process)?.exit_code(),
             }),
-            Op::Kill { process } => {
-                self.process(process)?.kill();
+            Op::Kill { process, signal } => {
+                self.process(process)?.kill(signal);
                 Ok(Reply::Unit)
             }
-            Op::NewQueue { maxsize } => {
+            Op::NewQueue { maxsize, joinable } => {
                 let id = self.id();
-                let queue = Queue::new(maxsize.map(|m| m as usize));
+                let queue = Queue::with_joining(maxsize.map(|m| m as usize), joinable);
                 lock(&self.queues).insert(id, Arc::new(queue));
                 Ok(Reply::Queue(id))
             }
@@ -314,6 +314,19 @@ impl Inner {
                 Ok(Reply::Got(got))
             }
             Op::Len { queue } => Ok(Reply::Len(self.queue(queue)?.len() as u64)),
+            Op::TaskDone { queue } => self.queue(queue)?.task_done().map(|()| Reply::Unit),
+            Op::JoinQueue { queue, timeout } => {
+                match self
+                    .queue(queue)?
+                    .join(deadline(timeout), &self.config.interrupt)?
+                {
+                    None => Ok(Reply::Unit),
+                    Some(left) => Err(timed_out(
+                        &format!("q.join ({left} item(s) not yet task_done())"),
+                        timeout,
+                    )),
+                }
+            }
             Op::PoolMap { f, items, options } => {
                 if let Caller::Worker(w) = caller {
                     if matches!(*w.task(), Task::Pool(_)) {
@@ -617,6 +630,7 @@ impl Inner {
         match op {
             Op::NewQueue { .. }
             | Op::Len { .. }
+            | Op::TaskDone { .. }
             | Op::Status { .. }
             | Op::Send { .. }
             | Op::Recv { timeout: Some(0.0) }

@@ -14,7 +14,10 @@ use super::{
     wait::wait,
     worker::{Death, Worker},
 };
-use crate::{Error, Interrupt, Value, wire::Outcome};
+use crate::{
+    Error, Interrupt, Value,
+    wire::{KillSignal, Outcome},
+};
 
 enum State {
     Running,
@@ -197,15 +200,19 @@ impl ProcSlot {
         self.worker.pid
     }
 
-    /// Kills the worker if it is still running this process, and waits until its end is recorded.
-    pub(crate) fn kill(&self) {
+    /// Kills (or terminates) the worker if it is still running this process, and waits until its
+    /// end is recorded.
+    pub(crate) fn kill(&self, signal: KillSignal) {
         self.observe();
         {
             let state = self.lock();
             if !matches!(*state, State::Running) {
                 return;
             }
-            self.worker.kill();
+            match signal {
+                KillSignal::Kill => self.worker.kill(),
+                KillSignal::Terminate => self.worker.terminate(),
+            }
         }
         // The reader thread records the death within milliseconds; an interrupt may cut this short.
         let _ = self.wait(Some(Duration::from_secs(5)), &Interrupt::default());

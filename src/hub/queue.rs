@@ -25,8 +25,12 @@ pub(crate) type Deliver = Box<dyn FnOnce(Value) -> Result<(), Value> + Send>;
 pub(crate) struct Queue {
     state: Mutex<State>,
     maxsize: Option<usize>,
+    /// `joinable_queue()`: counts items put and not yet `task_done()`.
+    joinable: bool,
     not_empty: Condvar,
     not_full: Condvar,
+    /// Joinable: every item put has been marked done.
+    all_done: Condvar,
 }
 
 #[derive(Default)]
@@ -35,6 +39,8 @@ struct State {
     /// Workers blocked in `get` with no time limit, by worker id, oldest first: a `put` hands its
     /// value straight to the first, with no thread in between.
     waiting: VecDeque<(u64, Deliver)>,
+    /// Joinable: items put and not yet marked done.
+    unfinished: u64,
 }
 
 impl State {
@@ -52,11 +58,18 @@ impl State {
 
 impl Queue {
     pub(crate) fn new(maxsize: Option<usize>) -> Queue {
+        Queue::with_joining(maxsize, false)
+    }
+
+    /// A queue that, if `joinable`, counts unfinished items for `task_done` and `join`.
+    pub(crate) fn with_joining(maxsize: Option<usize>, joinable: bool) -> Queue {
         Queue {
             state: Mutex::default(),
             maxsize,
+            joinable,
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
+            all_done: Condvar::new(),
         }
     }
 
@@ -72,13 +85,18 @@ impl Queue {
         interrupt: &Interrupt,
     ) -> Result<Put, Error> {
         let mut state = self.lock();
+        state.unfinished += u64::from(self.joinable);
         let Some(value) = state.hand_to_waiting(value) else {
             return Ok(Put::Done);
         };
         while self.maxsize.is_some_and(|max| state.items.len() >= max) {
-            state = match wait(&self.not_full, state, deadline, interrupt)? {
-                Some(state) => state,
-                None => return Ok(Put::Full(value)),
+            state = match wait(&self.not_full, state, deadline, interrupt) {
+                Ok(Some(state)) => state,
+                stopped => {
+                    let mut state = self.lock();
+                    state.unfinished -= u64::from(self.joinable);
+                    return stopped.map(|_| Put::Full(value));
+                }
             };
         }
         state.items.push_back(value);
@@ -141,6 +159,50 @@ impl Queue {
     pub(crate) fn len(&self) -> usize {
         self.lock().items.len()
     }
+
+    /// Joinable: one item taken earlier is finished.
+    pub(crate) fn task_done(&self) -> Result<(), Error> {
+        if !self.joinable {
+            return Err(not_joinable("task_done"));
+        }
+        let mut state = self.lock();
+        if state.unfinished == 0 {
+            return Err(Error::InvalidArgument(
+                "task_done() called more times than items were put".into(),
+            ));
+        }
+        state.unfinished -= 1;
+        if state.unfinished == 0 {
+            self.all_done.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Joinable: waits until every item put has been marked done; `Some(n)` with the number still
+    /// unfinished if `deadline` passes first.
+    pub(crate) fn join(
+        &self,
+        deadline: Option<Instant>,
+        interrupt: &Interrupt,
+    ) -> Result<Option<u64>, Error> {
+        if !self.joinable {
+            return Err(not_joinable("join"));
+        }
+        let mut state = self.lock();
+        while state.unfinished > 0 {
+            state = match wait(&self.all_done, state, deadline, interrupt)? {
+                Some(state) => state,
+                None => return Ok(Some(self.lock().unfinished)),
+            };
+        }
+        Ok(None)
+    }
+}
+
+fn not_joinable(what: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "q.{what}() is for queues made by joinable_queue(); this one was made by queue()"
+    ))
 }
 
 #[cfg(test)]

@@ -90,6 +90,19 @@ impl Worker {
         let _ = lock(&self.child).kill();
     }
 
+    /// Sends SIGTERM (where there are signals; elsewhere it kills), unless it has been reaped.
+    pub(crate) fn terminate(&self) {
+        let mut child = lock(&self.child);
+        #[cfg(unix)]
+        if let Ok(None) = child.try_wait() {
+            // SAFETY: kill(2) of our own child, known not to be reaped (that needs this lock), so
+            // its pid cannot have been reused.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        #[cfg(not(unix))]
+        let _ = child.kill();
+    }
+
     /// Waits for the process to end, killing it after `grace`, and collects its status (no zombie).
     pub(crate) fn reap(&self, grace: Duration) -> Death {
         let mut child = lock(&self.child);

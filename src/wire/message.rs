@@ -252,10 +252,17 @@ pub enum Op {
     Join { process: u64, timeout: Option<f64> },
     /// `p.is_alive()` and `p.exit_code`
     Status { process: u64 },
-    /// `p.kill()`
-    Kill { process: u64 },
-    /// `queue()` / `queue(maxsize)`
-    NewQueue { maxsize: Option<u64> },
+    /// `p.kill()` (SIGKILL) and `p.terminate()` (SIGTERM).
+    Kill { process: u64, signal: KillSignal },
+    /// `queue()` / `queue(maxsize)`, and `joinable_queue(...)` with `joinable`.
+    NewQueue {
+        maxsize: Option<u64>,
+        joinable: bool,
+    },
+    /// `q.task_done()` on a joinable queue.
+    TaskDone { queue: u64 },
+    /// `q.join()` / `q.join(secs)` on a joinable queue: waits until every item put is done.
+    JoinQueue { queue: u64, timeout: Option<f64> },
     /// `q.put(v)`
     Put {
         queue: u64,
@@ -308,6 +315,15 @@ pub enum Op {
         futures: Vec<u64>,
         timeout: Option<f64>,
     },
+}
+
+/// How `kill` and `terminate` end a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KillSignal {
+    /// `p.kill()`: SIGKILL, which cannot be caught; `exit_code` -9.
+    Kill,
+    /// `p.terminate()`: SIGTERM; `exit_code` -15.
+    Terminate,
 }
 
 /// What to do with a lock, re-entrant lock, semaphore, condition, event or barrier.

@@ -10,7 +10,7 @@ mod stream;
 pub(crate) use frame::encode_frame;
 pub(crate) use frame::{FrameReader, append_frame};
 pub use message::{
-    Failure, FailureKind, FromWorker, ItemFailure, Items, Limits, MapOptions, MapSetup, Op,
-    OutStream, Outcome, Program, Reply, SyncAction, ToWorker,
+    Failure, FailureKind, FromWorker, ItemFailure, Items, KillSignal, Limits, MapOptions, MapSetup,
+    Op, OutStream, Outcome, Program, Reply, SyncAction, ToWorker,
 };
 pub(crate) use stream::{Conn, SharedStream};
