@@ -33,10 +33,13 @@ pub enum Error {
     /// A function called in a worker (by `spawn`, `pool_map`, ...) threw an error.
     #[error("{0}")]
     Remote(Box<RemoteError>),
-    /// One item of a `pool_map` failed (its function threw, or its worker died); `index` is the
-    /// item's position in the input, named both ways: `pool_map items[2] (3rd of 3) failed`.
-    #[error("pool_map items[{index}] ({} of {total}) failed: {source}", ordinal(*index + 1))]
+    /// One item of a `pool_map` (or `pool_map_unordered`) failed (its function threw, or its
+    /// worker died); `index` is the item's position in the input, named both ways:
+    /// `pool_map items[2] (3rd of 3) failed`.
+    #[error("{builtin} items[{index}] ({} of {total}) failed: {source}", ordinal(*index + 1))]
     MapItem {
+        /// `pool_map` or `pool_map_unordered`.
+        builtin: &'static str,
         /// Position of the failing item in the input (0-based, as array indices are).
         index: usize,
         /// How many items the call had.

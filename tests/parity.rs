@@ -266,3 +266,104 @@ fn terminate_sends_sigterm_and_kill_sends_sigkill() {
     "#);
     out.assert_printed(&["-15", "-9", "true"]);
 }
+
+#[test]
+fn pool_map_unordered_takes_the_options_of_pool_map() {
+    let out = run(r#"
+        let order = [];
+        for d in pool_map_unordered(|d| { sleep(d); d }, [0.4, 0.0, 0.2], #{ chunk_size: 1 }) {
+            order.push(d);
+        }
+        print(order);
+        let products = [];
+        for x in pool_map_unordered(|a, b| a * b, [[2, 3], [4, 5]], #{ spread: true, workers: 1 }) {
+            products.push(x);
+        }
+        products.sort();
+        print(products);
+        try {
+            for x in pool_map_unordered(|x| { sleep(5); x }, [1], #{ timeout: 0.2 }) { print(x); }
+        } catch (e) { print(e); }
+        try { pool_map_unordered(|x| x, 1..=3, #{ frobs: 1 }); } catch (e) { print(e); }
+    "#);
+    let lines = out.lines();
+    assert_eq!(lines[0], "[0.0, 0.2, 0.4]", "{}", out.stderr);
+    assert_eq!(lines[1], "[6, 20]");
+    assert!(
+        lines[2].starts_with("pool_map_unordered items[0] (1st of 1) failed: the call (worker "),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[2].ends_with("timed out after 0.2s"), "{}", lines[2]);
+    assert!(
+        lines[3].starts_with("pool_map: unknown option `frobs`"),
+        "{}",
+        lines[3]
+    );
+}
+
+#[test]
+fn pool_map_unordered_retries_an_item_whose_worker_died() {
+    let mut live = common::Live::start(
+        r#"
+        let first_time = queue();
+        first_time.put(true);
+        let total = 0;
+        for x in pool_map_unordered(|x| {
+            if x == 7 && first_time.try_get() != () { print(`busy in ${pid()}`); sleep(30); }
+            x
+        }, 1..=10, #{ retries: 1, chunk_size: 1 }) { total += x; }
+        print(total);
+        "#,
+        &["-j", "2"],
+    );
+    let line = live.line();
+    let worker: i32 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    // SAFETY: signalling a worker of this test's own run.
+    unsafe { libc::kill(worker, libc::SIGKILL) };
+    assert_eq!(live.line(), "55");
+    let (code, _, stderr) = live.finish(std::time::Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn leaving_a_pool_map_unordered_loop_early_stops_its_map() {
+    let out = run(r#"
+        let started = queue();
+        for x in pool_map_unordered(|x| { started.put(x); sleep(0.1); x }, 0..200, #{ chunk_size: 1 }) {
+            break;
+        }
+        let t = timestamp();
+        print(pool_map(|x| x + 1, [1, 2]));
+        sleep(0.3);
+        print(started.len() < 20);
+        print(t.elapsed < 5.0);
+        // From a spawned process, too.
+        print(spawn(|| { let s = 0; for x in pool_map_unordered(|x| x * 2, 1..=10) { s += x; } s }).join());
+    "#);
+    out.assert_printed(&["[2, 3]", "true", "true", "110"]);
+}
+
+#[test]
+fn as_completed_with_a_time_limit_throws_once_it_passes() {
+    let out = run(r#"
+        let fs = [pool_submit(|| { sleep(0.05); "quick" }), pool_submit(|| { sleep(1.5); "slow" })];
+        let got = [];
+        try {
+            for f in as_completed(fs, 0.5) { got.push(f.get()); }
+        } catch (e) { print(e); }
+        print(got);
+        fs[1].cancel();
+        let all = [];
+        for f in as_completed([pool_submit(|| 1), pool_submit(|| 2)], 5) { all.push(f.get()); }
+        all.sort();
+        print(all);
+    "#);
+    let lines = out.lines();
+    assert_eq!(
+        lines[0], "as_completed timed out after 0.5s: 1 of 2 futures not done",
+        "{}",
+        out.stderr
+    );
+    assert_eq!(lines[1..], ["[\"quick\"]", "[1, 2]"]);
+}

@@ -2,23 +2,26 @@
 //! `as_completed`, and `pool_map_unordered`, which yields results as they finish.
 
 use crate::locks::lock;
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, INT};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, INT};
 
 use super::{
-    Ctx, ScriptResult, function_arg, invalid, method, register_call_starter, seconds, sendable,
-    sync::register_handle, unexpected, waiting_method,
+    Ctx, ScriptResult, function_arg, invalid, method,
+    pool::{map_options, pool_items},
+    register_call_starter, seconds,
+    sync::register_handle,
+    unexpected, waiting_method,
 };
 use crate::{
     value::{FnValue, Handle, kinds},
-    wire::{Op, Reply},
+    wire::{Items, MapOptions, Op, Reply},
 };
 
 type Future = Handle<kinds::Future>;
-
-/// Items of `pool_map_unordered` submitted ahead of the one being waited for.
-const UNORDERED_AHEAD: usize = 64;
 
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     register_handle::<kinds::Future>(engine);
@@ -50,19 +53,26 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     engine.register_iterator_result::<Completions, Future>();
     let c = ctx.clone();
     method(engine, "as_completed", move |futures: Array| {
-        Ok::<_, Box<EvalAltResult>>(Completions {
-            ctx: c.clone(),
-            left: ids(&futures)?,
-        })
+        Completions::new(&c, &futures, None)
+    });
+    let c = ctx.clone();
+    method(engine, "as_completed", move |futures: Array, secs: INT| {
+        Completions::new(&c, &futures, Some(secs as f64))
+    });
+    let c = ctx.clone();
+    method(engine, "as_completed", move |futures: Array, secs: f64| {
+        Completions::new(&c, &futures, Some(secs))
     });
     engine.register_type_with_name::<Unordered>("UnorderedMap");
     engine.register_iterator_result::<Unordered, Dynamic>();
-    let c = ctx.clone();
-    method(
-        engine,
-        "pool_map_unordered",
-        move |f: FnPtr, items: Dynamic| Unordered::new(&c, &f, items),
-    );
+    for arity in [2, 3] {
+        let c = ctx.clone();
+        engine.register_raw_fn(
+            "pool_map_unordered",
+            vec![std::any::TypeId::of::<Dynamic>(); arity],
+            move |_, args| Unordered::new(&c, args),
+        );
+    }
 }
 
 fn submit(ctx: &Ctx, f: FnValue, args: Vec<crate::Value>) -> Result<Future, Box<EvalAltResult>> {
@@ -120,11 +130,63 @@ fn wait_any(
     }
 }
 
-/// `as_completed(futures)`: the futures, each as soon as it is done.
+/// `as_completed(futures)` / `as_completed(futures, secs)`: the futures, each as soon as it is
+/// done; with `secs`, the loop throws once that long has passed since the call with futures still
+/// running (Python's `as_completed(fs, timeout)`).
 #[derive(Clone)]
 struct Completions {
     ctx: Arc<Ctx>,
     left: Vec<u64>,
+    total: usize,
+    timeout: Option<f64>,
+    deadline: Option<Instant>,
+}
+
+impl Completions {
+    fn new(
+        ctx: &Arc<Ctx>,
+        futures: &Array,
+        timeout: Option<f64>,
+    ) -> Result<Completions, Box<EvalAltResult>> {
+        let timeout = timeout.map(|t| seconds(t, "as_completed")).transpose()?;
+        let left = ids(futures)?;
+        Ok(Completions {
+            ctx: ctx.clone(),
+            total: left.len(),
+            left,
+            timeout,
+            deadline: timeout.map(|t| Instant::now() + Duration::from_secs_f64(t)),
+        })
+    }
+
+    fn next(&mut self) -> Option<Result<Future, Box<EvalAltResult>>> {
+        if self.left.is_empty() {
+            return None;
+        }
+        let left = self
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64());
+        let waited = self.ctx.backend.call(Op::WaitAny {
+            futures: self.left.clone(),
+            timeout: left,
+        });
+        let done = match waited {
+            Ok(Reply::Id(id)) => Ok(Future::new(id)),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) if e.is_timeout() => Err(invalid(format!(
+                "as_completed timed out after {}s: {} of {} futures not done",
+                self.timeout.unwrap_or_default(),
+                self.left.len(),
+                self.total
+            ))),
+            Err(e) => Err(self.ctx.script_error(e)),
+        };
+        match &done {
+            Ok(f) => self.left.retain(|id| *id != f.id),
+            Err(_) => self.left.clear(),
+        }
+        Some(done)
+    }
 }
 
 impl IntoIterator for Completions {
@@ -132,53 +194,32 @@ impl IntoIterator for Completions {
     type IntoIter = Box<dyn Iterator<Item = Self::Item>>;
 
     fn into_iter(mut self) -> Self::IntoIter {
-        Box::new(std::iter::from_fn(move || {
-            if self.left.is_empty() {
-                return None;
-            }
-            let done = wait_any(&self.ctx, &self.left, None);
-            if let Ok(f) = &done {
-                self.left.retain(|id| *id != f.id);
-            } else {
-                self.left.clear();
-            }
-            Some(done)
-        }))
+        Box::new(std::iter::from_fn(move || self.next()))
     }
 }
 
-/// `pool_map_unordered(f, items)`: `f(item)` for each item, run as futures a bounded number at a
-/// time, yielding each result as soon as it is ready.
+/// `pool_map_unordered(f, items, options)`: the map runs on the pool as `pool_map` does (same
+/// options, chunks, retries and time limits), and the loop gets each result as its chunk
+/// finishes. Leaving the loop early stops the map.
 #[derive(Clone)]
 struct Unordered {
     ctx: Arc<Ctx>,
     f: FnValue,
-    items: Arc<Mutex<Items>>,
+    items: Arc<Mutex<Option<Items>>>,
+    options: MapOptions,
 }
 
-/// Items not submitted yet (a range is never materialised).
-type Items = Box<dyn Iterator<Item = Dynamic> + Send>;
-
 impl Unordered {
-    fn new(ctx: &Arc<Ctx>, f: &FnPtr, items: Dynamic) -> Result<Unordered, Box<EvalAltResult>> {
-        let f = function_arg(&Dynamic::from(f.clone()), "pool_map_unordered")?;
-        let items: Items = if let Some(range) = items.read_lock::<std::ops::Range<INT>>() {
-            Box::new(range.clone().map(Dynamic::from))
-        } else if let Some(range) = items.read_lock::<std::ops::RangeInclusive<INT>>() {
-            Box::new(range.clone().map(Dynamic::from))
-        } else {
-            let type_name = items.type_name();
-            let array = items.into_array().map_err(|_| {
-                invalid(format!(
-                    "pool_map_unordered expects an array or a range of items, got {type_name}"
-                ))
-            })?;
-            Box::new(array.into_iter())
+    fn new(ctx: &Arc<Ctx>, args: &[&mut Dynamic]) -> Result<Unordered, Box<EvalAltResult>> {
+        let options = match args.get(2) {
+            Some(options) => map_options(options)?,
+            None => MapOptions::default(),
         };
         Ok(Unordered {
             ctx: ctx.clone(),
-            f,
-            items: Arc::new(Mutex::new(items)),
+            f: function_arg(args[0], "pool_map_unordered")?,
+            items: Arc::new(Mutex::new(Some(pool_items(args[1])?))),
+            options,
         })
     }
 }
@@ -188,45 +229,75 @@ impl IntoIterator for Unordered {
     type IntoIter = Box<dyn Iterator<Item = ScriptResult>>;
 
     fn into_iter(self) -> Self::IntoIter {
-        let mut running = InFlight {
-            ctx: self.ctx.clone(),
-            futures: Vec::new(),
+        let Some(items) = lock(&self.items).take() else {
+            let again = invalid("a pool_map_unordered can be iterated only once");
+            return Box::new(std::iter::once(Err(again)));
         };
-        Box::new(std::iter::from_fn(move || {
-            while running.futures.len() < UNORDERED_AHEAD {
-                let Some(item) = lock(&self.items).next() else {
-                    break;
-                };
-                let submitted = sendable(&item, "pool_map_unordered item")
-                    .and_then(|item| submit(&self.ctx, self.f.clone(), vec![item]));
-                match submitted {
-                    Ok(f) => running.futures.push(f.id),
-                    Err(e) => return Some(Err(e)),
-                }
-            }
-            if running.futures.is_empty() {
-                return None;
-            }
-            let next = wait_any(&running.ctx, &running.futures, None).and_then(|done| {
-                running.futures.retain(|id| *id != done.id);
-                get(&running.ctx, done.id, None, true)
-            });
-            Some(next)
-        }))
+        let started = self.ctx.call(Op::MapUnordered {
+            f: self.f.clone(),
+            items,
+            options: self.options,
+        });
+        let mut stream = match started {
+            Ok(Reply::Id(results)) => ResultStream {
+                ctx: self.ctx.clone(),
+                results,
+                batch: Vec::new().into_iter(),
+                ended: false,
+            },
+            Ok(other) => return Box::new(std::iter::once(Err(unexpected(&other)))),
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        Box::new(std::iter::from_fn(move || stream.next()))
     }
 }
 
-/// The futures a `pool_map_unordered` loop has started; those not started yet are cancelled when
-/// the loop ends early (a `break`, or an error).
-struct InFlight {
+/// A running `pool_map_unordered` as the loop reads it: a batch at a time from the main process.
+struct ResultStream {
     ctx: Arc<Ctx>,
-    futures: Vec<u64>,
+    results: u64,
+    batch: std::vec::IntoIter<Dynamic>,
+    ended: bool,
 }
 
-impl Drop for InFlight {
+impl ResultStream {
+    fn next(&mut self) -> Option<ScriptResult> {
+        loop {
+            if let Some(value) = self.batch.next() {
+                return Some(Ok(value));
+            }
+            if self.ended {
+                return None;
+            }
+            let next = self.ctx.call(Op::NextResults {
+                results: self.results,
+                timeout: None,
+            });
+            match next {
+                Ok(Reply::Value(batch)) => {
+                    let values = self.ctx.to_dynamic(batch).into_array().unwrap_or_default();
+                    self.batch = values.into_iter();
+                }
+                Ok(Reply::Unit) => self.ended = true,
+                Ok(other) => return self.fail(unexpected(&other)),
+                Err(e) => return self.fail(e),
+            }
+        }
+    }
+
+    fn fail(&mut self, error: Box<EvalAltResult>) -> Option<ScriptResult> {
+        self.ended = true;
+        Some(Err(error))
+    }
+}
+
+impl Drop for ResultStream {
+    /// A loop left early (a `break`, an error in its body) stops the map.
     fn drop(&mut self) {
-        for future in self.futures.drain(..) {
-            let _ = self.ctx.call(Op::Cancel { future });
+        if !self.ended {
+            let _ = self.ctx.call(Op::CloseResults {
+                results: self.results,
+            });
         }
     }
 }

@@ -22,7 +22,7 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
             vec![TypeId::of::<Dynamic>(); arity],
             move |_, args| {
                 let f = function_arg(args[0], "pool_map")?;
-                let items = items(args[1])?;
+                let items = pool_items(args[1])?;
                 let options = match args.get(2) {
                     Some(options) => map_options(options)?,
                     None => MapOptions::default(),
@@ -37,7 +37,7 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
 }
 
 /// An array, or an integer range that is never materialised.
-fn items(value: &Dynamic) -> Result<Items, Box<EvalAltResult>> {
+pub(super) fn pool_items(value: &Dynamic) -> Result<Items, Box<EvalAltResult>> {
     if let Some(r) = value.read_lock::<Range<INT>>() {
         return Ok(Items::Range {
             start: r.start,
@@ -65,7 +65,7 @@ fn items(value: &Dynamic) -> Result<Items, Box<EvalAltResult>> {
     )))
 }
 
-fn map_options(value: &Dynamic) -> Result<MapOptions, Box<EvalAltResult>> {
+pub(super) fn map_options(value: &Dynamic) -> Result<MapOptions, Box<EvalAltResult>> {
     let Some(map) = value.read_lock::<Map>() else {
         return Err(invalid(format!(
             "pool_map options must be an object map like #{{workers: 4}}, got {}",

@@ -8,6 +8,7 @@ mod pool;
 mod process;
 mod progress;
 mod queue;
+mod results;
 mod sync;
 mod wait;
 mod worker;
@@ -33,6 +34,7 @@ use self::{
     pool::{JobEvent, MapRun},
     process::ProcSlot,
     queue::{Put, Queue},
+    results::{Next, Results},
     sync::{Asker, Owner, SyncObject},
     worker::{Task, Worker},
 };
@@ -75,6 +77,8 @@ struct Inner {
     procs: Mutex<HashMap<u64, Arc<ProcSlot>>>,
     jobs: Mutex<HashMap<u64, Sender<JobEvent>>>,
     queues: Mutex<HashMap<u64, Arc<Queue>>>,
+    /// The results of running `pool_map_unordered` calls.
+    results: Mutex<HashMap<u64, Arc<Results>>>,
     actors: Actors,
     syncs: Mutex<HashMap<u64, Arc<SyncObject>>>,
     executor: Executor,
@@ -138,6 +142,14 @@ fn timed_out(what: &str, timeout: Option<f64>) -> Error {
     }
 }
 
+fn nested_map() -> Error {
+    Error::InvalidArgument(
+        "pool_map cannot be called from a function running in pool_map (the pool would wait \
+         on itself); use spawn there instead"
+            .into(),
+    )
+}
+
 fn send_reply(worker: &Worker, seq: Option<u64>, result: Result<Reply, Error>) {
     match (seq, result) {
         (Some(seq), result) => {
@@ -173,6 +185,7 @@ impl Hub {
                 procs: Mutex::default(),
                 jobs: Mutex::default(),
                 queues: Mutex::default(),
+                results: Mutex::default(),
                 syncs: Mutex::default(),
                 progress_bar: Mutex::default(),
                 next_id: AtomicU64::new(1),
@@ -330,14 +343,23 @@ impl Inner {
             Op::PoolMap { f, items, options } => {
                 if let Caller::Worker(w) = caller {
                     if matches!(*w.task(), Task::Pool(_)) {
-                        return Err(Error::InvalidArgument(
-                            "pool_map cannot be called from a function running in pool_map \
-                             (the pool would wait on itself); use spawn there instead"
-                                .into(),
-                        ));
+                        return Err(nested_map());
                     }
                 }
                 self.pool_map(f, &items, options).map(Reply::Value)
+            }
+            Op::MapUnordered { f, items, options } => {
+                if let Caller::Worker(w) = caller {
+                    if matches!(*w.task(), Task::Pool(_)) {
+                        return Err(nested_map());
+                    }
+                }
+                self.map_unordered(f, items, options)
+            }
+            Op::NextResults { results, timeout } => self.next_results(results, timeout),
+            Op::CloseResults { results } => {
+                self.close_results(results);
+                Ok(Reply::Unit)
             }
             Op::Send { to, value } => {
                 let to = self.process_handle(to)?;
@@ -631,6 +653,7 @@ impl Inner {
             Op::NewQueue { .. }
             | Op::Len { .. }
             | Op::TaskDone { .. }
+            | Op::CloseResults { .. }
             | Op::Status { .. }
             | Op::Send { .. }
             | Op::Recv { timeout: Some(0.0) }
@@ -787,17 +810,99 @@ impl Inner {
         if items.is_empty() {
             return Ok(Value::Array(Vec::new()));
         }
+        // Held for the whole call: maps from several processes take turns on the one pool.
+        let mut pool = lock(&self.pool);
+        let workers = self.take_pool_workers(&mut pool, options, items.len())?;
+        let (result, mut kept) = self.run_map(f, items, options, workers, None);
+        kept.append(&mut pool);
+        *pool = kept;
+        result
+    }
+
+    /// `pool_map_unordered`: the map runs on its own thread, handing results to the script as
+    /// chunks finish; its workers leave the pool until it ends, so the loop body may `pool_map`.
+    fn map_unordered(
+        self: &Arc<Self>,
+        f: FnValue,
+        items: Items,
+        options: MapOptions,
+    ) -> Result<Reply, Error> {
+        let workers = if items.is_empty() {
+            Vec::new()
+        } else {
+            self.take_pool_workers(&mut lock(&self.pool), options, items.len())?
+        };
+        let id = self.id();
+        let results = Arc::new(Results::default());
+        lock(&self.results).insert(id, results.clone());
+        let hub = self.clone();
+        let spawned = thread::Builder::new()
+            .name("mpscript-unordered".into())
+            .spawn(move || {
+                if workers.is_empty() {
+                    return results.finish(Ok(()));
+                }
+                let (result, kept) =
+                    hub.run_map(f, &items, options, workers, Some(results.clone()));
+                lock(&hub.pool).extend(kept);
+                results.finish(result.map(|_| ()));
+            });
+        spawned.map_err(|e| Error::io("starting a pool_map_unordered thread", e))?;
+        Ok(Reply::Id(id))
+    }
+
+    /// The next results of a `pool_map_unordered`.
+    fn next_results(&self, id: u64, timeout: Option<f64>) -> Result<Reply, Error> {
+        let results = lock(&self.results)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("no pool_map_unordered with id {id}")))?;
+        match results.next(deadline(timeout), &self.config.interrupt) {
+            Ok(Next::Batch(batch)) => Ok(Reply::Value(batch)),
+            Ok(Next::TimedOut) => Err(timed_out("pool_map_unordered", timeout)),
+            ended => {
+                lock(&self.results).remove(&id);
+                ended.map(|_| Reply::Unit)
+            }
+        }
+    }
+
+    /// The loop over a `pool_map_unordered` ended early: stop its map and forget it.
+    fn close_results(&self, id: u64) {
+        if let Some(results) = lock(&self.results).remove(&id) {
+            results.close();
+        }
+    }
+
+    /// Takes the workers a map wants out of `pool`, starting more if it has too few.
+    fn take_pool_workers(
+        self: &Arc<Self>,
+        pool: &mut Vec<Arc<Worker>>,
+        options: MapOptions,
+        items: usize,
+    ) -> Result<Vec<Arc<Worker>>, Error> {
         let want = options
             .workers
             .unwrap_or(self.config.workers)
-            .min(items.len())
+            .min(items)
             .max(1);
-        let mut pool = lock(&self.pool);
         pool.retain(|w| *w.task() != Task::Dead);
         if pool.len() < want {
             let more = self.start_workers(want - pool.len())?;
             pool.extend(more);
         }
+        Ok(pool.drain(..want).collect())
+    }
+
+    /// Runs one map on `workers`; gives its result and the workers still alive, idle again.
+    fn run_map(
+        self: &Arc<Self>,
+        f: FnValue,
+        items: &Items,
+        options: MapOptions,
+        workers: Vec<Arc<Worker>>,
+        sink: Option<Arc<Results>>,
+    ) -> (Result<Value, Error>, Vec<Arc<Worker>>) {
         let job = self.id();
         let (tx, events) = unbounded();
         lock(&self.jobs).insert(job, tx);
@@ -806,18 +911,15 @@ impl Inner {
             timeout: options.timeout,
             spread: options.spread,
         };
-        let workers = pool.drain(..want).collect();
-        let mut run = MapRun::new(self, job, setup, items, options, workers);
+        let mut run = MapRun::new(self, job, setup, items, options, workers, sink);
         let result = run.run(&events);
         lock(&self.jobs).remove(&job);
-        let mut kept = run.into_workers();
+        let kept = run.into_workers();
         // A permit taken by an item that failed or timed out must not outlive the call.
         for w in &kept {
             self.forget_owner(Owner::Worker(w.id));
         }
-        kept.append(&mut pool);
-        *pool = kept;
-        result
+        (result, kept)
     }
 
     fn read_loop(self: &Arc<Self>, worker: &Arc<Worker>) {
@@ -909,6 +1011,9 @@ impl Inner {
     }
 
     fn shutdown(&self) {
+        for results in lock(&self.results).drain().map(|(_, r)| r) {
+            results.close();
+        }
         let workers: Vec<_> = lock(&self.workers).values().cloned().collect();
         for w in &workers {
             // Idle workers leave on request; work still running is abandoned, so stop it now.

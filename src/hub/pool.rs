@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::{
     Inner,
     progress::MapProgress,
+    results::Results,
     worker::{Death, Task, Worker},
 };
 use crate::{
@@ -36,7 +37,8 @@ pub(crate) enum JobEvent {
     Died { worker: u64, death: Death },
 }
 
-/// Chunks queued ahead per worker, so a worker never idles for a round trip.
+/// Chunks queued ahead per worker, so a worker never idles for a round trip. A
+/// `pool_map_unordered` queues none: a result must not wait behind another worker's slow chunk.
 const IN_FLIGHT: usize = 2;
 /// How often the scheduler looks at interrupts and time limits while it waits.
 const TICK: Duration = Duration::from_millis(20);
@@ -90,6 +92,8 @@ pub(crate) struct MapRun<'a> {
     attempts: HashMap<usize, u32>,
     failure: Option<(usize, Error)>,
     progress: MapProgress,
+    /// `pool_map_unordered`: results go here as they come, not into the chunks.
+    sink: Option<Arc<Results>>,
 }
 
 impl<'a> MapRun<'a> {
@@ -100,6 +104,7 @@ impl<'a> MapRun<'a> {
         items: &'a Items,
         options: MapOptions,
         workers: Vec<Arc<Worker>>,
+        sink: Option<Arc<Results>>,
     ) -> Self {
         let slots = workers
             .into_iter()
@@ -124,7 +129,35 @@ impl<'a> MapRun<'a> {
             attempts: HashMap::new(),
             failure: None,
             progress: MapProgress::new(items.len(), options.progress),
+            sink,
         }
+    }
+
+    fn in_flight(&self) -> usize {
+        match self.sink {
+            Some(_) => 1,
+            None => IN_FLIGHT,
+        }
+    }
+
+    fn builtin(&self) -> &'static str {
+        match self.sink {
+            Some(_) => "pool_map_unordered",
+            None => "pool_map",
+        }
+    }
+
+    /// Keeps a chunk's next results: in the chunk for `pool_map`, handed on for
+    /// `pool_map_unordered`.
+    fn received(&mut self, chunk: usize, values: Value) {
+        let n = values.array_len().unwrap_or(0);
+        let c = &mut self.chunks[chunk];
+        c.received += n;
+        match &self.sink {
+            Some(sink) => sink.push(values),
+            None => c.parts.push(values),
+        }
+        self.progress.advance(n);
     }
 
     /// Runs the map until every item has a result or one has failed and nothing is in flight.
@@ -142,6 +175,10 @@ impl<'a> MapRun<'a> {
             if let Err(interrupted) = self.hub.config.interrupt.check() {
                 self.abandon();
                 return Err(interrupted);
+            }
+            if self.sink.as_ref().is_some_and(|s| s.is_closed()) {
+                self.abandon();
+                return Ok(Value::Unit);
             }
             self.enforce_time_limit();
             self.progress.tick();
@@ -218,7 +255,7 @@ impl<'a> MapRun<'a> {
 
     /// Fills workers breadth-first, so no worker holds a second chunk while another has none.
     fn dispatch_all(&mut self) {
-        for depth in 1..=IN_FLIGHT {
+        for depth in 1..=self.in_flight() {
             for w in 0..self.slots.len() {
                 self.fill(w, depth);
             }
@@ -226,7 +263,7 @@ impl<'a> MapRun<'a> {
     }
 
     fn dispatch(&mut self, w: usize) {
-        self.fill(w, IN_FLIGHT);
+        self.fill(w, self.in_flight());
     }
 
     /// Hands worker `w` chunks until it holds `depth`.
@@ -268,11 +305,8 @@ impl<'a> MapRun<'a> {
     fn on_event(&mut self, event: JobEvent) {
         match event {
             JobEvent::Part { chunk, values } => {
-                if let Some(c) = self.running_chunk(chunk) {
-                    let n = values.array_len().unwrap_or(0);
-                    c.received += n;
-                    c.parts.push(values);
-                    self.progress.advance(n);
+                if self.running_chunk(chunk).is_some() {
+                    self.received(chunk as usize, values);
                 }
             }
             JobEvent::Done { chunk, result } => self.on_done(chunk as usize, result),
@@ -295,17 +329,14 @@ impl<'a> MapRun<'a> {
             return;
         };
         self.slots[w].in_flight.retain(|&c| c != chunk);
-        let c = &mut self.chunks[chunk];
         match result {
             Ok(values) => {
-                let n = values.array_len().unwrap_or(0);
-                c.received += n;
-                c.parts.push(values);
-                c.state = ChunkState::Done;
-                self.progress.advance(n);
+                self.received(chunk, values);
+                self.chunks[chunk].state = ChunkState::Done;
                 self.dispatch(w);
             }
             Err(failure) => {
+                let c = &mut self.chunks[chunk];
                 c.state = ChunkState::Dropped;
                 let index = c.start + failure.offset as usize;
                 let error = if failure.timed_out {
@@ -370,7 +401,7 @@ impl<'a> MapRun<'a> {
             *attempts += 1;
             self.requeued.push_front((index, index + 1));
         } else {
-            let during = format!("items[{index}] of pool_map");
+            let during = format!("items[{index}] of {}", self.builtin());
             let status = death.status.clone();
             self.fail(
                 index,
@@ -446,10 +477,14 @@ impl<'a> MapRun<'a> {
     fn result(&mut self) -> Result<Value, Error> {
         if let Some((index, error)) = self.failure.take() {
             return Err(Error::MapItem {
+                builtin: self.builtin(),
                 index,
                 total: self.items.len(),
                 source: Box::new(error),
             });
+        }
+        if self.sink.is_some() {
+            return Ok(Value::Unit); // every result was handed on
         }
         let mut done: Vec<&mut Chunk> = self
             .chunks

@@ -279,6 +279,18 @@ pub enum Op {
         items: Items,
         options: MapOptions,
     },
+    /// `pool_map_unordered(f, items, options)`: starts the map; answered with the id of its
+    /// results, read with [`Op::NextResults`].
+    MapUnordered {
+        f: FnValue,
+        items: Items,
+        options: MapOptions,
+    },
+    /// The next results of a `pool_map_unordered`, as an array (answered `Value`), or `Unit` once
+    /// every result was given; a failed item fails it.
+    NextResults { results: u64, timeout: Option<f64> },
+    /// A `pool_map_unordered` loop ended early: its map stops.
+    CloseResults { results: u64 },
     /// `p.send(msg)`: into process `to`'s mailbox; answered `Bool(false)` if it has ended.
     Send { to: u64, value: Value },
     /// `recv()` and its variants: the next message of the caller's own mailbox.
