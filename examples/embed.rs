@@ -12,7 +12,7 @@ fn digit_checksum(n: i64) -> i64 {
         .fold(7_i64, |acc, b| (acc * 31 + i64::from(b - b'0')) % 1_000_003)
 }
 
-fn host_functions(engine: &mut rhai::Engine) {
+fn host_functions(engine: &mut mpscript::rhai::Engine) {
     engine.register_fn("digit_checksum", digit_checksum);
 }
 
@@ -27,10 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     builder.run_worker_if_requested();
     let runtime = builder.build();
 
-    let pairs: Vec<rhai::Array> = match runtime.eval::<rhai::Array>(SCRIPT) {
+    let pairs: Vec<mpscript::rhai::Array> = match runtime.eval::<mpscript::rhai::Array>(SCRIPT) {
         Ok(rows) => rows
             .into_iter()
-            .filter_map(|r| r.try_cast::<rhai::Array>())
+            .filter_map(|r| r.try_cast::<mpscript::rhai::Array>())
             .collect(),
         Err(e) => {
             eprintln!("{:?}", mpscript::report(&e));

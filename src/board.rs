@@ -2,7 +2,8 @@
 //! `pool_map` item it is running and since when. The parent reads it when the worker dies, to name
 //! the exact item (a SIGKILL leaves no time to say anything), and to spot calls past their time limit
 //! that do not stop by themselves. Linux only (memfd); elsewhere there is no board and the parent
-//! falls back to what the worker has reported.
+//! falls back to what the worker has reported. A worker that panics leaves its last words there
+//! too, so its death is reported with the panic's message and place.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,6 +24,40 @@ struct Slots {
     position: AtomicU64,
     /// When the item started, if the job has a time limit (else 0).
     started_ns: AtomicU64,
+    /// Bytes of last words written (0: none), stored after them.
+    words_len: AtomicU64,
+    /// The last words (a panic message), eight bytes to a slot.
+    words: [AtomicU64; WORDS_SLOTS],
+}
+
+/// Room for last words: 2 KiB.
+const WORDS_SLOTS: usize = 256;
+
+/// Packs `text` (cut at a character boundary to fit) into `slots`, then publishes its length.
+fn store_words(len: &AtomicU64, slots: &[AtomicU64; WORDS_SLOTS], text: &str) {
+    let mut end = text.len().min(WORDS_SLOTS * 8);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    for (slot, bytes) in slots.iter().zip(text.as_bytes()[..end].chunks(8)) {
+        let mut word = [0u8; 8];
+        word[..bytes.len()].copy_from_slice(bytes);
+        slot.store(u64::from_le_bytes(word), Ordering::Relaxed);
+    }
+    len.store(end as u64, Ordering::Release);
+}
+
+fn load_words(len: &AtomicU64, slots: &[AtomicU64; WORDS_SLOTS]) -> Option<String> {
+    let len = (len.load(Ordering::Acquire) as usize).min(WORDS_SLOTS * 8);
+    if len == 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = slots
+        .iter()
+        .flat_map(|slot| slot.load(Ordering::Relaxed).to_le_bytes())
+        .take(len)
+        .collect();
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Nanoseconds on the system-wide monotonic clock, comparable between processes.
@@ -76,9 +111,10 @@ mod imp {
         ptr::NonNull,
     };
 
-    use super::{Ordering, Progress, Slots, now_ns};
+    use super::{Ordering, Progress, Slots, load_words, now_ns, store_words};
 
     const SIZE: usize = 4096;
+    const _: () = assert!(std::mem::size_of::<Slots>() <= SIZE);
 
     /// One mapped page; unmapped on drop.
     pub(crate) struct Board {
@@ -174,6 +210,20 @@ mod imp {
         }
     }
 
+    impl Board {
+        /// Worker side: what to report if this worker dies now (a panic's message and place).
+        pub(crate) fn say_last_words(&self, text: &str) {
+            let s = self.slots();
+            store_words(&s.words_len, &s.words, text);
+        }
+
+        /// Parent side: the worker's last words, if it left any.
+        pub(crate) fn last_words(&self) -> Option<String> {
+            let s = self.slots();
+            load_words(&s.words_len, &s.words)
+        }
+    }
+
     impl Drop for Board {
         fn drop(&mut self) {
             // SAFETY: unmapping the page mapped in `map`.
@@ -215,6 +265,10 @@ mod imp {
         pub(crate) fn read(&self) -> Option<Progress> {
             None
         }
+        pub(crate) fn say_last_words(&self, _text: &str) {}
+        pub(crate) fn last_words(&self) -> Option<String> {
+            None
+        }
     }
 }
 
@@ -237,5 +291,13 @@ mod tests {
         worker.publish(7, 4, 0, false);
         let seen = parent.read().unwrap();
         assert_eq!((seen.chunk, seen.offset, seen.started_ns), (4, 0, 0));
+        assert_eq!(parent.last_words(), None);
+        worker.say_last_words("panicked at src/main.rs:3:5: é");
+        assert_eq!(
+            parent.last_words().unwrap(),
+            "panicked at src/main.rs:3:5: é"
+        );
+        worker.say_last_words(&"x".repeat(5000));
+        assert_eq!(parent.last_words().unwrap().len(), 2048);
     }
 }

@@ -10,9 +10,15 @@
 //!
 //! ```
 //! let runtime = mpscript::Runtime::builder().build();
-//! let doubled: rhai::Array = runtime.eval("[1, 2, 3].map(|x| x * 2)").unwrap();
+//! let doubled: mpscript::rhai::Array = runtime.eval("[1, 2, 3].map(|x| x * 2)").unwrap();
 //! assert_eq!(doubled.len(), 3);
 //! ```
+//!
+//! The [`rhai`] crate is re-exported, so a host needs no separately version-matched dependency on
+//! it. Its debug builds want `[profile.dev.package.rhai] opt-level = 3` in the host's
+//! `Cargo.toml`: unoptimised Rhai runs scripts about six times slower. Rhai features that change
+//! its value types (`only_i32`, `f32_float`, `no_float`, `no_index`, `no_object`, `no_closure`) or
+//! remove its limits (`unchecked`) do not work with mpscript; the build fails for the first two.
 //!
 //! # Embedding, and the one rule
 //!
@@ -23,18 +29,21 @@
 //! can call [`run_worker_if_requested`] instead. Nothing with side effects may run before it.
 //!
 //! ```no_run
-//! fn host_functions(engine: &mut rhai::Engine) {
+//! fn host_functions(engine: &mut mpscript::rhai::Engine) {
 //!     engine.register_fn("weight", |x: i64| x % 7);
 //! }
 //!
 //! let builder = mpscript::Runtime::builder().register(host_functions).workers(4);
 //! builder.run_worker_if_requested();
 //! let runtime = builder.build();
-//! let weights: rhai::Array = runtime.eval("pool_map(|x| weight(x), 1..=100)").unwrap();
+//! let weights: mpscript::rhai::Array = runtime.eval("pool_map(|x| weight(x), 1..=100)").unwrap();
 //! ```
 //!
-//! A process started as a worker that skips this call refuses to start workers itself, so a
-//! forgotten entry point is a clear error rather than processes starting processes.
+//! A process started as a worker that skips this call tells the parent so when it builds a
+//! runtime, and exits: a forgotten entry point is one clear error from the call that needed
+//! workers, rather than processes starting processes. Likewise a host that registered functions
+//! but calls the free [`run_worker_if_requested`] gets an error naming the builder's method, not
+//! `Function not found` from every worker.
 //!
 //! # Errors
 //!
@@ -64,6 +73,18 @@ mod stop;
 pub mod value;
 pub mod wire;
 mod worker;
+
+pub use rhai;
+
+// mpscript's values and wire format assume Rhai's default 64-bit numbers.
+const _: () = assert!(
+    std::mem::size_of::<rhai::INT>() == 8,
+    "mpscript needs Rhai's 64-bit integers: remove rhai's `only_i32` feature"
+);
+const _: () = assert!(
+    std::mem::size_of::<rhai::FLOAT>() == 8,
+    "mpscript needs Rhai's 64-bit floats: remove rhai's `f32_float` feature"
+);
 
 pub use diagnostics::report;
 pub use error::{Error, RemoteError};

@@ -112,7 +112,11 @@ impl RuntimeBuilder {
     }
 
     /// Builds the runtime. No process is started until a script first needs one.
+    ///
+    /// In a process the runtime started as a worker (the host's `main` did not call
+    /// `run_worker_if_requested` first), this tells the parent so, once, and exits.
     pub fn build(self) -> Runtime {
+        crate::worker::refuse_if_unserved();
         Runtime {
             workers: self.workers.unwrap_or_else(crate::cpu_count),
             worker_exe: self.worker_exe,
@@ -453,6 +457,7 @@ impl<'r> Session<'r> {
                 chunks: Vec::new(),
                 limits: self.runtime.settings.limits,
                 module_dir: self.runtime.settings.module_dir.clone(),
+                host_functions: self.runtime.settings.host.is_some(),
             };
             self.runtime.hub_config(program)
         })?;

@@ -39,6 +39,14 @@ pub(crate) const ID_ENV: &str = "MPSCRIPT_WORKER_ID";
 /// Environment variable carrying the descriptor of this worker's progress board (Linux).
 pub(crate) const BOARD_ENV: &str = "MPSCRIPT_WORKER_BOARD";
 
+const SKIPPED_ENTRY: &str = "it ran the host's main instead of serving: call \
+    run_worker_if_requested() (or RuntimeBuilder::run_worker_if_requested()) first thing in main, \
+    before anything with side effects";
+
+const NO_HOST_FUNCTIONS: &str = "it was started by the free mpscript::run_worker_if_requested(), \
+    which does not know the functions the host registered with RuntimeBuilder::register: call \
+    builder.run_worker_if_requested() on the same builder instead";
+
 /// How often a long chunk sends the results it has so far.
 const PART_INTERVAL_NS: u64 = 50_000_000;
 
@@ -62,9 +70,31 @@ pub fn run_worker_if_requested() {
 
 /// [`run_worker_if_requested`] with the host's registrations.
 pub(crate) fn serve_if_requested(host: Option<HostSetup>) {
-    let Some(socket) = env::var_os(SOCKET_ENV) else {
-        return;
-    };
+    if env::var_os(SOCKET_ENV).is_some() {
+        become_worker(Entry::Served(host));
+    }
+}
+
+/// A process started as a worker is building a runtime: its `main` skipped the entry point and
+/// ran the host's own code. Say so to the parent, which reports it once, and exit without
+/// starting workers of its own (that would repeat without end).
+pub(crate) fn refuse_if_unserved() {
+    if env::var_os(SOCKET_ENV).is_some() {
+        become_worker(Entry::Skipped);
+    }
+}
+
+/// How a process started as a worker got here.
+enum Entry {
+    /// Through `run_worker_if_requested`, with the host's registrations if it has any.
+    Served(Option<HostSetup>),
+    /// Through the host's `main`, which did not call `run_worker_if_requested` first.
+    Skipped,
+}
+
+/// Serves the parent as a worker (or tells it why not); never returns.
+fn become_worker(entry: Entry) -> ! {
+    let socket = env::var_os(SOCKET_ENV).unwrap_or_default();
     let token = env::var(TOKEN_ENV).unwrap_or_default();
     let id = env::var(ID_ENV)
         .ok()
@@ -73,14 +103,18 @@ pub(crate) fn serve_if_requested(host: Option<HostSetup>) {
     let board = env::var(BOARD_ENV)
         .ok()
         .and_then(|fd| fd.parse().ok())
-        .and_then(|fd| Board::open(fd).ok());
+        .and_then(|fd| Board::open(fd).ok())
+        .map(Arc::new);
+    if let Some(board) = &board {
+        leave_panics_on(board.clone());
+    }
     // SAFETY: called before any other thread of this process exists.
     unsafe {
         for var in [SOCKET_ENV, TOKEN_ENV, ID_ENV, BOARD_ENV] {
             env::remove_var(var);
         }
     }
-    let code = match serve(&socket.to_string_lossy(), token, id, board, host) {
+    let code = match serve(&socket.to_string_lossy(), token, id, board, entry) {
         Ok(()) => 0,
         Err(e) if e.is_disconnected() => 0,
         Err(e) => {
@@ -93,12 +127,31 @@ pub(crate) fn serve_if_requested(host: Option<HostSetup>) {
     std::process::exit(code);
 }
 
+/// A panic (in a host function, say) kills the worker; its message and place are left on the
+/// board first, so the parent reports them with the death instead of a bare exit code.
+fn leave_panics_on(board: Arc<Board>) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let location = info.location().map_or_else(String::new, |l| {
+            format!(" at {}:{}:{}", l.file(), l.line(), l.column())
+        });
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic without a message");
+        board.say_last_words(&format!("panicked{location}: {message}"));
+        default(info);
+    }));
+}
+
 fn serve(
     socket: &str,
     token: String,
     worker: u64,
-    board: Option<Board>,
-    host: Option<HostSetup>,
+    board: Option<Arc<Board>>,
+    entry: Entry,
 ) -> Result<(), Error> {
     engine::fix_hashing_seed()?;
     let name = socket
@@ -120,6 +173,13 @@ fn serve(
     let program = match link.next()? {
         ToWorker::Program(program) => program,
         other => return Err(unexpected(&other)),
+    };
+    let host = match entry {
+        Entry::Skipped => return conn.send(&FromWorker::CompileFailed(SKIPPED_ENTRY.into())),
+        Entry::Served(None) if program.host_functions => {
+            return conn.send(&FromWorker::CompileFailed(NO_HOST_FUNCTIONS.into()));
+        }
+        Entry::Served(host) => host,
     };
     let fns = FnTable::default();
     let deadline = Arc::new(Deadline::default());
@@ -155,7 +215,10 @@ fn serve(
     for chunk in &program.chunks {
         match engine.compile(chunk) {
             Ok(chunk) => ast += chunk,
-            Err(e) => return conn.send(&FromWorker::CompileFailed(e.to_string())),
+            Err(e) => {
+                let why = format!("the program does not compile there: {e}");
+                return conn.send(&FromWorker::CompileFailed(why));
+            }
         }
     }
     fns.add(&ast);
@@ -196,7 +259,7 @@ struct Calls {
     identity: Arc<Ctx>,
     /// The current `pool_map` job, set up by its first chunk.
     job: Option<Job>,
-    board: Option<Board>,
+    board: Option<Arc<Board>>,
     deadline: Arc<Deadline>,
 }
 

@@ -155,7 +155,13 @@ impl FastTier {
             let floats = (name.to_string(), types(Ty::Float, Ty::FloatArray));
             match lower::lower(&self.source, &ints) {
                 Ok(_) => return true,
-                Err(why) if lower::lower(&self.source, &floats).is_err() => why,
+                Err(why) if lower::lower(&self.source, &floats).is_err() => {
+                    // Both tries assumed numbers: name the parameters, not types nobody passed.
+                    match why.strip_prefix(&lower::label(&ints)) {
+                        Some(rest) => format!("{name}({}){rest}", source.params.join(", ")),
+                        None => why,
+                    }
+                }
                 Err(_) => return true,
             }
         };

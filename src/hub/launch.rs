@@ -250,7 +250,7 @@ fn handshake(worker: &Worker, program: &Program) -> Result<(), Error> {
     match reader.read::<FromWorker>()? {
         FromWorker::Ready => Ok(()),
         FromWorker::CompileFailed(message) => Err(Error::WorkerStart(format!(
-            "worker {} could not compile the program: {message}",
+            "worker {} cannot serve this run: {message}",
             worker.pid
         ))),
         other => Err(Error::Protocol {

@@ -163,15 +163,6 @@ fn send_reply(worker: &Worker, seq: Option<u64>, result: Result<Reply, Error>) {
 
 impl Hub {
     pub(crate) fn new(config: HubConfig) -> Result<Hub, Error> {
-        // Started as a worker, yet running a script of its own: the host's main skipped the worker
-        // entry point. Starting workers from here would repeat that without end.
-        if std::env::var_os(crate::worker::SOCKET_ENV).is_some() {
-            return Err(Error::WorkerStart(
-                "this process was started as an mpscript worker, but its main did not call \
-                 run_worker_if_requested() first; it will not start workers of its own"
-                    .into(),
-            ));
-        }
         Ok(Hub {
             inner: Arc::new(Inner {
                 launcher: Launcher::new(config.exe.clone())?,
@@ -976,6 +967,8 @@ impl Inner {
         let mut death = worker.reap(EXIT_GRACE);
         if !error.is_disconnected() {
             death.status = format!("stopped after it sent a bad message ({error})");
+        } else if let Some(words) = worker.last_words() {
+            death.status = format!("{} after it {words}", death.status);
         }
         lock(&self.workers).remove(&worker.id);
         lock(&self.spares).retain(|w| w.id != worker.id);

@@ -56,6 +56,11 @@ impl Worker {
         }
     }
 
+    /// What the worker left on its board before dying (a panic's message and place).
+    pub(crate) fn last_words(&self) -> Option<String> {
+        self.board.as_ref()?.last_words()
+    }
+
     /// The `pool_map` item the worker last said it started, if it has a board.
     pub(crate) fn progress(&self) -> Option<Progress> {
         self.board.as_ref()?.read()

@@ -51,7 +51,8 @@ pub enum FromWorker {
     },
     /// The program compiled; ready for calls.
     Ready,
-    /// The program did not compile in the worker.
+    /// The worker cannot serve the program: it does not compile there, or the worker was started
+    /// without the host's functions.
     CompileFailed(String),
     /// One whole `print` or `debug` output.
     Output { stream: OutStream, text: String },
@@ -86,6 +87,9 @@ pub struct Program {
     pub limits: Limits,
     /// Where `import` may load modules from; `None` disables file access.
     pub module_dir: Option<String>,
+    /// The host registered functions of its own, which a worker knows only if it was started
+    /// through `RuntimeBuilder::run_worker_if_requested`.
+    pub host_functions: bool,
 }
 
 /// Rhai limits applied identically in the parent and every worker; exceeding one is a script error
