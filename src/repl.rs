@@ -5,10 +5,14 @@ use std::{
     io::{BufRead, IsTerminal, Write},
     path::PathBuf,
     process::ExitCode,
+    sync::{Arc, Mutex},
 };
 
 use mpscript::{Error, Interactive, Runtime};
-use rustyline::{DefaultEditor, error::ReadlineError};
+use rustyline::{
+    Context, Editor, Helper, completion::Completer, error::ReadlineError, highlight::Highlighter,
+    hint::Hinter, history::DefaultHistory, validate::Validator,
+};
 
 const HELP: &str = "\
 Type Rhai statements; functions and closures you define work with spawn and pool_map.
@@ -19,11 +23,47 @@ A statement or block left open continues on the next line.
   :help     this text
   :quit     leave (or Ctrl-D); Ctrl-C cancels the input or stops a running evaluation";
 
+/// Tab completion from the names the session knows (builtins, keywords, what was defined),
+/// refreshed after every input.
+#[derive(Default, Clone)]
+struct Names(Arc<Mutex<Vec<String>>>);
+
+impl Completer for Names {
+    type Candidate = String;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        let start = line[..pos]
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let word = &line[start..pos];
+        let names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let found = names
+            .iter()
+            .filter(|n| !word.is_empty() && n.starts_with(word))
+            .cloned()
+            .collect();
+        Ok((start, found))
+    }
+}
+
+impl Hinter for Names {
+    type Hint = String;
+}
+impl Highlighter for Names {}
+impl Validator for Names {}
+impl Helper for Names {}
+
 /// Where input lines come from.
 enum Input {
     Terminal {
-        editor: Box<DefaultEditor>,
+        editor: Box<Editor<Names, DefaultHistory>>,
         history: Option<PathBuf>,
+        names: Names,
     },
     Pipe(std::io::StdinLock<'static>),
 }
@@ -39,7 +79,9 @@ enum Line {
 impl Input {
     fn open() -> Input {
         if std::io::stdin().is_terminal() {
-            if let Ok(mut editor) = DefaultEditor::new() {
+            if let Ok(mut editor) = Editor::new() {
+                let names = Names::default();
+                editor.set_helper(Some(names.clone()));
                 let history =
                     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".mpscript_history"));
                 if let Some(path) = &history {
@@ -48,19 +90,28 @@ impl Input {
                 return Input::Terminal {
                     editor: Box::new(editor),
                     history,
+                    names,
                 };
             }
         }
         Input::Pipe(std::io::stdin().lock())
     }
 
+    /// After an input was evaluated: it goes into the history whole (a multi-line function is
+    /// recalled as one entry), and completion learns what it defined.
+    fn remember(&mut self, text: &str, session: &Interactive<'_>) {
+        if let Input::Terminal { editor, names, .. } = self {
+            if !text.trim().is_empty() {
+                let _ = editor.add_history_entry(text.trim_end());
+            }
+            *names.0.lock().unwrap_or_else(|e| e.into_inner()) = session.completions();
+        }
+    }
+
     fn read(&mut self, prompt: &str) -> Line {
         match self {
             Input::Terminal { editor, .. } => match editor.readline(prompt) {
-                Ok(line) => {
-                    let _ = editor.add_history_entry(line.as_str());
-                    Line::Text(line)
-                }
+                Ok(line) => Line::Text(line),
                 Err(ReadlineError::Interrupted) => Line::Cancelled,
                 Err(_) => Line::End,
             },
@@ -78,6 +129,7 @@ impl Input {
         if let Input::Terminal {
             editor,
             history: Some(path),
+            ..
         } = self
         {
             let _ = editor.save_history(path);
@@ -95,6 +147,7 @@ pub(crate) fn run(runtime: &Runtime) -> ExitCode {
         }
     };
     let mut input = Input::open();
+    input.remember("", &session);
     let terminal = matches!(input, Input::Terminal { .. });
     if terminal {
         println!(
@@ -114,13 +167,11 @@ pub(crate) fn run(runtime: &Runtime) -> ExitCode {
             Line::End if buffer.trim().is_empty() => break ExitCode::SUCCESS,
             Line::End => {
                 let rest = std::mem::take(&mut buffer);
-                if let Some(code) = evaluate(&mut session, &rest) {
-                    break code;
-                }
-                break ExitCode::SUCCESS;
+                break evaluate(&mut session, &rest).unwrap_or(ExitCode::SUCCESS);
             }
         };
         if buffer.is_empty() && line.trim_start().starts_with(':') {
+            input.remember(&line, &session);
             match command(&session, line.trim()) {
                 Some(code) => break code,
                 None => continue,
@@ -132,7 +183,9 @@ pub(crate) fn run(runtime: &Runtime) -> ExitCode {
             continue;
         }
         let text = std::mem::take(&mut buffer);
-        if let Some(code) = evaluate(&mut session, &text) {
+        let ended = evaluate(&mut session, &text);
+        input.remember(&text, &session);
+        if let Some(code) = ended {
             break code;
         }
     };
@@ -144,7 +197,7 @@ pub(crate) fn run(runtime: &Runtime) -> ExitCode {
 fn evaluate(session: &mut Interactive<'_>, text: &str) -> Option<ExitCode> {
     match session.eval(text) {
         Ok(value) if value.is_unit() => {}
-        Ok(value) => println!("=> {value:?}"),
+        Ok(value) => println!("=> {}", session.show(&value)),
         Err(Error::Exit(code)) => return Some(ExitCode::from((code & 0xff) as u8)),
         Err(Error::Interrupted { .. }) => eprintln!("interrupted"),
         Err(e) => eprintln!("{:?}", mpscript::report(&e)),

@@ -2,6 +2,7 @@
 
 use crate::locks::lock;
 use std::{
+    collections::HashMap,
     io::{Read, Write},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -266,7 +267,8 @@ impl Runtime {
             scope: Scope::new(),
             prelude,
             functions: rhai::AST::empty(),
-            inputs: 0,
+            inputs: Vec::new(),
+            defined_in: HashMap::new(),
         })
     }
 
@@ -294,7 +296,10 @@ pub struct Interactive<'r> {
     prelude: rhai::AST,
     /// The functions of every input so far.
     functions: rhai::AST,
-    inputs: usize,
+    /// The text of every input so far, so an error can be shown against the input it is in.
+    inputs: Vec<Arc<str>>,
+    /// Which input (an index into `inputs`) defined each function last.
+    defined_in: HashMap<String, usize>,
 }
 
 impl Interactive<'_> {
@@ -302,9 +307,13 @@ impl Interactive<'_> {
     /// text, so functions and closures typed here work with `spawn` and `pool_map`.
     pub fn eval(&mut self, input: &str) -> Result<Dynamic, Error> {
         self.session.runtime.interrupt.clear();
-        self.inputs += 1;
-        let name = format!("<input {}>", self.inputs);
+        let this = self.inputs.len();
+        self.inputs.push(input.into());
+        let name = input_name(this);
         let chunk = self.session.compile(&name, input)?;
+        for f in chunk.iter_functions() {
+            self.defined_in.insert(f.name.to_string(), this);
+        }
         let mut program = self.prelude.clone();
         program += self.functions.clone();
         program += chunk.clone();
@@ -314,39 +323,165 @@ impl Interactive<'_> {
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program.running);
         self.functions += chunk.clone_functions_only();
-        self.session.outcome(&name, input, result)
+        self.session
+            .outcome(&name, input, result)
+            .map_err(|e| self.where_raised(e))
     }
 
-    /// Whether `input` is an unfinished statement or block that more lines could complete.
+    /// An error raised inside a function typed in an earlier input, shown against that input's
+    /// text (its positions are there, not in the input that called it).
+    fn where_raised(&self, error: Error) -> Error {
+        let Error::Script {
+            name,
+            text,
+            error,
+            remote: None,
+        } = error
+        else {
+            return error;
+        };
+        let mut innermost = None;
+        let mut inner = &*error;
+        while let EvalAltResult::ErrorInFunctionCall(function, _, next, _) = inner {
+            innermost = Some(function);
+            inner = next;
+        }
+        let defined = innermost.and_then(|f| self.defined_in.get(f).copied());
+        let Some(at) = defined.filter(|at| input_name(*at) != name) else {
+            return Error::Script {
+                name,
+                text,
+                error,
+                remote: None,
+            };
+        };
+        let mut raised = error;
+        while let EvalAltResult::ErrorInFunctionCall(_, _, next, _) = *raised {
+            raised = next;
+        }
+        Error::Script {
+            name: input_name(at),
+            text: self.inputs[at].clone(),
+            error: raised,
+            remote: None,
+        }
+    }
+
+    /// Whether `input` is an unfinished statement or block that more lines could complete: a
+    /// bracket, block comment or back-tick string still open. Decided with Rhai's own tokenizer,
+    /// so quotes and braces inside comments and strings do not count, and an input that cannot
+    /// be completed (an unterminated `"` string, a stray `}`) is not incomplete but wrong.
     ///
     /// ```
-    /// assert!(mpscript::Interactive::is_incomplete("fn f(x) {"));
-    /// assert!(!mpscript::Interactive::is_incomplete("fn f(x) { x }"));
+    /// use mpscript::Interactive;
+    /// assert!(Interactive::is_incomplete("fn f(x) {"));
+    /// assert!(Interactive::is_incomplete("let s = `two\nlines"));
+    /// assert!(!Interactive::is_incomplete("fn f(x) { x }"));
+    /// assert!(!Interactive::is_incomplete("let x = 1; // it's {"));
+    /// assert!(!Interactive::is_incomplete("let s = \"never closed"));
     /// ```
     pub fn is_incomplete(input: &str) -> bool {
-        let mut depth = 0i32;
-        let mut quote = None;
-        let mut escaped = false;
-        for c in input.chars() {
-            match quote {
-                Some(q) => {
-                    if escaped {
-                        escaped = false;
-                    } else if c == '\\' {
-                        escaped = true;
-                    } else if c == q {
-                        quote = None;
-                    }
+        use rhai::Token;
+        let engine = rhai::Engine::new_raw();
+        let inputs = [input];
+        let (mut tokens, control) = engine.lex(&inputs);
+        // The closer each open bracket waits for; `None` for an interpolation's `}`.
+        let mut open: Vec<Option<Token>> = Vec::new();
+        let mut interpolation_brace = false;
+        // Just past an interpolation: the rest of a back-tick string comes next.
+        let mut in_back_tick_string = false;
+        loop {
+            let Some((token, pos)) = tokens.next() else {
+                return false;
+            };
+            let after_interpolation = std::mem::take(&mut in_back_tick_string);
+            let closer = match token {
+                Token::EOF => return !open.is_empty() || tokens.state.comment_level > 0,
+                // A back-tick string (or a `"` string continued with `\`) runs past the end.
+                Token::LexError(_) => return after_interpolation || runs_on_at(input, pos),
+                Token::InterpolatedString(_) => {
+                    interpolation_brace = true;
+                    continue;
                 }
-                None => match c {
-                    '"' | '`' | '\'' => quote = Some(c),
-                    '{' | '(' | '[' => depth += 1,
-                    '}' | ')' | ']' => depth -= 1,
-                    _ => {}
-                },
-            }
+                Token::LeftBrace if interpolation_brace => {
+                    interpolation_brace = false;
+                    open.push(None);
+                    continue;
+                }
+                Token::LeftBrace | Token::MapStart => Some(Token::RightBrace),
+                Token::LeftParen => Some(Token::RightParen),
+                Token::LeftBracket | Token::QuestionBracket => Some(Token::RightBracket),
+                Token::RightBrace | Token::RightParen | Token::RightBracket => {
+                    match open.pop() {
+                        Some(None) if token == Token::RightBrace => {
+                            // The parser's job: the string goes on after the interpolation.
+                            control.borrow_mut().is_within_text = true;
+                            in_back_tick_string = true;
+                        }
+                        Some(Some(expected)) if expected == token => {}
+                        _ => return false,
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            open.push(closer);
         }
-        depth > 0 || quote.is_some()
+    }
+
+    /// `value` as the script's `debug` shows it: handles as `Queue(1)` or `Process(pid 4242)`,
+    /// strings quoted.
+    ///
+    /// ```
+    /// let runtime = mpscript::Runtime::builder().build();
+    /// let mut session = runtime.interactive().unwrap();
+    /// let value = session.eval("[lock(), \"a\", 1]").unwrap();
+    /// assert_eq!(session.show(&value), r#"[Lock(1), "a", 1]"#);
+    /// ```
+    pub fn show(&self, value: &Dynamic) -> String {
+        let mut scope = Scope::new();
+        scope.push("value", value.clone());
+        self.session
+            .engine
+            .eval_with_scope::<String>(&mut scope, "to_debug(value)")
+            .unwrap_or_else(|_| format!("{value:?}"))
+    }
+
+    /// Every name a completion may offer now: builtins, Rhai's keywords and functions, and the
+    /// functions and variables defined so far; sorted, each once.
+    ///
+    /// ```
+    /// let runtime = mpscript::Runtime::builder().build();
+    /// let mut session = runtime.interactive().unwrap();
+    /// session.eval("fn collatz(n) { n } let cores = 2;").unwrap();
+    /// let names = session.completions();
+    /// for name in ["pool_map", "spawn", "collatz", "cores", "print", "while"] {
+    ///     assert!(names.iter().any(|n| n == name), "{name}");
+    /// }
+    /// ```
+    pub fn completions(&self) -> Vec<String> {
+        const KEYWORDS: &[&str] = &[
+            "let", "const", "fn", "if", "else", "switch", "while", "loop", "for", "in", "do",
+            "until", "break", "continue", "return", "throw", "try", "catch", "import", "export",
+            "as", "true", "false", "Fn", "this",
+        ];
+        let natives = self.session.engine.collect_fn_metadata(
+            None,
+            |info| Some(info.metadata.name.to_string()),
+            true,
+        );
+        let scripts = self.functions.iter_functions().map(|f| f.name.to_string());
+        let variables = self.scope.iter().map(|(name, ..)| name.to_string());
+        let mut names: Vec<String> = natives
+            .into_iter()
+            .chain(scripts)
+            .chain(variables)
+            .filter(|n| rhai::is_valid_identifier(n))
+            .chain(KEYWORDS.iter().map(|k| k.to_string()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
     }
 
     /// Names and arities of the functions defined so far.
@@ -605,6 +740,11 @@ fn write_line(stream: OutStream, text: &str) {
     };
 }
 
+/// How the REPL names its inputs in reports: `<input 1>`, `<input 2>`, ...
+fn input_name(index: usize) -> String {
+    format!("<input {}>", index + 1)
+}
+
 /// The name and text of a script file, or of standard input for `-`; a file that is not UTF-8
 /// says where its first bad byte is.
 fn read_script(path: &Path) -> Result<(String, String), Error> {
@@ -630,4 +770,62 @@ fn read_script(path: &Path) -> Result<(String, String), Error> {
         ))
     })?;
     Ok((name, text))
+}
+
+/// Whether the string that starts at `pos` may go on past the end of `input`: a back-tick
+/// string, or a `"` string whose last line ends with a `\` continuation.
+fn runs_on_at(input: &str, pos: rhai::Position) -> bool {
+    let (Some(line), Some(column)) = (pos.line(), pos.position()) else {
+        return false;
+    };
+    let opening = input
+        .lines()
+        .nth(line - 1)
+        .and_then(|l| l.chars().nth(column - 1));
+    match opening {
+        Some('`') => true,
+        Some('"') => input.trim_end_matches(['\n', '\r']).ends_with('\\'),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Interactive;
+
+    #[test]
+    fn incomplete_inputs_are_told_by_rhai_s_tokenizer() {
+        let incomplete = [
+            "fn f(x) {",
+            "let m = #{ a: 1,",
+            "foo(1,\n",
+            "let s = `two\nlines",
+            "let s = `a ${x} b",
+            "let s = `a ${ if x { 1",
+            "/* a comment that goes on",
+            "let s = \"continued \\\n",
+            "let a = [1, 2,",
+        ];
+        for input in incomplete {
+            assert!(Interactive::is_incomplete(input), "{input:?} is incomplete");
+        }
+        let finished = [
+            "fn f(x) { x }",
+            "let x = 1; // it's { not open",
+            "let s = \"never closed",
+            "let s = \"a { b\";",
+            "let s = `a ${x} b`;",
+            "let s = `a ${ #{k: 1}.k } b`;",
+            "}",
+            "let x = (1 + 2];",
+            "print('{')",
+            "/* closed { */ 1",
+        ];
+        for input in finished {
+            assert!(
+                !Interactive::is_incomplete(input),
+                "{input:?} is not incomplete"
+            );
+        }
+    }
 }

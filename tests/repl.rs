@@ -130,3 +130,123 @@ recv(5)
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, ["=> true", "=> \"hi!\""], "{stderr}");
 }
+
+#[test]
+fn comments_and_strings_do_not_leave_the_repl_waiting_and_errors_point_at_their_input() {
+    let (code, stdout, stderr) = session(
+        br#"let x = 1; // it's { not open
+x + 1
+let s = "never closed
+"after the bad string"
+fn halve(n) {
+    n / 0
+}
+halve(4)
+queue()
+[lock(), "a"]
+"#,
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "=> 2",
+            r#"=> "after the bad string""#,
+            "=> Queue(1)",
+            r#"=> [Lock(2), "a"]"#
+        ],
+        "{stderr}"
+    );
+    assert!(stderr.contains("Open string is not terminated"), "{stderr}");
+    // The division is in the input that defined `halve`, line 2 of it.
+    assert!(stderr.contains("<input 5>:2:7"), "{stderr}");
+    assert!(stderr.contains("n / 0"), "{stderr}");
+}
+
+/// A terminal session through a pseudo-terminal, as a person types it.
+#[cfg(target_os = "linux")]
+#[test]
+fn on_a_terminal_tab_completes_names_and_history_recalls_a_whole_input() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, slave) = {
+        let (mut m, mut s) = (0, 0);
+        let size = libc::winsize {
+            ws_row: 24,
+            ws_col: 100,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty fills two descriptors we then own.
+        let ok = unsafe {
+            libc::openpty(
+                &mut m,
+                &mut s,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(ok, 0, "openpty");
+        // SAFETY: fresh descriptors from openpty.
+        unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
+    };
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(common::BIN)
+        .args(["repl", "-j", "1"])
+        .env("HOME", home.path())
+        .env("TERM", "xterm")
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .expect("mpscript repl starts");
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let (mut reader, screen) = (master.try_clone().unwrap(), screen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                screen
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let wait_for = |what: &str| {
+        let start = std::time::Instant::now();
+        while !screen.lock().unwrap().contains(what) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no {what:?} on the screen:\n{}",
+                screen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut type_in = |keys: &[u8]| {
+        master.write_all(keys).unwrap();
+        master.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    };
+    wait_for("mps> ");
+    type_in(b"fn collatz_steps(n) { n * 3 }\r");
+    type_in(b"collatz_s\t(7)\r");
+    wait_for("=> 21");
+    type_in(b"[100,\r");
+    type_in(b"200].len() + 40\r");
+    wait_for("=> 42");
+    screen.lock().unwrap().clear();
+    // Up arrow: the whole two-line input comes back as one entry.
+    type_in(b"\x1b[A\r");
+    wait_for("=> 42");
+    type_in(b":quit\r");
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let history = std::fs::read_to_string(home.path().join(".mpscript_history")).unwrap();
+    assert!(history.contains("[100,"), "{history}");
+}
