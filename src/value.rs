@@ -205,10 +205,14 @@ pub(crate) fn depth_exceeded() -> bool {
 /// Counts nesting while serde recurses, so a hostile frame cannot overflow the stack.
 struct DepthGuard;
 
+/// How deep the codec lets values nest: a script value's limit, plus the arrays a message wraps
+/// values in (a chunk of items, its results), so every value that converts also encodes.
+const CODEC_DEPTH: usize = MAX_DEPTH + 2;
+
 impl DepthGuard {
     fn enter() -> Option<DepthGuard> {
         DEPTH.with(|d| {
-            if d.get() >= MAX_DEPTH {
+            if d.get() >= CODEC_DEPTH {
                 DEPTH_EXCEEDED.with(|f| f.set(true));
                 None
             } else {
@@ -279,9 +283,25 @@ impl Value {
         }
     }
 
+    /// The value, if it fits in one message; a clear error if it is over the frame limit (so
+    /// sending it fails at the call site, never later on the way).
+    pub(crate) fn fits_a_frame(self) -> Result<Value, Error> {
+        let size = self.wire_size();
+        if size > crate::wire::MAX_VALUE {
+            return Err(crate::wire::over_the_frame_limit(size));
+        }
+        Ok(self)
+    }
+
     /// Converts a script value, refusing what cannot cross a process boundary.
     pub fn from_dynamic(value: &Dynamic) -> Result<Value, Error> {
         to_value(value, 0)
+    }
+
+    /// Converts the elements of an array as separate values (each with the whole nesting limit),
+    /// into one array value: the items of a `pool_map`.
+    pub(crate) fn from_elements(items: &[Dynamic]) -> Result<Value, Error> {
+        array_value(items, 0)
     }
 
     /// Converts into a script value; closures are resolved through `fns`.
@@ -370,7 +390,7 @@ fn to_value(value: &Dynamic, depth: usize) -> Result<Value, Error> {
         return Ok(Value::Blob(b.clone()));
     }
     if let Some(a) = value.read_lock::<Array>() {
-        return array_value(&a, depth);
+        return array_value(&a, depth + 1);
     }
     if let Some(m) = value.read_lock::<Map>() {
         let entries = m
@@ -435,6 +455,7 @@ fn handle_value(value: &Dynamic) -> Option<Value> {
         .or_else(|| of::<Barrier>(value))
 }
 
+/// An array whose elements are at `depth`.
 fn array_value(items: &[Dynamic], depth: usize) -> Result<Value, Error> {
     if !items.is_empty() && items.iter().all(|d| d.is_int()) {
         return Ok(Value::IntArray(
@@ -454,7 +475,7 @@ fn array_value(items: &[Dynamic], depth: usize) -> Result<Value, Error> {
     }
     items
         .iter()
-        .map(|d| to_value(d, depth + 1))
+        .map(|d| to_value(d, depth))
         .collect::<Result<_, _>>()
         .map(Value::Array)
 }

@@ -47,6 +47,9 @@ const NO_HOST_FUNCTIONS: &str = "it was started by the free mpscript::run_worker
     which does not know the functions the host registered with RuntimeBuilder::register: call \
     builder.run_worker_if_requested() on the same builder instead";
 
+/// How many bytes of results a chunk gathers before it sends them, however little time passed.
+const PART_BYTES: usize = 16 << 20;
+
 /// How often a long chunk sends the results it has so far.
 const PART_INTERVAL_NS: u64 = 50_000_000;
 
@@ -309,7 +312,11 @@ impl Calls {
                     };
                     self.identity.become_process(Some(me), Some(parent));
                     let outcome = self.call(f, args);
-                    link.conn.send(&FromWorker::Done { call, outcome })?;
+                    let done = FromWorker::Done { call, outcome };
+                    send_or_fail(&link.conn, &done, |e| FromWorker::Done {
+                        call,
+                        outcome: Outcome::Threw(unsendable_result(&e)),
+                    })?;
                 }
                 ToWorker::Map {
                     job,
@@ -319,8 +326,12 @@ impl Calls {
                 } => {
                     self.identity.become_process(None, None);
                     let result = self.map(link, job, chunk, setup, items);
-                    link.conn
-                        .send(&FromWorker::MapDone { job, chunk, result })?;
+                    let done = FromWorker::MapDone { job, chunk, result };
+                    send_or_fail(&link.conn, &done, |e| FromWorker::MapDone {
+                        job,
+                        chunk,
+                        result: Err(ItemFailure::threw(0, unsendable_result(&e))),
+                    })?;
                 }
                 ToWorker::AddChunk(chunk) => self.add_chunk(&chunk)?,
                 ToWorker::Shutdown => return Ok(()),
@@ -358,7 +369,7 @@ impl Calls {
             f.call::<Dynamic>(&self.engine, &self.program.running, args)
         });
         match result {
-            Ok(v) => match Value::from_dynamic(&v) {
+            Ok(v) => match Value::from_dynamic(&v).and_then(Value::fits_a_frame) {
                 Ok(v) => Outcome::Returned(v),
                 Err(e) => Outcome::Threw(unsendable_result(&e)),
             },
@@ -442,9 +453,13 @@ impl Calls {
             results
                 .push(&value)
                 .map_err(|e| ItemFailure::threw(offset, unsendable_result(&e)))?;
-            if coarse_now_ns() >= next_part {
+            if coarse_now_ns() >= next_part || results.bytes >= PART_BYTES {
                 let values = results.take();
-                let _ = link.conn.send(&FromWorker::MapPart { job, chunk, values });
+                // Parts are bounded by time and bytes, so a failure here is the parent gone.
+                let part = FromWorker::MapPart { job, chunk, values };
+                link.conn
+                    .send(&part)
+                    .map_err(|e| ItemFailure::threw(offset, unsendable_result(&e)))?;
                 next_part = coarse_now_ns() + PART_INTERVAL_NS;
             }
         }
@@ -505,35 +520,65 @@ fn arguments(item: Dynamic, spread: bool) -> Result<Vec<Dynamic>, String> {
 }
 
 /// Collects a chunk's results, staying a compact int array while every result is an int.
-enum Results {
+struct Results {
+    kept: Kept,
+    /// About how many bytes they take on the wire.
+    bytes: usize,
+}
+
+enum Kept {
     Ints(Vec<i64>),
     Values(Vec<Value>),
 }
 
 impl Results {
     fn with_capacity(n: usize) -> Results {
-        Results::Ints(Vec::with_capacity(n))
+        Results {
+            kept: Kept::Ints(Vec::with_capacity(n)),
+            bytes: 0,
+        }
     }
 
+    /// Adds one result; one that cannot be sent (nested too deep, over a frame) fails its item.
     fn push(&mut self, value: &Dynamic) -> Result<(), Error> {
-        match (&mut *self, value.as_int()) {
-            (Results::Ints(ints), Ok(i)) => ints.push(i),
-            (Results::Ints(ints), Err(_)) => {
+        if let (Kept::Ints(ints), Ok(i)) = (&mut self.kept, value.as_int()) {
+            ints.push(i);
+            self.bytes += 8;
+            return Ok(());
+        }
+        let value = Value::from_dynamic(value)?.fits_a_frame()?;
+        self.bytes += value.wire_size();
+        match &mut self.kept {
+            Kept::Ints(ints) => {
                 let mut values: Vec<Value> = ints.drain(..).map(Value::Int).collect();
-                values.push(Value::from_dynamic(value)?);
-                *self = Results::Values(values);
+                values.push(value);
+                self.kept = Kept::Values(values);
             }
-            (Results::Values(values), _) => values.push(Value::from_dynamic(value)?),
+            Kept::Values(values) => values.push(value),
         }
         Ok(())
     }
 
     /// The results so far; collecting starts again, empty.
     fn take(&mut self) -> Value {
-        match std::mem::replace(self, Results::Ints(Vec::new())) {
-            Results::Ints(ints) => Value::IntArray(ints),
-            Results::Values(values) => Value::Array(values),
+        self.bytes = 0;
+        match std::mem::replace(&mut self.kept, Kept::Ints(Vec::new())) {
+            Kept::Ints(ints) => Value::IntArray(ints),
+            Kept::Values(values) => Value::Array(values),
         }
+    }
+}
+
+/// Sends `message`; if it cannot be encoded (over the frame limit, say) sends what `instead`
+/// makes of the error, so the parent learns of the failure and this worker lives on.
+fn send_or_fail(
+    conn: &Conn,
+    message: &FromWorker,
+    instead: impl FnOnce(Error) -> FromWorker,
+) -> Result<(), Error> {
+    match conn.send(message) {
+        Err(e) if !e.is_disconnected() => conn.send(&instead(e)),
+        sent => sent,
     }
 }
 

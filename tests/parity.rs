@@ -367,3 +367,70 @@ fn as_completed_with_a_time_limit_throws_once_it_passes() {
     );
     assert_eq!(lines[1..], ["[\"quick\"]", "[1, 2]"]);
 }
+
+/// Every way a value crosses between processes accepts the same nesting and refuses one level
+/// more with the same error at the sending call, and no worker dies of it.
+#[test]
+fn one_nesting_limit_for_every_path_and_never_a_worker_death() {
+    let out = run(r#"
+        fn nest(n) { let v = 1; for i in 0..n { v = [v]; } v }
+        fn depth(v) { let d = 0; while type_of(v) == "array" { v = v[0]; d += 1; } d }
+        fn attempt(label, f) {
+            let r = ();
+            try { r = `${label}: ${f.call()}`; } catch (e) { r = `${label}: ${e}`; }
+            print(r);
+        }
+        for n in [128, 129] {
+            attempt("spawn argument", || spawn(|v| depth(v), nest(n)).join());
+            attempt("spawn result", || depth(spawn(|n| nest(n), n).join()));
+            attempt("pool_map item", || pool_map(|v| depth(v), [nest(n)]));
+            attempt("pool_map result", || depth(pool_map(|n| nest(n), [n])[0]));
+            attempt("queue", || { let q = queue(); q.put(nest(n)); spawn(|q| depth(q.get()), q).join() });
+            attempt("mailbox", || { let p = spawn(|| depth(recv(5))); p.send(nest(n)); p.join() });
+        }
+        print(pool_map(|x| x + 1, [1, 2]));
+    "#);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 13, "{}\n{}", out.stdout, out.stderr);
+    for line in &lines[..6] {
+        assert!(
+            line.ends_with(": 128") || line.ends_with(": [128]"),
+            "{line}"
+        );
+    }
+    for line in &lines[6..12] {
+        assert!(line.contains("nested deeper than 128 levels"), "{line}");
+        assert!(!line.contains("died"), "{line}");
+    }
+    assert_eq!(lines[12], "[2, 3]");
+}
+
+#[test]
+fn a_value_over_the_frame_limit_fails_at_the_call_instead_of_hanging() {
+    let out = run(r#"
+        let big = blob(600 * 1024 * 1024);
+        try { spawn(|b| b.len(), big).join(); } catch (e) { print(e); }
+        try { queue().put(big); } catch (e) { print(e); }
+        big = ();
+        try { spawn(|| blob(600 * 1024 * 1024)).join(); } catch (e) { print(e); }
+        try { pool_map(|x| blob(600 * 1024 * 1024), [1]); } catch (e) { print(e); }
+        print(pool_map(|x| x * 2, [1, 2]));
+    "#);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 5, "{}\n{}", out.stdout, out.stderr);
+    let limit = "a message of 600.0 MiB exceeds the frame limit of 512 MiB between processes";
+    assert_eq!(lines[0], format!("spawn argument: {limit}"));
+    assert_eq!(lines[1], format!("q.put: {limit}"));
+    assert!(
+        lines[2].contains(&format!("cannot be sent back: {limit}")),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[3].starts_with("pool_map items[0] (1st of 1) failed"),
+        "{}",
+        lines[3]
+    );
+    assert!(lines[3].contains(limit), "{}", lines[3]);
+    assert_eq!(lines[4], "[2, 4]");
+}

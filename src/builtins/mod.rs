@@ -274,9 +274,12 @@ fn invalid(message: impl Into<String>) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(message.into().into(), Position::NONE).into()
 }
 
-/// Converts a value to send, as a script error naming the value's type when it cannot be sent.
+/// Converts a value to send, as a script error naming the value's type when it cannot be sent,
+/// or saying it is nested too deep or too big for a message.
 fn sendable(value: &Dynamic, what: &str) -> Result<Value, Box<EvalAltResult>> {
-    Value::from_dynamic(value).map_err(|e| invalid(format!("{what}: {e}")))
+    Value::from_dynamic(value)
+        .and_then(Value::fits_a_frame)
+        .map_err(|e| invalid(format!("{what}: {e}")))
 }
 
 /// The function value a builtin was given.

@@ -54,8 +54,8 @@ pub(super) fn pool_items(value: &Dynamic) -> Result<Items, Box<EvalAltResult>> {
             end: end.max(*r.start()),
         });
     }
-    if value.is_array() {
-        return Value::from_dynamic(value)
+    if let Some(items) = value.read_lock::<rhai::Array>() {
+        return Value::from_elements(&items)
             .map(Items::Values)
             .map_err(|e| invalid(format!("pool_map items: {e}")));
     }

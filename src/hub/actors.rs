@@ -72,6 +72,11 @@ impl Actors {
         lock(&self.mailboxes).insert(process, Arc::new(Queue::new(bound)));
     }
 
+    /// Takes back the mailbox of a process that never started.
+    pub(crate) fn close(&self, process: u64) {
+        lock(&self.mailboxes).remove(&process);
+    }
+
     pub(crate) fn mailbox(&self, process: u64) -> Option<Arc<Queue>> {
         lock(&self.mailboxes).get(&process).cloned()
     }

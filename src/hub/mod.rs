@@ -142,6 +142,15 @@ fn timed_out(what: &str, timeout: Option<f64>) -> Error {
     }
 }
 
+/// A reply that could not be sent (a value over the frame limit) fails the request instead, so
+/// the worker is told why rather than waiting for ever. A worker that hung up needs nothing.
+fn refuse_reply(worker: &Worker, seq: u64, error: Error) {
+    if !error.is_disconnected() {
+        let result = Err(error.to_failure());
+        let _ = worker.conn.send(&ToWorker::Reply { seq, result });
+    }
+}
+
 fn nested_map() -> Error {
     Error::InvalidArgument(
         "pool_map cannot be called from a function running in pool_map (the pool would wait \
@@ -150,14 +159,36 @@ fn nested_map() -> Error {
     )
 }
 
-fn send_reply(worker: &Worker, seq: Option<u64>, result: Result<Reply, Error>) {
+/// Answers request `seq` (`None`: a post, answered only if it failed). An answer that cannot be
+/// sent is given back, so a value taken from a queue for it can be put back; one over the frame
+/// limit fails the request instead.
+fn send_reply(worker: &Worker, seq: Option<u64>, result: Result<Reply, Error>) -> Option<Reply> {
     match (seq, result) {
         (Some(seq), result) => {
-            let result = result.map_err(|e| e.to_failure());
-            let _ = worker.conn.send(&ToWorker::Reply { seq, result });
+            let message = ToWorker::Reply {
+                seq,
+                result: result.map_err(|e| e.to_failure()),
+            };
+            let error = worker.conn.send(&message).err()?;
+            refuse_reply(worker, seq, error);
+            match message {
+                ToWorker::Reply { result: Ok(r), .. } => Some(r),
+                _ => None,
+            }
         }
-        (None, Ok(_)) => {}
-        (None, Err(e)) => eprintln!("mpscript: a post from {} failed: {e}", worker.conn.peer()),
+        (None, Ok(_)) => None,
+        (None, Err(e)) => {
+            eprintln!("mpscript: a post from {} failed: {e}", worker.conn.peer());
+            None
+        }
+    }
+}
+
+/// Answers a request; a value taken from `source` that cannot be sent goes back to its front.
+fn answer(worker: &Worker, seq: Option<u64>, result: Result<Reply, Error>, source: Option<&Queue>) {
+    if let (Some(Reply::Got(Some(value))), Some(queue)) = (send_reply(worker, seq, result), source)
+    {
+        queue.unget(value);
     }
 }
 
@@ -444,6 +475,9 @@ impl Inner {
                 reason,
             })
         });
+        if on {
+            slot.observe(); // its end will be told, even if it came first
+        }
         self.doom(doomed);
         Ok(Reply::Unit)
     }
@@ -581,29 +615,28 @@ impl Inner {
     /// Serves a worker's request (`seq` to answer, `None` for a post) without blocking this reader
     /// thread: what can finish now is done inline, anything that has to wait on its own thread.
     fn serve(self: &Arc<Self>, worker: &Arc<Worker>, seq: Option<u64>, op: Op) {
-        match (seq, &op) {
-            (
-                Some(seq),
-                Op::Get {
-                    queue,
-                    timeout: None,
-                },
-            ) => return self.get_or_park(worker, seq, self.queue(*queue)),
-            (Some(seq), Op::Recv { timeout: None }) => {
-                let caller = Caller::Worker(worker.clone());
-                return self.get_or_park(worker, seq, self.mailbox(&caller));
-            }
-            _ => {}
-        }
         let caller = Caller::Worker(worker.clone());
+        // Where a value taken for this request goes back if it cannot be sent.
+        let source = match &op {
+            Op::Get { queue, .. } => self.queue(*queue),
+            Op::Recv { .. } => self.mailbox(&caller),
+            _ => Err(Error::InvalidArgument("takes no value".into())),
+        };
+        if let (Some(seq), Op::Get { timeout: None, .. } | Op::Recv { timeout: None }) = (seq, &op)
+        {
+            return self.get_or_park(worker, seq, source);
+        }
         let op = match self.try_now(op, &caller) {
-            Ok(result) => return send_reply(worker, seq, result),
+            Ok(result) => return answer(worker, seq, result, source.ok().as_deref()),
             Err(op) => op,
         };
         let (hub, worker) = (self.clone(), worker.clone());
         let spawned = thread::Builder::new()
             .name("mpscript-request".into())
-            .spawn(move || send_reply(&worker, seq, hub.handle(*op, &caller)));
+            .spawn(move || {
+                let result = hub.handle(*op, &caller);
+                answer(&worker, seq, result, source.ok().as_deref());
+            });
         if let Err(e) = spawned {
             eprintln!("mpscript: cannot serve a worker request: {e}");
         }
@@ -613,27 +646,23 @@ impl Inner {
     fn get_or_park(&self, worker: &Arc<Worker>, seq: u64, queue: Result<Arc<Queue>, Error>) {
         let q = match queue {
             Ok(q) => q,
-            Err(e) => return send_reply(worker, Some(seq), Err(e)),
+            Err(e) => {
+                send_reply(worker, Some(seq), Err(e));
+                return;
+            }
         };
         let to = worker.clone();
-        let deliver = Box::new(move |value| {
-            let reply = ToWorker::Reply {
-                seq,
-                result: Ok(Reply::Got(Some(value))),
-            };
-            match to.conn.send(&reply) {
-                Ok(()) => Ok(()),
-                Err(_) => match reply {
-                    ToWorker::Reply {
-                        result: Ok(Reply::Got(Some(value))),
-                        ..
-                    } => Err(value),
-                    _ => unreachable!("built above"),
+        // A value that cannot reach this worker stays in the queue: either it hung up, or the
+        // value is over the frame limit (then its get fails, saying so).
+        let deliver =
+            Box::new(
+                move |value| match send_reply(&to, Some(seq), Ok(Reply::Got(Some(value)))) {
+                    Some(Reply::Got(Some(value))) => Err(value),
+                    _ => Ok(()),
                 },
-            }
-        });
+            );
         if let Some(value) = q.get_or_park(worker.id, deliver) {
-            send_reply(worker, Some(seq), Ok(Reply::Got(Some(value))));
+            answer(worker, Some(seq), Ok(Reply::Got(Some(value))), Some(&q));
         }
     }
 
@@ -728,6 +757,20 @@ impl Inner {
         parent: ProcessHandle,
     ) -> Result<Reply, Error> {
         self.actors.open(id);
+        let call = ToWorker::Call {
+            call: id,
+            f,
+            args,
+            parent,
+        };
+        let started = self.start_call(id, &call);
+        if started.is_err() {
+            self.actors.close(id);
+        }
+        started
+    }
+
+    fn start_call(self: &Arc<Self>, id: u64, call: &ToWorker) -> Result<Reply, Error> {
         loop {
             let worker = self.take_spare()?;
             let slot = Arc::new(ProcSlot::new(worker.clone()));
@@ -735,14 +778,16 @@ impl Inner {
             if !worker.assign(Task::Process(id)) {
                 continue; // it died while idle; take another
             }
-            let call = ToWorker::Call {
-                call: id,
-                f,
-                args,
-                parent,
-            };
-            // If the send fails the worker is dying; its reader thread records that in the slot.
-            let _ = worker.conn.send(&call);
+            match worker.conn.send(call) {
+                // A worker that hung up is dying; its reader thread records that in the slot.
+                Ok(()) | Err(Error::Disconnected { .. }) => {}
+                // The call cannot be sent at all (over the frame limit): nothing started.
+                Err(e) => {
+                    lock(&self.procs).remove(&id);
+                    self.release_spare(&worker);
+                    return Err(e);
+                }
+            }
             return Ok(Reply::Process {
                 id,
                 pid: worker.pid,

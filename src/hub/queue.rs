@@ -115,6 +115,16 @@ impl Queue {
         }
     }
 
+    /// Puts back, first in line, a value taken that could not be delivered.
+    pub(crate) fn unget(&self, value: Value) {
+        let mut state = self.lock();
+        if let Some(value) = state.hand_to_waiting(value) {
+            state.items.push_front(value);
+            drop(state);
+            self.not_empty.notify_one();
+        }
+    }
+
     /// Takes the oldest value, waiting while the queue is empty; `None` if `deadline` passes.
     pub(crate) fn get(
         &self,

@@ -8,6 +8,18 @@ use crate::Error;
 
 /// The largest frame accepted, checked before anything of that size is allocated.
 pub(crate) const MAX_FRAME: usize = 512 << 20;
+/// The largest value a script may send: a frame, less room for the message around it.
+pub(crate) const MAX_VALUE: usize = MAX_FRAME - (MAX_FRAME >> 6);
+
+/// The error for a message of `len` bytes, which no process will accept.
+pub(crate) fn over_the_frame_limit(len: usize) -> Error {
+    Error::InvalidArgument(format!(
+        "a message of {:.1} MiB exceeds the frame limit of {} MiB between processes",
+        len as f64 / (1 << 20) as f64,
+        MAX_FRAME >> 20
+    ))
+}
+
 /// How far ahead of the received bytes a frame buffer may grow.
 const READ_STEP: usize = 1 << 20;
 
@@ -30,9 +42,7 @@ pub(crate) fn append_frame<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> Result<(
     let len = buf.len() - start - 4;
     if len > MAX_FRAME {
         buf.truncate(start);
-        return Err(Error::InvalidArgument(format!(
-            "message of {len} bytes exceeds the {MAX_FRAME}-byte frame limit"
-        )));
+        return Err(over_the_frame_limit(len));
     }
     buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(())
