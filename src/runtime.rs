@@ -537,10 +537,7 @@ impl<'r> Session<'r> {
         let fns = FnTable::default();
         let interrupt = runtime.interrupt.clone();
         let stop: StopCheck = Arc::new(move || interrupt.stop());
-        let main = ProcessHandle {
-            id: 0,
-            pid: std::process::id(),
-        };
+        let main = ProcessHandle::new(0, std::process::id());
         let ctx = Ctx::new(
             backend.clone(),
             fns.clone(),

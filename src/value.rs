@@ -4,7 +4,10 @@ use std::{
     cell::Cell,
     collections::HashMap,
     marker::PhantomData,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use rhai::{Array, Blob, Dynamic, FnPtr, Map, ScriptFuncDef, Shared};
@@ -163,7 +166,7 @@ pub mod kinds {
 ///     .unwrap();
 /// assert_eq!(children, 1);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SupervisorHandle {
     pub(crate) process: ProcessHandle,
 }
@@ -178,17 +181,88 @@ pub struct FnValue {
 }
 
 /// A script-visible handle to a queue that lives in the main process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct QueueHandle {
     pub(crate) id: u64,
     pub(crate) bounded: bool,
+    pub(crate) held: Option<Held>,
 }
 
 /// A script-visible handle to a spawned process (or to the main process: id 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessHandle {
     pub(crate) id: u64,
     pub(crate) pid: u32,
+    #[serde(skip)]
+    pub(crate) held: Option<Held>,
+}
+
+/// Handles are equal when they name the same object, whoever counts them.
+impl PartialEq for ProcessHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for ProcessHandle {}
+
+impl PartialEq for QueueHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for QueueHandle {}
+
+impl ProcessHandle {
+    /// A handle nobody counts (the main process, or one made outside the main script).
+    pub(crate) fn new(id: u64, pid: u32) -> ProcessHandle {
+        ProcessHandle {
+            id,
+            pid,
+            held: None,
+        }
+    }
+}
+
+/// The main script's count of its handles to one object of the hub: once the last copy is
+/// dropped, `release` runs, so the hub can free the object's record when it is done with it. A
+/// handle that was sent to another process pins the record for the rest of the run instead
+/// (other processes do not count their copies), and so do handles made in other processes.
+#[derive(Clone)]
+pub(crate) struct Held(Arc<HeldBy>);
+
+struct HeldBy {
+    sent: AtomicBool,
+    release: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Held {
+    pub(crate) fn new(release: impl Fn() + Send + Sync + 'static) -> Held {
+        Held(Arc::new(HeldBy {
+            sent: AtomicBool::new(false),
+            release: Box::new(release),
+        }))
+    }
+
+    /// A copy of the handle is going to another process.
+    fn sent(&self) {
+        self.0.sent.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for HeldBy {
+    fn drop(&mut self) {
+        if !self.sent.load(Ordering::Relaxed) {
+            (self.release)();
+        }
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
+    }
 }
 
 thread_local! {
@@ -327,11 +401,15 @@ impl Value {
                 Dynamic::from_map(map)
             }
             Value::Fn(f) => Dynamic::from(f.into_fn_ptr(fns)),
-            Value::Queue { id, bounded } => Dynamic::from(QueueHandle { id, bounded }),
-            Value::Process { id, pid } => Dynamic::from(ProcessHandle { id, pid }),
+            Value::Queue { id, bounded } => Dynamic::from(QueueHandle {
+                id,
+                bounded,
+                held: None,
+            }),
+            Value::Process { id, pid } => Dynamic::from(ProcessHandle::new(id, pid)),
             Value::Handle { kind, id } => handle_dynamic(kind, id),
             Value::Supervisor { id, pid } => Dynamic::from(SupervisorHandle {
-                process: ProcessHandle { id, pid },
+                process: ProcessHandle::new(id, pid),
             }),
         }
     }
@@ -403,12 +481,14 @@ fn to_value(value: &Dynamic, depth: usize) -> Result<Value, Error> {
         return Ok(Value::Fn(Box::new(fn_value(&f, depth)?)));
     }
     if let Some(q) = value.read_lock::<QueueHandle>() {
+        q.held.as_ref().map(Held::sent);
         return Ok(Value::Queue {
             id: q.id,
             bounded: q.bounded,
         });
     }
     if let Some(p) = value.read_lock::<ProcessHandle>() {
+        p.held.as_ref().map(Held::sent);
         return Ok(Value::Process {
             id: p.id,
             pid: p.pid,

@@ -306,10 +306,7 @@ impl Calls {
                     args,
                     parent,
                 } => {
-                    let me = ProcessHandle {
-                        id: call,
-                        pid: std::process::id(),
-                    };
+                    let me = ProcessHandle::new(call, std::process::id());
                     self.identity.become_process(Some(me), Some(parent));
                     let outcome = self.call(f, args);
                     let done = FromWorker::Done { call, outcome };

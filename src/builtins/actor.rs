@@ -18,13 +18,13 @@ pub(super) trait AsProcess: rhai::Variant + Clone {
 
 impl AsProcess for ProcessHandle {
     fn process(&self) -> ProcessHandle {
-        *self
+        self.clone()
     }
 }
 
 impl AsProcess for SupervisorHandle {
     fn process(&self) -> ProcessHandle {
-        self.process
+        self.process.clone()
     }
 }
 
@@ -33,7 +33,12 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     method(engine, "self", move || c.me());
     let c = ctx.clone();
     method(engine, "parent", move || {
-        Ok::<_, Box<EvalAltResult>>(c.actor().parent.map_or(Dynamic::UNIT, Dynamic::from))
+        Ok::<_, Box<EvalAltResult>>(
+            c.actor()
+                .parent
+                .clone()
+                .map_or(Dynamic::UNIT, Dynamic::from),
+        )
     });
     register_receive(engine, ctx);
     let c = ctx.clone();
@@ -180,7 +185,7 @@ fn try_recv(ctx: &Ctx, pattern: Pattern) -> ScriptResult {
 impl Ctx {
     /// This process's handle: the main script's, or the spawned process a worker runs.
     pub(super) fn me(&self) -> Result<ProcessHandle, Box<EvalAltResult>> {
-        self.actor().me.ok_or_else(|| {
+        self.actor().me.clone().ok_or_else(|| {
             invalid(
                 "self() is for the main script and spawned processes; a function running in \
                  pool_map is not a process of its own",

@@ -22,8 +22,8 @@ use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, INT, Positio
 use crate::{
     Error, RemoteError, Value,
     stop::StopCheck,
-    value::{FnTable, FnValue, ProcessHandle},
-    wire::{Op, Reply},
+    value::{FnTable, FnValue, Held, ProcessHandle},
+    wire::{Object, Op, Reply},
 };
 
 /// Where builtins send their operations: the hub itself in the parent, the parent over the socket in
@@ -51,6 +51,8 @@ pub(crate) struct Ctx {
     actor: Mutex<Actor>,
     /// How many messages `recv(pred)` may pass over and keep.
     mailbox_limit: usize,
+    /// This is the main script's context, which counts its handles (see [`Held`]).
+    counts_handles: bool,
 }
 
 /// This process as an actor: who it is, and the messages a selective `recv` passed over (oldest
@@ -72,6 +74,7 @@ impl Ctx {
         me: Option<ProcessHandle>,
         mailbox_limit: usize,
     ) -> Arc<Ctx> {
+        let counts_handles = me.is_some();
         Arc::new(Ctx {
             backend,
             fns,
@@ -82,6 +85,17 @@ impl Ctx {
                 ..Actor::default()
             }),
             mailbox_limit,
+            counts_handles,
+        })
+    }
+
+    /// The main script's count of its copies of `object`'s handle; `None` elsewhere.
+    fn held(&self, object: Object) -> Option<Held> {
+        let backend = self.backend.clone();
+        self.counts_handles.then(|| {
+            Held::new(move || {
+                let _ = backend.post(Op::Unreferenced(object)); // after the run: nothing to free
+            })
         })
     }
 

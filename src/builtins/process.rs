@@ -10,7 +10,7 @@ use super::{
 use crate::{
     Value,
     value::{FnValue, ProcessHandle},
-    wire::{KillSignal, Op, Reply},
+    wire::{KillSignal, Object, Op, Reply},
 };
 
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
@@ -49,7 +49,11 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
 
 fn spawn(ctx: &Ctx, f: FnValue, args: Vec<Value>) -> Result<ProcessHandle, Box<EvalAltResult>> {
     match ctx.call(Op::Spawn { f, args })? {
-        Reply::Process { id, pid } => Ok(ProcessHandle { id, pid }),
+        Reply::Process { id, pid } => Ok(ProcessHandle {
+            id,
+            pid,
+            held: ctx.held(Object::Process(id)),
+        }),
         other => Err(unexpected(&other)),
     }
 }

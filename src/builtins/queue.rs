@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     value::QueueHandle,
-    wire::{Op, Reply},
+    wire::{Object, Op, Reply},
 };
 
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
@@ -81,6 +81,7 @@ fn new_queue(
 ) -> Result<QueueHandle, Box<EvalAltResult>> {
     match ctx.call(Op::NewQueue { maxsize, joinable })? {
         Reply::Queue(id) => Ok(QueueHandle {
+            held: ctx.held(Object::Queue(id)),
             id,
             bounded: maxsize.is_some(),
         }),

@@ -28,7 +28,7 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
         supervise(&c, children, options)
     });
     engine.register_get("pid", |s: &mut SupervisorHandle| s.process.pid as INT);
-    engine.register_get("process", |s: &mut SupervisorHandle| s.process);
+    engine.register_get("process", |s: &mut SupervisorHandle| s.process.clone());
     let c = ctx.clone();
     method(engine, "children", move |s: &mut SupervisorHandle| {
         children(&c, s)
@@ -79,7 +79,7 @@ fn supervise(
     };
     match ctx.call(Op::Spawn { f, args })? {
         Reply::Process { id, pid } => Ok(SupervisorHandle {
-            process: ProcessHandle { id, pid },
+            process: ProcessHandle::new(id, pid),
         }),
         other => Err(unexpected(&other)),
     }
@@ -141,7 +141,7 @@ fn ask(
     message.insert("supervisor".into(), request.into());
     message.insert("reply_to".into(), Dynamic::from(ctx.me()?));
     message.insert("tag".into(), Dynamic::from(tag));
-    if !send(ctx, s.process, &Dynamic::from_map(message))? {
+    if !send(ctx, s.process.clone(), &Dynamic::from_map(message))? {
         return Ok(None);
     }
     let is_answer = |m: &Dynamic| {

@@ -124,7 +124,7 @@ impl Actors {
     }
 
     pub(crate) fn whereis(&self, name: &str) -> Option<ProcessHandle> {
-        lock(&self.names).get(name).copied()
+        lock(&self.names).get(name).cloned()
     }
 
     pub(crate) fn trap_exits(&self, process: u64, on: bool) {
@@ -231,7 +231,7 @@ impl Actors {
         let Some(mailbox) = self.mailbox(to) else {
             return;
         };
-        let p = ending.process;
+        let p = &ending.process;
         mailbox.push(Value::Map(vec![
             (what.into(), Value::Int(p.pid.into())),
             (

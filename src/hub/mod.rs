@@ -43,7 +43,9 @@ use crate::{
     builtins::Backend,
     runtime::OutputSink,
     value::{FnValue, HandleKind, ProcessHandle},
-    wire::{FromWorker, Items, MapOptions, MapSetup, Op, Program, Reply, SyncAction, ToWorker},
+    wire::{
+        FromWorker, Items, MapOptions, MapSetup, Object, Op, Program, Reply, SyncAction, ToWorker,
+    },
 };
 
 /// Idle warm workers kept for `spawn` beyond this are shut down.
@@ -102,7 +104,7 @@ impl Caller {
         match self {
             Caller::Main => Ok(main_process()),
             Caller::Worker(w) => match *w.task() {
-                Task::Process(id) => Ok(ProcessHandle { id, pid: w.pid }),
+                Task::Process(id) => Ok(ProcessHandle::new(id, w.pid)),
                 _ => Err(Error::InvalidArgument(
                     "mailboxes, links and monitors belong to the main script and to spawned \
                      processes; a function running in pool_map has none"
@@ -125,10 +127,7 @@ impl Caller {
 }
 
 fn main_process() -> ProcessHandle {
-    ProcessHandle {
-        id: MAIN,
-        pid: std::process::id(),
-    }
+    ProcessHandle::new(MAIN, std::process::id())
 }
 
 fn deadline(timeout: Option<f64>) -> Option<Instant> {
@@ -379,6 +378,10 @@ impl Inner {
                 self.map_unordered(f, items, options)
             }
             Op::NextResults { results, timeout } => self.next_results(results, timeout),
+            Op::Unreferenced(object) => {
+                self.unreferenced(object);
+                Ok(Reply::Unit)
+            }
             Op::CloseResults { results } => {
                 self.close_results(results);
                 Ok(Reply::Unit)
@@ -451,10 +454,7 @@ impl Inner {
         if id == MAIN {
             return Ok(main_process());
         }
-        Ok(ProcessHandle {
-            id,
-            pid: self.process(id)?.pid(),
-        })
+        Ok(ProcessHandle::new(id, self.process(id)?.pid()))
     }
 
     /// `monitor`, `link` and their undoing. The main script never ends before the others, so
@@ -465,13 +465,10 @@ impl Inner {
             return Ok(Reply::Unit);
         }
         let slot = self.process(process)?;
-        let target = ProcessHandle {
-            id: process,
-            pid: slot.pid(),
-        };
-        let doomed = self.actors.watch(by, target, link, on, || {
+        let target = ProcessHandle::new(process, slot.pid());
+        let doomed = self.actors.watch(by, target.clone(), link, on, || {
             slot.ending().map(|reason| Ending {
-                process: target,
+                process: target.clone(),
                 reason,
             })
         });
@@ -573,10 +570,7 @@ impl Inner {
         let Some(reason) = slot.ending() else {
             return;
         };
-        let process = ProcessHandle {
-            id,
-            pid: slot.pid(),
-        };
+        let process = ProcessHandle::new(id, slot.pid());
         if self.actors.is_watched(id) {
             slot.observe();
         }
@@ -584,6 +578,30 @@ impl Inner {
         self.forget_owner(Owner::Process(id));
         let starts = self.executor.process_ended(id, || self.id());
         self.start_futures(starts);
+        self.forget_if_done(id);
+    }
+
+    /// The main script holds no handle to `object` any more: free its record once it is done.
+    fn unreferenced(&self, object: Object) {
+        match object {
+            Object::Process(id) => {
+                if let Ok(slot) = self.process(id) {
+                    slot.unreference();
+                }
+                self.forget_if_done(id);
+            }
+            Object::Queue(id) => {
+                lock(&self.queues).remove(&id);
+            }
+        }
+    }
+
+    /// Frees the record of process `id` if nothing can ask about it any more.
+    fn forget_if_done(&self, id: u64) {
+        let mut procs = lock(&self.procs);
+        if procs.get(&id).is_some_and(|slot| slot.is_forgettable()) {
+            procs.remove(&id);
+        }
     }
 
     /// Ends processes whose linked process ended abnormally.

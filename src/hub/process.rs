@@ -26,7 +26,9 @@ enum State {
 }
 
 pub(crate) struct ProcSlot {
-    worker: Arc<Worker>,
+    pid: u32,
+    /// The worker running it, until it ends: then the record keeps no socket or buffer alive.
+    worker: Mutex<Option<Arc<Worker>>>,
     state: Mutex<State>,
     ended: Condvar,
     /// Why it is being ended by the runtime (a linked process ended), reported instead of the
@@ -37,18 +39,36 @@ pub(crate) struct ProcSlot {
     /// Set once someone learned how it ended (a join, `exit_code`, a monitor or link, a kill), or
     /// its failure was reported at the end of the run: a failure nobody saw is reported once.
     observed: AtomicBool,
+    /// The main script holds no handle to it, and never sent one elsewhere.
+    unreferenced: AtomicBool,
 }
 
 impl ProcSlot {
     pub(crate) fn new(worker: Arc<Worker>) -> ProcSlot {
         ProcSlot {
-            worker,
+            pid: worker.pid,
+            worker: Mutex::new(Some(worker)),
             state: Mutex::new(State::Running),
             ended: Condvar::new(),
             doom: Mutex::default(),
             woken: AtomicBool::new(false),
             observed: AtomicBool::new(false),
+            unreferenced: AtomicBool::new(false),
         }
+    }
+
+    /// The main script dropped its last handle.
+    pub(crate) fn unreference(&self) {
+        self.unreferenced.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether nothing can ask about it any more: it has ended, no handle is left, and its end
+    /// was seen or was not a failure (a failure nobody saw waits to be reported).
+    pub(crate) fn is_forgettable(&self) -> bool {
+        let state = self.lock();
+        !matches!(*state, State::Running)
+            && self.unreferenced.load(Ordering::Relaxed)
+            && (self.observed.load(Ordering::Relaxed) || self.result(&state).is_ok())
     }
 
     /// Someone has learned, or will learn, how it ended.
@@ -78,6 +98,7 @@ impl ProcSlot {
         if matches!(*current, State::Running) {
             *current = State::Ended(outcome);
             release();
+            lock(&self.worker).take();
         }
     }
 
@@ -89,6 +110,7 @@ impl ProcSlot {
                 death.status = why;
             }
             *current = State::Died(death);
+            lock(&self.worker).take();
         }
     }
 
@@ -108,7 +130,7 @@ impl ProcSlot {
         let state = self
             .wait(timeout, interrupt)?
             .ok_or_else(|| Error::Timeout {
-                what: format!("join of process {}", self.worker.pid),
+                what: format!("join of process {}", self.pid),
                 after: timeout.unwrap_or_default(),
             })?;
         self.observe();
@@ -125,14 +147,14 @@ impl ProcSlot {
             State::Ended(Outcome::Exited(code)) => {
                 Err(Error::Remote(Box::new(crate::RemoteError {
                     message: format!("process called exit({code})"),
-                    pid: self.worker.pid,
+                    pid: self.pid,
                     line: 0,
                     column: 0,
                     function: String::new(),
                 })))
             }
             State::Died(death) => Err(Error::WorkerDied {
-                pid: self.worker.pid,
+                pid: self.pid,
                 status: death.status.clone(),
                 during: "a spawned process".into(),
             }),
@@ -192,12 +214,22 @@ impl ProcSlot {
         let state = self.lock();
         if matches!(*state, State::Running) {
             *lock(&self.doom) = Some(why);
-            self.worker.kill();
+            self.signal(KillSignal::Kill);
+        }
+    }
+
+    /// Signals the worker while it runs this process (the caller holds the state lock).
+    fn signal(&self, signal: KillSignal) {
+        if let Some(worker) = &*lock(&self.worker) {
+            match signal {
+                KillSignal::Kill => worker.kill(),
+                KillSignal::Terminate => worker.terminate(),
+            }
         }
     }
 
     pub(crate) fn pid(&self) -> u32 {
-        self.worker.pid
+        self.pid
     }
 
     /// Kills (or terminates) the worker if it is still running this process, and waits until its
@@ -209,10 +241,7 @@ impl ProcSlot {
             if !matches!(*state, State::Running) {
                 return;
             }
-            match signal {
-                KillSignal::Kill => self.worker.kill(),
-                KillSignal::Terminate => self.worker.terminate(),
-            }
+            self.signal(signal);
         }
         // The reader thread records the death within milliseconds; an interrupt may cut this short.
         let _ = self.wait(Some(Duration::from_secs(5)), &Interrupt::default());

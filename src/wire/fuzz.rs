@@ -106,7 +106,7 @@ fn to_worker() -> impl Strategy<Value = ToWorker> {
                     curry: vec![v],
                 },
                 args: Vec::new(),
-                parent: ProcessHandle { id, pid },
+                parent: ProcessHandle::new(id, pid),
             }
         }),
     ]

@@ -295,6 +295,9 @@ pub enum Op {
     NextResults { results: u64, timeout: Option<f64> },
     /// A `pool_map_unordered` loop ended early: its map stops.
     CloseResults { results: u64 },
+    /// The main script dropped its last handle to this object, and never sent one elsewhere: its
+    /// record may go once the object is done with. Posted, never answered.
+    Unreferenced(Object),
     /// `p.send(msg)`: into process `to`'s mailbox; answered `Bool(false)` if it has ended.
     Send { to: u64, value: Value },
     /// `recv()` and its variants: the next message of the caller's own mailbox.
@@ -331,6 +334,15 @@ pub enum Op {
         futures: Vec<u64>,
         timeout: Option<f64>,
     },
+}
+
+/// An object of the main process that handles name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Object {
+    /// A spawned process, by id.
+    Process(u64),
+    /// A queue, by id.
+    Queue(u64),
 }
 
 /// How `kill` and `terminate` end a process.

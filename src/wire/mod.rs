@@ -11,6 +11,6 @@ pub(crate) use frame::encode_frame;
 pub(crate) use frame::{FrameReader, MAX_VALUE, append_frame, over_the_frame_limit};
 pub use message::{
     Failure, FailureKind, FromWorker, ItemFailure, Items, KillSignal, Limits, MapOptions, MapSetup,
-    Op, OutStream, Outcome, Program, Reply, SyncAction, ToWorker,
+    Object, Op, OutStream, Outcome, Program, Reply, SyncAction, ToWorker,
 };
 pub(crate) use stream::{Conn, SharedStream};
