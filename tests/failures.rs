@@ -317,3 +317,71 @@ fn scripts_have_no_file_access_unless_a_module_dir_is_given() {
     ]);
     assert_eq!(allowed.ok(), "6\n[3, 6]\n");
 }
+
+#[test]
+fn strangers_that_connect_and_trickle_are_bounded_in_number_and_time() {
+    let mut live = Live::start(
+        r#"
+        let started = queue(); // the socket exists once the runtime has started
+        print("ready");
+        sleep(1.0);
+        // Workers still start while strangers hold connections open.
+        print(pool_map(|x| x * 2, [1, 2, 3], #{ workers: 3 }));
+        sleep(7.0);
+        print(pool_map(|x| x + 1, [1, 2]));
+        "#,
+        &[],
+    );
+    assert_eq!(live.line(), "ready");
+    let socket = sockets_of(live.pid()).pop().expect("the run's socket");
+    use interprocess::local_socket::{GenericNamespaced, Stream, ToNsName, prelude::*};
+    let name = socket.as_str().to_ns_name::<GenericNamespaced>().unwrap();
+    // 200 connections whose hello claims 64 bytes, then trickles them one every 400 ms: each
+    // byte arrives well within any per-read timeout, so only a deadline for the whole hello ends it.
+    let strangers: Vec<Stream> = (0..200)
+        .filter_map(|_| Stream::connect(name.clone()).ok())
+        .collect();
+    let is_hung_up = |s: &Stream| {
+        s.set_recv_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut byte = [0u8; 1];
+        match (&*s).read(&mut byte) {
+            Ok(n) => n == 0,
+            // Closed with our bytes unread: reset. Still open: the read timed out.
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    };
+    let trickle = |strangers: &[Stream], rounds: usize| {
+        for round in 0..rounds {
+            for s in strangers {
+                let byte: &[u8] = if round == 0 { &[64, 0, 0, 0] } else { &[7] };
+                let _ = (&*s).write_all(byte);
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    };
+    trickle(&strangers, 2);
+    // Only 64 may be saying hello at once: the rest were hung up on as newer ones came.
+    let early = strangers.iter().filter(|s| is_hung_up(s)).count();
+    assert!(early >= 200 - 64, "only {early} of 200 hung up on at once");
+    assert_eq!(live.line(), "[2, 4, 6]");
+    trickle(&strangers, 14);
+    let late = strangers.iter().filter(|s| is_hung_up(s)).count();
+    assert_eq!(
+        late,
+        strangers.len(),
+        "a trickling stranger outlived the hello deadline"
+    );
+    assert_eq!(live.line(), "[2, 3]");
+    let (code, _, stderr) = live.finish(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{stderr}");
+    // Refusals are logged at most five a second; the rest are counted.
+    let lines = stderr.matches("refused a connection").count();
+    assert!(lines <= 40, "{lines} refusal lines:\n{stderr}");
+    assert!(
+        stderr.contains("more connection(s) in the last second"),
+        "{stderr}"
+    );
+}

@@ -3,8 +3,8 @@
 
 use crate::locks::lock;
 use std::{
-    collections::HashMap,
-    io,
+    collections::{HashMap, VecDeque},
+    io::{self, Read},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
@@ -32,8 +32,17 @@ use crate::{
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest hello accepted from a peer not yet known.
 const HELLO_LIMIT: usize = 4096;
-/// How long a connecting peer may take to say hello.
+/// How long a connecting peer may take to say its whole hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections saying hello at once; past it the oldest is dropped. Bounds what strangers can
+/// hold (descriptors, buffers) whatever they do, keeping the rest for the runtime's own workers.
+const MAX_NEWCOMERS: usize = 64;
+/// How often admission looks at deadlines and new connections while newcomers are pending.
+const ADMISSION_TICK_MS: i32 = 20;
+/// The longest pause after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Refused connections logged per second; the rest are counted.
+const REFUSALS_PER_SECOND: u32 = 5;
 
 type Arrivals = Arc<Mutex<HashMap<u64, Sender<Stream>>>>;
 
@@ -70,12 +79,20 @@ impl Launcher {
             .map_err(|e| Error::io("creating the worker socket", e))?;
         let arrivals = Arrivals::default();
         let closed = Arc::new(AtomicBool::new(false));
+        let (newcomers, arriving) = unbounded();
         {
-            let (arrivals, closed, token) = (arrivals.clone(), closed.clone(), token.clone());
+            let closed = closed.clone();
             thread::Builder::new()
                 .name("mpscript-accept".into())
-                .spawn(move || accept_loop(listener, &token, &arrivals, &closed))
+                .spawn(move || accept_loop(listener, &newcomers, &closed))
                 .map_err(|e| Error::io("starting the accept thread", e))?;
+        }
+        {
+            let (arrivals, token) = (arrivals.clone(), token.clone());
+            thread::Builder::new()
+                .name("mpscript-admission".into())
+                .spawn(move || admission_loop(&arriving, &token, &arrivals))
+                .map_err(|e| Error::io("starting the admission thread", e))?;
         }
         let (spawner, requests) = unbounded();
         {
@@ -260,54 +277,227 @@ fn handshake(worker: &Worker, program: &Program) -> Result<(), Error> {
     }
 }
 
+/// Accepts connections and hands them to the admission thread. A failing accept (out of
+/// descriptors, say) backs off instead of spinning.
 fn accept_loop(
     listener: interprocess::local_socket::Listener,
-    token: &str,
-    arrivals: &Arrivals,
+    newcomers: &Sender<Stream>,
     closed: &AtomicBool,
 ) {
+    let mut backoff = Duration::ZERO;
     for stream in listener.incoming() {
         if closed.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(stream) = stream else { continue };
-        let (token, arrivals) = (token.to_string(), arrivals.clone());
-        let _ = thread::Builder::new()
-            .name("mpscript-hello".into())
-            .spawn(move || admit(stream, &token, &arrivals));
+        match stream {
+            Ok(stream) if stream.set_nonblocking(true).is_ok() => {
+                backoff = Duration::ZERO;
+                if newcomers.send(stream).is_err() {
+                    return;
+                }
+            }
+            _ => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(1), ACCEPT_BACKOFF);
+                thread::sleep(backoff);
+            }
+        }
     }
 }
 
-/// Reads the newcomer's hello and hands its stream to the launch waiting for it; anyone else is
-/// dropped and logged, and never reaches a queue or a call.
-fn admit(stream: Stream, token: &str, arrivals: &Arrivals) {
-    let _ = stream.set_recv_timeout(Some(HELLO_TIMEOUT));
-    let peer = peer_label(&stream);
-    let hello = FrameReader::with_limit(&stream, peer.clone(), HELLO_LIMIT).read::<FromWorker>();
-    let refuse = |why: String| eprintln!("mpscript: refused a connection from {peer}: {why}");
+/// A connection that has not said a valid hello yet.
+struct Newcomer {
+    stream: Stream,
+    peer: String,
+    received: Vec<u8>,
+    deadline: Instant,
+}
+
+/// Reads every newcomer's hello on one thread: at most [`MAX_NEWCOMERS`] at once (the oldest is
+/// dropped for a new one), each with [`HELLO_TIMEOUT`] for the whole hello however slowly it
+/// trickles in. A valid hello hands the stream to the launch waiting for it; anyone else is
+/// dropped and logged (rate-limited), and never reaches a queue or a call.
+fn admission_loop(newcomers: &Receiver<Stream>, token: &str, arrivals: &Arrivals) {
+    let mut pending: VecDeque<Newcomer> = VecDeque::new();
+    let mut log = RefusalLog::default();
+    loop {
+        let arrived = if pending.is_empty() {
+            newcomers.recv().map_err(|_| ())
+        } else {
+            newcomers.try_recv().map_err(|_| ())
+        };
+        if let Ok(stream) = arrived {
+            if pending.len() >= MAX_NEWCOMERS {
+                if let Some(oldest) = pending.pop_front() {
+                    log.refuse(&oldest.peer, "too many connections are saying hello");
+                }
+            }
+            pending.push_back(Newcomer {
+                peer: peer_label(&stream),
+                stream,
+                received: Vec::new(),
+                deadline: Instant::now() + HELLO_TIMEOUT,
+            });
+            continue; // take every newcomer waiting before reading
+        } else if pending.is_empty() {
+            return; // the launcher is gone
+        }
+        wait_readable(&pending);
+        let now = Instant::now();
+        let mut at = 0;
+        while at < pending.len() {
+            let hello = read_hello(&mut pending[at], now);
+            if let Hello::NotYet = hello {
+                at += 1;
+                continue;
+            }
+            let Some(Newcomer { stream, peer, .. }) = pending.remove(at) else {
+                break;
+            };
+            let admitted = match hello {
+                Hello::Valid(hello) => admit(stream, hello, token, arrivals),
+                Hello::Refused(why) => Err(why),
+                Hello::NotYet => Ok(()),
+            };
+            if let Err(why) = admitted {
+                log.refuse(&peer, &why);
+            }
+        }
+    }
+}
+
+enum Hello {
+    NotYet,
+    Valid(FromWorker),
+    Refused(String),
+}
+
+/// Reads what a newcomer has sent so far; a whole hello frame once it is all there.
+fn read_hello(n: &mut Newcomer, now: Instant) -> Hello {
+    let mut chunk = [0u8; 1024];
+    loop {
+        match (&n.stream).read(&mut chunk) {
+            Ok(0) => return Hello::Refused("hung up before its hello".into()),
+            Ok(got) => n.received.extend_from_slice(&chunk[..got]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Hello::Refused(e.to_string()),
+        }
+        if n.received.len() > 4 + HELLO_LIMIT {
+            break;
+        }
+    }
+    let claimed = n
+        .received
+        .get(..4)
+        .map(|l| u32::from_le_bytes(l.try_into().unwrap_or([0; 4])));
+    let complete = claimed
+        .is_some_and(|len| len as usize > HELLO_LIMIT || n.received.len() >= 4 + len as usize);
+    if complete {
+        let mut frame = FrameReader::with_limit(n.received.as_slice(), n.peer.clone(), HELLO_LIMIT);
+        return match frame.read::<FromWorker>() {
+            Ok(hello) => Hello::Valid(hello),
+            Err(Error::Protocol { detail, .. }) => Hello::Refused(detail),
+            Err(e) => Hello::Refused(e.to_string()),
+        };
+    }
+    if now >= n.deadline {
+        return Hello::Refused(format!("no hello within {HELLO_TIMEOUT:?}"));
+    }
+    Hello::NotYet
+}
+
+/// Waits until a newcomer has something to read, or a short while (to expire deadlines and
+/// take new connections).
+fn wait_readable(pending: &VecDeque<Newcomer>) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let mut fds: Vec<libc::pollfd> = pending
+            .iter()
+            .map(|n| libc::pollfd {
+                fd: match &n.stream {
+                    Stream::UdSocket(s) => s.inner().as_raw_fd(),
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: poll reads and writes only the array we own, for its length.
+        unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                ADMISSION_TICK_MS,
+            )
+        };
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pending;
+        thread::sleep(Duration::from_millis(ADMISSION_TICK_MS as u64));
+    }
+}
+
+/// Checks a complete hello; on success hands the stream to the launch waiting for it.
+fn admit(
+    stream: Stream,
+    hello: FromWorker,
+    token: &str,
+    arrivals: &Arrivals,
+) -> Result<(), String> {
     let (worker, pid) = match hello {
-        Ok(FromWorker::Hello {
+        FromWorker::Hello {
             token: t,
             worker,
             pid,
-        }) if constant_time_eq(&t, token) => (worker, pid),
-        Ok(FromWorker::Hello { .. }) => return refuse("wrong session token".into()),
-        Ok(other) => return refuse(format!("expected a hello, got {other:?}")),
-        Err(Error::Protocol { detail, .. }) => return refuse(detail),
-        Err(e) => return refuse(e.to_string()),
+        } if constant_time_eq(&t, token) => (worker, pid),
+        FromWorker::Hello { .. } => return Err("wrong session token".into()),
+        other => return Err(format!("expected a hello, got {other:?}")),
     };
     if let Some(peer_pid) = peer_pid(&stream) {
         if peer_pid != pid {
-            return refuse(format!("claims pid {pid} but is pid {peer_pid}"));
+            return Err(format!("claims pid {pid} but is pid {peer_pid}"));
         }
     }
-    let _ = stream.set_recv_timeout(None);
     let waiting = lock(arrivals).remove(&worker);
-    match waiting {
-        Some(tx) => {
-            let _ = tx.send(stream);
+    let Some(tx) = waiting else {
+        return Err(format!("no worker {worker} is being started"));
+    };
+    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+    let _ = tx.send(stream);
+    Ok(())
+}
+
+/// Says on stderr who was refused, at most [`REFUSALS_PER_SECOND`] lines a second, so strangers
+/// cannot flood the script's own output; the rest are counted and summed up.
+#[derive(Default)]
+struct RefusalLog {
+    second: Option<Instant>,
+    said: u32,
+    unsaid: u32,
+}
+
+impl RefusalLog {
+    fn refuse(&mut self, peer: &str, why: &str) {
+        let now = Instant::now();
+        if self
+            .second
+            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
+        {
+            if self.unsaid > 0 {
+                eprintln!(
+                    "mpscript: refused {} more connection(s) in the last second",
+                    self.unsaid
+                );
+            }
+            (self.second, self.said, self.unsaid) = (Some(now), 0, 0);
         }
-        None => refuse(format!("no worker {worker} is being started")),
+        if self.said < REFUSALS_PER_SECOND {
+            self.said += 1;
+            eprintln!("mpscript: refused a connection from {peer}: {why}");
+        } else {
+            self.unsaid += 1;
+        }
     }
 }
 
