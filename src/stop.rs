@@ -3,7 +3,7 @@
 use crate::locks::lock;
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicBool, AtomicI32, Ordering},
     },
     time::{Duration, Instant},
@@ -11,9 +11,10 @@ use std::{
 
 use rhai::{Dynamic, EvalAltResult, INT, Position};
 
-/// Stops a running script from another thread or a signal handler: the script ends at its next
-/// operation, every blocking wait (`join`, `q.get`, `pool_map`, `sleep`) returns, and busy workers
-/// are killed.
+/// Stops a running script from another thread: the script ends at its next operation, every
+/// blocking wait (`join`, `q.get`, `pool_map`, `sleep`) returns at once, and busy workers are
+/// killed. Blocked waits are woken, not polled, so triggering takes locks: call it from an
+/// ordinary thread (the CLI's signal thread does), not from inside a raw signal handler.
 ///
 /// ```
 /// let runtime = mpscript::Runtime::builder().build();
@@ -28,12 +29,30 @@ use rhai::{Dynamic, EvalAltResult, INT, Position};
 #[derive(Clone, Default, Debug)]
 pub struct Interrupt(Arc<Flags>);
 
-#[derive(Default, Debug)]
+#[derive(Default)]
 struct Flags {
     signal: AtomicI32,
     /// Set with `linked` when a process linked to the main script ended abnormally.
     has_linked: AtomicBool,
     linked: Mutex<Option<String>>,
+    /// What blocked waits wait on, to wake them when the run is interrupted.
+    wakers: Mutex<Vec<Weak<dyn Wake>>>,
+}
+
+impl std::fmt::Debug for Flags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interrupt")
+            .field("signal", &self.signal)
+            .field("has_linked", &self.has_linked)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something that blocked waits wait on (a queue, a lock, a process's end): woken when the run
+/// is interrupted, so waits need no polling to notice.
+pub(crate) trait Wake: Send + Sync {
+    /// Wakes every wait on it (under its own lock, so none misses the interrupt).
+    fn wake(&self);
 }
 
 impl Interrupt {
@@ -41,6 +60,27 @@ impl Interrupt {
     /// signal handler: it is one atomic store.
     pub fn trigger(&self, signal: i32) {
         self.0.signal.store(signal.max(1), Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Wakes the waits on `object` when the run is interrupted, for as long as it lives.
+    pub(crate) fn wakes(&self, object: Weak<dyn Wake>) {
+        let mut wakers = lock(&self.0.wakers);
+        // Forget the dead now and then, so the list stays as long as what lives.
+        if wakers.len() >= 64 && wakers.len().is_power_of_two() {
+            wakers.retain(|w| w.strong_count() > 0);
+        }
+        wakers.push(object);
+    }
+
+    fn wake_all(&self) {
+        let live: Vec<_> = lock(&self.0.wakers)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for object in live {
+            object.wake();
+        }
     }
 
     /// The signal that interrupted the run, if any.
@@ -55,6 +95,7 @@ impl Interrupt {
     pub(crate) fn end_by_link(&self, why: String) {
         lock(&self.0.linked).get_or_insert(why);
         self.0.has_linked.store(true, Ordering::SeqCst);
+        self.wake_all();
     }
 
     /// Why a linked process ended the main script, if one did.

@@ -56,3 +56,54 @@ fn twenty_thousand_processes_two_thousand_queues_and_two_hundred_maps_keep_the_p
         "memory grew by more than 2 MiB: {samples:?}"
     );
 }
+
+/// CPU time (user + system) a live process has used, in clock ticks.
+#[cfg(target_os = "linux")]
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // After the command name: field 14 (utime) and 15 (stime) of proc(5), 1-based from the pid.
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn processes_blocked_in_waits_cost_the_parent_no_cpu() {
+    let mut live = Live::start(
+        r#"
+        let e = event();
+        let ps = [];
+        for i in 0..200 { ps.push(spawn(|e| e.wait(), e)); }
+        print("waiting");
+        sleep(4.0);
+        e.set();
+        for p in ps { p.join(); }
+        print("done");
+        "#,
+        &[],
+    );
+    assert_eq!(live.line(), "waiting");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(live.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(live.pid()) - before;
+    assert_eq!(live.line(), "done");
+    // 200 waits polled every 20 ms cost about a tenth of a core; woken waits cost nothing.
+    assert!(
+        used <= 9,
+        "the parent used {used} ticks in 3 s while every process waited"
+    );
+    let (code, _, stderr) = live.finish(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{stderr}");
+}

@@ -51,16 +51,19 @@ pub(crate) struct Actors {
     trapping: Mutex<HashSet<u64>>,
     /// Messages a mailbox may hold; 0 for no limit.
     limit: usize,
+    /// Wakes the processes waiting in `recv` when the run is interrupted.
+    interrupt: Interrupt,
 }
 
 impl Actors {
-    pub(crate) fn new(limit: usize) -> Actors {
+    pub(crate) fn new(limit: usize, interrupt: Interrupt) -> Actors {
         let actors = Actors {
             mailboxes: Mutex::default(),
             names: Mutex::default(),
             watches: Mutex::default(),
             trapping: Mutex::default(),
             limit,
+            interrupt,
         };
         actors.open(MAIN);
         actors
@@ -69,7 +72,10 @@ impl Actors {
     /// Gives a new process its mailbox, before anything can know its id.
     pub(crate) fn open(&self, process: u64) {
         let bound = (self.limit > 0).then_some(self.limit);
-        lock(&self.mailboxes).insert(process, Arc::new(Queue::new(bound)));
+        let mailbox = Arc::new(Queue::new(bound));
+        let weak: std::sync::Weak<Queue> = Arc::downgrade(&mailbox);
+        self.interrupt.wakes(weak);
+        lock(&self.mailboxes).insert(process, mailbox);
     }
 
     /// Takes back the mailbox of a process that never started.

@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::wait::wait;
-use crate::{Error, Interrupt, Value, value::FnValue, value::ProcessHandle};
+use crate::{Error, Interrupt, Value, stop::Wake, value::FnValue, value::ProcessHandle};
 
 /// A call waiting for a free slot.
 pub(crate) struct Call {
@@ -219,6 +219,13 @@ impl Executor {
                 None => return Ok(None),
             };
         }
+    }
+}
+
+impl Wake for Executor {
+    fn wake(&self) {
+        let _state = self.lock();
+        self.changed.notify_all();
     }
 }
 

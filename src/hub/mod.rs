@@ -18,7 +18,7 @@ use std::{
     collections::HashMap,
     path::PathBuf,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
     thread,
@@ -42,6 +42,7 @@ use crate::{
     Error, Interrupt, Value,
     builtins::Backend,
     runtime::OutputSink,
+    stop::Wake,
     value::{FnValue, HandleKind, ProcessHandle},
     wire::{
         FromWorker, Items, MapOptions, MapSetup, Object, Op, Program, Reply, SyncAction, ToWorker,
@@ -83,7 +84,7 @@ struct Inner {
     results: Mutex<HashMap<u64, Arc<Results>>>,
     actors: Actors,
     syncs: Mutex<HashMap<u64, Arc<SyncObject>>>,
-    executor: Executor,
+    executor: Arc<Executor>,
     /// The program's chunks so far (a REPL adds one per input).
     chunks: Mutex<Vec<String>>,
     /// The progress bar of the running `pool_map`, so worker output is written around it.
@@ -150,6 +151,13 @@ fn refuse_reply(worker: &Worker, seq: u64, error: Error) {
     }
 }
 
+/// `object`, whose waits `interrupt` wakes.
+fn woken_by<T: Wake + 'static>(interrupt: &Interrupt, object: Arc<T>) -> Arc<T> {
+    let weak: Weak<T> = Arc::downgrade(&object);
+    interrupt.wakes(weak);
+    object
+}
+
 fn nested_map() -> Error {
     Error::InvalidArgument(
         "pool_map cannot be called from a function running in pool_map (the pool would wait \
@@ -197,8 +205,8 @@ impl Hub {
             inner: Arc::new(Inner {
                 launcher: Launcher::new(config.exe.clone())?,
                 chunks: Mutex::new(config.program.chunks.clone()),
-                actors: Actors::new(config.program.limits.max_mailbox),
-                executor: Executor::new(config.workers),
+                actors: Actors::new(config.program.limits.max_mailbox, config.interrupt.clone()),
+                executor: woken_by(&config.interrupt, Arc::new(Executor::new(config.workers))),
                 config,
                 workers: Mutex::default(),
                 spares: Mutex::default(),
@@ -303,6 +311,11 @@ impl Inner {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// `object`, whose waits an interrupt of the run wakes.
+    fn woken<T: Wake + 'static>(&self, object: Arc<T>) -> Arc<T> {
+        woken_by(&self.config.interrupt, object)
+    }
+
     fn handle(self: &Arc<Self>, op: Op, caller: &Caller) -> Result<Reply, Error> {
         match op {
             Op::Spawn { f, args } => {
@@ -325,7 +338,7 @@ impl Inner {
             Op::NewQueue { maxsize, joinable } => {
                 let id = self.id();
                 let queue = Queue::with_joining(maxsize.map(|m| m as usize), joinable);
-                lock(&self.queues).insert(id, Arc::new(queue));
+                lock(&self.queues).insert(id, self.woken(Arc::new(queue)));
                 Ok(Reply::Queue(id))
             }
             Op::Put {
@@ -516,13 +529,14 @@ impl Inner {
             )));
         }
         let id = self.id();
-        lock(&self.syncs).insert(id, Arc::new(SyncObject::condition(under)));
+        let condition = self.woken(Arc::new(SyncObject::condition(under)));
+        lock(&self.syncs).insert(id, condition);
         Ok(Reply::Id(id))
     }
 
     fn new_sync(&self, kind: HandleKind, size: u64) -> (u64, Arc<SyncObject>) {
         let id = self.id();
-        let object = Arc::new(SyncObject::new(kind, size));
+        let object = self.woken(Arc::new(SyncObject::new(kind, size)));
         lock(&self.syncs).insert(id, object.clone());
         (id, object)
     }
@@ -791,7 +805,7 @@ impl Inner {
     fn start_call(self: &Arc<Self>, id: u64, call: &ToWorker) -> Result<Reply, Error> {
         loop {
             let worker = self.take_spare()?;
-            let slot = Arc::new(ProcSlot::new(worker.clone()));
+            let slot = self.woken(Arc::new(ProcSlot::new(worker.clone())));
             lock(&self.procs).insert(id, slot);
             if !worker.assign(Task::Process(id)) {
                 continue; // it died while idle; take another
@@ -887,7 +901,7 @@ impl Inner {
             self.take_pool_workers(&mut lock(&self.pool), options, items.len())?
         };
         let id = self.id();
-        let results = Arc::new(Results::default());
+        let results = self.woken(Arc::new(Results::default()));
         lock(&self.results).insert(id, results.clone());
         let hub = self.clone();
         let spawned = thread::Builder::new()

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     Error, Interrupt, Value,
+    stop::Wake,
     wire::{KillSignal, Outcome},
 };
 
@@ -41,6 +42,13 @@ pub(crate) struct ProcSlot {
     observed: AtomicBool,
     /// The main script holds no handle to it, and never sent one elsewhere.
     unreferenced: AtomicBool,
+}
+
+impl Wake for ProcSlot {
+    fn wake(&self) {
+        let _state = self.lock();
+        self.ended.notify_all();
+    }
 }
 
 impl ProcSlot {

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::wait::wait;
-use crate::{Error, Interrupt, Value};
+use crate::{Error, Interrupt, Value, stop::Wake};
 
 /// How a `put` ended when it did not fail.
 #[derive(Debug, PartialEq)]
@@ -209,6 +209,15 @@ impl Queue {
     }
 }
 
+impl Wake for Queue {
+    fn wake(&self) {
+        let _state = self.lock();
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
+        self.all_done.notify_all();
+    }
+}
+
 fn not_joinable(what: &str) -> Error {
     Error::InvalidArgument(format!(
         "q.{what}() is for queues made by joinable_queue(); this one was made by queue()"
@@ -247,7 +256,9 @@ mod tests {
     #[test]
     fn an_interrupt_ends_a_blocked_get() {
         let i = Interrupt::default();
-        let q = Queue::new(None);
+        let q = Arc::new(Queue::new(None));
+        let weak: std::sync::Weak<Queue> = Arc::downgrade(&q);
+        i.wakes(weak);
         let trigger = i.clone();
         thread::spawn(move || {
             thread::sleep(Duration::from_millis(50));

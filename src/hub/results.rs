@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::wait::wait;
-use crate::{Error, Interrupt, Value};
+use crate::{Error, Interrupt, Value, stop::Wake};
 
 #[derive(Default)]
 pub(crate) struct Results {
@@ -71,6 +71,13 @@ impl Results {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
+    }
+}
+
+impl Wake for Results {
+    fn wake(&self) {
+        let _state = lock(&self.state);
+        self.ready.notify_all();
     }
 }
 

@@ -12,6 +12,7 @@ use std::{
 use super::wait::wait;
 use crate::{
     Error, Interrupt,
+    stop::Wake,
     value::HandleKind,
     wire::{Reply, SyncAction},
 };
@@ -431,6 +432,13 @@ impl SyncObject {
             _ => state.available += gone,
         }
         drop(state);
+        self.changed.notify_all();
+    }
+}
+
+impl Wake for SyncObject {
+    fn wake(&self) {
+        let _state = self.lock();
         self.changed.notify_all();
     }
 }
