@@ -76,6 +76,8 @@ ROWS = [
      mps("spawn_latency.rhai"), py("spawn_latency.py", "fork"), "<= 0.2"),
     ("spawn_spawn", "spawn(f).join() vs Process(spawn)", "us", True, printed,
      mps("spawn_latency.rhai"), py("spawn_latency.py", "spawn"), None),
+    ("spawn_crowded", "a new process with 500 alive, spawn vs Process(fork)", "us", True, printed,
+     mps("spawn_crowded.rhai"), py("spawn_crowded.py"), None),
     ("pool_overhead", "identity over 200,000 ints, per item", "us", True, printed,
      mps("pool_overhead.rhai"), py("pool_overhead.py"), "<= 1.0"),
     ("queue", "200,000 ints through a queue", "msg/s", False, printed,

@@ -100,8 +100,6 @@ fn clock_ns(clock: i32) -> u64 {
 }
 
 pub(crate) use imp::Board;
-#[cfg(target_os = "linux")]
-pub(crate) use imp::inherit_in_child;
 
 #[cfg(target_os = "linux")]
 mod imp {
@@ -120,7 +118,7 @@ mod imp {
     pub(crate) struct Board {
         slots: NonNull<Slots>,
         /// Kept by the parent until the worker has been started with it.
-        fd: Option<OwnedFd>,
+        pub(super) fd: Option<OwnedFd>,
     }
 
     // SAFETY: the page is only accessed through atomics.
@@ -170,14 +168,11 @@ mod imp {
             Ok(Board { slots, fd: None })
         }
 
-        /// The descriptor to pass to the worker (it must survive `exec`: see `inherit_in_child`).
-        pub(crate) fn fd(&self) -> Option<RawFd> {
-            self.fd.as_ref().map(AsRawFd::as_raw_fd)
-        }
-
-        /// Closes the parent's descriptor once the worker has its own; the mapping stays.
-        pub(crate) fn close_fd(&mut self) {
-            self.fd = None;
+        /// The page's descriptor as a worker's standard input: handed over at spawn (so no
+        /// `pre_exec` is needed and the spawn stays a cheap `posix_spawn`), and the parent keeps
+        /// only its mapping.
+        pub(crate) fn take_as_stdin(&mut self) -> Option<std::process::Stdio> {
+            self.fd.take().map(std::process::Stdio::from)
         }
 
         fn slots(&self) -> &Slots {
@@ -230,15 +225,6 @@ mod imp {
             unsafe { libc::munmap(self.slots.as_ptr().cast(), SIZE) };
         }
     }
-
-    /// In the forked child before `exec`: keep `fd` open across `exec`. Async-signal-safe.
-    pub(crate) fn inherit_in_child(fd: RawFd) -> io::Result<()> {
-        // SAFETY: fcntl on a descriptor this process holds.
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -257,10 +243,9 @@ mod imp {
         pub(crate) fn open(_fd: i32) -> io::Result<Board> {
             Err(io::ErrorKind::Unsupported.into())
         }
-        pub(crate) fn fd(&self) -> Option<i32> {
+        pub(crate) fn take_as_stdin(&mut self) -> Option<std::process::Stdio> {
             None
         }
-        pub(crate) fn close_fd(&mut self) {}
         pub(crate) fn publish(&self, _job: u64, _chunk: u32, _offset: u32, _timed: bool) {}
         pub(crate) fn read(&self) -> Option<Progress> {
             None
@@ -278,11 +263,11 @@ mod tests {
 
     #[test]
     fn a_worker_mapping_sees_what_the_parent_mapping_reads() {
-        let parent = Board::create().unwrap();
+        let mut parent = Board::create().unwrap();
         assert_eq!(parent.read(), None);
-        // SAFETY: dup gives the "worker" side its own descriptor, as exec inheritance would.
-        let fd = unsafe { libc::dup(parent.fd().unwrap()) };
-        let worker = Board::open(fd).unwrap();
+        // What a spawn hands over as the worker's standard input.
+        let given = parent.fd.take().expect("a new board has its descriptor");
+        let worker = Board::open(std::os::fd::IntoRawFd::into_raw_fd(given)).unwrap();
         let before = now_ns();
         worker.publish(7, 3, 41, true);
         let seen = parent.read().unwrap();

@@ -38,6 +38,8 @@ pub(crate) const TOKEN_ENV: &str = "MPSCRIPT_WORKER_TOKEN";
 pub(crate) const ID_ENV: &str = "MPSCRIPT_WORKER_ID";
 /// Environment variable carrying the descriptor of this worker's progress board (Linux).
 pub(crate) const BOARD_ENV: &str = "MPSCRIPT_WORKER_BOARD";
+/// Environment variable carrying the pid of the parent that started this worker.
+pub(crate) const PARENT_ENV: &str = "MPSCRIPT_WORKER_PARENT";
 
 const SKIPPED_ENTRY: &str = "it ran the host's main instead of serving: call \
     run_worker_if_requested() (or RuntimeBuilder::run_worker_if_requested()) first thing in main, \
@@ -97,6 +99,7 @@ enum Entry {
 
 /// Serves the parent as a worker (or tells it why not); never returns.
 fn become_worker(entry: Entry) -> ! {
+    die_with_parent();
     let socket = env::var_os(SOCKET_ENV).unwrap_or_default();
     let token = env::var(TOKEN_ENV).unwrap_or_default();
     let id = env::var(ID_ENV)
@@ -108,12 +111,13 @@ fn become_worker(entry: Entry) -> ! {
         .and_then(|fd| fd.parse().ok())
         .and_then(|fd| Board::open(fd).ok())
         .map(Arc::new);
+    null_stdin();
     if let Some(board) = &board {
         leave_panics_on(board.clone());
     }
     // SAFETY: called before any other thread of this process exists.
     unsafe {
-        for var in [SOCKET_ENV, TOKEN_ENV, ID_ENV, BOARD_ENV] {
+        for var in [SOCKET_ENV, TOKEN_ENV, ID_ENV, BOARD_ENV, PARENT_ENV] {
             env::remove_var(var);
         }
     }
@@ -128,6 +132,34 @@ fn become_worker(entry: Entry) -> ! {
         }
     };
     std::process::exit(code);
+}
+
+/// Dies with the parent (Linux's parent-death signal; elsewhere the socket's end of file does
+/// it). Set here rather than between fork and exec, so the parent can spawn with `posix_spawn`;
+/// a parent that died before this line is noticed by its pid having changed.
+fn die_with_parent() {
+    #[cfg(target_os = "linux")]
+    {
+        let parent: Option<libc::pid_t> = env::var(PARENT_ENV).ok().and_then(|p| p.parse().ok());
+        // SAFETY: plain syscalls on this process.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if parent.is_some_and(|p| libc::getppid() != p) {
+                libc::_exit(1);
+            }
+        }
+    }
+}
+
+/// Standard input carried the board (now mapped, its descriptor closed); a worker reads
+/// nothing from it, so it becomes `/dev/null` again.
+fn null_stdin() {
+    #[cfg(unix)]
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto descriptor 0 of this process; `null` is closed after.
+        unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    }
 }
 
 /// A panic (in a host function, say) kills the worker; its message and place are left on the

@@ -25,7 +25,7 @@ use crate::{
     Error,
     board::Board,
     wire::{Conn, FrameReader, FromWorker, Program, ToWorker},
-    worker::{BOARD_ENV, ID_ENV, SOCKET_ENV, TOKEN_ENV},
+    worker::{BOARD_ENV, ID_ENV, PARENT_ENV, SOCKET_ENV, TOKEN_ENV},
 };
 
 /// How long a new worker may take to connect and compile.
@@ -48,7 +48,8 @@ type Arrivals = Arc<Mutex<HashMap<u64, Sender<Stream>>>>;
 
 struct SpawnRequest {
     worker: u64,
-    board_fd: Option<i32>,
+    /// The worker's progress board, given as its standard input.
+    board: Option<Stdio>,
     reply: Sender<io::Result<Child>>,
 }
 
@@ -148,7 +149,7 @@ impl Launcher {
         let spawner = self.spawner.as_ref().expect("spawner lives until drop");
         let _ = spawner.send(SpawnRequest {
             worker: id,
-            board_fd: board.as_ref().and_then(Board::fd),
+            board: board.as_mut().and_then(Board::take_as_stdin),
             reply,
         });
         let child = child
@@ -157,9 +158,6 @@ impl Launcher {
             .and_then(|r| {
                 r.map_err(|e| Error::WorkerStart(format!("cannot execute the worker: {e}")))
             });
-        if let Some(board) = &mut board {
-            board.close_fd();
-        }
         match child {
             Ok(child) => Ok(Pending {
                 id,
@@ -533,46 +531,36 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 
 fn spawn_loop(requests: &Receiver<SpawnRequest>, exe: &PathBuf, socket: &str, token: &str) {
     for request in requests {
-        let child = worker_command(exe, socket, token, &request).spawn();
+        let child = worker_command(exe, socket, token, request.worker, request.board).spawn();
         let _ = request.reply.send(child);
     }
 }
 
-fn worker_command(exe: &PathBuf, socket: &str, token: &str, request: &SpawnRequest) -> Command {
+/// The command that starts a worker. No `pre_exec` hook: that would force a full `fork` of a
+/// parent that grows with every live process (spawns got ten times slower by 2,000 of them);
+/// without one the standard library uses `posix_spawn`. The worker sets its parent-death signal
+/// itself (see `worker::become_worker`), and gets its board as standard input.
+fn worker_command(
+    exe: &PathBuf,
+    socket: &str,
+    token: &str,
+    worker: u64,
+    board: Option<Stdio>,
+) -> Command {
     let mut cmd = Command::new(exe);
     cmd.env(SOCKET_ENV, socket)
         .env(TOKEN_ENV, token)
-        .env(ID_ENV, request.worker.to_string())
-        .stdin(Stdio::null());
-    if let Some(fd) = request.board_fd {
-        cmd.env(BOARD_ENV, fd.to_string());
-    }
+        .env(ID_ENV, worker.to_string())
+        .env(PARENT_ENV, std::process::id().to_string());
+    match board {
+        Some(board) => cmd.env(BOARD_ENV, "0").stdin(board),
+        None => cmd.stdin(Stdio::null()),
+    };
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
         // Own process group: a terminal's Ctrl-C reaches only the parent, which shuts workers down.
         cmd.process_group(0);
-        #[cfg(target_os = "linux")]
-        {
-            let parent = std::process::id() as libc::pid_t;
-            let board_fd = request.board_fd;
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    // The parent may have died before prctl took effect.
-                    if libc::getppid() != parent {
-                        libc::_exit(1);
-                    }
-                    match board_fd {
-                        Some(fd) => crate::board::inherit_in_child(fd),
-                        None => Ok(()),
-                    }
-                });
-            }
-        }
     }
     cmd
 }
