@@ -329,17 +329,40 @@ impl Interactive<'_> {
     }
 
     /// An error raised inside a function typed in an earlier input, shown against that input's
-    /// text (its positions are there, not in the input that called it).
+    /// text (its positions are there, not in the input that called it); in a worker too.
     fn where_raised(&self, error: Error) -> Error {
         let Error::Script {
             name,
             text,
             error,
-            remote: None,
+            remote,
         } = error
         else {
             return error;
         };
+        if let Some(remote) = remote {
+            let at = self.defined_in.get(&remote.function).copied();
+            return match at.filter(|at| input_name(*at) != name) {
+                // The call site is in another text: the report points at where it was raised.
+                Some(at) => Error::Script {
+                    name: input_name(at),
+                    text: self.inputs[at].clone(),
+                    error: match *error {
+                        EvalAltResult::ErrorRuntime(message, _) => {
+                            EvalAltResult::ErrorRuntime(message, rhai::Position::NONE).into()
+                        }
+                        other => other.into(),
+                    },
+                    remote: Some(remote),
+                },
+                None => Error::Script {
+                    name,
+                    text,
+                    error,
+                    remote: Some(remote),
+                },
+            };
+        }
         let mut innermost = None;
         let mut inner = &*error;
         while let EvalAltResult::ErrorInFunctionCall(function, _, next, _) = inner {
