@@ -63,14 +63,17 @@ impl Interrupt {
         self.wake_all();
     }
 
-    /// Wakes the waits on `object` when the run is interrupted, for as long as it lives.
-    pub(crate) fn wakes(&self, object: Weak<dyn Wake>) {
+    /// `object`, whose waits are woken when the run is interrupted, for as long as it lives.
+    pub(crate) fn wakes<T: Wake + 'static>(&self, object: Arc<T>) -> Arc<T> {
+        let weak: Weak<T> = Arc::downgrade(&object);
         let mut wakers = lock(&self.0.wakers);
         // Forget the dead now and then, so the list stays as long as what lives.
         if wakers.len() >= 64 && wakers.len().is_power_of_two() {
             wakers.retain(|w| w.strong_count() > 0);
         }
-        wakers.push(object);
+        wakers.push(weak);
+        drop(wakers);
+        object
     }
 
     fn wake_all(&self) {

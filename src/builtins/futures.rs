@@ -1,5 +1,5 @@
 //! `pool_submit` and the `Future` handle (Python's `concurrent.futures`), `wait_any`,
-//! `as_completed`, and `pool_map_unordered`, which yields results as they finish.
+//! `as_completed`, and the loop over `pool_map_unordered`'s results, which come as chunks finish.
 
 use crate::locks::lock;
 use std::{

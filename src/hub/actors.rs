@@ -72,9 +72,7 @@ impl Actors {
     /// Gives a new process its mailbox, before anything can know its id.
     pub(crate) fn open(&self, process: u64) {
         let bound = (self.limit > 0).then_some(self.limit);
-        let mailbox = Arc::new(Queue::new(bound));
-        let weak: std::sync::Weak<Queue> = Arc::downgrade(&mailbox);
-        self.interrupt.wakes(weak);
+        let mailbox = self.interrupt.wakes(Arc::new(Queue::new(bound)));
         lock(&self.mailboxes).insert(process, mailbox);
     }
 

@@ -18,7 +18,7 @@ use std::{
     collections::HashMap,
     path::PathBuf,
     sync::{
-        Arc, Mutex, Weak,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     thread,
@@ -151,13 +151,6 @@ fn refuse_reply(worker: &Worker, seq: u64, error: Error) {
     }
 }
 
-/// `object`, whose waits `interrupt` wakes.
-fn woken_by<T: Wake + 'static>(interrupt: &Interrupt, object: Arc<T>) -> Arc<T> {
-    let weak: Weak<T> = Arc::downgrade(&object);
-    interrupt.wakes(weak);
-    object
-}
-
 fn nested_map() -> Error {
     Error::InvalidArgument(
         "pool_map cannot be called from a function running in pool_map (the pool would wait \
@@ -206,7 +199,9 @@ impl Hub {
                 launcher: Launcher::new(config.exe.clone())?,
                 chunks: Mutex::new(config.program.chunks.clone()),
                 actors: Actors::new(config.program.limits.max_mailbox, config.interrupt.clone()),
-                executor: woken_by(&config.interrupt, Arc::new(Executor::new(config.workers))),
+                executor: config
+                    .interrupt
+                    .wakes(Arc::new(Executor::new(config.workers))),
                 config,
                 workers: Mutex::default(),
                 spares: Mutex::default(),
@@ -313,7 +308,7 @@ impl Inner {
 
     /// `object`, whose waits an interrupt of the run wakes.
     fn woken<T: Wake + 'static>(&self, object: Arc<T>) -> Arc<T> {
-        woken_by(&self.config.interrupt, object)
+        self.config.interrupt.wakes(object)
     }
 
     fn handle(self: &Arc<Self>, op: Op, caller: &Caller) -> Result<Reply, Error> {

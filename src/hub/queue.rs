@@ -256,9 +256,7 @@ mod tests {
     #[test]
     fn an_interrupt_ends_a_blocked_get() {
         let i = Interrupt::default();
-        let q = Arc::new(Queue::new(None));
-        let weak: std::sync::Weak<Queue> = Arc::downgrade(&q);
-        i.wakes(weak);
+        let q = i.wakes(Arc::new(Queue::new(None)));
         let trigger = i.clone();
         thread::spawn(move || {
             thread::sleep(Duration::from_millis(50));
