@@ -107,3 +107,28 @@ fn processes_blocked_in_waits_cost_the_parent_no_cpu() {
     let (code, _, stderr) = live.finish(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[test]
+fn a_record_stays_while_handles_made_elsewhere_may_still_ask_about_it() {
+    let out = common::run(
+        r#"
+        // The main script drops its own handle; the process sends its self() handle back.
+        let p = spawn(|| { parent().send(self()); sleep(0.1); 5 });
+        p = ();
+        let h = recv(5);
+        sleep(0.4);
+        print(h.join());
+        // A monitor's notice carries a handle too.
+        let w = spawn(|| 7);
+        monitor(w);
+        w = ();
+        print(recv(5).process.exit_code);
+        // And whereis() hands out the registered one.
+        let named = spawn(|| { register("named", self()); 9 });
+        named.join();
+        named = ();
+        print(whereis("named"));
+        "#,
+    );
+    out.assert_printed(&["5", "0", ""]);
+}

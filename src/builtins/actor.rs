@@ -8,7 +8,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, INT, NativeCallContext};
 use super::{Ctx, ScriptResult, invalid, method, sendable, unexpected};
 use crate::{
     value::{ProcessHandle, SupervisorHandle},
-    wire::{Op, Reply},
+    wire::{Object, Op, Reply},
 };
 
 /// A handle that names a process: a process, or a supervisor (which is one).
@@ -183,13 +183,22 @@ fn try_recv(ctx: &Ctx, pattern: Pattern) -> ScriptResult {
 }
 
 impl Ctx {
-    /// This process's handle: the main script's, or the spawned process a worker runs.
+    /// This process's handle: the main script's, or the spawned process a worker runs. The
+    /// first in a spawned process tells the main process, which then keeps its record (this
+    /// handle is counted by nobody).
     pub(super) fn me(&self) -> Result<ProcessHandle, Box<EvalAltResult>> {
-        self.actor().me.clone().ok_or_else(|| {
+        let mut actor = self.actor();
+        let me = actor.me.clone().ok_or_else(|| {
             invalid(
                 "self() is for the main script and spawned processes; a function running in \
                  pool_map is not a process of its own",
             )
-        })
+        })?;
+        if !actor.shared && !self.counts_handles {
+            actor.shared = true;
+            drop(actor);
+            self.post(Op::Shared(Object::Process(me.id)))?;
+        }
+        Ok(me)
     }
 }

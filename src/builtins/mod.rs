@@ -63,6 +63,8 @@ struct Actor {
     parent: Option<ProcessHandle>,
     saved: VecDeque<Dynamic>,
     next_tag: INT,
+    /// The main process was told a `self()` handle of this process exists.
+    shared: bool,
 }
 
 impl Ctx {
@@ -105,6 +107,7 @@ impl Ctx {
         actor.me = me;
         actor.parent = parent;
         actor.saved.clear();
+        actor.shared = false;
     }
 
     fn actor(&self) -> MutexGuard<'_, Actor> {

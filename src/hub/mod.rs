@@ -315,6 +315,7 @@ impl Inner {
         match op {
             Op::Spawn { f, args } => {
                 let parent = caller.process().unwrap_or_else(|_| main_process());
+                self.share(parent.id); // the child's parent() is a handle nobody counts
                 self.spawn(self.id(), f, args, parent)
             }
             Op::Join { process, timeout } => {
@@ -390,6 +391,11 @@ impl Inner {
                 self.unreferenced(object);
                 Ok(Reply::Unit)
             }
+            Op::Shared(Object::Process(id)) => {
+                self.share(id);
+                Ok(Reply::Unit)
+            }
+            Op::Shared(Object::Queue(_)) => Ok(Reply::Unit),
             Op::CloseResults { results } => {
                 self.close_results(results);
                 Ok(Reply::Unit)
@@ -406,6 +412,7 @@ impl Inner {
                 Ok(Reply::Got(got))
             }
             Op::Register { name, process } => {
+                self.share(process); // whereis() hands out handles nobody counts
                 let process = self.process_handle(process)?;
                 self.actors.register(name, process).map(|()| Reply::Unit)
             }
@@ -482,6 +489,7 @@ impl Inner {
         });
         if on {
             slot.observe(); // its end will be told, even if it came first
+            slot.share(); // in a notice carrying a handle nobody counts
         }
         self.doom(doomed);
         Ok(Reply::Unit)
@@ -605,6 +613,14 @@ impl Inner {
         }
     }
 
+    /// Keeps the record of process `id` for the rest of the run: a handle to it was made where
+    /// nobody counts it.
+    fn share(&self, id: u64) {
+        if let Ok(slot) = self.process(id) {
+            slot.share();
+        }
+    }
+
     /// Frees the record of process `id` if nothing can ask about it any more.
     fn forget_if_done(&self, id: u64) {
         let mut procs = lock(&self.procs);
@@ -701,6 +717,7 @@ impl Inner {
             | Op::Len { .. }
             | Op::TaskDone { .. }
             | Op::CloseResults { .. }
+            | Op::Shared(_)
             | Op::Status { .. }
             | Op::Send { .. }
             | Op::Recv { timeout: Some(0.0) }

@@ -42,6 +42,9 @@ pub(crate) struct ProcSlot {
     observed: AtomicBool,
     /// The main script holds no handle to it, and never sent one elsewhere.
     unreferenced: AtomicBool,
+    /// Handles to it were made where nobody counts them (`self()`, monitor notices, names): its
+    /// record stays for the rest of the run.
+    shared: AtomicBool,
 }
 
 impl Wake for ProcSlot {
@@ -62,7 +65,13 @@ impl ProcSlot {
             woken: AtomicBool::new(false),
             observed: AtomicBool::new(false),
             unreferenced: AtomicBool::new(false),
+            shared: AtomicBool::new(false),
         }
+    }
+
+    /// A handle to it was made where nobody counts it.
+    pub(crate) fn share(&self) {
+        self.shared.store(true, Ordering::Relaxed);
     }
 
     /// The main script dropped its last handle.
@@ -70,12 +79,14 @@ impl ProcSlot {
         self.unreferenced.store(true, Ordering::Relaxed);
     }
 
-    /// Whether nothing can ask about it any more: it has ended, no handle is left, and its end
-    /// was seen or was not a failure (a failure nobody saw waits to be reported).
+    /// Whether nothing can ask about it any more: it has ended, no handle is left (none was made
+    /// outside the main script's count), and its end was seen or was not a failure (a failure
+    /// nobody saw waits to be reported).
     pub(crate) fn is_forgettable(&self) -> bool {
         let state = self.lock();
         !matches!(*state, State::Running)
             && self.unreferenced.load(Ordering::Relaxed)
+            && !self.shared.load(Ordering::Relaxed)
             && (self.observed.load(Ordering::Relaxed) || self.result(&state).is_ok())
     }
 

@@ -298,6 +298,9 @@ pub enum Op {
     /// The main script dropped its last handle to this object, and never sent one elsewhere: its
     /// record may go once the object is done with. Posted, never answered.
     Unreferenced(Object),
+    /// A handle to this object was made outside the main script's count (a process's `self()`):
+    /// its record stays for the rest of the run. Posted, never answered.
+    Shared(Object),
     /// `p.send(msg)`: into process `to`'s mailbox; answered `Bool(false)` if it has ended.
     Send { to: u64, value: Value },
     /// `recv()` and its variants: the next message of the caller's own mailbox.
