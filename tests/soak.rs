@@ -84,7 +84,8 @@ fn processes_blocked_in_waits_cost_the_parent_no_cpu() {
         r#"
         let e = event();
         let ps = [];
-        for i in 0..200 { ps.push(spawn(|e| e.wait(), e)); }
+        for i in 0..190 { ps.push(spawn(|e| e.wait(), e)); }
+        for i in 0..10 { ps.push(spawn(|p| p.join(), ps[i])); }
         print("waiting");
         sleep(4.0);
         e.set();
@@ -98,7 +99,13 @@ fn processes_blocked_in_waits_cost_the_parent_no_cpu() {
     let before = cpu_ticks(live.pid());
     std::thread::sleep(Duration::from_secs(3));
     let used = cpu_ticks(live.pid()) - before;
+    // One reader thread per worker; the waits themselves are parked, with no thread each.
+    let threads = std::fs::read_dir(format!("/proc/{}/task", live.pid())).map_or(0, |d| d.count());
     assert_eq!(live.line(), "done");
+    assert!(
+        threads < 200 + 40,
+        "{threads} threads for 200 waiting processes"
+    );
     // 200 waits polled every 20 ms cost about a tenth of a core; woken waits cost nothing.
     assert!(
         used <= 9,

@@ -669,6 +669,11 @@ impl Inner {
         {
             return self.get_or_park(worker, seq, source);
         }
+        if let Some(seq) = seq {
+            if self.park(worker, seq, &op) {
+                return;
+            }
+        }
         let op = match self.try_now(op, &caller) {
             Ok(result) => return answer(worker, seq, result, source.ok().as_deref()),
             Err(op) => op,
@@ -682,6 +687,38 @@ impl Inner {
             });
         if let Err(e) = spawned {
             eprintln!("mpscript: cannot serve a worker request: {e}");
+        }
+    }
+
+    /// A worker's untimed `join` or `e.wait()`: answered when the process ends or the event is
+    /// set, by whoever ends or sets it, with no thread waiting meanwhile. `false` for other
+    /// requests.
+    fn park(&self, worker: &Arc<Worker>, seq: u64, op: &Op) -> bool {
+        let to = worker.clone();
+        match *op {
+            Op::Join {
+                process,
+                timeout: None,
+            } => match self.process(process) {
+                Ok(slot) => {
+                    let ended = slot.clone();
+                    slot.when_ended(Box::new(move || {
+                        let result = ended.join(Some(Duration::ZERO), &Interrupt::default());
+                        send_reply(&to, Some(seq), result.map(Reply::Value));
+                    }));
+                    true
+                }
+                Err(_) => false, // answered with the error the usual way
+            },
+            Op::Sync {
+                id,
+                action: SyncAction::Wait { timeout: None },
+            } => self.sync_object(id).is_ok_and(|event| {
+                event.when_set(Box::new(move || {
+                    send_reply(&to, Some(seq), Ok(Reply::Bool(true)));
+                }))
+            }),
+            _ => false,
         }
     }
 

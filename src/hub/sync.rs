@@ -58,7 +58,13 @@ struct State {
     woken: HashSet<u64>,
     /// Condition: the next ticket.
     next_ticket: u64,
+    /// Event: what to do once it is set (workers' untimed waits, parked without a thread).
+    when_set: Vec<Then>,
 }
+
+/// Something to do once a wait is over: answer a worker's request that was parked, not waited for
+/// on a thread of its own.
+pub(crate) type Then = Box<dyn FnOnce() + Send>;
 
 /// How a wait ended.
 pub(crate) enum Waited {
@@ -260,10 +266,31 @@ impl SyncObject {
 
     /// Event: sets or clears the flag.
     fn set(&self, on: bool) {
-        self.lock().set = on;
-        if on {
-            self.changed.notify_all();
+        let mut state = self.lock();
+        state.set = on;
+        if !on {
+            return;
         }
+        let parked = std::mem::take(&mut state.when_set);
+        drop(state);
+        self.changed.notify_all();
+        parked.into_iter().for_each(|then| then());
+    }
+
+    /// Event: runs `then` once the flag is set (now, if it is). `false` (and `then` dropped) if
+    /// this is not an event.
+    pub(crate) fn when_set(&self, then: Then) -> bool {
+        if self.kind != HandleKind::Event {
+            return false;
+        }
+        let mut state = self.lock();
+        if state.set {
+            drop(state);
+            then();
+        } else {
+            state.when_set.push(then);
+        }
+        true
     }
 
     /// Event: waits for the flag.
