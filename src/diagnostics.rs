@@ -54,7 +54,7 @@ pub fn report(error: &Error) -> Report {
 pub(crate) fn unobserved(name: &str, text: &str, error: Error) -> Report {
     let heading = "a spawned process failed and nothing joined or monitored it";
     match error {
-        Error::Remote(remote) => {
+        Error::Remote(remote) if !text.is_empty() => {
             let message = format!("{heading}: {remote}");
             let error = EvalAltResult::ErrorRuntime(message.into(), Position::NONE);
             Report::new(script_report(name, text, &error, Some(&remote)))

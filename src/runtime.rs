@@ -323,9 +323,32 @@ impl Interactive<'_> {
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program.running);
         self.functions += chunk.clone_functions_only();
-        self.session
+        let outcome = self
+            .session
             .outcome(&name, input, result)
-            .map_err(|e| self.where_raised(e))
+            .map_err(|e| self.where_raised(e));
+        self.report_unobserved();
+        outcome
+    }
+
+    /// Spawned processes that failed with nobody joining or monitoring them, reported after the
+    /// input during which they failed (a session has no end of run to wait for).
+    fn report_unobserved(&self) {
+        let failures = match &*self.session.backend.lock() {
+            HubState::Running(hub) => hub.unobserved_failures(),
+            _ => return,
+        };
+        for failure in failures {
+            let (name, text) = match &failure {
+                Error::Remote(remote) => match self.defined_in.get(&remote.function) {
+                    Some(&at) => (input_name(at), self.inputs[at].clone()),
+                    None => (String::new(), Arc::from("")),
+                },
+                _ => (String::new(), Arc::from("")),
+            };
+            let report = crate::diagnostics::unobserved(&name, &text, failure);
+            (self.session.runtime.output)(OutStream::Stderr, &format!("{report:?}"));
+        }
     }
 
     /// An error raised inside a function typed in an earlier input, shown against that input's

@@ -252,3 +252,28 @@ fn on_a_terminal_tab_completes_names_and_history_recalls_a_whole_input() {
     let history = std::fs::read_to_string(home.path().join(".mpscript_history")).unwrap();
     assert!(history.contains("[100,"), "{history}");
 }
+
+#[test]
+fn a_process_that_fails_unobserved_in_the_repl_is_reported_after_the_input() {
+    let (code, stdout, stderr) = session(
+        br#"fn bad(x) {
+    throw `bad ${x}`;
+}
+let p = spawn(Fn("bad"), 1);
+sleep(0.3);
+let q = spawn(Fn("bad"), 2);
+q.join(5)
+"still here"
+"#,
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.ends_with("=> \"still here\"\n"), "{stdout}");
+    // The unjoined one once, against the input that defined `bad`; the joined one only as its error.
+    assert_eq!(
+        stderr.matches("nothing joined or monitored").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("<input 1>:2:5"), "{stderr}");
+    assert!(stderr.contains("bad 2"), "{stderr}");
+}
