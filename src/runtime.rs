@@ -240,8 +240,7 @@ impl Runtime {
             .eval_ast_with_scope::<Dynamic>(&mut scope, &program.running);
         let (finished, unobserved) = session.backend.finish(result.is_ok());
         for failure in unobserved {
-            let report = crate::diagnostics::unobserved(name, &text, failure);
-            (self.output)(OutStream::Stderr, &format!("{report:?}"));
+            session.tell_unobserved(name, &text, failure);
         }
         session
             .outcome(name, &text, result)
@@ -339,15 +338,17 @@ impl Interactive<'_> {
             _ => return,
         };
         for failure in failures {
-            let (name, text) = match &failure {
-                Error::Remote(remote) => match self.defined_in.get(&remote.function) {
-                    Some(&at) => (input_name(at), self.inputs[at].clone()),
-                    None => (String::new(), Arc::from("")),
-                },
-                _ => (String::new(), Arc::from("")),
+            let defined = match &failure {
+                Error::Remote(remote) => self.defined_in.get(&remote.function).copied(),
+                _ => None,
             };
-            let report = crate::diagnostics::unobserved(&name, &text, failure);
-            (self.session.runtime.output)(OutStream::Stderr, &format!("{report:?}"));
+            match defined {
+                Some(at) => {
+                    self.session
+                        .tell_unobserved(&input_name(at), &self.inputs[at], failure)
+                }
+                None => self.session.tell_unobserved("", "", failure),
+            }
         }
     }
 
@@ -604,6 +605,13 @@ impl<'r> Session<'r> {
             ctx,
             fns,
         }
+    }
+
+    /// Reports on the output's stderr a process that failed with nobody learning of it, against
+    /// `text` (the source its function is in; empty when unknown).
+    fn tell_unobserved(&self, name: &str, text: &str, failure: Error) {
+        let report = crate::diagnostics::unobserved(name, text, failure);
+        (self.runtime.output)(OutStream::Stderr, &format!("{report:?}"));
     }
 
     /// The program as it runs: numeric functions routed through the fast tier.

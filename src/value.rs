@@ -360,11 +360,16 @@ impl Value {
     /// The value, if it fits in one message; a clear error if it is over the frame limit (so
     /// sending it fails at the call site, never later on the way).
     pub(crate) fn fits_a_frame(self) -> Result<Value, Error> {
+        self.frame_size().map(|_| self)
+    }
+
+    /// About how many bytes the value takes in a message, if it fits in one.
+    pub(crate) fn frame_size(&self) -> Result<usize, Error> {
         let size = self.wire_size();
         if size > crate::wire::MAX_VALUE {
             return Err(crate::wire::over_the_frame_limit(size));
         }
-        Ok(self)
+        Ok(size)
     }
 
     /// Converts a script value, refusing what cannot cross a process boundary.

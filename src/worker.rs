@@ -575,8 +575,8 @@ impl Results {
             self.bytes += 8;
             return Ok(());
         }
-        let value = Value::from_dynamic(value)?.fits_a_frame()?;
-        self.bytes += value.wire_size();
+        let value = Value::from_dynamic(value)?;
+        self.bytes += value.frame_size()?;
         match &mut self.kept {
             Kept::Ints(ints) => {
                 let mut values: Vec<Value> = ints.drain(..).map(Value::Int).collect();

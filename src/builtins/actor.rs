@@ -8,7 +8,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, INT, NativeCallContext};
 use super::{Ctx, ScriptResult, invalid, method, sendable, unexpected};
 use crate::{
     value::{ProcessHandle, SupervisorHandle},
-    wire::{Object, Op, Reply},
+    wire::{Op, Reply},
 };
 
 /// A handle that names a process: a process, or a supervisor (which is one).
@@ -197,7 +197,7 @@ impl Ctx {
         if !actor.shared && !self.counts_handles {
             actor.shared = true;
             drop(actor);
-            self.post(Op::Shared(Object::Process(me.id)))?;
+            self.post(Op::Shared { process: me.id })?;
         }
         Ok(me)
     }

@@ -135,7 +135,7 @@ fn deadline(timeout: Option<f64>) -> Option<Instant> {
     timeout.map(|t| Instant::now() + Duration::from_secs_f64(t))
 }
 
-fn timed_out(what: &str, timeout: Option<f64>) -> Error {
+pub(super) fn timed_out(what: &str, timeout: Option<f64>) -> Error {
     Error::Timeout {
         what: what.into(),
         after: Duration::from_secs_f64(timeout.unwrap_or_default()),
@@ -391,11 +391,10 @@ impl Inner {
                 self.unreferenced(object);
                 Ok(Reply::Unit)
             }
-            Op::Shared(Object::Process(id)) => {
-                self.share(id);
+            Op::Shared { process } => {
+                self.share(process);
                 Ok(Reply::Unit)
             }
-            Op::Shared(Object::Queue(_)) => Ok(Reply::Unit),
             Op::CloseResults { results } => {
                 self.close_results(results);
                 Ok(Reply::Unit)
@@ -659,23 +658,19 @@ impl Inner {
     /// thread: what can finish now is done inline, anything that has to wait on its own thread.
     fn serve(self: &Arc<Self>, worker: &Arc<Worker>, seq: Option<u64>, op: Op) {
         let caller = Caller::Worker(worker.clone());
-        // Where a value taken for this request goes back if it cannot be sent.
-        let source = match &op {
-            Op::Get { queue, .. } => self.queue(*queue),
-            Op::Recv { .. } => self.mailbox(&caller),
-            _ => Err(Error::InvalidArgument("takes no value".into())),
-        };
         if let (Some(seq), Op::Get { timeout: None, .. } | Op::Recv { timeout: None }) = (seq, &op)
         {
-            return self.get_or_park(worker, seq, source);
+            return self.get_or_park(worker, seq, self.source(&op, &caller));
         }
         if let Some(seq) = seq {
             if self.park(worker, seq, &op) {
                 return;
             }
         }
+        // Where a value taken for this request goes back if it cannot be sent.
+        let source = self.source(&op, &caller).ok();
         let op = match self.try_now(op, &caller) {
-            Ok(result) => return answer(worker, seq, result, source.ok().as_deref()),
+            Ok(result) => return answer(worker, seq, result, source.as_deref()),
             Err(op) => op,
         };
         let (hub, worker) = (self.clone(), worker.clone());
@@ -683,10 +678,19 @@ impl Inner {
             .name("mpscript-request".into())
             .spawn(move || {
                 let result = hub.handle(*op, &caller);
-                answer(&worker, seq, result, source.ok().as_deref());
+                answer(&worker, seq, result, source.as_deref());
             });
         if let Err(e) = spawned {
             eprintln!("mpscript: cannot serve a worker request: {e}");
+        }
+    }
+
+    /// The queue a `get` or `recv` takes its value from.
+    fn source(&self, op: &Op, caller: &Caller) -> Result<Arc<Queue>, Error> {
+        match op {
+            Op::Get { queue, .. } => self.queue(*queue),
+            Op::Recv { .. } => self.mailbox(caller),
+            _ => Err(Error::InvalidArgument("this request takes no value".into())),
         }
     }
 
@@ -694,14 +698,14 @@ impl Inner {
     /// set, by whoever ends or sets it, with no thread waiting meanwhile. `false` for other
     /// requests.
     fn park(&self, worker: &Arc<Worker>, seq: u64, op: &Op) -> bool {
-        let to = worker.clone();
+        let to = || worker.clone();
         match *op {
             Op::Join {
                 process,
                 timeout: None,
             } => match self.process(process) {
                 Ok(slot) => {
-                    let ended = slot.clone();
+                    let (ended, to) = (slot.clone(), to());
                     slot.when_ended(Box::new(move || {
                         let result = ended.join(Some(Duration::ZERO), &Interrupt::default());
                         send_reply(&to, Some(seq), result.map(Reply::Value));
@@ -714,6 +718,7 @@ impl Inner {
                 id,
                 action: SyncAction::Wait { timeout: None },
             } => self.sync_object(id).is_ok_and(|event| {
+                let to = to();
                 event.when_set(Box::new(move || {
                     send_reply(&to, Some(seq), Ok(Reply::Bool(true)));
                 }))
@@ -754,7 +759,7 @@ impl Inner {
             | Op::Len { .. }
             | Op::TaskDone { .. }
             | Op::CloseResults { .. }
-            | Op::Shared(_)
+            | Op::Shared { .. }
             | Op::Status { .. }
             | Op::Send { .. }
             | Op::Recv { timeout: Some(0.0) }

@@ -27,6 +27,14 @@ enum State {
     Died(Death),
 }
 
+/// Whether it ended with a failure: a throw, a non-zero `exit`, a death.
+fn failed(state: &State) -> bool {
+    !matches!(
+        state,
+        State::Running | State::Ended(Outcome::Returned(_) | Outcome::Exited(0))
+    )
+}
+
 pub(crate) struct ProcSlot {
     pid: u32,
     /// The worker running it, until it ends: then the record keeps no socket or buffer alive.
@@ -98,11 +106,12 @@ impl ProcSlot {
     /// outside the main script's count), and its end was seen or was not a failure (a failure
     /// nobody saw waits to be reported).
     pub(crate) fn is_forgettable(&self) -> bool {
+        if !self.unreferenced.load(Ordering::Relaxed) || self.shared.load(Ordering::Relaxed) {
+            return false;
+        }
         let state = self.lock();
         !matches!(*state, State::Running)
-            && self.unreferenced.load(Ordering::Relaxed)
-            && !self.shared.load(Ordering::Relaxed)
-            && (self.observed.load(Ordering::Relaxed) || self.result(&state).is_ok())
+            && (self.observed.load(Ordering::Relaxed) || !failed(&state))
     }
 
     /// Someone has learned, or will learn, how it ended.
@@ -113,11 +122,10 @@ impl ProcSlot {
     /// The error of a process that failed without anyone learning of it; `Some` only once.
     pub(crate) fn unobserved_failure(&self) -> Option<Error> {
         let state = self.lock();
-        let failed = match &*state {
-            State::Running => return None,
-            state => self.result(state).err()?,
-        };
-        (!self.observed.swap(true, Ordering::Relaxed)).then_some(failed)
+        if !failed(&state) || self.observed.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        self.result(&state).err()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -107,19 +107,19 @@ impl Queue {
 
     /// Appends `value` even past the bound (notices that must not be lost).
     pub(crate) fn push(&self, value: Value) {
-        let mut state = self.lock();
-        if let Some(value) = state.hand_to_waiting(value) {
-            state.items.push_back(value);
-            drop(state);
-            self.not_empty.notify_one();
-        }
+        self.place(value, VecDeque::push_back);
     }
 
     /// Puts back, first in line, a value taken that could not be delivered.
     pub(crate) fn unget(&self, value: Value) {
+        self.place(value, VecDeque::push_front);
+    }
+
+    /// Hands `value` to a parked `get`, or stores it with `store`, whatever the bound.
+    fn place(&self, value: Value, store: fn(&mut VecDeque<Value>, Value)) {
         let mut state = self.lock();
         if let Some(value) = state.hand_to_waiting(value) {
-            state.items.push_front(value);
+            store(&mut state.items, value);
             drop(state);
             self.not_empty.notify_one();
         }

@@ -6,7 +6,7 @@ use crate::locks::lock;
 use std::{
     collections::{HashSet, VecDeque},
     sync::{Arc, Condvar, Mutex, MutexGuard},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use super::wait::wait;
@@ -126,7 +126,7 @@ impl SyncObject {
                 self.the_lock().act(action, asker)
             }
             (Lock | RLock | Semaphore, SyncAction::Acquire { .. }) => {
-                self.acquire(asker).map(waited)
+                self.acquire(asker, 1).map(waited)
             }
             (Lock | RLock | Semaphore, SyncAction::Release) => {
                 self.release(asker.owner).map(|()| Reply::Unit)
@@ -141,10 +141,7 @@ impl SyncObject {
             (Condition, SyncAction::Notify(n)) => self.notify(asker.owner, n).map(|()| Reply::Unit),
             (Barrier, SyncAction::Wait { timeout }) => match self.pass(asker)? {
                 Waited::Yes(index) => Ok(Reply::Len(index)),
-                Waited::TimedOut => Err(Error::Timeout {
-                    what: "barrier wait".into(),
-                    after: Duration::from_secs_f64(timeout.unwrap_or_default()),
-                }),
+                Waited::TimedOut => Err(super::timed_out("barrier wait", timeout)),
             },
             (Barrier, SyncAction::Reset) => {
                 self.reset();
@@ -176,11 +173,7 @@ impl SyncObject {
     /// Takes a permit for `asker` (`times` over, for a re-entrant lock a condition gives back).
     /// `alive` is asked under this object's lock, so a permit is never given to an owner whose end
     /// was already cleaned up.
-    fn acquire(&self, asker: &Asker) -> Result<Waited, Error> {
-        self.acquire_times(asker, 1)
-    }
-
-    fn acquire_times(&self, asker: &Asker, times: u64) -> Result<Waited, Error> {
+    fn acquire(&self, asker: &Asker, times: u64) -> Result<Waited, Error> {
         let mut state = self.lock();
         while !self.can_take(&state, asker.owner) {
             state = match wait(&self.changed, state, asker.deadline, asker.interrupt)? {
@@ -343,7 +336,7 @@ impl SyncObject {
             deadline: None,
             ..*asker
         };
-        lock.acquire_times(&retake, held)?;
+        lock.acquire(&retake, held)?;
         Ok(if notified {
             Waited::Yes(1)
         } else {

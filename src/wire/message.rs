@@ -298,9 +298,9 @@ pub enum Op {
     /// The main script dropped its last handle to this object, and never sent one elsewhere: its
     /// record may go once the object is done with. Posted, never answered.
     Unreferenced(Object),
-    /// A handle to this object was made outside the main script's count (a process's `self()`):
-    /// its record stays for the rest of the run. Posted, never answered.
-    Shared(Object),
+    /// A handle to this process was made outside the main script's count (its `self()`): its
+    /// record stays for the rest of the run. Posted, never answered.
+    Shared { process: u64 },
     /// `p.send(msg)`: into process `to`'s mailbox; answered `Bool(false)` if it has ended.
     Send { to: u64, value: Value },
     /// `recv()` and its variants: the next message of the caller's own mailbox.
