@@ -434,3 +434,51 @@ fn a_value_over_the_frame_limit_fails_at_the_call_instead_of_hanging() {
     assert!(lines[3].contains(limit), "{}", lines[3]);
     assert_eq!(lines[4], "[2, 4]");
 }
+
+#[test]
+fn every_wait_that_runs_out_of_time_answers_alike_in_the_main_script_and_in_a_worker() {
+    // A worker's waits are parked in the parent and ended there at their deadline; the main
+    // script's waits block; both must answer the same, and leave the objects in the same state.
+    let out = run(r#"
+        fn waits(e, l, b, c, q, full, sleeper) {
+            let out = [];
+            out.push(e.wait(0.2));
+            out.push(l.acquire(0.2));
+            try { q.get(0.2); out.push("got?"); } catch (err) { out.push(`${err}`); }
+            c.acquire(); out.push(c.wait(0.2)); c.release(); out.push("condition lock back");
+            try { sleeper.join(0.2); out.push("joined?"); } catch (err) { out.push(`${err}`.split(" timed")[1]); }
+            try { full.put(1, 0.2); out.push("put?"); } catch (err) { out.push(`${err}`); }
+            try { b.wait(0.2); out.push("passed?"); } catch (err) { out.push(`${err}`); }
+            out.push(b.broken);
+            out
+        }
+        fn objects(sleeper) {
+            let l = lock(); let full = queue(1); full.put(0);
+            let holder = spawn(|l| { l.acquire(); sleep(5.0); }, l);
+            while l.acquire(0) { l.release(); sleep(0.01); }
+            [event(), l, barrier(3), condition(), queue(), full, sleeper, holder]
+        }
+        let sleeper = spawn(|| sleep(5.0));
+        let o = objects(sleeper);
+        let main = waits(o[0], o[1], o[2], o[3], o[4], o[5], o[6]);
+        o[7].kill();
+        let o = objects(sleeper);
+        let worker = spawn(|o| waits(o[0], o[1], o[2], o[3], o[4], o[5], o[6]), o).join(10);
+        o[7].kill();
+        sleeper.kill();
+        print(main == worker);
+        for x in worker { print(x); }
+    "#);
+    out.assert_printed(&[
+        "true",
+        "false",
+        "false",
+        "q.get timed out after 0.2s: the queue stayed empty",
+        "false",
+        "condition lock back",
+        " out after 0.2s",
+        "q.put on a full queue timed out after 0.2s",
+        "barrier wait timed out after 0.2s",
+        "true",
+    ]);
+}

@@ -79,18 +79,34 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[cfg(target_os = "linux")]
 #[test]
-fn processes_blocked_in_waits_cost_the_parent_no_cpu() {
+fn processes_blocked_in_waits_cost_the_parent_no_cpu_and_no_thread_each() {
+    // 180 processes, each blocked in one kind of wait, timed or not.
     let mut live = Live::start(
         r#"
-        let e = event();
+        let e = event(); let l = lock(); let s = semaphore(1); let b = barrier(21);
+        let c = condition(); let q = queue(); let full = queue(1); full.put(0);
+        l.acquire(); s.acquire();
         let ps = [];
-        for i in 0..190 { ps.push(spawn(|e| e.wait(), e)); }
-        for i in 0..10 { ps.push(spawn(|p| p.join(), ps[i])); }
+        for i in 0..20 {
+            ps.push(spawn(|e| e.wait(), e));
+            ps.push(spawn(|e| e.wait(60.0), e));
+            ps.push(spawn(|l| { l.acquire(); l.release(); true }, l));
+            ps.push(spawn(|s| { let ok = s.acquire(60.0); s.release(); ok }, s));
+            ps.push(spawn(|b| b.wait(60.0) >= 0, b));
+            ps.push(spawn(|c| { c.acquire(); let r = c.wait(60.0); c.release(); r }, c));
+            ps.push(spawn(|q| q.get(60.0) >= 0, q));
+            ps.push(spawn(|full| { full.put(1, 60.0); true }, full));
+        }
+        for i in 0..20 { ps.push(spawn(|p| p.join(60.0), ps[i])); }
         print("waiting");
         sleep(4.0);
-        e.set();
-        for p in ps { p.join(); }
-        print("done");
+        e.set(); l.release(); s.release(); b.wait(10.0);
+        for i in 0..20 { q.put(i); }
+        c.acquire(); c.notify_all(); c.release();
+        for i in 0..20 { full.get(10.0); }
+        let all = true;
+        for p in ps { all = all && p.join(20.0); }
+        print(`done ${all} ${ps.len()} ${full.len()}`);
         "#,
         &[],
     );
@@ -99,12 +115,13 @@ fn processes_blocked_in_waits_cost_the_parent_no_cpu() {
     let before = cpu_ticks(live.pid());
     std::thread::sleep(Duration::from_secs(3));
     let used = cpu_ticks(live.pid()) - before;
-    // One reader thread per worker; the waits themselves are parked, with no thread each.
+    // One reader thread per worker; the waits themselves are parked, with no thread each (a
+    // thread per wait made it 345).
     let threads = std::fs::read_dir(format!("/proc/{}/task", live.pid())).map_or(0, |d| d.count());
-    assert_eq!(live.line(), "done");
+    assert_eq!(live.line(), "done true 180 1");
     assert!(
-        threads < 200 + 40,
-        "{threads} threads for 200 waiting processes"
+        threads < 180 + 30,
+        "{threads} threads for 180 waiting processes"
     );
     // 200 waits polled every 20 ms cost about a tenth of a core; woken waits cost nothing.
     assert!(

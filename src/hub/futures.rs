@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use super::wait::wait;
+use super::{parked, wait::wait};
 use crate::{Error, Interrupt, Value, stop::Wake, value::FnValue, value::ProcessHandle};
 
 /// A call waiting for a free slot.
@@ -73,6 +73,12 @@ impl Executor {
         lock(&self.state)
     }
 
+    /// Tells whoever waits on a future that one changed.
+    fn changed(&self) {
+        self.changed.notify_all();
+        parked::changed(self);
+    }
+
     /// Queues `call` as future `id` once the backlog has room; returns what can start now.
     pub(crate) fn submit(
         &self,
@@ -109,7 +115,7 @@ impl Executor {
             }
         }
         drop(state);
-        self.changed.notify_all(); // the backlog shrank
+        self.changed(); // the backlog shrank
         starts
     }
 
@@ -120,7 +126,7 @@ impl Executor {
         state.running -= 1;
         state.futures.insert(id, Future::Failed(why));
         drop(state);
-        self.changed.notify_all();
+        self.changed();
     }
 
     /// Process `process` ended; if it ran a future, that future is done and its slot is free.
@@ -185,7 +191,7 @@ impl Executor {
                 state.futures.insert(id, Future::Cancelled);
                 state.pending.retain(|p| *p != id);
                 drop(state);
-                self.changed.notify_all();
+                self.changed();
                 Ok(true)
             }
             Some(Future::Cancelled) => Ok(true),

@@ -4,6 +4,7 @@
 mod actors;
 mod futures;
 mod launch;
+mod parked;
 mod pool;
 mod process;
 mod progress;
@@ -11,6 +12,7 @@ mod queue;
 mod results;
 mod sync;
 mod wait;
+mod waiting;
 mod worker;
 
 use crate::locks::lock;
@@ -662,17 +664,18 @@ impl Inner {
         {
             return self.get_or_park(worker, seq, self.source(&op, &caller));
         }
-        if let Some(seq) = seq {
-            if self.park(worker, seq, &op) {
-                return;
-            }
-        }
         // Where a value taken for this request goes back if it cannot be sent.
         let source = self.source(&op, &caller).ok();
-        let op = match self.try_now(op, &caller) {
+        let mut op = match self.try_now(op, &caller) {
             Ok(result) => return answer(worker, seq, result, source.as_deref()),
             Err(op) => op,
         };
+        if let Some(seq) = seq {
+            op = match self.park(worker, seq, *op) {
+                Ok(()) => return,
+                Err(op) => op,
+            };
+        }
         let (hub, worker) = (self.clone(), worker.clone());
         let spawned = thread::Builder::new()
             .name("mpscript-request".into())
@@ -691,39 +694,6 @@ impl Inner {
             Op::Get { queue, .. } => self.queue(*queue),
             Op::Recv { .. } => self.mailbox(caller),
             _ => Err(Error::InvalidArgument("this request takes no value".into())),
-        }
-    }
-
-    /// A worker's untimed `join` or `e.wait()`: answered when the process ends or the event is
-    /// set, by whoever ends or sets it, with no thread waiting meanwhile. `false` for other
-    /// requests.
-    fn park(&self, worker: &Arc<Worker>, seq: u64, op: &Op) -> bool {
-        let to = || worker.clone();
-        match *op {
-            Op::Join {
-                process,
-                timeout: None,
-            } => match self.process(process) {
-                Ok(slot) => {
-                    let (ended, to) = (slot.clone(), to());
-                    slot.when_ended(Box::new(move || {
-                        let result = ended.join(Some(Duration::ZERO), &Interrupt::default());
-                        send_reply(&to, Some(seq), result.map(Reply::Value));
-                    }));
-                    true
-                }
-                Err(_) => false, // answered with the error the usual way
-            },
-            Op::Sync {
-                id,
-                action: SyncAction::Wait { timeout: None },
-            } => self.sync_object(id).is_ok_and(|event| {
-                let to = to();
-                event.when_set(Box::new(move || {
-                    send_reply(&to, Some(seq), Ok(Reply::Bool(true)));
-                }))
-            }),
-            _ => false,
         }
     }
 
@@ -1102,6 +1072,7 @@ impl Inner {
             death.status = format!("{} after it {words}", death.status);
         }
         lock(&self.workers).remove(&worker.id);
+        parked::forget(&**worker);
         lock(&self.spares).retain(|w| w.id != worker.id);
         for q in lock(&self.queues).values() {
             q.forget(worker.id);
@@ -1135,6 +1106,7 @@ impl Inner {
     }
 
     fn shutdown(&self) {
+        parked::forget(self);
         for results in lock(&self.results).drain().map(|(_, r)| r) {
             results.close();
         }

@@ -11,7 +11,7 @@ use std::{
 
 use super::{
     actors::NORMAL,
-    sync::Then,
+    parked,
     wait::wait,
     worker::{Death, Worker},
 };
@@ -54,8 +54,6 @@ pub(crate) struct ProcSlot {
     /// Handles to it were made where nobody counts them (`self()`, monitor notices, names): its
     /// record stays for the rest of the run.
     shared: AtomicBool,
-    /// What to do once it has ended (workers' untimed joins, parked without a thread).
-    when_ended: Mutex<Vec<Then>>,
 }
 
 impl Wake for ProcSlot {
@@ -77,19 +75,7 @@ impl ProcSlot {
             observed: AtomicBool::new(false),
             unreferenced: AtomicBool::new(false),
             shared: AtomicBool::new(false),
-            when_ended: Mutex::default(),
         }
-    }
-
-    /// Runs `then` once the end has been told (now, if it has been).
-    pub(crate) fn when_ended(&self, then: Then) {
-        let state = self.lock();
-        if matches!(*state, State::Running) || !self.woken.load(Ordering::Acquire) {
-            lock(&self.when_ended).push(then);
-            return;
-        }
-        drop(state);
-        then();
     }
 
     /// A handle to it was made where nobody counts it.
@@ -161,9 +147,8 @@ impl ProcSlot {
         let state = self.lock();
         self.woken.store(true, Ordering::Release);
         self.ended.notify_all();
-        let parked = std::mem::take(&mut *lock(&self.when_ended));
         drop(state);
-        parked.into_iter().for_each(|then| then());
+        parked::changed(self);
     }
 
     /// Waits for the end (at most `timeout`) and returns the function's value, or its error.

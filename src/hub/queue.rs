@@ -7,7 +7,7 @@ use std::{
     time::Instant,
 };
 
-use super::wait::wait;
+use super::{parked, wait::wait};
 use crate::{Error, Interrupt, Value, stop::Wake};
 
 /// How a `put` ended when it did not fail.
@@ -102,6 +102,7 @@ impl Queue {
         state.items.push_back(value);
         drop(state);
         self.not_empty.notify_one();
+        parked::changed(self);
         Ok(Put::Done)
     }
 
@@ -122,6 +123,7 @@ impl Queue {
             store(&mut state.items, value);
             drop(state);
             self.not_empty.notify_one();
+            parked::changed(self);
         }
     }
 
@@ -135,7 +137,7 @@ impl Queue {
         loop {
             if let Some(value) = state.items.pop_front() {
                 drop(state);
-                self.not_full.notify_one();
+                self.taken();
                 return Ok(Some(value));
             }
             state = match wait(&self.not_empty, state, deadline, interrupt)? {
@@ -151,7 +153,7 @@ impl Queue {
         match state.items.pop_front() {
             Some(value) => {
                 drop(state);
-                self.not_full.notify_one();
+                self.taken();
                 Some(value)
             }
             None => {
@@ -159,6 +161,12 @@ impl Queue {
                 None
             }
         }
+    }
+
+    /// A value was taken: there is room for a `put`.
+    fn taken(&self) {
+        self.not_full.notify_one();
+        parked::changed(self);
     }
 
     /// Drops the parked gets of a worker that died.
@@ -183,7 +191,9 @@ impl Queue {
         }
         state.unfinished -= 1;
         if state.unfinished == 0 {
+            drop(state);
             self.all_done.notify_all();
+            parked::changed(self);
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use super::wait::wait;
+use super::{parked, wait::wait};
 use crate::{
     Error, Interrupt,
     stop::Wake,
@@ -58,13 +58,7 @@ struct State {
     woken: HashSet<u64>,
     /// Condition: the next ticket.
     next_ticket: u64,
-    /// Event: what to do once it is set (workers' untimed waits, parked without a thread).
-    when_set: Vec<Then>,
 }
-
-/// Something to do once a wait is over: answer a worker's request that was parked, not waited for
-/// on a thread of its own.
-pub(crate) type Then = Box<dyn FnOnce() + Send>;
 
 /// How a wait ended.
 pub(crate) enum Waited {
@@ -72,6 +66,27 @@ pub(crate) enum Waited {
     Yes(u64),
     /// The deadline passed first.
     TimedOut,
+}
+
+/// How a blocking wait on an object's state ended.
+enum Until<R> {
+    Ready(R),
+    TimedOut,
+    /// The run was interrupted.
+    Stopped(Error),
+}
+
+/// A barrier party waiting to pass: its arrival index, and the barrier's counts when it came.
+pub(crate) struct Arrival {
+    index: u64,
+    generation: u64,
+    resets: u64,
+}
+
+/// A condition waiter: its ticket, and how often it held the lock it gave up.
+pub(crate) struct Sleep {
+    ticket: u64,
+    pub(crate) held: u64,
 }
 
 /// What a blocking action needs besides the object: who asks, when to give up, and whether the
@@ -160,38 +175,72 @@ impl SyncObject {
         }
     }
 
-    fn the_lock(&self) -> &SyncObject {
-        self.lock.as_deref().expect("a condition has a lock")
-    }
-
     /// Whether `owner` may take a permit now: one is free, or it already holds this re-entrant lock.
     fn can_take(&self, state: &State, owner: Owner) -> bool {
         state.available > 0
             || (self.kind == HandleKind::RLock && state.holders.first() == Some(&owner))
     }
 
-    /// Takes a permit for `asker` (`times` over, for a re-entrant lock a condition gives back).
-    /// `alive` is asked under this object's lock, so a permit is never given to an owner whose end
-    /// was already cleaned up.
-    fn acquire(&self, asker: &Asker, times: u64) -> Result<Waited, Error> {
+    /// Waits under this object's lock until `ready` gives an answer, the deadline, or an interrupt.
+    fn until<R>(
+        &self,
+        deadline: Option<Instant>,
+        interrupt: &Interrupt,
+        mut ready: impl FnMut(&mut State) -> Option<R>,
+    ) -> Until<R> {
         let mut state = self.lock();
-        while !self.can_take(&state, asker.owner) {
-            state = match wait(&self.changed, state, asker.deadline, asker.interrupt)? {
-                Some(state) => state,
-                None => return Ok(Waited::TimedOut),
+        loop {
+            if let Some(answer) = ready(&mut state) {
+                return Until::Ready(answer);
+            }
+            state = match wait(&self.changed, state, deadline, interrupt) {
+                Ok(Some(state)) => state,
+                Ok(None) => return Until::TimedOut,
+                Err(e) => return Until::Stopped(e),
             };
         }
+    }
+
+    /// Tells whoever waits on this object that its state changed.
+    fn changed(&self) {
+        self.changed.notify_all();
+        parked::changed(self);
+    }
+
+    /// Takes a permit for `asker` (`times` over, for a re-entrant lock a condition gives back).
+    fn acquire(&self, asker: &Asker, times: u64) -> Result<Waited, Error> {
+        match self.until(asker.deadline, asker.interrupt, |state| {
+            self.take(state, asker, times)
+        }) {
+            Until::Ready(taken) => taken.map(|()| Waited::Yes(1)),
+            Until::TimedOut => Ok(Waited::TimedOut),
+            Until::Stopped(e) => Err(e),
+        }
+    }
+
+    /// Lock, re-entrant lock, semaphore: takes a permit for `asker` now if one is free, `times`
+    /// over; `None` if none is. `alive` is asked under this object's lock, so a permit is never
+    /// given to an owner whose end was already cleaned up.
+    fn take(&self, state: &mut State, asker: &Asker, times: u64) -> Option<Result<(), Error>> {
+        if !self.can_take(state, asker.owner) {
+            return None;
+        }
         if !(asker.alive)() {
-            return Err(Error::InvalidArgument(
+            return Some(Err(Error::InvalidArgument(
                 "the process asking for this permit has ended".into(),
-            ));
+            )));
         }
         let reentry = self.kind == HandleKind::RLock && state.holders.first() == Some(&asker.owner);
         if !reentry {
             state.available -= 1;
         }
         state.holders.extend((0..times).map(|_| asker.owner));
-        Ok(Waited::Yes(1))
+        Some(Ok(()))
+    }
+
+    /// Takes a permit now if one is free (`None` if none is): a parked acquire's retry.
+    pub(crate) fn try_take(&self, asker: &Asker, times: u64) -> Option<Result<(), Error>> {
+        self.take(&mut self.lock(), asker, times)
     }
 
     /// Gives back a permit. A re-entrant lock must be released by its holder, as often as it was
@@ -231,7 +280,7 @@ impl SyncObject {
         }
         state.available += 1;
         drop(state);
-        self.changed.notify_all();
+        self.changed();
         Ok(())
     }
 
@@ -249,7 +298,7 @@ impl SyncObject {
             held
         };
         drop(state);
-        self.changed.notify_all();
+        self.changed();
         Ok(held)
     }
 
@@ -259,84 +308,88 @@ impl SyncObject {
 
     /// Event: sets or clears the flag.
     fn set(&self, on: bool) {
-        let mut state = self.lock();
-        state.set = on;
-        if !on {
-            return;
+        self.lock().set = on;
+        if on {
+            self.changed();
         }
-        let parked = std::mem::take(&mut state.when_set);
-        drop(state);
-        self.changed.notify_all();
-        parked.into_iter().for_each(|then| then());
-    }
-
-    /// Event: runs `then` once the flag is set (now, if it is). `false` (and `then` dropped) if
-    /// this is not an event.
-    pub(crate) fn when_set(&self, then: Then) -> bool {
-        if self.kind != HandleKind::Event {
-            return false;
-        }
-        let mut state = self.lock();
-        if state.set {
-            drop(state);
-            then();
-        } else {
-            state.when_set.push(then);
-        }
-        true
     }
 
     /// Event: waits for the flag.
     fn wait_set(&self, asker: &Asker) -> Result<Waited, Error> {
-        let mut state = self.lock();
-        while !state.set {
-            state = match wait(&self.changed, state, asker.deadline, asker.interrupt)? {
-                Some(state) => state,
-                None => return Ok(Waited::TimedOut),
-            };
+        match self.until(asker.deadline, asker.interrupt, |state| {
+            state.set.then_some(())
+        }) {
+            Until::Ready(()) => Ok(Waited::Yes(1)),
+            Until::TimedOut => Ok(Waited::TimedOut),
+            Until::Stopped(e) => Err(e),
         }
-        Ok(Waited::Yes(1))
+    }
+
+    /// Condition: releases the lock and joins the waiters, oldest last.
+    pub(crate) fn sleep(&self, owner: Owner) -> Result<Sleep, Error> {
+        let held = self.the_lock().release_all(owner)?;
+        let mut state = self.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.sleepers.push_back((ticket, owner));
+        Ok(Sleep { ticket, held })
+    }
+
+    /// Condition: `Some(Ok(()))` once `sleep` was notified, an error if its process ended meanwhile.
+    fn notified(state: &mut State, sleep: &Sleep) -> Option<Result<(), Error>> {
+        if state.woken.remove(&sleep.ticket) {
+            return Some(Ok(()));
+        }
+        if !state.sleepers.iter().any(|(t, _)| *t == sleep.ticket) {
+            return Some(Err(Error::InvalidArgument(
+                "the process waiting on this condition has ended".into(),
+            )));
+        }
+        None
+    }
+
+    /// Condition: whether `sleep` was notified (`None`: not yet): a parked wait's retry.
+    pub(crate) fn was_notified(&self, sleep: &Sleep) -> Option<Result<(), Error>> {
+        SyncObject::notified(&mut self.lock(), sleep)
+    }
+
+    /// Condition: `sleep` stops waiting (its deadline passed, or it was interrupted); `true` if it
+    /// was notified all the same.
+    pub(crate) fn wake_up(&self, sleep: &Sleep) -> bool {
+        let mut state = self.lock();
+        if state.woken.remove(&sleep.ticket) {
+            return true;
+        }
+        state.sleepers.retain(|(t, _)| *t != sleep.ticket);
+        false
+    }
+
+    /// The lock a condition's waiter takes back once its wait is over.
+    pub(crate) fn the_lock(&self) -> &SyncObject {
+        self.lock.as_deref().expect("a condition has a lock")
     }
 
     /// Condition: releases the lock, waits to be notified (or the deadline), takes the lock back
     /// as often as it was held. `Yes` when notified.
     fn wait_notified(&self, asker: &Asker) -> Result<Waited, Error> {
-        let lock = self.the_lock();
-        let held = lock.release_all(asker.owner)?;
-        let mut state = self.lock();
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.sleepers.push_back((ticket, asker.owner));
-        let notified = loop {
-            if state.woken.remove(&ticket) {
-                break Ok(true);
-            }
-            if !state.sleepers.iter().any(|(t, _)| *t == ticket) {
-                break Err(Error::InvalidArgument(
-                    "the process waiting on this condition has ended".into(),
-                ));
-            }
-            match wait(&self.changed, state, asker.deadline, asker.interrupt) {
-                Ok(Some(s)) => state = s,
-                Ok(None) => {
-                    state = self.lock();
-                    state.sleepers.retain(|(t, _)| *t != ticket);
-                    break Ok(state.woken.remove(&ticket));
-                }
-                Err(e) => {
-                    self.leave(self.lock(), |t| t == ticket);
-                    return Err(e);
-                }
+        let sleep = self.sleep(asker.owner)?;
+        let notified = match self.until(asker.deadline, asker.interrupt, |state| {
+            SyncObject::notified(state, &sleep)
+        }) {
+            Until::Ready(Ok(())) => true,
+            // An ended waiter needs the lock no more.
+            Until::Ready(Err(e)) => return Err(e),
+            Until::TimedOut => self.wake_up(&sleep),
+            Until::Stopped(e) => {
+                self.wake_up(&sleep);
+                return Err(e);
             }
         };
-        drop(state);
-        // An ended or interrupted waiter needs the lock no more.
-        let notified = notified?;
         let retake = Asker {
             deadline: None,
             ..*asker
         };
-        lock.acquire(&retake, held)?;
+        self.the_lock().acquire(&retake, sleep.held)?;
         Ok(if notified {
             Waited::Yes(1)
         } else {
@@ -349,60 +402,84 @@ impl SyncObject {
         if !self.the_lock().holds(owner) {
             return Err(not_held("notify"));
         }
-        let mut state = self.lock();
-        wake(&mut state, n);
-        drop(state);
-        self.changed.notify_all();
+        wake(&mut self.lock(), n);
+        self.changed();
         Ok(())
     }
 
-    /// Condition: the tickets for which `gone` is true leave; a notification one of them had not
-    /// yet taken goes to the next waiter instead.
-    fn leave(&self, mut state: MutexGuard<'_, State>, gone: impl Fn(u64) -> bool) {
-        state.sleepers.retain(|(t, _)| !gone(*t));
-        let lost = state.woken.iter().filter(|t| gone(**t)).count() as u64;
-        state.woken.retain(|t| !gone(*t));
-        wake(&mut state, lost);
-        drop(state);
-        self.changed.notify_all();
-    }
-
-    /// Barrier: waits until every party has arrived. A party that times out breaks the barrier for
-    /// the others, as in Python, so none waits for a party that will not come; a `reset()` or
-    /// `abort()` while parties wait fails each of them.
-    fn pass(&self, asker: &Asker) -> Result<Waited, Error> {
+    /// Barrier: `owner` arrives. `Ok(Ok(index))` if it was the last party (the barrier opens),
+    /// `Ok(Err(arrival))` if it has to wait for the others.
+    pub(crate) fn arrive(&self, owner: Owner) -> Result<Result<u64, Arrival>, Error> {
         let mut state = self.lock();
         broken(&state)?;
         let index = state.holders.len() as u64;
-        state.holders.push(asker.owner);
-        if state.holders.len() as u64 >= state.parties {
-            state.holders.clear();
-            state.generation += 1;
-            drop(state);
-            self.changed.notify_all();
-            return Ok(Waited::Yes(index));
+        state.holders.push(owner);
+        if (state.holders.len() as u64) < state.parties {
+            let (generation, resets) = (state.generation, state.resets);
+            return Ok(Err(Arrival {
+                index,
+                generation,
+                resets,
+            }));
         }
-        let (generation, resets) = (state.generation, state.resets);
-        while state.generation == generation {
-            if state.resets != resets {
-                return Err(Error::InvalidArgument(
-                    "the barrier was reset while this party waited".into(),
-                ));
-            }
-            broken(&state)?;
-            state = match wait(&self.changed, state, asker.deadline, asker.interrupt) {
-                Ok(Some(state)) => state,
-                Ok(None) => {
-                    self.break_barrier(self.lock(), "a party timed out");
-                    return Ok(Waited::TimedOut);
-                }
-                Err(e) => {
-                    self.break_barrier(self.lock(), "a party was interrupted");
-                    return Err(e);
-                }
-            };
+        state.holders.clear();
+        state.generation += 1;
+        drop(state);
+        self.changed();
+        Ok(Ok(index))
+    }
+
+    /// Barrier: `Some` once `arrival` has passed (its index) or cannot (reset or broken).
+    fn passed(state: &State, arrival: &Arrival) -> Option<Result<u64, Error>> {
+        if state.generation != arrival.generation {
+            return Some(Ok(arrival.index));
         }
-        Ok(Waited::Yes(index))
+        if state.resets != arrival.resets {
+            return Some(Err(Error::InvalidArgument(
+                "the barrier was reset while this party waited".into(),
+            )));
+        }
+        broken(state).err().map(Err)
+    }
+
+    /// Barrier: whether `arrival` has passed (`None`: not yet): a parked wait's retry.
+    pub(crate) fn has_passed(&self, arrival: &Arrival) -> Option<Result<u64, Error>> {
+        SyncObject::passed(&self.lock(), arrival)
+    }
+
+    /// Barrier: `arrival` stops waiting, and breaks the barrier for the others (as in Python, so
+    /// none waits for a party that will not come), unless it passed just now.
+    pub(crate) fn give_up(&self, arrival: &Arrival, why: &str) -> Option<Result<u64, Error>> {
+        let state = self.lock();
+        let passed = SyncObject::passed(&state, arrival);
+        if passed.is_none() {
+            self.break_barrier(state, why);
+        }
+        passed
+    }
+
+    /// Barrier: waits until every party has arrived. A party that times out breaks the barrier for
+    /// the others; a `reset()` or `abort()` while parties wait fails each of them.
+    fn pass(&self, asker: &Asker) -> Result<Waited, Error> {
+        let arrival = match self.arrive(asker.owner)? {
+            Ok(index) => return Ok(Waited::Yes(index)),
+            Err(arrival) => arrival,
+        };
+        let why = match self.until(asker.deadline, asker.interrupt, |state| {
+            SyncObject::passed(state, &arrival)
+        }) {
+            Until::Ready(passed) => return passed.map(Waited::Yes),
+            Until::TimedOut => Ok("a party timed out"),
+            Until::Stopped(e) => Err(e),
+        };
+        let reason = match &why {
+            Ok(why) => why,
+            Err(_) => "a party was interrupted",
+        };
+        match self.give_up(&arrival, reason) {
+            Some(passed) => passed.map(Waited::Yes),
+            None => why.map(|_| Waited::TimedOut),
+        }
     }
 
     /// Barrier: back to its first state. Parties waiting now get an error, as in Python.
@@ -414,14 +491,25 @@ impl SyncObject {
             state.holders.clear();
         }
         drop(state);
-        self.changed.notify_all();
+        self.changed();
+    }
+
+    /// Condition: the tickets for which `gone` is true leave; a notification one of them had not
+    /// yet taken goes to the next waiter instead.
+    fn leave(&self, mut state: MutexGuard<'_, State>, gone: impl Fn(u64) -> bool) {
+        state.sleepers.retain(|(t, _)| !gone(*t));
+        let lost = state.woken.iter().filter(|t| gone(**t)).count() as u64;
+        state.woken.retain(|t| !gone(*t));
+        wake(&mut state, lost);
+        drop(state);
+        self.changed();
     }
 
     fn break_barrier(&self, mut state: MutexGuard<'_, State>, why: &str) {
         state.broken.get_or_insert_with(|| why.to_string());
         state.holders.clear();
         drop(state);
-        self.changed.notify_all();
+        self.changed();
     }
 
     /// `owner` has ended: its permits come back, a barrier it waited at breaks, and a notification
@@ -452,7 +540,7 @@ impl SyncObject {
             _ => state.available += gone,
         }
         drop(state);
-        self.changed.notify_all();
+        self.changed();
     }
 }
 

@@ -339,6 +339,27 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The time limit of a request that can wait (`None` inside: no limit).
+    pub(crate) fn limit(&mut self) -> Option<&mut Option<f64>> {
+        match self {
+            Op::Join { timeout, .. }
+            | Op::JoinQueue { timeout, .. }
+            | Op::Put { timeout, .. }
+            | Op::Get { timeout, .. }
+            | Op::NextResults { timeout, .. }
+            | Op::Recv { timeout }
+            | Op::Await { timeout, .. }
+            | Op::WaitAny { timeout, .. }
+            | Op::Sync {
+                action: SyncAction::Acquire { timeout } | SyncAction::Wait { timeout },
+                ..
+            } => Some(timeout),
+            _ => None,
+        }
+    }
+}
+
 /// An object of the main process that handles name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Object {
