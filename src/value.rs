@@ -106,13 +106,21 @@ pub enum HandleKind {
 /// ```
 pub struct Handle<K> {
     pub(crate) id: u64,
+    pub(crate) held: Option<Held>,
     kind: PhantomData<K>,
 }
 
 impl<K> Handle<K> {
+    /// A handle nobody counts (made outside the main script, or for a host).
     pub(crate) fn new(id: u64) -> Self {
+        Handle::counted(id, None)
+    }
+
+    /// A handle of the main script, counted by `held`.
+    pub(crate) fn counted(id: u64, held: Option<Held>) -> Self {
         Handle {
             id,
+            held,
             kind: PhantomData,
         }
     }
@@ -120,11 +128,9 @@ impl<K> Handle<K> {
 
 impl<K> Clone for Handle<K> {
     fn clone(&self) -> Self {
-        *self
+        Handle::counted(self.id, self.held.clone())
     }
 }
-
-impl<K> Copy for Handle<K> {}
 
 impl<K> PartialEq for Handle<K> {
     fn eq(&self, other: &Self) -> bool {
@@ -525,9 +531,12 @@ fn handle_dynamic(kind: HandleKind, id: u64) -> Dynamic {
 
 fn handle_value(value: &Dynamic) -> Option<Value> {
     fn of<K: Kind>(value: &Dynamic) -> Option<Value> {
-        value.read_lock::<Handle<K>>().map(|h| Value::Handle {
-            kind: K::KIND,
-            id: h.id,
+        value.read_lock::<Handle<K>>().map(|h| {
+            h.held.as_ref().map(Held::sent);
+            Value::Handle {
+                kind: K::KIND,
+                id: h.id,
+            }
         })
     }
     use kinds::*;

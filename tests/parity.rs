@@ -482,3 +482,23 @@ fn every_wait_that_runs_out_of_time_answers_alike_in_the_main_script_and_in_a_wo
         "true",
     ]);
 }
+
+#[test]
+fn a_future_or_lock_stays_usable_while_any_handle_to_it_is_alive() {
+    // wait_any and as_completed answer futures given to them: those count as the same handles,
+    // so the record lives while one does, and goes with the last.
+    let out = run(r#"
+        let f = wait_any([pool_submit(|x| x * 2, 21)]);
+        print(f.get());
+        let done = [];
+        for g in as_completed([pool_submit(|x| x + 1, 1), pool_submit(|x| x + 1, 2)]) { done.push(g); }
+        let sum = 0;
+        for g in done { sum += g.get(); }
+        print(sum);
+        fn make() { let l = lock(); let c = condition(l); [l, c] }
+        let lc = make();
+        lc[1].acquire(); lc[1].notify_all(); lc[1].release();
+        print(lc[0].acquire(0));
+    "#);
+    out.assert_printed(&["42", "5", "true"]);
+}

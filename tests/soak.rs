@@ -22,7 +22,7 @@ fn footprint(pid: u32) -> (usize, u64) {
 
 #[cfg(target_os = "linux")]
 #[test]
-fn twenty_thousand_processes_two_thousand_queues_and_two_hundred_maps_keep_the_parent_flat() {
+fn a_long_run_of_processes_queues_maps_locks_and_futures_keeps_the_parent_flat() {
     let mut live = Live::start(
         r#"
         for round in 0..10 {
@@ -33,6 +33,14 @@ fn twenty_thousand_processes_two_thousand_queues_and_two_hundred_maps_keep_the_p
             }
             for i in 0..200 { let q = queue(); q.put(i); q.get(); }
             for i in 0..20 { pool_map(|x| x * 2, 1..100); }
+            for i in 0..500 {
+                let l = lock(); l.acquire(); l.release();
+                let c = condition(); let e = event(); e.set(); let b = barrier(1); b.wait();
+            }
+            let futures = [];
+            for i in 0..40 { futures.push(pool_submit(|x| x + 1, i)); }
+            for f in futures { f.get(); }
+            for i in 0..10 { pool_submit(|x| x + 1, i); } // dropped unread
             print(`round ${round}`);
             sleep(0.3);
         }

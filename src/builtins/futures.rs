@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     value::{FnValue, Handle, kinds},
-    wire::{Items, MapOptions, Op, Reply},
+    wire::{Items, MapOptions, Object, Op, Reply},
 };
 
 type Future = Handle<kinds::Future>;
@@ -39,15 +39,15 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     });
     let c = ctx.clone();
     method(engine, "wait_any", move |futures: Array| {
-        wait_any(&c, &ids(&futures)?, None)
+        wait_any(&c, handles(&futures)?, None)
     });
     let c = ctx.clone();
     method(engine, "wait_any", move |futures: Array, secs: INT| {
-        wait_any(&c, &ids(&futures)?, Some(secs as f64))
+        wait_any(&c, handles(&futures)?, Some(secs as f64))
     });
     let c = ctx.clone();
     method(engine, "wait_any", move |futures: Array, secs: f64| {
-        wait_any(&c, &ids(&futures)?, Some(secs))
+        wait_any(&c, handles(&futures)?, Some(secs))
     });
     engine.register_type_with_name::<Completions>("Completions");
     engine.register_iterator_result::<Completions, Future>();
@@ -77,7 +77,7 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
 
 fn submit(ctx: &Ctx, f: FnValue, args: Vec<crate::Value>) -> Result<Future, Box<EvalAltResult>> {
     match ctx.call(Op::Submit { f, args })? {
-        Reply::Id(id) => Ok(Future::new(id)),
+        Reply::Id(id) => Ok(future(ctx, id)),
         other => Err(unexpected(&other)),
     }
 }
@@ -101,11 +101,12 @@ fn ask(ctx: &Ctx, op: Op) -> Result<bool, Box<EvalAltResult>> {
     }
 }
 
-fn ids(futures: &Array) -> Result<Vec<u64>, Box<EvalAltResult>> {
+/// The futures of an array: the script's own handles, so those answered stay counted.
+fn handles(futures: &Array) -> Result<Vec<Future>, Box<EvalAltResult>> {
     futures
         .iter()
         .map(|f| {
-            f.read_lock::<Future>().map(|f| f.id).ok_or_else(|| {
+            f.read_lock::<Future>().map(|f| f.clone()).ok_or_else(|| {
                 invalid(format!(
                     "expected an array of futures (from pool_submit), found a {}",
                     f.type_name()
@@ -117,16 +118,25 @@ fn ids(futures: &Array) -> Result<Vec<u64>, Box<EvalAltResult>> {
 
 fn wait_any(
     ctx: &Ctx,
-    futures: &[u64],
+    mut futures: Vec<Future>,
     timeout: Option<f64>,
 ) -> Result<Future, Box<EvalAltResult>> {
     let timeout = timeout.map(|t| seconds(t, "wait_any")).transpose()?;
-    match ctx.call(Op::WaitAny {
-        futures: futures.to_vec(),
+    let reply = ctx.call(Op::WaitAny {
+        futures: futures.iter().map(|f| f.id).collect(),
         timeout,
-    })? {
-        Reply::Id(id) => Ok(Future::new(id)),
-        other => Err(unexpected(&other)),
+    })?;
+    take_done(&mut futures, reply).map_err(|other| unexpected(&other))
+}
+
+/// Takes out of `futures` the one `reply` names as done.
+fn take_done(futures: &mut Vec<Future>, reply: Reply) -> Result<Future, Reply> {
+    match reply {
+        Reply::Id(id) => match futures.iter().position(|f| f.id == id) {
+            Some(at) => Ok(futures.remove(at)),
+            None => Err(Reply::Id(id)),
+        },
+        other => Err(other),
     }
 }
 
@@ -136,7 +146,7 @@ fn wait_any(
 #[derive(Clone)]
 struct Completions {
     ctx: Arc<Ctx>,
-    left: Vec<u64>,
+    left: Vec<Future>,
     total: usize,
     timeout: Option<f64>,
     deadline: Option<Instant>,
@@ -149,7 +159,7 @@ impl Completions {
         timeout: Option<f64>,
     ) -> Result<Completions, Box<EvalAltResult>> {
         let timeout = timeout.map(|t| seconds(t, "as_completed")).transpose()?;
-        let left = ids(futures)?;
+        let left = handles(futures)?;
         Ok(Completions {
             ctx: ctx.clone(),
             total: left.len(),
@@ -167,12 +177,11 @@ impl Completions {
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64());
         let waited = self.ctx.backend.call(Op::WaitAny {
-            futures: self.left.clone(),
+            futures: self.left.iter().map(|f| f.id).collect(),
             timeout: left,
         });
         let done = match waited {
-            Ok(Reply::Id(id)) => Ok(Future::new(id)),
-            Ok(other) => Err(unexpected(&other)),
+            Ok(reply) => take_done(&mut self.left, reply).map_err(|other| unexpected(&other)),
             Err(e) if e.is_timeout() => Err(invalid(format!(
                 "as_completed timed out after {}s: {} of {} futures not done",
                 self.timeout.unwrap_or_default(),
@@ -181,9 +190,8 @@ impl Completions {
             ))),
             Err(e) => Err(self.ctx.script_error(e)),
         };
-        match &done {
-            Ok(f) => self.left.retain(|id| *id != f.id),
-            Err(_) => self.left.clear(),
+        if done.is_err() {
+            self.left.clear();
         }
         Some(done)
     }
@@ -300,4 +308,9 @@ impl Drop for ResultStream {
             });
         }
     }
+}
+
+/// The main script's handle to future `id`, counted with its other copies.
+fn future(ctx: &Ctx, id: u64) -> Future {
+    Future::counted(id, ctx.held(Object::Future(id)))
 }

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     value::{Handle, Kind, kinds},
-    wire::{Op, Reply, SyncAction},
+    wire::{Object, Op, Reply, SyncAction},
 };
 
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
@@ -179,7 +179,7 @@ fn new_condition(
     lock: Option<u64>,
 ) -> Result<Handle<kinds::Condition>, Box<EvalAltResult>> {
     match ctx.call(Op::NewCondition { lock })? {
-        Reply::Id(id) => Ok(Handle::new(id)),
+        Reply::Id(id) => Ok(Handle::counted(id, ctx.held(Object::Sync(id)))),
         other => Err(unexpected(&other)),
     }
 }
@@ -240,7 +240,7 @@ fn new<K: Kind>(ctx: &Ctx, size: u64) -> Result<Handle<K>, Box<EvalAltResult>> {
         kind: K::KIND,
         size,
     })? {
-        Reply::Id(id) => Ok(Handle::new(id)),
+        Reply::Id(id) => Ok(Handle::counted(id, ctx.held(Object::Sync(id)))),
         other => Err(unexpected(&other)),
     }
 }

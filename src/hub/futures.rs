@@ -4,7 +4,7 @@
 
 use crate::locks::lock;
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Condvar, Mutex, MutexGuard},
     time::Instant,
 };
@@ -45,6 +45,8 @@ struct State {
     running: usize,
     /// Running future by process id.
     by_process: HashMap<u64, u64>,
+    /// Futures not yet done whose handles the main script dropped: forgotten once done.
+    dropped: HashSet<u64>,
 }
 
 pub(crate) struct Executor {
@@ -124,20 +126,54 @@ impl Executor {
         let mut state = self.lock();
         state.by_process.remove(&process);
         state.running -= 1;
-        state.futures.insert(id, Future::Failed(why));
+        if !state.dropped.remove(&id) {
+            state.futures.insert(id, Future::Failed(why));
+        }
         drop(state);
         self.changed();
     }
 
     /// Process `process` ended; if it ran a future, that future is done and its slot is free.
-    pub(crate) fn process_ended(&self, process: u64, new_process: impl FnMut() -> u64) -> Starts {
+    /// With the calls that can start now, whether that future's handles were all dropped (then
+    /// nothing will ask for the process's result).
+    pub(crate) fn process_ended(
+        &self,
+        process: u64,
+        new_process: impl FnMut() -> u64,
+    ) -> (Starts, bool) {
         let mut state = self.lock();
         let Some(id) = state.by_process.remove(&process) else {
-            return Vec::new();
+            return (Vec::new(), false);
         };
         state.running -= 1;
-        state.futures.insert(id, Future::Finished(process));
-        self.starts(state, new_process)
+        let dropped = state.dropped.remove(&id);
+        if dropped {
+            state.futures.remove(&id);
+        } else {
+            state.futures.insert(id, Future::Finished(process));
+        }
+        (self.starts(state, new_process), dropped)
+    }
+
+    /// The main script dropped its last handle to future `id`: forgets it once done (now, if it
+    /// is), though it still runs. Answers the process whose result nothing will ask for now.
+    pub(crate) fn unreferenced(&self, id: u64) -> Option<u64> {
+        let mut state = self.lock();
+        match state.futures.get(&id)? {
+            Future::Pending(_) | Future::Running => {
+                state.dropped.insert(id);
+                None
+            }
+            Future::Finished(process) => {
+                let process = *process;
+                state.futures.remove(&id);
+                Some(process)
+            }
+            Future::Cancelled | Future::Failed(_) => {
+                state.futures.remove(&id);
+                None
+            }
+        }
     }
 
     /// Waits until future `id` is done (at most until `deadline`: `None` then).

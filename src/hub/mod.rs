@@ -594,8 +594,11 @@ impl Inner {
         }
         self.doom(self.actors.ended(&Ending { process, reason }));
         self.forget_owner(Owner::Process(id));
-        let starts = self.executor.process_ended(id, || self.id());
+        let (starts, unreferenced) = self.executor.process_ended(id, || self.id());
         self.start_futures(starts);
+        if unreferenced {
+            self.unreferenced(Object::Process(id));
+        }
         self.forget_if_done(id);
     }
 
@@ -610,6 +613,14 @@ impl Inner {
             }
             Object::Queue(id) => {
                 lock(&self.queues).remove(&id);
+            }
+            Object::Sync(id) => {
+                lock(&self.syncs).remove(&id);
+            }
+            Object::Future(id) => {
+                if let Some(process) = self.executor.unreferenced(id) {
+                    self.unreferenced(Object::Process(process));
+                }
             }
         }
     }

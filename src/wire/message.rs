@@ -361,12 +361,16 @@ impl Op {
 }
 
 /// An object of the main process that handles name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Object {
     /// A spawned process, by id.
     Process(u64),
     /// A queue, by id.
     Queue(u64),
+    /// A lock, re-entrant lock, semaphore, condition, event or barrier, by id.
+    Sync(u64),
+    /// A `pool_submit` future, by id.
+    Future(u64),
 }
 
 /// How `kill` and `terminate` end a process.
