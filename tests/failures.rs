@@ -385,3 +385,60 @@ fn strangers_that_connect_and_trickle_are_bounded_in_number_and_time() {
         "{stderr}"
     );
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_flood_of_strangers_at_a_low_descriptor_limit_does_not_stop_workers_from_starting() {
+    // 128 descriptors in all; strangers connect as fast as they can, holding up to 1,100
+    // connections, while the script starts 30 workers. Strangers may hold an eighth of the limit
+    // saying hello (and as many waiting to be read); the workers' own connections are never
+    // dropped to make room for them.
+    let mut live = Live::start_limited(
+        r#"
+        let started = queue(); // the socket exists once the runtime has started
+        print("ready");
+        sleep(1.0);
+        let ps = [];
+        for i in 0..30 { ps.push(spawn(|x| { sleep(1.0); x }, i)); }
+        let sum = 0;
+        for p in ps { sum += p.join(); }
+        print(sum);
+        "#,
+        128,
+    );
+    assert_eq!(live.line(), "ready");
+    let socket = sockets_of(live.pid()).pop().expect("the run's socket");
+    use interprocess::local_socket::{GenericNamespaced, Stream, ToNsName, prelude::*};
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let name = socket.as_str().to_ns_name::<GenericNamespaced>().unwrap();
+            let mut held = std::collections::VecDeque::new();
+            let mut connected = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match Stream::connect(name.clone()) {
+                    Ok(s) => {
+                        connected += 1;
+                        held.push_back(s);
+                        if held.len() > 1_100 {
+                            held.pop_front();
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            connected
+        })
+    };
+    let sum = live.line();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let connected = flood.join().unwrap();
+    assert_eq!(sum, "435");
+    assert!(
+        connected > 1_100,
+        "the flood made only {connected} connections"
+    );
+    let (code, _, stderr) = live.finish(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{stderr}");
+}

@@ -3,7 +3,7 @@
 
 use crate::locks::lock;
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     io::{self, Read},
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -34,8 +34,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const HELLO_LIMIT: usize = 4096;
 /// How long a connecting peer may take to say its whole hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections saying hello at once; past it the oldest is dropped. Bounds what strangers can
-/// hold (descriptors, buffers) whatever they do, keeping the rest for the runtime's own workers.
+/// Connections saying hello at once, at most; past it the oldest is dropped. Bounds what strangers
+/// can hold (descriptors, buffers) whatever they do. See [`newcomer_limit`].
 const MAX_NEWCOMERS: usize = 64;
 /// How often admission looks at deadlines and new connections while newcomers are pending.
 const ADMISSION_TICK_MS: i32 = 20;
@@ -45,6 +45,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const REFUSALS_PER_SECOND: u32 = 5;
 
 type Arrivals = Arc<Mutex<HashMap<u64, Sender<Stream>>>>;
+
+/// The pids of workers started and not yet connected: their connections are never dropped to make
+/// room for strangers.
+type Expected = Arc<Mutex<HashSet<u32>>>;
 
 struct SpawnRequest {
     worker: u64,
@@ -64,6 +68,7 @@ struct Pending {
 pub(crate) struct Launcher {
     socket: String,
     arrivals: Arrivals,
+    expected: Expected,
     spawner: Option<Sender<SpawnRequest>>,
     next_worker: AtomicU64,
     closed: Arc<AtomicBool>,
@@ -79,8 +84,10 @@ impl Launcher {
             .create_sync()
             .map_err(|e| Error::io("creating the worker socket", e))?;
         let arrivals = Arrivals::default();
+        let expected = Expected::default();
         let closed = Arc::new(AtomicBool::new(false));
-        let (newcomers, arriving) = unbounded();
+        let limit = newcomer_limit();
+        let (newcomers, arriving) = bounded(limit);
         {
             let closed = closed.clone();
             thread::Builder::new()
@@ -89,23 +96,30 @@ impl Launcher {
                 .map_err(|e| Error::io("starting the accept thread", e))?;
         }
         {
-            let (arrivals, token) = (arrivals.clone(), token.clone());
+            let (arrivals, token, expected) = (arrivals.clone(), token.clone(), expected.clone());
+            let admission = Admission {
+                limit,
+                token,
+                arrivals,
+                expected,
+            };
             thread::Builder::new()
                 .name("mpscript-admission".into())
-                .spawn(move || admission_loop(&arriving, &token, &arrivals))
+                .spawn(move || admission.run(&arriving))
                 .map_err(|e| Error::io("starting the admission thread", e))?;
         }
         let (spawner, requests) = unbounded();
         {
-            let (socket, token) = (socket.clone(), token.clone());
+            let (socket, token, expected) = (socket.clone(), token.clone(), expected.clone());
             thread::Builder::new()
                 .name("mpscript-spawner".into())
-                .spawn(move || spawn_loop(&requests, &exe, &socket, &token))
+                .spawn(move || spawn_loop(&requests, &exe, &socket, &token, &expected))
                 .map_err(|e| Error::io("starting the spawner thread", e))?;
         }
         Ok(Launcher {
             socket,
             arrivals,
+            expected,
             spawner: Some(spawner),
             next_worker: AtomicU64::new(1),
             closed,
@@ -181,6 +195,7 @@ impl Launcher {
         } = pending;
         let result = wait_for_connection(&mut child, &arrival);
         self.arrivals_lock().remove(&id);
+        lock(&self.expected).remove(&child.id());
         let stream = match result.and_then(|stream| same_process(stream, &child)) {
             Ok(stream) => stream,
             Err(e) => {
@@ -275,6 +290,23 @@ fn handshake(worker: &Worker, program: &Program) -> Result<(), Error> {
     }
 }
 
+/// How many connections may say hello at once (and as many more wait to be read): an eighth of
+/// the descriptors this process may open, at most [`MAX_NEWCOMERS`], so that strangers flooding
+/// the socket leave three quarters of the descriptors to the runtime's own workers.
+fn newcomer_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let open_files = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    (open_files / 8).clamp(4, MAX_NEWCOMERS)
+}
+
 /// Accepts connections and hands them to the admission thread. A failing accept (out of
 /// descriptors, say) backs off instead of spinning.
 fn accept_loop(
@@ -306,40 +338,66 @@ fn accept_loop(
 struct Newcomer {
     stream: Stream,
     peer: String,
+    /// A worker this launcher started.
+    ours: bool,
     received: Vec<u8>,
     deadline: Instant,
 }
 
-/// Reads every newcomer's hello on one thread: at most [`MAX_NEWCOMERS`] at once (the oldest is
-/// dropped for a new one), each with [`HELLO_TIMEOUT`] for the whole hello however slowly it
-/// trickles in. A valid hello hands the stream to the launch waiting for it; anyone else is
-/// dropped and logged (rate-limited), and never reaches a queue or a call.
-fn admission_loop(newcomers: &Receiver<Stream>, token: &str, arrivals: &Arrivals) {
-    let mut pending: VecDeque<Newcomer> = VecDeque::new();
-    let mut log = RefusalLog::default();
-    loop {
-        let arrived = if pending.is_empty() {
-            newcomers.recv().map_err(|_| ())
-        } else {
-            newcomers.try_recv().map_err(|_| ())
-        };
-        if let Ok(stream) = arrived {
-            if pending.len() >= MAX_NEWCOMERS {
-                if let Some(oldest) = pending.pop_front() {
+/// Reads every newcomer's hello on one thread: at most `limit` strangers at once (the oldest is
+/// dropped for a new one; a worker this launcher started never is), each with [`HELLO_TIMEOUT`]
+/// for the whole hello however slowly it trickles in. A valid hello hands the stream to the launch
+/// waiting for it; anyone else is dropped and logged (rate-limited), and never reaches a queue or
+/// a call.
+struct Admission {
+    limit: usize,
+    token: String,
+    arrivals: Arrivals,
+    expected: Expected,
+}
+
+impl Admission {
+    fn run(&self, newcomers: &Receiver<Stream>) {
+        let mut pending: VecDeque<Newcomer> = VecDeque::new();
+        let mut log = RefusalLog::default();
+        loop {
+            if pending.is_empty() {
+                let Ok(stream) = newcomers.recv() else {
+                    return; // the launcher is gone
+                };
+                self.take(stream, &mut pending, &mut log);
+            }
+            // Take those waiting, a bounded number, so a flood cannot keep hellos from being read.
+            for stream in newcomers.try_iter().take(self.limit) {
+                self.take(stream, &mut pending, &mut log);
+            }
+            wait_readable(&pending);
+            self.read_hellos(&mut pending, &mut log);
+        }
+    }
+
+    /// Adds a newcomer, dropping the oldest stranger if there are too many.
+    fn take(&self, stream: Stream, pending: &mut VecDeque<Newcomer>, log: &mut RefusalLog) {
+        let pid = peer_pid(&stream);
+        let ours = pid.is_some_and(|pid| lock(&self.expected).contains(&pid));
+        if !ours && pending.iter().filter(|n| !n.ours).count() >= self.limit {
+            if let Some(at) = pending.iter().position(|n| !n.ours) {
+                if let Some(oldest) = pending.remove(at) {
                     log.refuse(&oldest.peer, "too many connections are saying hello");
                 }
             }
-            pending.push_back(Newcomer {
-                peer: peer_label(&stream),
-                stream,
-                received: Vec::new(),
-                deadline: Instant::now() + HELLO_TIMEOUT,
-            });
-            continue; // take every newcomer waiting before reading
-        } else if pending.is_empty() {
-            return; // the launcher is gone
         }
-        wait_readable(&pending);
+        pending.push_back(Newcomer {
+            peer: peer_label(pid),
+            ours,
+            stream,
+            received: Vec::new(),
+            deadline: Instant::now() + HELLO_TIMEOUT,
+        });
+    }
+
+    /// Reads what each newcomer sent; admits or drops those whose hello is whole or too late.
+    fn read_hellos(&self, pending: &mut VecDeque<Newcomer>, log: &mut RefusalLog) {
         let now = Instant::now();
         let mut at = 0;
         while at < pending.len() {
@@ -352,7 +410,7 @@ fn admission_loop(newcomers: &Receiver<Stream>, token: &str, arrivals: &Arrivals
                 break;
             };
             let admitted = match hello {
-                Hello::Valid(hello) => admit(stream, hello, token, arrivals),
+                Hello::Valid(hello) => admit(stream, hello, &self.token, &self.arrivals),
                 Hello::Refused(why) => Err(why),
                 Hello::NotYet => Ok(()),
             };
@@ -514,8 +572,8 @@ fn peer_pid(stream: &Stream) -> Option<u32> {
     stream.peer_creds().ok()?.pid().map(|p| p as u32)
 }
 
-fn peer_label(stream: &Stream) -> String {
-    match peer_pid(stream) {
+fn peer_label(pid: Option<u32>) -> String {
+    match pid {
         Some(pid) => format!("pid {pid}"),
         None => "an unknown process".into(),
     }
@@ -529,9 +587,18 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
-fn spawn_loop(requests: &Receiver<SpawnRequest>, exe: &PathBuf, socket: &str, token: &str) {
+fn spawn_loop(
+    requests: &Receiver<SpawnRequest>,
+    exe: &PathBuf,
+    socket: &str,
+    token: &str,
+    expected: &Expected,
+) {
     for request in requests {
         let child = worker_command(exe, socket, token, request.worker, request.board).spawn();
+        if let Ok(child) = &child {
+            lock(expected).insert(child.id());
+        }
         let _ = request.reply.send(child);
     }
 }

@@ -176,8 +176,22 @@ pub struct Live {
 
 impl Live {
     pub fn start(source: &str, extra_args: &[&str]) -> Live {
+        Live::start_in(Command::new(BIN), source, extra_args)
+    }
+
+    /// Like `start`, with at most `open_files` descriptors (soft and hard limit), set by a shell.
+    pub fn start_limited(source: &str, open_files: u32) -> Live {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+            .arg(BIN);
+        Live::start_in(shell, source, &[])
+    }
+
+    fn start_in(mut command: Command, source: &str, extra_args: &[&str]) -> Live {
         let script = Script::new(source);
-        let mut child = Command::new(BIN)
+        let mut child = command
             .arg("run")
             .args(extra_args)
             .arg(&script.path)
