@@ -11,9 +11,9 @@ use rhai::{
 use crate::{
     Error,
     builtins::{self, Ctx},
-    runtime::OutputSink,
+    output::{OutStream, OutputSink},
+    settings::Settings,
     stdlib,
-    wire::{Limits, OutStream},
 };
 
 /// Closures are named by a hash of their text and position; parent and workers must hash alike.
@@ -50,19 +50,12 @@ pub(crate) enum StopChecks {
 /// in every worker.
 pub(crate) type HostSetup = Arc<dyn Fn(&mut Engine) + Send + Sync>;
 
-/// What shapes an engine besides its builtins.
-#[derive(Clone)]
-pub(crate) struct Settings {
-    pub(crate) limits: Limits,
-    pub(crate) module_dir: Option<String>,
-    pub(crate) host: Option<HostSetup>,
-}
-
 /// A fully configured engine whose builtins go through `ctx` and whose output goes to `output`.
 /// Scripts get no file access: `import` works only below `module_dir`, when a host gives one.
 pub(crate) fn new_engine(
     ctx: &Arc<Ctx>,
     settings: &Settings,
+    host: Option<&HostSetup>,
     output: OutputSink,
     checks: StopChecks,
 ) -> Engine {
@@ -105,7 +98,7 @@ pub(crate) fn new_engine(
         output(OutStream::Stderr, &format!("{origin}{text}"))
     });
     builtins::register(&mut engine, ctx);
-    if let Some(host) = &settings.host {
+    if let Some(host) = host {
         host(&mut engine);
     }
     // The standard library for `import`, then files below the module directory if there is one.

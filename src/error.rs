@@ -4,7 +4,7 @@ use std::{fmt, io, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::FailureKind;
+use crate::wire::Failure;
 
 /// Everything that can go wrong while running a script or talking to a worker process.
 ///
@@ -86,7 +86,7 @@ pub enum Error {
         /// The script-visible type name.
         type_name: String,
     },
-    /// A value to be sent is nested deeper than [`MAX_DEPTH`](crate::value::MAX_DEPTH) levels.
+    /// A value to be sent is nested deeper than `limit` (128) levels.
     #[error("value nested deeper than {limit} levels cannot be sent")]
     TooDeep {
         /// The nesting limit.
@@ -99,9 +99,14 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
     /// An operation the main process ran on behalf of this worker (a queue wait, a join, a nested
-    /// `pool_map`) failed there; `kind` keeps the predicates working on this side.
-    #[error("{}", .0.message)]
-    Relayed(crate::wire::Failure),
+    /// `pool_map`) failed there; `cause` keeps the predicates working on this side.
+    #[error("{message}")]
+    Relayed {
+        /// The error's message, as the main process gave it.
+        message: String,
+        /// What kind of failure it was there.
+        cause: Cause,
+    },
     /// The run was interrupted (Ctrl-C, SIGTERM, or [`Interrupt::trigger`](crate::Interrupt::trigger)).
     #[error("interrupted by signal {signal}")]
     Interrupted {
@@ -138,15 +143,35 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an error relayed from the main process was there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Cause {
+    /// A wait ran out of time.
+    Timeout,
+    /// A worker died.
+    WorkerDied,
+    /// Anything else.
+    Other,
+}
+
+impl From<Failure> for Error {
+    fn from(failure: Failure) -> Self {
+        Error::Relayed {
+            message: failure.message,
+            cause: failure.cause,
+        }
+    }
+}
+
 impl Error {
     /// True when a time limit ran out.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout { .. }) || self.relayed_kind() == Some(FailureKind::Timeout)
+        matches!(self, Error::Timeout { .. }) || self.relayed_cause() == Some(Cause::Timeout)
     }
     /// True when a worker process died while running a call.
     pub fn is_worker_died(&self) -> bool {
-        matches!(self, Error::WorkerDied { .. })
-            || self.relayed_kind() == Some(FailureKind::WorkerDied)
+        matches!(self, Error::WorkerDied { .. }) || self.relayed_cause() == Some(Cause::WorkerDied)
     }
     /// True when the other end of a connection hung up.
     pub fn is_disconnected(&self) -> bool {
@@ -170,24 +195,24 @@ impl Error {
         }
     }
 
-    fn relayed_kind(&self) -> Option<FailureKind> {
+    fn relayed_cause(&self) -> Option<Cause> {
         match self {
-            Error::Relayed(f) => Some(f.kind),
+            Error::Relayed { cause, .. } => Some(*cause),
             _ => None,
         }
     }
 
     /// This error as data, to relay to a worker.
-    pub(crate) fn to_failure(&self) -> crate::wire::Failure {
-        let kind = if self.is_timeout() {
-            FailureKind::Timeout
+    pub(crate) fn to_failure(&self) -> Failure {
+        let cause = if self.is_timeout() {
+            Cause::Timeout
         } else if self.is_worker_died() {
-            FailureKind::WorkerDied
+            Cause::WorkerDied
         } else {
-            FailureKind::Other
+            Cause::Other
         };
-        crate::wire::Failure {
-            kind,
+        Failure {
+            cause,
             message: self.to_string(),
         }
     }

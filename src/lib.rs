@@ -59,20 +59,31 @@
 //! assert!(format!("{:?}", mpscript::report(&err)).contains("demo.rhai:2:3"));
 //! ```
 
-mod board;
 mod builtins;
+mod child;
+mod clock;
 mod diagnostics;
 mod engine;
 mod error;
 mod fast;
 mod hub;
 mod locks;
+mod output;
 mod runtime;
+mod settings;
 mod stdlib;
 mod stop;
-pub mod value;
-pub mod wire;
-mod worker;
+mod transport;
+mod value;
+mod wire;
+
+/// Script-visible handles to objects that live in the main process (locks, futures, queues,
+/// processes, supervisors), as a host gets them back from [`Runtime::eval`].
+pub mod handles {
+    pub use crate::value::{
+        Handle, HandleKind, Kind, ProcessHandle, QueueHandle, SupervisorHandle, kinds,
+    };
+}
 
 pub use rhai;
 
@@ -86,13 +97,14 @@ const _: () = assert!(
     "mpscript needs Rhai's 64-bit floats: remove rhai's `f32_float` feature"
 );
 
+pub use child::run_worker_if_requested;
 pub use diagnostics::report;
-pub use error::{Error, RemoteError};
-pub use runtime::{Interactive, OutputSink, Runtime, RuntimeBuilder};
+pub use error::{Cause, Error, RemoteError};
+pub use output::{OutStream, OutputSink};
+pub use runtime::{Interactive, Runtime, RuntimeBuilder};
+pub use settings::Limits;
 pub use stop::Interrupt;
-pub use value::Value;
-pub use wire::{Limits, OutStream};
-pub use worker::run_worker_if_requested;
+pub(crate) use value::Value;
 
 /// The environment variable that sets the fast tier's mode, in a process and in the workers it
 /// starts: unset or `on`; `off` (everything runs in Rhai's interpreter); `verify` (every compiled

@@ -3,7 +3,7 @@
 use crate::locks::lock;
 use std::{
     collections::HashMap,
-    io::{Read, Write},
+    io::Read,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -13,16 +13,16 @@ use rhai::{Dynamic, EvalAltResult, Scope};
 use crate::{
     Error, Interrupt,
     builtins::{Backend, Ctx},
-    engine::{self, Settings, StopChecks},
+    engine::{self, HostSetup, StopChecks},
     fast::Accelerated,
     hub::{Hub, HubConfig},
+    output::{OutStream, OutputSink, write_line},
+    settings::{Limits, Settings},
     stop::{Stop, StopCheck, stop_reason},
+    transport::local::Launcher,
     value::{FnTable, ProcessHandle},
-    wire::{Limits, Op, OutStream, Program, Reply},
+    wire::{Op, Program, Reply},
 };
-
-/// Where script and worker output goes: called once per `print` or `debug`, with the whole text.
-pub type OutputSink = Arc<dyn Fn(OutStream, &str) + Send + Sync>;
 
 /// Configures a [`Runtime`].
 ///
@@ -35,6 +35,7 @@ pub struct RuntimeBuilder {
     workers: Option<usize>,
     worker_exe: Option<PathBuf>,
     settings: Settings,
+    host: Option<HostSetup>,
     output: Option<OutputSink>,
 }
 
@@ -71,8 +72,8 @@ impl RuntimeBuilder {
     /// assert_eq!(runtime.eval::<i64>("triple(14)").unwrap(), 42);
     /// ```
     pub fn register(mut self, setup: impl Fn(&mut rhai::Engine) + Send + Sync + 'static) -> Self {
-        let earlier = self.settings.host.take();
-        self.settings.host = Some(Arc::new(move |engine: &mut rhai::Engine| {
+        let earlier = self.host.take();
+        self.host = Some(Arc::new(move |engine: &mut rhai::Engine| {
             if let Some(earlier) = &earlier {
                 earlier(engine);
             }
@@ -95,7 +96,7 @@ impl RuntimeBuilder {
     /// let runtime = builder.build();
     /// ```
     pub fn run_worker_if_requested(&self) {
-        crate::worker::serve_if_requested(self.settings.host.clone());
+        crate::child::serve_if_requested(self.host.clone());
     }
 
     /// Lets scripts `import` modules from files below `dir`. Without it scripts have no file
@@ -117,11 +118,12 @@ impl RuntimeBuilder {
     /// In a process the runtime started as a worker (the host's `main` did not call
     /// `run_worker_if_requested` first), this tells the parent so, once, and exits.
     pub fn build(self) -> Runtime {
-        crate::worker::refuse_if_unserved();
+        crate::child::refuse_if_unserved();
         Runtime {
             workers: self.workers.unwrap_or_else(crate::cpu_count),
             worker_exe: self.worker_exe,
             settings: self.settings,
+            host: self.host,
             output: self.output.unwrap_or_else(|| Arc::new(write_line)),
             interrupt: Interrupt::default(),
         }
@@ -139,6 +141,7 @@ pub struct Runtime {
     workers: usize,
     worker_exe: Option<PathBuf>,
     settings: Settings,
+    host: Option<HostSetup>,
     output: OutputSink,
     interrupt: Interrupt,
 }
@@ -149,11 +152,8 @@ impl Runtime {
         RuntimeBuilder {
             workers: None,
             worker_exe: None,
-            settings: Settings {
-                limits: Limits::default(),
-                module_dir: None,
-                host: None,
-            },
+            settings: Settings::default(),
+            host: None,
             output: None,
         }
     }
@@ -278,7 +278,7 @@ impl Runtime {
                 .map_err(|e| Error::io("finding this executable to start workers", e))?,
         };
         Ok(HubConfig {
-            exe,
+            transport: Arc::new(Launcher::new(exe, self.output.clone())?),
             program,
             workers: self.workers,
             output: self.output.clone(),
@@ -595,6 +595,7 @@ impl<'r> Session<'r> {
         let engine = engine::new_engine(
             &ctx,
             &runtime.settings,
+            runtime.host.as_ref(),
             runtime.output.clone(),
             StopChecks::EveryOperation,
         );
@@ -616,7 +617,10 @@ impl<'r> Session<'r> {
 
     /// The program as it runs: numeric functions routed through the fast tier.
     fn accelerate(&mut self, ast: rhai::AST) -> Accelerated {
-        let program = Accelerated::new(ast, &self.engine, self.ctx.stop_check().clone());
+        let output = self.runtime.output.clone();
+        let notices = Arc::new(move |text: &str| output(OutStream::Notice, text));
+        let stop = self.ctx.stop_check().clone();
+        let program = Accelerated::new(ast, &self.engine, stop, notices);
         program.install(&mut self.engine);
         program
     }
@@ -641,9 +645,8 @@ impl<'r> Session<'r> {
             let program = Program {
                 name: name.to_string(),
                 chunks: Vec::new(),
-                limits: self.runtime.settings.limits,
-                module_dir: self.runtime.settings.module_dir.clone(),
-                host_functions: self.runtime.settings.host.is_some(),
+                settings: self.runtime.settings.clone(),
+                host_functions: self.runtime.host.is_some(),
             };
             self.runtime.hub_config(program)
         })?;
@@ -780,15 +783,6 @@ impl Backend for LazyHub {
     fn call(&self, op: Op) -> Result<Reply, Error> {
         self.get()?.call(op)
     }
-}
-
-/// The default output: whole lines, one write each, so worker lines never interleave mid-line.
-fn write_line(stream: OutStream, text: &str) {
-    let line = format!("{text}\n");
-    let _ = match stream {
-        OutStream::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
-        OutStream::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
-    };
 }
 
 /// How the REPL names its inputs in reports: `<input 1>`, `<input 2>`, ...

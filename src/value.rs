@@ -16,17 +16,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::Error;
 
 /// How deep arrays, maps and function values may nest in a value that is sent.
-pub const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// A script value in a form that can be sent to another process.
-///
-/// ```
-/// use mpscript::Value;
-/// let v = Value::from_ints(vec![1, 2, 3]);
-/// assert_eq!(v, Value::IntArray(vec![1, 2, 3]));
-/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Value {
+pub(crate) enum Value {
     /// `()`
     Unit,
     /// `true` / `false`
@@ -77,6 +71,7 @@ pub enum Value {
 /// The kinds of object, besides queues and processes, that live in the main process and are
 /// named by handles that any process can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum HandleKind {
     /// `pool_submit`'s result.
     Future,
@@ -98,7 +93,7 @@ pub enum HandleKind {
 /// process.
 ///
 /// ```
-/// use mpscript::value::{Handle, kinds};
+/// use mpscript::handles::{Handle, kinds};
 /// let runtime = mpscript::Runtime::builder().build();
 /// let lock: Handle<kinds::Lock> = runtime.eval("let l = lock(); l.acquire(); l").unwrap();
 /// let event: Handle<kinds::Event> = runtime.eval("event()").unwrap();
@@ -179,11 +174,11 @@ pub struct SupervisorHandle {
 
 /// A function value on the wire: the name Rhai resolves it by, plus curried values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FnValue {
+pub(crate) struct FnValue {
     /// A script function name, a native function name, or a closure's `anon$...` name.
-    pub name: String,
+    pub(crate) name: String,
     /// Values bound before the call's own arguments (a closure's captured variables).
-    pub curry: Vec<Value>,
+    pub(crate) curry: Vec<Value>,
 }
 
 /// A script-visible handle to a queue that lives in the main process.
@@ -324,13 +319,8 @@ fn nested_de<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<T, 
 }
 
 impl Value {
-    /// An integer array value.
-    pub fn from_ints(ints: Vec<i64>) -> Value {
-        Value::IntArray(ints)
-    }
-
     /// Number of items when this is an array value.
-    pub fn array_len(&self) -> Option<usize> {
+    pub(crate) fn array_len(&self) -> Option<usize> {
         match self {
             Value::IntArray(v) => Some(v.len()),
             Value::FloatArray(v) => Some(v.len()),
@@ -379,7 +369,7 @@ impl Value {
     }
 
     /// Converts a script value, refusing what cannot cross a process boundary.
-    pub fn from_dynamic(value: &Dynamic) -> Result<Value, Error> {
+    pub(crate) fn from_dynamic(value: &Dynamic) -> Result<Value, Error> {
         to_value(value, 0)
     }
 
@@ -390,7 +380,7 @@ impl Value {
     }
 
     /// Converts into a script value; closures are resolved through `fns`.
-    pub fn into_dynamic(self, fns: &FnTable) -> Dynamic {
+    pub(crate) fn into_dynamic(self, fns: &FnTable) -> Dynamic {
         match self {
             Value::Unit => Dynamic::UNIT,
             Value::Bool(b) => b.into(),
@@ -587,13 +577,13 @@ fn script_type_name(value: &Dynamic) -> String {
 /// Script functions of a compiled program by name, so closures received from another process
 /// (named `anon$<hash>`, which `FnPtr::new` refuses) can be rebuilt as callable function pointers.
 #[derive(Default, Clone)]
-pub struct FnTable {
+pub(crate) struct FnTable {
     fns: Arc<RwLock<HashMap<String, Shared<ScriptFuncDef>>>>,
 }
 
 impl FnTable {
     /// Adds the script functions of a compiled program (a REPL adds one chunk at a time).
-    pub fn add(&self, ast: &rhai::AST) {
+    pub(crate) fn add(&self, ast: &rhai::AST) {
         let mut fns = self.fns.write().unwrap_or_else(|e| e.into_inner());
         for def in ast.iter_fn_def() {
             fns.insert(def.name.to_string(), def.clone());

@@ -226,8 +226,18 @@ fn a_foreign_connection_is_refused_and_the_script_is_unaffected() {
             .unwrap();
         stream
     };
-    // A well-formed hello with the wrong token, then bytes that are no frame at all.
-    let hello = mpscript::wire::FromWorker::Hello {
+    // A well-formed hello with the wrong token, then bytes that are no frame at all. The hello
+    // is the protocol's first message (variant 0 of what a worker sends), written as a stranger
+    // who read the source would write it.
+    #[derive(serde::Serialize)]
+    enum FromWorker {
+        Hello {
+            token: String,
+            worker: u64,
+            pid: u32,
+        },
+    }
+    let hello = FromWorker::Hello {
         token: "0".repeat(32),
         worker: 1,
         pid: std::process::id(),

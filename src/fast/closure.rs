@@ -48,7 +48,7 @@ thread_local! {
 const STOP_CHECK_EVERY: u64 = 1024;
 
 /// What bounds a compiled run: the engine's limits and the runtime's stop request.
-pub(crate) struct Limits {
+pub(crate) struct Budget {
     pub(crate) max_operations: u64,
     pub(crate) max_depth: usize,
     pub(crate) stop: Option<StopCheck>,
@@ -58,11 +58,11 @@ pub(crate) struct Limits {
 /// calls nest native stack frames.
 const NATIVE_DEPTH_CAP: usize = 1000;
 
-impl Limits {
+impl Budget {
     /// `engine`'s operation and call-depth limits for an entry call that is itself at call level
     /// `level` (1 for a call from the top level), and `stop` checked every 1,024 operations.
-    pub(crate) fn of(engine: &rhai::Engine, stop: Option<StopCheck>, level: usize) -> Limits {
-        Limits {
+    pub(crate) fn of(engine: &rhai::Engine, stop: Option<StopCheck>, level: usize) -> Budget {
+        Budget {
             max_operations: engine.max_operations(),
             // Rhai allows calls up to level `max_call_levels`.
             max_depth: (engine.max_call_levels() + 1)
@@ -91,7 +91,7 @@ pub(crate) struct Frame<'p> {
     depth: usize,
     ops: u64,
     next_check: u64,
-    limits: &'p Limits,
+    limits: &'p Budget,
 }
 
 impl Frame<'_> {
@@ -193,7 +193,7 @@ impl Frame<'_> {
     }
 }
 
-fn next_check(ops: u64, limits: &Limits) -> u64 {
+fn next_check(ops: u64, limits: &Budget) -> u64 {
     let stop = if limits.stop.is_some() {
         ops + STOP_CHECK_EVERY
     } else {
@@ -278,7 +278,7 @@ impl Program {
         &self,
         args: &[Scalar],
         arrays: Vec<Vec<i64>>,
-        limits: &Limits,
+        limits: &Budget,
     ) -> R<Scalar> {
         debug_assert_eq!(args.len(), self.params.len());
         let entry = &self.fns[self.entry];

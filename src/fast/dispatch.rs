@@ -9,7 +9,7 @@ use rhai::{
     AST, Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, Module, NativeCallContext, Shared,
 };
 
-use super::{FastTier, Limits, Mode};
+use super::{Budget, FastTier, Mode, Notices};
 use crate::stop::StopCheck;
 
 /// Functions with more parameters stay in Rhai.
@@ -34,9 +34,15 @@ pub(crate) struct Accelerated {
 
 impl Accelerated {
     /// `stop` is checked inside compiled loops (Ctrl-C in the main process, a time limit in a
-    /// worker).
-    pub(crate) fn new(written: AST, engine: &Engine, stop: StopCheck) -> Accelerated {
-        let tier = Arc::new(FastTier::new(&written, engine, Mode::from_env()));
+    /// worker); what the tier has to say goes to `notices`.
+    pub(crate) fn new(
+        written: AST,
+        engine: &Engine,
+        stop: StopCheck,
+        notices: Notices,
+    ) -> Accelerated {
+        let tier = FastTier::new(&written, engine, Mode::from_env()).telling(notices);
+        let tier = Arc::new(tier);
         let (running, names) = accelerate(&written, &tier, &stop);
         Accelerated {
             running,
@@ -57,7 +63,7 @@ impl Accelerated {
         rhai: impl FnOnce(Vec<Dynamic>) -> Result<Dynamic, Box<EvalAltResult>>,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         // pool_map and spawn call from the top of a fresh call stack.
-        let limits = || Limits::of(engine, Some(self.stop.clone()), 1);
+        let limits = || Budget::of(engine, Some(self.stop.clone()), 1);
         // A closure's captured values come first, as Rhai passes them.
         let compiled = self.tier.call(f.fn_name(), f.curry(), &args, limits);
         match compiled {
@@ -80,7 +86,8 @@ impl Accelerated {
     pub(crate) fn add(&mut self, chunk: AST, engine: &Engine) {
         self.written += chunk;
         let written = std::mem::take(&mut self.written);
-        *self = Accelerated::new(written, engine, self.stop.clone());
+        let notices = self.tier.notices.clone();
+        *self = Accelerated::new(written, engine, self.stop.clone(), notices);
     }
 }
 
@@ -154,7 +161,7 @@ impl Entry {
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         let engine = ctx.engine();
         // The call itself is at level `call_level()`, as the script function would have been.
-        let limits = || Limits::of(engine, Some(self.stop.clone()), ctx.call_level());
+        let limits = || Budget::of(engine, Some(self.stop.clone()), ctx.call_level());
         match self.tier.call(&self.name, &[], &args, limits) {
             Some(compiled) if self.tier.mode().verify => {
                 FastTier::verify(&self.name, compiled, || self.walk(ctx, args))

@@ -27,7 +27,7 @@ use std::{
 
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Position};
 
-pub(crate) use closure::Limits;
+pub(crate) use closure::Budget;
 use closure::{Bail, Program, Scalar};
 pub(crate) use dispatch::Accelerated;
 use ir::Ty;
@@ -65,10 +65,15 @@ enum Entry {
     Refused,
 }
 
+/// Where the tier says what it decided (explain mode) and what differed (verify mode): the
+/// runtime's notices, so a host's output sink receives them.
+pub(crate) type Notices = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The tier for one program (in one process): its functions, and what has been compiled.
 pub(crate) struct FastTier {
     source: Source,
     mode: Mode,
+    notices: Notices,
     /// Why the engine's settings rule the tier out, if they do.
     disabled: Option<String>,
     /// By function name: each list of argument types tried, and what came of it.
@@ -113,6 +118,7 @@ impl FastTier {
                 Source::default()
             },
             mode,
+            notices: Arc::new(|_| {}),
             disabled: disabled.map(String::from),
             specs: Mutex::default(),
             id: {
@@ -172,11 +178,16 @@ impl FastTier {
         false
     }
 
-    /// One line on stderr in explain mode, written at once so lines from processes do not mix.
+    /// The tier says what it decides and what differs to `notices` (by default, to nobody).
+    pub(crate) fn telling(mut self, notices: Notices) -> FastTier {
+        self.notices = notices;
+        self
+    }
+
+    /// One notice in explain mode.
     fn explain(&self, what: &str) {
         if self.mode.explain {
-            let line = format!("fast tier: {what}\n");
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+            (self.notices)(&format!("fast tier: {what}"));
         }
     }
 
@@ -188,7 +199,7 @@ impl FastTier {
         name: &str,
         captured: &[Dynamic],
         args: &[Dynamic],
-        limits: impl FnOnce() -> Limits,
+        limits: impl FnOnce() -> Budget,
     ) -> Option<Result<Dynamic, Box<EvalAltResult>>> {
         let count = captured.len() + args.len();
         if !self.is_enabled() || count > MAX_ARGS {
@@ -327,7 +338,6 @@ impl FastTier {
             show(&compiled),
             show(&rhai)
         );
-        eprintln!("mpscript: {message}");
         Err(EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into())
     }
 }

@@ -5,7 +5,7 @@ use crate::locks::lock;
 use proptest::{prelude::*, sample::select};
 use rhai::{CallFnOptions, Dynamic, Engine, Scope};
 
-use super::{FastTier, Limits, Mode};
+use super::{Budget, FastTier, Mode};
 
 /// An engine set up as mpscript's are (explicit limits, so debug and release builds agree).
 fn engine() -> Engine {
@@ -15,8 +15,8 @@ fn engine() -> Engine {
     engine
 }
 
-fn limits() -> Limits {
-    Limits::of(&engine(), None, 1)
+fn limits() -> Budget {
+    Budget::of(&engine(), None, 1)
 }
 
 /// Runs `f(args)` both ways; panics on any disagreement. Returns whether it ran compiled.
@@ -419,7 +419,7 @@ fn an_operation_limit_stops_a_compiled_loop() {
             ..Mode::default()
         },
     );
-    let limits = Limits {
+    let limits = Budget {
         max_operations: 100_000,
         ..limits()
     };
@@ -442,7 +442,7 @@ fn a_stop_request_ends_a_compiled_loop() {
         },
     );
     let started = std::time::Instant::now();
-    let limits = Limits {
+    let limits = Budget {
         stop: Some(std::sync::Arc::new(move || {
             (started.elapsed().as_millis() > 50).then_some(crate::stop::Stop::Interrupted(2))
         })),

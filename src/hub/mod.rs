@@ -3,7 +3,6 @@
 
 mod actors;
 mod futures;
-mod launch;
 mod parked;
 mod pool;
 mod process;
@@ -18,7 +17,6 @@ mod worker;
 use crate::locks::lock;
 use std::{
     collections::HashMap,
-    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -32,7 +30,6 @@ use crossbeam_channel::{Sender, unbounded};
 use self::{
     actors::{Actors, Doomed, Ending, MAIN},
     futures::{Executor, Settled, Starts},
-    launch::Launcher,
     pool::{JobEvent, MapRun},
     process::ProcSlot,
     queue::{Put, Queue},
@@ -43,8 +40,9 @@ use self::{
 use crate::{
     Error, Interrupt, Value,
     builtins::Backend,
-    runtime::OutputSink,
+    output::{OutStream, OutputSink},
     stop::Wake,
+    transport::Transport,
     value::{FnValue, HandleKind, ProcessHandle},
     wire::{
         FromWorker, Items, MapOptions, MapSetup, Object, Op, Program, Reply, SyncAction, ToWorker,
@@ -61,7 +59,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// What the hub needs to start workers.
 pub(crate) struct HubConfig {
-    pub(crate) exe: PathBuf,
+    /// How workers are started and reached.
+    pub(crate) transport: Arc<dyn Transport>,
     pub(crate) program: Program,
     pub(crate) workers: usize,
     pub(crate) output: OutputSink,
@@ -74,7 +73,6 @@ pub(crate) struct Hub {
 }
 
 struct Inner {
-    launcher: Launcher,
     config: HubConfig,
     workers: Mutex<HashMap<u64, Arc<Worker>>>,
     spares: Mutex<Vec<Arc<Worker>>>,
@@ -149,7 +147,7 @@ pub(super) fn timed_out(what: &str, timeout: Option<f64>) -> Error {
 fn refuse_reply(worker: &Worker, seq: u64, error: Error) {
     if !error.is_disconnected() {
         let result = Err(error.to_failure());
-        let _ = worker.conn.send(&ToWorker::Reply { seq, result });
+        let _ = worker.link.send(&ToWorker::Reply { seq, result });
     }
 }
 
@@ -161,36 +159,18 @@ fn nested_map() -> Error {
     )
 }
 
-/// Answers request `seq` (`None`: a post, answered only if it failed). An answer that cannot be
-/// sent is given back, so a value taken from a queue for it can be put back; one over the frame
-/// limit fails the request instead.
-fn send_reply(worker: &Worker, seq: Option<u64>, result: Result<Reply, Error>) -> Option<Reply> {
-    match (seq, result) {
-        (Some(seq), result) => {
-            let message = ToWorker::Reply {
-                seq,
-                result: result.map_err(|e| e.to_failure()),
-            };
-            let error = worker.conn.send(&message).err()?;
-            refuse_reply(worker, seq, error);
-            match message {
-                ToWorker::Reply { result: Ok(r), .. } => Some(r),
-                _ => None,
-            }
-        }
-        (None, Ok(_)) => None,
-        (None, Err(e)) => {
-            eprintln!("mpscript: a post from {} failed: {e}", worker.conn.peer());
-            None
-        }
-    }
-}
-
-/// Answers a request; a value taken from `source` that cannot be sent goes back to its front.
-fn answer(worker: &Worker, seq: Option<u64>, result: Result<Reply, Error>, source: Option<&Queue>) {
-    if let (Some(Reply::Got(Some(value))), Some(queue)) = (send_reply(worker, seq, result), source)
-    {
-        queue.unget(value);
+/// Answers request `seq`. An answer that cannot be sent is given back, so a value taken from a
+/// queue for it can be put back; one over the frame limit fails the request instead.
+fn send_reply(worker: &Worker, seq: u64, result: Result<Reply, Error>) -> Option<Reply> {
+    let message = ToWorker::Reply {
+        seq,
+        result: result.map_err(|e| e.to_failure()),
+    };
+    let error = worker.link.send(&message).err()?;
+    refuse_reply(worker, seq, error);
+    match message {
+        ToWorker::Reply { result: Ok(r), .. } => Some(r),
+        _ => None,
     }
 }
 
@@ -198,9 +178,11 @@ impl Hub {
     pub(crate) fn new(config: HubConfig) -> Result<Hub, Error> {
         Ok(Hub {
             inner: Arc::new(Inner {
-                launcher: Launcher::new(config.exe.clone())?,
                 chunks: Mutex::new(config.program.chunks.clone()),
-                actors: Actors::new(config.program.limits.max_mailbox, config.interrupt.clone()),
+                actors: Actors::new(
+                    config.program.settings.limits.max_mailbox,
+                    config.interrupt.clone(),
+                ),
                 executor: config
                     .interrupt
                     .wakes(Arc::new(Executor::new(config.workers))),
@@ -224,7 +206,7 @@ impl Hub {
         let mut chunks = lock(&self.inner.chunks);
         let message = ToWorker::AddChunk(chunk.clone());
         for w in lock(&self.inner.workers).values() {
-            let _ = w.conn.send(&message);
+            let _ = w.link.send(&message);
         }
         chunks.push(chunk);
     }
@@ -259,12 +241,12 @@ impl Hub {
             if !told && Instant::now() >= notice_at {
                 told = true;
                 let pids: Vec<String> = running.iter().map(|p| p.pid().to_string()).collect();
-                eprintln!(
-                    "mpscript: the script has ended; waiting for {} process(es) still running \
-                     (pid {}). Ctrl-C stops them.",
+                inner.notice(&format!(
+                    "the script has ended; waiting for {} process(es) still running (pid {}). \
+                     Ctrl-C stops them.",
                     running.len(),
                     pids.join(", ")
-                );
+                ));
             }
             // Only a stop ends this wait; a process's own error is reported unless someone saw it.
             first.wait_end(POLL * 5, &inner.config.interrupt)?;
@@ -306,6 +288,44 @@ impl Drop for Hub {
 impl Inner {
     fn id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Writes output through the host's sink, around the progress bar if one is showing.
+    fn write(&self, stream: OutStream, text: &str) {
+        let write = || (self.config.output)(stream, text);
+        match lock(&self.progress_bar).clone() {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+
+    /// Says something of the runtime's own (not the script's) through the host's sink.
+    fn notice(&self, text: &str) {
+        self.write(OutStream::Notice, text);
+    }
+
+    /// Answers a request; a value taken from `source` that cannot be sent goes back to its front.
+    /// A post is answered only if it failed, and then to the host: its sender waits for nothing.
+    fn answer(
+        &self,
+        worker: &Worker,
+        seq: Option<u64>,
+        result: Result<Reply, Error>,
+        source: Option<&Queue>,
+    ) {
+        match (seq, result) {
+            (Some(seq), result) => {
+                if let (Some(Reply::Got(Some(value))), Some(queue)) =
+                    (send_reply(worker, seq, result), source)
+                {
+                    queue.unget(value);
+                }
+            }
+            (None, Ok(_)) => {}
+            (None, Err(e)) => {
+                self.notice(&format!("a post from {} failed: {e}", worker.link.label()));
+            }
+        }
     }
 
     /// `object`, whose waits an interrupt of the run wakes.
@@ -678,7 +698,7 @@ impl Inner {
         // Where a value taken for this request goes back if it cannot be sent.
         let source = self.source(&op, &caller).ok();
         let mut op = match self.try_now(op, &caller) {
-            Ok(result) => return answer(worker, seq, result, source.as_deref()),
+            Ok(result) => return self.answer(worker, seq, result, source.as_deref()),
             Err(op) => op,
         };
         if let Some(seq) = seq {
@@ -692,10 +712,10 @@ impl Inner {
             .name("mpscript-request".into())
             .spawn(move || {
                 let result = hub.handle(*op, &caller);
-                answer(&worker, seq, result, source.as_deref());
+                hub.answer(&worker, seq, result, source.as_deref());
             });
         if let Err(e) = spawned {
-            eprintln!("mpscript: cannot serve a worker request: {e}");
+            self.notice(&format!("cannot serve a worker request: {e}"));
         }
     }
 
@@ -713,7 +733,7 @@ impl Inner {
         let q = match queue {
             Ok(q) => q,
             Err(e) => {
-                send_reply(worker, Some(seq), Err(e));
+                send_reply(worker, seq, Err(e));
                 return;
             }
         };
@@ -722,13 +742,13 @@ impl Inner {
         // value is over the frame limit (then its get fails, saying so).
         let deliver =
             Box::new(
-                move |value| match send_reply(&to, Some(seq), Ok(Reply::Got(Some(value)))) {
+                move |value| match send_reply(&to, seq, Ok(Reply::Got(Some(value)))) {
                     Some(Reply::Got(Some(value))) => Err(value),
                     _ => Ok(()),
                 },
             );
         if let Some(value) = q.get_or_park(worker.id, deliver) {
-            answer(worker, Some(seq), Ok(Reply::Got(Some(value))), Some(&q));
+            self.answer(worker, Some(seq), Ok(Reply::Got(Some(value))), Some(&q));
         }
     }
 
@@ -845,7 +865,7 @@ impl Inner {
             if !worker.assign(Task::Process(id)) {
                 continue; // it died while idle; take another
             }
-            match worker.conn.send(call) {
+            match worker.link.send(call) {
                 // A worker that hung up is dying; its reader thread records that in the slot.
                 Ok(()) | Err(Error::Disconnected { .. }) => {}
                 // The call cannot be sent at all (over the frame limit): nothing started.
@@ -883,10 +903,10 @@ impl Inner {
         let mut program = self.config.program.clone();
         program.chunks = lock(&self.chunks).clone();
         let known = program.chunks.len();
-        let started = self.launcher.start(count, &program)?;
+        let started = self.config.transport.start(count, &program)?;
         let mut started_arcs = Vec::with_capacity(count);
-        for worker in started {
-            let worker = Arc::new(worker);
+        for link in started {
+            let worker = Arc::new(Worker::new(self.id(), link));
             lock(&self.workers).insert(worker.id, worker.clone());
             let (hub, w) = (self.clone(), worker.clone());
             thread::Builder::new()
@@ -898,7 +918,7 @@ impl Inner {
         // Chunks added while these workers started (a broadcast may have missed them).
         for chunk in &lock(&self.chunks)[known..] {
             for w in &started_arcs {
-                let _ = w.conn.send(&ToWorker::AddChunk(chunk.clone()));
+                let _ = w.link.send(&ToWorker::AddChunk(chunk.clone()));
             }
         }
         Ok(started_arcs)
@@ -1026,9 +1046,8 @@ impl Inner {
     }
 
     fn read_loop(self: &Arc<Self>, worker: &Arc<Worker>) {
-        let mut reader = worker.conn.reader();
         loop {
-            match reader.read::<FromWorker>() {
+            match worker.link.recv() {
                 Ok(message) => self.on_message(worker, message),
                 Err(e) => return self.on_gone(worker, &e),
             }
@@ -1037,13 +1056,7 @@ impl Inner {
 
     fn on_message(self: &Arc<Self>, worker: &Arc<Worker>, message: FromWorker) {
         match message {
-            FromWorker::Output { stream, text } => {
-                let write = || (self.config.output)(stream, &text);
-                match lock(&self.progress_bar).clone() {
-                    Some(bar) => bar.suspend(write),
-                    None => write(),
-                }
-            }
+            FromWorker::Output { stream, text } => self.write(stream, &text),
             FromWorker::Done { call, outcome } => {
                 if let Ok(slot) = self.process(call) {
                     slot.finish(outcome, || self.release_spare(worker));
@@ -1060,11 +1073,11 @@ impl Inner {
             FromWorker::Request { seq, op } => self.serve(worker, Some(seq), op),
             FromWorker::Post { op } => self.serve(worker, None, op),
             other => {
-                eprintln!(
-                    "mpscript: closing {}: unexpected message {other:?}",
-                    worker.conn.peer()
-                );
-                worker.kill();
+                self.notice(&format!(
+                    "closing {}: unexpected message {other:?}",
+                    worker.link.label()
+                ));
+                worker.link.kill();
             }
         }
     }
@@ -1072,14 +1085,14 @@ impl Inner {
     /// The connection ended: reap the process and fail whatever it was running.
     fn on_gone(self: &Arc<Self>, worker: &Arc<Worker>, error: &Error) {
         if !error.is_disconnected() {
-            eprintln!("mpscript: closing {}: {error}", worker.conn.peer());
-            worker.kill();
+            self.notice(&format!("closing {}: {error}", worker.link.label()));
+            worker.link.kill();
         }
         let task = worker.mark_dead();
-        let mut death = worker.reap(EXIT_GRACE);
+        let mut death = worker.link.reap(EXIT_GRACE);
         if !error.is_disconnected() {
             death.status = format!("stopped after it sent a bad message ({error})");
-        } else if let Some(words) = worker.last_words() {
+        } else if let Some(words) = worker.link.last_words() {
             death.status = format!("{} after it {words}", death.status);
         }
         lock(&self.workers).remove(&worker.id);
@@ -1126,12 +1139,13 @@ impl Inner {
             // Idle workers leave on request; work still running is abandoned, so stop it now.
             match *w.task() {
                 Task::Idle | Task::Dead => w.request_shutdown(),
-                Task::Process(_) | Task::Pool(_) => w.kill(),
+                Task::Process(_) | Task::Pool(_) => w.link.kill(),
             }
         }
         let deadline = Instant::now() + EXIT_GRACE;
         for w in &workers {
-            w.reap(deadline.saturating_duration_since(Instant::now()));
+            w.link
+                .reap(deadline.saturating_duration_since(Instant::now()));
         }
         lock(&self.spares).clear();
         lock(&self.pool).clear();

@@ -16,11 +16,12 @@ use super::{
     Inner,
     progress::MapProgress,
     results::Results,
-    worker::{Death, Task, Worker},
+    worker::{Task, Worker},
 };
 use crate::{
     Error, Value,
-    board::now_ns,
+    clock::now_ns,
+    transport::Death,
     wire::{ItemFailure, Items, MapOptions, MapSetup, ToWorker},
 };
 
@@ -197,7 +198,7 @@ impl<'a> MapRun<'a> {
             .iter_mut()
             .filter(|s| s.alive && !s.in_flight.is_empty())
         {
-            slot.worker.kill();
+            slot.worker.link.kill();
             slot.alive = false;
         }
         self.progress.finish();
@@ -290,7 +291,7 @@ impl<'a> MapRun<'a> {
             };
             slot.set_up = true;
             slot.in_flight.push_back(id);
-            match slot.worker.conn.send(&message) {
+            match slot.worker.link.send(&message) {
                 // A worker that hung up is reported dead by its reader thread, chunks and all.
                 Ok(()) | Err(Error::Disconnected { .. }) => {}
                 Err(e) => {
@@ -358,7 +359,7 @@ impl<'a> MapRun<'a> {
         slot.alive = false;
         let lost: Vec<usize> = slot.in_flight.drain(..).collect();
         let killed_for = slot.killed_for.take();
-        let progress = slot.worker.progress();
+        let progress = slot.worker.link.progress();
         let pid = slot.worker.pid;
         for (position, id) in lost.into_iter().enumerate() {
             let c = &mut self.chunks[id];
@@ -447,7 +448,8 @@ impl<'a> MapRun<'a> {
             .iter_mut()
             .filter(|s| s.alive && s.killed_for.is_none())
         {
-            let (Some(&running), Some(p)) = (slot.in_flight.front(), slot.worker.progress()) else {
+            let (Some(&running), Some(p)) = (slot.in_flight.front(), slot.worker.link.progress())
+            else {
                 continue;
             };
             let c = &self.chunks[running];
@@ -458,7 +460,7 @@ impl<'a> MapRun<'a> {
                 && now.saturating_sub(p.started_ns) > patience;
             if stuck {
                 slot.killed_for = Some(c.start + p.offset as usize);
-                slot.worker.kill();
+                slot.worker.link.kill();
             }
         }
     }

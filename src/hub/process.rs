@@ -9,15 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{
-    actors::NORMAL,
-    parked,
-    wait::wait,
-    worker::{Death, Worker},
-};
+use super::{actors::NORMAL, parked, wait::wait, worker::Worker};
 use crate::{
     Error, Interrupt, Value,
     stop::Wake,
+    transport::Death,
     wire::{KillSignal, Outcome},
 };
 
@@ -252,8 +248,8 @@ impl ProcSlot {
     fn signal(&self, signal: KillSignal) {
         if let Some(worker) = &*lock(&self.worker) {
             match signal {
-                KillSignal::Kill => worker.kill(),
-                KillSignal::Terminate => worker.terminate(),
+                KillSignal::Kill => worker.link.kill(),
+                KillSignal::Terminate => worker.link.terminate(),
             }
         }
     }

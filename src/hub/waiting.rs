@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{
-    Caller, Inner, answer, deadline,
+    Caller, Inner, deadline,
     parked::{self, Retry, key_of},
     queue::Put,
     sync::{Arrival, Asker, Sleep, SyncObject},
@@ -73,7 +73,7 @@ impl Inner {
             Ok(Some(key)) => key,
             Ok(None) => return Err(Box::new(op)),
             Err(e) => {
-                answer(worker, Some(seq), Err(e), None);
+                self.answer(worker, Some(seq), Err(e), None);
                 return Ok(());
             }
         };
@@ -84,7 +84,7 @@ impl Inner {
         let object = match self.sync_object(id) {
             Ok(object) => object,
             Err(e) => {
-                answer(worker, Some(seq), Err(e), None);
+                self.answer(worker, Some(seq), Err(e), None);
                 return Ok(());
             }
         };
@@ -99,8 +99,8 @@ impl Inner {
                     },
                     timeout,
                 ),
-                Ok(Ok(index)) => answer(worker, Some(seq), Ok(Reply::Len(index)), None),
-                Err(e) => answer(worker, Some(seq), Err(e), None),
+                Ok(Ok(index)) => self.answer(worker, Some(seq), Ok(Reply::Len(index)), None),
+                Err(e) => self.answer(worker, Some(seq), Err(e), None),
             },
             (HandleKind::Condition, SyncAction::Wait { timeout }) => match object.sleep(owner) {
                 Ok(sleep) => parked(
@@ -110,7 +110,7 @@ impl Inner {
                     },
                     timeout,
                 ),
-                Err(e) => answer(worker, Some(seq), Err(e), None),
+                Err(e) => self.answer(worker, Some(seq), Err(e), None),
             },
             (_, action) => parked(
                 Wait::Again {
@@ -191,7 +191,8 @@ impl Waiting {
             Wait::Again { op, .. } => self.hub.source(op, &caller).ok(),
             _ => None,
         };
-        answer(&self.worker, Some(self.seq), result, source.as_deref());
+        self.hub
+            .answer(&self.worker, Some(self.seq), result, source.as_deref());
         true
     }
 }

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    RemoteError, Value,
+    OutStream, RemoteError, Value,
+    error::Cause,
+    settings::Settings,
     value::{FnValue, HandleKind, ProcessHandle},
 };
 
@@ -83,66 +85,11 @@ pub struct Program {
     /// script is one chunk, a REPL session one per input), because closure names hash each
     /// chunk's text and positions.
     pub chunks: Vec<String>,
-    /// Interpreter limits.
-    pub limits: Limits,
-    /// Where `import` may load modules from; `None` disables file access.
-    pub module_dir: Option<String>,
+    /// How every engine of the run is shaped: the same value in every process.
+    pub settings: Settings,
     /// The host registered functions of its own, which a worker knows only if it was started
     /// through `RuntimeBuilder::run_worker_if_requested`.
     pub host_functions: bool,
-}
-
-/// Rhai limits applied identically in the parent and every worker; exceeding one is a script error
-/// ("Too many operations", "Stack overflow", "Length of string too large", ...).
-///
-/// ```
-/// let limits = mpscript::Limits { max_operations: 1_000_000, ..Default::default() };
-/// let runtime = mpscript::Runtime::builder().limits(limits).build();
-/// let err = runtime.run("spin", "loop { }", &[]).unwrap_err();
-/// assert!(err.to_string().contains("Too many operations"), "{err}");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Maximum function call nesting.
-    pub max_call_levels: usize,
-    /// Maximum expression nesting at global level.
-    pub max_expr_depth: usize,
-    /// Maximum expression nesting inside functions.
-    pub max_function_expr_depth: usize,
-    /// Maximum operations per script run or worker call, 0 for no limit.
-    pub max_operations: u64,
-    /// Maximum length of a string in bytes, 0 for no limit.
-    pub max_string_size: usize,
-    /// Maximum number of items in an array, 0 for no limit.
-    pub max_array_size: usize,
-    /// Maximum number of entries in an object map, 0 for no limit.
-    pub max_map_size: usize,
-    /// Maximum messages waiting in a process's mailbox; a send past it is an error. 0 for no limit.
-    pub max_mailbox: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_call_levels: 64,
-            max_expr_depth: 64,
-            max_function_expr_depth: 32,
-            max_operations: 0,
-            max_string_size: 0,
-            max_array_size: 0,
-            max_map_size: 0,
-            max_mailbox: 100_000,
-        }
-    }
-}
-
-/// Which output stream a worker's text goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OutStream {
-    /// `print`
-    Stdout,
-    /// `debug`
-    Stderr,
 }
 
 /// How a spawned call ended.
@@ -438,20 +385,9 @@ pub enum Reply {
 
 /// A failed [`Op`], as data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// What kind of failure, so the receiving side can rebuild the right error.
-    pub kind: FailureKind,
+    pub(crate) cause: Cause,
     /// The full message.
-    pub message: String,
-}
-
-/// The kinds of [`Failure`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FailureKind {
-    /// A wait ran out of time.
-    Timeout,
-    /// A worker died.
-    WorkerDied,
-    /// Anything else.
-    Other,
+    pub(crate) message: String,
 }

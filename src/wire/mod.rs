@@ -4,13 +4,11 @@ mod frame;
 #[cfg(test)]
 mod fuzz;
 mod message;
-mod stream;
 
 #[cfg(test)]
 pub(crate) use frame::encode_frame;
 pub(crate) use frame::{FrameReader, MAX_VALUE, append_frame, over_the_frame_limit};
-pub use message::{
-    Failure, FailureKind, FromWorker, ItemFailure, Items, KillSignal, Limits, MapOptions, MapSetup,
-    Object, Op, OutStream, Outcome, Program, Reply, SyncAction, ToWorker,
+pub(crate) use message::{
+    Failure, FromWorker, ItemFailure, Items, KillSignal, MapOptions, MapSetup, Object, Op, Outcome,
+    Program, Reply, SyncAction, ToWorker,
 };
-pub(crate) use stream::{Conn, SharedStream};

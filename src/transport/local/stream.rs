@@ -10,8 +10,10 @@ use std::{
 use interprocess::local_socket::Stream;
 use serde::Serialize;
 
-use super::{FrameReader, append_frame};
-use crate::Error;
+use crate::{
+    Error,
+    wire::{FrameReader, append_frame},
+};
 
 /// A clonable byte-stream view of a shared socket (`&Stream` is `Read + Write`).
 #[derive(Clone)]

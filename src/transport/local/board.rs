@@ -7,15 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// What a worker is running, as last published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Progress {
-    pub(crate) job: u64,
-    pub(crate) chunk: u64,
-    pub(crate) offset: u64,
-    /// When the item started, in [`now_ns`] time.
-    pub(crate) started_ns: u64,
-}
+use crate::transport::Progress;
 
 #[repr(C)]
 struct Slots {
@@ -60,45 +52,6 @@ fn load_words(len: &AtomicU64, slots: &[AtomicU64; WORDS_SLOTS]) -> Option<Strin
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Nanoseconds on the system-wide monotonic clock, comparable between processes.
-pub(crate) fn now_ns() -> u64 {
-    clock_ns(CLOCK_PRECISE)
-}
-
-/// The same clock read cheaply to within a few milliseconds, for per-item checks.
-pub(crate) fn coarse_now_ns() -> u64 {
-    clock_ns(CLOCK_COARSE)
-}
-
-#[cfg(target_os = "linux")]
-const CLOCK_COARSE: i32 = libc::CLOCK_MONOTONIC_COARSE;
-#[cfg(all(unix, not(target_os = "linux")))]
-const CLOCK_COARSE: i32 = libc::CLOCK_MONOTONIC;
-#[cfg(unix)]
-const CLOCK_PRECISE: i32 = libc::CLOCK_MONOTONIC;
-#[cfg(not(unix))]
-const CLOCK_COARSE: i32 = 0;
-#[cfg(not(unix))]
-const CLOCK_PRECISE: i32 = 0;
-
-fn clock_ns(clock: i32) -> u64 {
-    #[cfg(unix)]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the timespec we own.
-        unsafe { libc::clock_gettime(clock as libc::clockid_t, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = clock;
-        0
-    }
-}
-
 pub(crate) use imp::Board;
 
 #[cfg(target_os = "linux")]
@@ -109,7 +62,8 @@ mod imp {
         ptr::NonNull,
     };
 
-    use super::{Ordering, Progress, Slots, load_words, now_ns, store_words};
+    use super::{Ordering, Progress, Slots, load_words, store_words};
+    use crate::clock::now_ns;
 
     const SIZE: usize = 4096;
     const _: () = assert!(std::mem::size_of::<Slots>() <= SIZE);
@@ -260,6 +214,7 @@ mod imp {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+    use crate::clock::now_ns;
 
     #[test]
     fn a_worker_mapping_sees_what_the_parent_mapping_reads() {

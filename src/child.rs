@@ -1,10 +1,10 @@
-//! The child side: connect, handshake, compile the parent's program once, then serve calls with
-//! `eval_ast(false)` semantics (a worker never runs the script's top level).
+//! The worker process's loop, the mirror of the builtins: once its transport has connected it,
+//! compile the parent's program once, then serve calls with `eval_ast(false)` semantics (a
+//! worker never runs the script's top level).
 
 use crate::locks::lock;
 use std::{
     collections::VecDeque,
-    env,
     io::Write,
     sync::{
         Arc, Mutex,
@@ -13,33 +13,19 @@ use std::{
     time::Duration,
 };
 
-use interprocess::local_socket::{GenericNamespaced, Stream, ToNsName, prelude::*};
 use rhai::{AST, Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext, Position};
 
 use crate::{
-    Error, RemoteError, Value,
-    board::{Board, coarse_now_ns, now_ns},
+    Error, OutStream, RemoteError, Value,
     builtins::{Backend, Ctx},
-    engine::{self, HostSetup, Settings, StopChecks},
+    clock::{coarse_now_ns, now_ns},
+    engine::{self, HostSetup, StopChecks},
     fast::Accelerated,
     stop::{Stop, StopCheck, stop_reason},
+    transport::{ParentLink, local},
     value::{FnTable, FnValue, ProcessHandle},
-    wire::{
-        Conn, FrameReader, FromWorker, ItemFailure, Items, MapSetup, Op, OutStream, Outcome, Reply,
-        SharedStream, ToWorker,
-    },
+    wire::{FromWorker, ItemFailure, Items, MapSetup, Op, Outcome, Reply, ToWorker},
 };
-
-/// Environment variable naming the parent's socket; its presence makes a process a worker.
-pub(crate) const SOCKET_ENV: &str = "MPSCRIPT_WORKER_SOCKET";
-/// Environment variable carrying the per-run secret (never argv, which other users can read).
-pub(crate) const TOKEN_ENV: &str = "MPSCRIPT_WORKER_TOKEN";
-/// Environment variable carrying the id the parent gave this worker.
-pub(crate) const ID_ENV: &str = "MPSCRIPT_WORKER_ID";
-/// Environment variable carrying the descriptor of this worker's progress board (Linux).
-pub(crate) const BOARD_ENV: &str = "MPSCRIPT_WORKER_BOARD";
-/// Environment variable carrying the pid of the parent that started this worker.
-pub(crate) const PARENT_ENV: &str = "MPSCRIPT_WORKER_PARENT";
 
 const SKIPPED_ENTRY: &str = "it ran the host's main instead of serving: call \
     run_worker_if_requested() (or RuntimeBuilder::run_worker_if_requested()) first thing in main, \
@@ -75,7 +61,7 @@ pub fn run_worker_if_requested() {
 
 /// [`run_worker_if_requested`] with the host's registrations.
 pub(crate) fn serve_if_requested(host: Option<HostSetup>) {
-    if env::var_os(SOCKET_ENV).is_some() {
+    if local::child::is_worker() {
         become_worker(Entry::Served(host));
     }
 }
@@ -84,7 +70,7 @@ pub(crate) fn serve_if_requested(host: Option<HostSetup>) {
 /// ran the host's own code. Say so to the parent, which reports it once, and exit without
 /// starting workers of its own (that would repeat without end).
 pub(crate) fn refuse_if_unserved() {
-    if env::var_os(SOCKET_ENV).is_some() {
+    if local::child::is_worker() {
         become_worker(Entry::Skipped);
     }
 }
@@ -99,29 +85,8 @@ enum Entry {
 
 /// Serves the parent as a worker (or tells it why not); never returns.
 fn become_worker(entry: Entry) -> ! {
-    die_with_parent();
-    let socket = env::var_os(SOCKET_ENV).unwrap_or_default();
-    let token = env::var(TOKEN_ENV).unwrap_or_default();
-    let id = env::var(ID_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let board = env::var(BOARD_ENV)
-        .ok()
-        .and_then(|fd| fd.parse().ok())
-        .and_then(|fd| Board::open(fd).ok())
-        .map(Arc::new);
-    null_stdin();
-    if let Some(board) = &board {
-        leave_panics_on(board.clone());
-    }
-    // SAFETY: called before any other thread of this process exists.
-    unsafe {
-        for var in [SOCKET_ENV, TOKEN_ENV, ID_ENV, BOARD_ENV, PARENT_ENV] {
-            env::remove_var(var);
-        }
-    }
-    let code = match serve(&socket.to_string_lossy(), token, id, board, entry) {
+    let served = local::child::connect().and_then(|parent| serve(Arc::new(parent), entry));
+    let code = match served {
         Ok(()) => 0,
         Err(e) if e.is_disconnected() => 0,
         Err(e) => {
@@ -134,73 +99,9 @@ fn become_worker(entry: Entry) -> ! {
     std::process::exit(code);
 }
 
-/// Dies with the parent (Linux's parent-death signal; elsewhere the socket's end of file does
-/// it). Set here rather than between fork and exec, so the parent can spawn with `posix_spawn`;
-/// a parent that died before this line is noticed by its pid having changed.
-fn die_with_parent() {
-    #[cfg(target_os = "linux")]
-    {
-        let parent: Option<libc::pid_t> = env::var(PARENT_ENV).ok().and_then(|p| p.parse().ok());
-        // SAFETY: plain syscalls on this process.
-        unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if parent.is_some_and(|p| libc::getppid() != p) {
-                libc::_exit(1);
-            }
-        }
-    }
-}
-
-/// Standard input carried the board (now mapped, its descriptor closed); a worker reads
-/// nothing from it, so it becomes `/dev/null` again.
-fn null_stdin() {
-    #[cfg(unix)]
-    if let Ok(null) = std::fs::File::open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: dup2 onto descriptor 0 of this process; `null` is closed after.
-        unsafe { libc::dup2(null.as_raw_fd(), 0) };
-    }
-}
-
-/// A panic (in a host function, say) kills the worker; its message and place are left on the
-/// board first, so the parent reports them with the death instead of a bare exit code.
-fn leave_panics_on(board: Arc<Board>) {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let location = info.location().map_or_else(String::new, |l| {
-            format!(" at {}:{}:{}", l.file(), l.line(), l.column())
-        });
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("a panic without a message");
-        board.say_last_words(&format!("panicked{location}: {message}"));
-        default(info);
-    }));
-}
-
-fn serve(
-    socket: &str,
-    token: String,
-    worker: u64,
-    board: Option<Arc<Board>>,
-    entry: Entry,
-) -> Result<(), Error> {
+fn serve(conn: Arc<dyn ParentLink>, entry: Entry) -> Result<(), Error> {
     engine::fix_hashing_seed()?;
-    let name = socket
-        .to_ns_name::<GenericNamespaced>()
-        .map_err(|e| Error::io("naming the parent socket", e))?;
-    let stream = Stream::connect(name).map_err(|e| Error::io("connecting to the parent", e))?;
-    let conn = Arc::new(Conn::new(stream, "parent"));
-    conn.send(&FromWorker::Hello {
-        token,
-        worker,
-        pid: std::process::id(),
-    })?;
-    let link = Arc::new(ParentLink {
-        reader: Mutex::new(conn.reader()),
+    let link = Arc::new(Parent {
         queued: Mutex::default(),
         conn: conn.clone(),
         next_seq: AtomicU64::new(1),
@@ -227,7 +128,7 @@ fn serve(
         fns.clone(),
         stop.clone(),
         None,
-        program.limits.max_mailbox,
+        program.settings.limits.max_mailbox,
     );
     let identity = ctx.clone();
     let output = {
@@ -239,12 +140,10 @@ fn serve(
             });
         })
     };
-    let settings = Settings {
-        limits: program.limits,
-        module_dir: program.module_dir.clone(),
-        host,
-    };
-    let make_engine = move |checks| engine::new_engine(&ctx, &settings, output.clone(), checks);
+    let settings = program.settings.clone();
+    let notices = output.clone();
+    let make_engine =
+        move |checks| engine::new_engine(&ctx, &settings, host.as_ref(), output.clone(), checks);
     let mut engine = make_engine(StopChecks::OnlyInWaits);
     let mut ast = AST::empty();
     for chunk in &program.chunks {
@@ -258,10 +157,10 @@ fn serve(
     }
     fns.add(&ast);
     conn.send(&FromWorker::Ready)?;
-    conn.start_flusher();
     #[cfg(feature = "grain")]
     let grain = rhai::grain::Compiler::new().compile(&ast);
-    let program = Accelerated::new(ast, &engine, stop);
+    let notices = Arc::new(move |text: &str| notices(OutStream::Notice, text));
+    let program = Accelerated::new(ast, &engine, stop, notices);
     program.install(&mut engine);
     Calls {
         #[cfg(feature = "grain")]
@@ -273,7 +172,6 @@ fn serve(
         fns,
         identity,
         job: None,
-        board,
         deadline,
     }
     .serve(&link)
@@ -294,7 +192,6 @@ struct Calls {
     identity: Arc<Ctx>,
     /// The current `pool_map` job, set up by its first chunk.
     job: Option<Job>,
-    board: Option<Arc<Board>>,
     deadline: Arc<Deadline>,
 }
 
@@ -329,7 +226,7 @@ impl Deadline {
 }
 
 impl Calls {
-    fn serve(mut self, link: &ParentLink) -> Result<(), Error> {
+    fn serve(mut self, link: &Parent) -> Result<(), Error> {
         loop {
             match link.next()? {
                 ToWorker::Call {
@@ -342,7 +239,7 @@ impl Calls {
                     self.identity.become_process(Some(me), Some(parent));
                     let outcome = self.call(f, args);
                     let done = FromWorker::Done { call, outcome };
-                    send_or_fail(&link.conn, &done, |e| FromWorker::Done {
+                    send_or_fail(&*link.conn, &done, |e| FromWorker::Done {
                         call,
                         outcome: Outcome::Threw(unsendable_result(&e)),
                     })?;
@@ -356,7 +253,7 @@ impl Calls {
                     self.identity.become_process(None, None);
                     let result = self.map(link, job, chunk, setup, items);
                     let done = FromWorker::MapDone { job, chunk, result };
-                    send_or_fail(&link.conn, &done, |e| FromWorker::MapDone {
+                    send_or_fail(&*link.conn, &done, |e| FromWorker::MapDone {
                         job,
                         chunk,
                         result: Err(ItemFailure::threw(0, unsendable_result(&e))),
@@ -411,7 +308,7 @@ impl Calls {
 
     fn map(
         &mut self,
-        link: &ParentLink,
+        link: &Parent,
         job: u64,
         chunk: u32,
         setup: Option<MapSetup>,
@@ -456,9 +353,8 @@ impl Calls {
         let mut results = Results::with_capacity(items.len());
         let mut next_part = coarse_now_ns() + PART_INTERVAL_NS;
         for (offset, item) in self.items(items).enumerate() {
-            if let Some(board) = &self.board {
-                board.publish(job, chunk, offset as u32, timeout.is_some());
-            }
+            link.conn
+                .starting(job, chunk, offset as u32, timeout.is_some());
             if timeout.is_some() {
                 self.deadline.start(timeout);
             }
@@ -500,7 +396,7 @@ impl Calls {
     /// function running on grain and called from a native function (`filter`, `map`) is not found.
     #[cfg(feature = "grain")]
     fn grain_vm<'e>(&self, engine: &'e Engine, f: &FnPtr) -> Option<rhai::grain::Vm<'e>> {
-        if env::var_os("MPSCRIPT_GRAIN").is_none_or(|v| v != "1") {
+        if std::env::var_os("MPSCRIPT_GRAIN").is_none_or(|v| v != "1") {
             return None;
         }
         let arity = f.curry().len() + 1;
@@ -601,7 +497,7 @@ impl Results {
 /// Sends `message`; if it cannot be encoded (over the frame limit, say) sends what `instead`
 /// makes of the error, so the parent learns of the failure and this worker lives on.
 fn send_or_fail(
-    conn: &Conn,
+    conn: &dyn ParentLink,
     message: &FromWorker,
     instead: impl FnOnce(Error) -> FromWorker,
 ) -> Result<(), Error> {
@@ -662,29 +558,24 @@ fn unexpected(message: &ToWorker) -> Error {
 }
 
 /// The worker's backend: every operation is a request to the parent, answered in order.
-struct ParentLink {
-    conn: Arc<Conn>,
-    reader: Mutex<FrameReader<SharedStream>>,
+struct Parent {
+    conn: Arc<dyn ParentLink>,
     /// Work that arrived while a request waited for its reply (the parent pipelines chunks).
     queued: Mutex<VecDeque<ToWorker>>,
     next_seq: AtomicU64,
 }
 
-impl ParentLink {
-    /// The next piece of work: queued first, then from the socket.
+impl Parent {
+    /// The next piece of work: queued first, then from the link.
     fn next(&self) -> Result<ToWorker, Error> {
         if let Some(message) = lock(&self.queued).pop_front() {
             return Ok(message);
         }
-        self.read()
-    }
-
-    fn read(&self) -> Result<ToWorker, Error> {
-        lock(&self.reader).read::<ToWorker>()
+        self.conn.recv()
     }
 }
 
-impl Backend for ParentLink {
+impl Backend for Parent {
     fn post(&self, op: Op) -> Result<(), Error> {
         self.conn.post(&FromWorker::Post { op })
     }
@@ -693,9 +584,9 @@ impl Backend for ParentLink {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.conn.send(&FromWorker::Request { seq, op })?;
         loop {
-            match self.read()? {
+            match self.conn.recv()? {
                 ToWorker::Reply { seq: s, result } if s == seq => {
-                    return result.map_err(Error::Relayed);
+                    return result.map_err(Error::from);
                 }
                 // The parent is tearing down while this call waits: leave quietly.
                 ToWorker::Shutdown => {

@@ -20,12 +20,17 @@ use interprocess::local_socket::{
     GenericNamespaced, ListenerOptions, Name, Stream, ToNsName, prelude::*,
 };
 
-use super::worker::Worker;
+use super::{
+    board::Board,
+    child::{BOARD_ENV, ID_ENV, PARENT_ENV, SOCKET_ENV, TOKEN_ENV},
+    link::LocalLink,
+    stream::Conn,
+};
 use crate::{
     Error,
-    board::Board,
-    wire::{Conn, FrameReader, FromWorker, Program, ToWorker},
-    worker::{BOARD_ENV, ID_ENV, PARENT_ENV, SOCKET_ENV, TOKEN_ENV},
+    output::{OutStream, OutputSink},
+    transport::{Transport, WorkerLink},
+    wire::{FrameReader, FromWorker, Program, ToWorker},
 };
 
 /// How long a new worker may take to connect and compile.
@@ -75,7 +80,8 @@ pub(crate) struct Launcher {
 }
 
 impl Launcher {
-    pub(crate) fn new(exe: PathBuf) -> Result<Launcher, Error> {
+    /// A launcher of `exe` workers; refused connections are told to `notices`.
+    pub(crate) fn new(exe: PathBuf, notices: OutputSink) -> Result<Launcher, Error> {
         let token = random_hex()?;
         // Its own randomness: socket names are visible to every user in /proc/net/unix.
         let socket = format!("mpscript-{}-{}", std::process::id(), random_hex()?);
@@ -99,6 +105,7 @@ impl Launcher {
             let (arrivals, token, expected) = (arrivals.clone(), token.clone(), expected.clone());
             let admission = Admission {
                 limit,
+                notices,
                 token,
                 arrivals,
                 expected,
@@ -127,7 +134,7 @@ impl Launcher {
     }
 
     /// Starts `count` workers in parallel and returns them connected, handshaken and compiled.
-    pub(crate) fn start(&self, count: usize, program: &Program) -> Result<Vec<Worker>, Error> {
+    fn start_local(&self, count: usize, program: &Program) -> Result<Vec<LocalLink>, Error> {
         let pending = (0..count)
             .map(|_| self.spawn_one())
             .collect::<Result<Vec<_>, _>>()?;
@@ -186,7 +193,7 @@ impl Launcher {
         }
     }
 
-    fn finish_start(&self, pending: Pending, program: &Program) -> Result<Worker, Error> {
+    fn finish_start(&self, pending: Pending, program: &Program) -> Result<LocalLink, Error> {
         let Pending {
             id,
             mut child,
@@ -205,12 +212,12 @@ impl Launcher {
             }
         };
         let conn = Conn::new(stream, format!("worker {}", child.id()));
-        let worker = Worker::new(id, conn, child, board);
-        match handshake(&worker, program) {
-            Ok(()) => Ok(worker),
+        let link = LocalLink::new(conn, child, board);
+        match handshake(&link, program) {
+            Ok(()) => Ok(link),
             Err(e) => {
-                worker.kill();
-                worker.reap(Duration::ZERO);
+                link.kill();
+                link.reap(Duration::ZERO);
                 Err(e)
             }
         }
@@ -273,20 +280,29 @@ fn wait_for_connection(child: &mut Child, arrival: &Receiver<Stream>) -> Result<
     }
 }
 
-/// Checks the peer is the child we started, then has it compile the program.
-fn handshake(worker: &Worker, program: &Program) -> Result<(), Error> {
-    worker.conn.send(&ToWorker::Program(program.clone()))?;
-    let mut reader = worker.conn.reader();
-    match reader.read::<FromWorker>()? {
+/// Has the worker compile the program.
+fn handshake(link: &LocalLink, program: &Program) -> Result<(), Error> {
+    link.send(&ToWorker::Program(program.clone()))?;
+    match link.recv()? {
         FromWorker::Ready => Ok(()),
         FromWorker::CompileFailed(message) => Err(Error::WorkerStart(format!(
             "worker {} cannot serve this run: {message}",
-            worker.pid
+            link.pid()
         ))),
         other => Err(Error::Protocol {
-            peer: worker.conn.peer().into(),
+            peer: link.label().into(),
             detail: format!("expected Ready, got {other:?}"),
         }),
+    }
+}
+
+impl Transport for Launcher {
+    fn start(&self, count: usize, program: &Program) -> Result<Vec<Box<dyn WorkerLink>>, Error> {
+        let links = self.start_local(count, program)?;
+        Ok(links
+            .into_iter()
+            .map(|link| Box::new(link) as Box<dyn WorkerLink>)
+            .collect())
     }
 }
 
@@ -351,6 +367,7 @@ struct Newcomer {
 /// a call.
 struct Admission {
     limit: usize,
+    notices: OutputSink,
     token: String,
     arrivals: Arrivals,
     expected: Expected,
@@ -359,7 +376,7 @@ struct Admission {
 impl Admission {
     fn run(&self, newcomers: &Receiver<Stream>) {
         let mut pending: VecDeque<Newcomer> = VecDeque::new();
-        let mut log = RefusalLog::default();
+        let mut log = RefusalLog::new(self.notices.clone());
         loop {
             if pending.is_empty() {
                 let Ok(stream) = newcomers.recv() else {
@@ -524,16 +541,25 @@ fn admit(
     Ok(())
 }
 
-/// Says on stderr who was refused, at most [`REFUSALS_PER_SECOND`] lines a second, so strangers
-/// cannot flood the script's own output; the rest are counted and summed up.
-#[derive(Default)]
+/// Says who was refused, at most [`REFUSALS_PER_SECOND`] notices a second, so strangers cannot
+/// flood the script's own output; the rest are counted and summed up.
 struct RefusalLog {
+    notices: OutputSink,
     second: Option<Instant>,
     said: u32,
     unsaid: u32,
 }
 
 impl RefusalLog {
+    fn new(notices: OutputSink) -> RefusalLog {
+        RefusalLog {
+            notices,
+            second: None,
+            said: 0,
+            unsaid: 0,
+        }
+    }
+
     fn refuse(&mut self, peer: &str, why: &str) {
         let now = Instant::now();
         if self
@@ -541,16 +567,18 @@ impl RefusalLog {
             .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
         {
             if self.unsaid > 0 {
-                eprintln!(
-                    "mpscript: refused {} more connection(s) in the last second",
+                let summary = format!(
+                    "refused {} more connection(s) in the last second",
                     self.unsaid
                 );
+                (self.notices)(OutStream::Notice, &summary);
             }
             (self.second, self.said, self.unsaid) = (Some(now), 0, 0);
         }
         if self.said < REFUSALS_PER_SECOND {
             self.said += 1;
-            eprintln!("mpscript: refused a connection from {peer}: {why}");
+            let refusal = format!("refused a connection from {peer}: {why}");
+            (self.notices)(OutStream::Notice, &refusal);
         } else {
             self.unsaid += 1;
         }
