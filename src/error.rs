@@ -4,8 +4,6 @@ use std::{fmt, io, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::Failure;
-
 /// Everything that can go wrong while running a script or talking to a worker process.
 ///
 /// ```
@@ -141,6 +139,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// An error as data: how the main process tells a worker that what it asked for failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Failure {
+    /// What kind of failure, so the receiving side can rebuild the right error.
+    pub(crate) cause: Cause,
+    /// The full message.
+    pub(crate) message: String,
 }
 
 /// What kind of failure an error relayed from the main process was there.

@@ -529,3 +529,6 @@ fn array_items(v: Value) -> Vec<Value> {
         other => vec![other],
     }
 }
+
+#[cfg(test)]
+mod tests;

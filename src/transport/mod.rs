@@ -3,6 +3,8 @@
 //! typed messages pass. Today's transport is local processes over local sockets
 //! ([`local`]); a remote one (agents on other machines) fits behind the same traits.
 
+#[cfg(test)]
+pub(crate) mod inprocess;
 pub(crate) mod local;
 
 use std::time::Duration;

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     OutStream, RemoteError, Value,
-    error::Cause,
+    error::Failure,
     settings::Settings,
     value::{FnValue, HandleKind, ProcessHandle},
 };
@@ -381,13 +381,4 @@ pub enum Reply {
     Bool(bool),
     /// The id of a new lock, semaphore, event, barrier or future.
     Id(u64),
-}
-
-/// A failed [`Op`], as data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Failure {
-    /// What kind of failure, so the receiving side can rebuild the right error.
-    pub(crate) cause: Cause,
-    /// The full message.
-    pub(crate) message: String,
 }
