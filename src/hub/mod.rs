@@ -127,6 +127,32 @@ impl Caller {
     }
 }
 
+/// How the hub serves a worker's request.
+enum Serving {
+    /// It cannot wait: done at once.
+    Now,
+    /// It may wait on one object (a join, a get, an acquire...): parked there.
+    Waits,
+    /// It takes a while whatever happens (starting processes, a map): on a thread of its own.
+    Long,
+}
+
+fn serving(op: &mut Op) -> Serving {
+    match op {
+        Op::Spawn { .. }
+        | Op::Kill { .. }
+        | Op::PoolMap { .. }
+        | Op::MapUnordered { .. }
+        | Op::NextResults { .. }
+        | Op::Submit { .. } => Serving::Long,
+        _ => match op.limit() {
+            Some(None) => Serving::Waits,
+            Some(Some(t)) if *t > 0.0 => Serving::Waits,
+            _ => Serving::Now,
+        },
+    }
+}
+
 fn main_process() -> ProcessHandle {
     ProcessHandle::new(MAIN, std::process::id())
 }
@@ -688,34 +714,35 @@ impl Inner {
     }
 
     /// Serves a worker's request (`seq` to answer, `None` for a post) without blocking this reader
-    /// thread: what can finish now is done inline, anything that has to wait on its own thread.
-    fn serve(self: &Arc<Self>, worker: &Arc<Worker>, seq: Option<u64>, op: Op) {
+    /// thread: what can finish now is done inline, a wait is parked on its object, and the few
+    /// long operations (starting processes, a map) run on a thread of their own.
+    fn serve(self: &Arc<Self>, worker: &Arc<Worker>, seq: Option<u64>, mut op: Op) {
         let caller = Caller::Worker(worker.clone());
-        if let (Some(seq), Op::Get { timeout: None, .. } | Op::Recv { timeout: None }) = (seq, &op)
-        {
-            return self.get_or_park(worker, seq, self.source(&op, &caller));
-        }
-        // Where a value taken for this request goes back if it cannot be sent.
-        let source = self.source(&op, &caller).ok();
-        let mut op = match self.try_now(op, &caller) {
-            Ok(result) => return self.answer(worker, seq, result, source.as_deref()),
-            Err(op) => op,
-        };
-        if let Some(seq) = seq {
-            op = match self.park(worker, seq, *op) {
-                Ok(()) => return,
-                Err(op) => op,
-            };
-        }
-        let (hub, worker) = (self.clone(), worker.clone());
-        let spawned = thread::Builder::new()
-            .name("mpscript-request".into())
-            .spawn(move || {
-                let result = hub.handle(*op, &caller);
-                hub.answer(&worker, seq, result, source.as_deref());
-            });
-        if let Err(e) = spawned {
-            self.notice(&format!("cannot serve a worker request: {e}"));
+        match (seq, serving(&mut op)) {
+            (Some(seq), Serving::Waits) => match op {
+                Op::Get { timeout: None, .. } | Op::Recv { timeout: None } => {
+                    self.get_or_park(worker, seq, self.source(&op, &caller));
+                }
+                op => self.park(worker, seq, op),
+            },
+            (_, Serving::Long) => {
+                let (hub, worker) = (self.clone(), worker.clone());
+                let spawned = thread::Builder::new()
+                    .name("mpscript-request".into())
+                    .spawn(move || {
+                        let result = hub.handle(op, &caller);
+                        hub.answer(&worker, seq, result, None);
+                    });
+                if let Err(e) = spawned {
+                    self.notice(&format!("cannot serve a worker request: {e}"));
+                }
+            }
+            _ => {
+                // Where a value taken for this request goes back if it cannot be sent.
+                let source = self.source(&op, &caller).ok();
+                let result = self.handle(op, &caller);
+                self.answer(worker, seq, result, source.as_deref());
+            }
         }
     }
 
@@ -749,70 +776,6 @@ impl Inner {
             );
         if let Some(value) = q.get_or_park(worker.id, deliver) {
             self.answer(worker, Some(seq), Ok(Reply::Got(Some(value))), Some(&q));
-        }
-    }
-
-    /// Performs `op` if it can complete without waiting; gives it back otherwise.
-    fn try_now(self: &Arc<Self>, op: Op, caller: &Caller) -> Result<Result<Reply, Error>, Box<Op>> {
-        let now = Some(Instant::now());
-        match op {
-            Op::NewQueue { .. }
-            | Op::Len { .. }
-            | Op::TaskDone { .. }
-            | Op::CloseResults { .. }
-            | Op::Shared { .. }
-            | Op::Status { .. }
-            | Op::Send { .. }
-            | Op::Recv { timeout: Some(0.0) }
-            | Op::Register { .. }
-            | Op::Whereis { .. }
-            | Op::Watch { .. }
-            | Op::TrapExits(_)
-            | Op::NewSync { .. }
-            | Op::NewCondition { .. }
-            | Op::Sync {
-                action:
-                    SyncAction::Release
-                    | SyncAction::Set
-                    | SyncAction::Clear
-                    | SyncAction::IsSet
-                    | SyncAction::Notify(_)
-                    | SyncAction::Reset
-                    | SyncAction::Abort
-                    | SyncAction::Broken
-                    | SyncAction::Waiting
-                    | SyncAction::Parties
-                    | SyncAction::Acquire { timeout: Some(0.0) },
-                ..
-            }
-            | Op::IsDone { .. }
-            | Op::Cancel { .. } => Ok(self.handle(op, caller)),
-            Op::Get { queue, timeout } => match self.queue(queue) {
-                Err(e) => Ok(Err(e)),
-                Ok(q) => match q.get(now, &self.config.interrupt) {
-                    Ok(Some(v)) => Ok(Ok(Reply::Got(Some(v)))),
-                    Ok(None) if timeout == Some(0.0) => Ok(Ok(Reply::Got(None))),
-                    Ok(None) => Err(Box::new(Op::Get { queue, timeout })),
-                    Err(e) => Ok(Err(e)),
-                },
-            },
-            Op::Put {
-                queue,
-                value,
-                timeout,
-            } => match self.queue(queue) {
-                Err(e) => Ok(Err(e)),
-                Ok(q) => match q.put(value, now, &self.config.interrupt) {
-                    Ok(Put::Done) => Ok(Ok(Reply::Unit)),
-                    Ok(Put::Full(value)) => Err(Box::new(Op::Put {
-                        queue,
-                        value,
-                        timeout,
-                    })),
-                    Err(e) => Ok(Err(e)),
-                },
-            },
-            other => Err(Box::new(other)),
         }
     }
 

@@ -38,10 +38,31 @@ pub(crate) fn key_of<T: ?Sized>(object: &T) -> usize {
     std::ptr::from_ref(object).cast::<()>() as usize
 }
 
-/// Parks `retry` until it finishes or `deadline` passes.
-pub(crate) fn park(retry: Box<dyn Retry>, deadline: Option<Instant>) {
+/// Tries `retry` now, and if it has to wait, parks it until it finishes or `deadline` passes.
+pub(crate) fn park(mut retry: Box<dyn Retry>, deadline: Option<Instant>) {
     watch(retry.key());
-    send(Event::Park(retry, deadline));
+    if !finished(&mut retry, false) {
+        send(Event::Park(retry, deadline));
+    }
+}
+
+/// Tries `retry`, registered under its key, until it finishes (`true`) or its key holds still:
+/// a request whose key changes as it goes (a condition's waiter, then taking back its lock) is
+/// registered under the new key before it is tried again.
+fn finished(retry: &mut Box<dyn Retry>, mut expired: bool) -> bool {
+    loop {
+        let key = retry.key();
+        if retry.attempt(std::mem::take(&mut expired)) {
+            unwatch(key);
+            return true;
+        }
+        let now = retry.key();
+        if now == key {
+            return false;
+        }
+        watch(now);
+        unwatch(key);
+    }
 }
 
 /// `object` changed: the requests waiting on it are tried again.
@@ -161,24 +182,11 @@ impl Shelf {
         }
     }
 
-    /// Tries `retry` (registered under its key) and keeps it if it has to wait. A request whose
-    /// key changes as it goes (a condition's waiter, then taking back its lock) is registered
-    /// under the new key before it is tried again.
-    fn settle(&mut self, id: u64, mut retry: Box<dyn Retry>, mut expired: bool) {
-        loop {
-            let key = retry.key();
-            if retry.attempt(std::mem::take(&mut expired)) {
-                unwatch(key);
-                return;
-            }
-            let now = retry.key();
-            if now == key {
-                self.by_key.entry(key).or_default().push(id);
-                self.parked.insert(id, retry);
-                return;
-            }
-            watch(now);
-            unwatch(key);
+    /// Tries `retry` and keeps it if it has to wait.
+    fn settle(&mut self, id: u64, mut retry: Box<dyn Retry>, expired: bool) {
+        if !finished(&mut retry, expired) {
+            self.by_key.entry(retry.key()).or_default().push(id);
+            self.parked.insert(id, retry);
         }
     }
 

@@ -51,13 +51,9 @@ enum Wait {
 }
 
 impl Inner {
-    /// Parks `op` if it is a request that waits on one object; gives it back otherwise.
-    pub(super) fn park(
-        self: &Arc<Self>,
-        worker: &Arc<Worker>,
-        seq: u64,
-        mut op: Op,
-    ) -> Result<(), Box<Op>> {
+    /// Answers `op`, a request that may wait on one object, now or once it can be, with no thread
+    /// waiting meanwhile.
+    pub(super) fn park(self: &Arc<Self>, worker: &Arc<Worker>, seq: u64, mut op: Op) {
         let caller = Caller::Worker(worker.clone());
         let parked = |wait: Wait, timeout: Option<f64>| {
             let waiting = Waiting {
@@ -70,23 +66,15 @@ impl Inner {
         };
         let timeout = op.limit().and_then(|t| *t);
         let key = match self.waits_on(&op, &caller) {
-            Ok(Some(key)) => key,
-            Ok(None) => return Err(Box::new(op)),
-            Err(e) => {
-                self.answer(worker, Some(seq), Err(e), None);
-                return Ok(());
-            }
+            Ok(key) => key,
+            Err(e) => return self.answer(worker, Some(seq), Err(e), None),
         };
         let Op::Sync { id, action } = op else {
-            parked(Wait::Again { op, key }, timeout);
-            return Ok(());
+            return parked(Wait::Again { op, key }, timeout);
         };
         let object = match self.sync_object(id) {
             Ok(object) => object,
-            Err(e) => {
-                self.answer(worker, Some(seq), Err(e), None);
-                return Ok(());
-            }
+            Err(e) => return self.answer(worker, Some(seq), Err(e), None),
         };
         let owner = caller.owner();
         match (object.kind(), action) {
@@ -120,12 +108,11 @@ impl Inner {
                 timeout,
             ),
         }
-        Ok(())
     }
 
-    /// The address of the object `op` waits on, if it is a request that can be parked.
-    fn waits_on(&self, op: &Op, caller: &Caller) -> Result<Option<usize>, Error> {
-        Ok(Some(match op {
+    /// The address of the object `op` waits on.
+    fn waits_on(&self, op: &Op, caller: &Caller) -> Result<usize, Error> {
+        Ok(match op {
             Op::Join { process, .. } => key_of(&*self.process(*process)?),
             Op::Get { queue, .. } | Op::Put { queue, .. } | Op::JoinQueue { queue, .. } => {
                 key_of(&*self.queue(*queue)?)
@@ -138,12 +125,15 @@ impl Inner {
                     (HandleKind::Condition, SyncAction::Acquire { .. }) => {
                         key_of(object.the_lock())
                     }
-                    (_, SyncAction::Acquire { .. } | SyncAction::Wait { .. }) => key_of(&*object),
-                    _ => return Ok(None),
+                    _ => key_of(&*object),
                 }
             }
-            _ => return Ok(None),
-        }))
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "{other:?} is not a request that waits"
+                )));
+            }
+        })
     }
 
     /// Performs `op` with no time left: `Err` with what it answers at its deadline if it would
