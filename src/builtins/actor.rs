@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, INT, NativeCallContext};
 
-use super::{Ctx, ScriptResult, invalid, method, sendable, unexpected};
+use super::{Ctx, ScriptResult, invalid, method, sendable};
 use crate::{
+    Value,
     value::{ProcessHandle, SupervisorHandle},
-    wire::{Op, Reply},
+    wire::Op,
 };
 
 /// A handle that names a process: a process, or a supervisor (which is one).
@@ -43,22 +44,19 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     register_receive(engine, ctx);
     let c = ctx.clone();
     method(engine, "register", move |name: &str, p: ProcessHandle| {
-        c.call(Op::Register {
+        c.ask::<()>(Op::Register {
             name: name.into(),
             process: p.id,
         })
-        .map(|_| ())
     });
     let c = ctx.clone();
     method(engine, "whereis", move |name: &str| -> ScriptResult {
-        match c.call(Op::Whereis { name: name.into() })? {
-            Reply::Value(v) => Ok(c.to_dynamic(v)),
-            other => Err(unexpected(&other)),
-        }
+        c.ask(Op::Whereis { name: name.into() })
+            .map(|v: Value| c.to_dynamic(v))
     });
     let c = ctx.clone();
     method(engine, "trap_exits", move |on: bool| {
-        c.call(Op::TrapExits(on)).map(|_| ())
+        c.ask::<()>(Op::TrapExits(on))
     });
     register_process_verbs::<ProcessHandle>(engine, ctx);
     register_process_verbs::<SupervisorHandle>(engine, ctx);
@@ -78,12 +76,11 @@ pub(super) fn register_process_verbs<H: AsProcess>(engine: &mut Engine, ctx: &Ar
     ] {
         let c = ctx.clone();
         method(engine, name, move |p: H| {
-            c.call(Op::Watch {
+            c.ask::<()>(Op::Watch {
                 process: p.process().id,
                 link,
                 on,
             })
-            .map(|_| ())
         });
     }
 }
@@ -95,10 +92,7 @@ pub(super) fn send(
     message: &Dynamic,
 ) -> Result<bool, Box<EvalAltResult>> {
     let value = sendable(message, "send")?;
-    match ctx.call(Op::Send { to: to.id, value })? {
-        Reply::Bool(sent) => Ok(sent),
-        other => Err(unexpected(&other)),
-    }
+    ctx.ask(Op::Send { to: to.id, value })
 }
 
 /// `recv()`, `recv(secs)`, `recv(pred)`, `recv(pred, secs)`, `try_recv()`, `try_recv(pred)`.

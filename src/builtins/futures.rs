@@ -17,8 +17,9 @@ use super::{
     unexpected, waiting_method,
 };
 use crate::{
+    Value,
     value::{FnValue, Handle, kinds},
-    wire::{Items, MapOptions, Object, Op, Reply},
+    wire::{Answer, Id, Items, MapOptions, Object, Op},
 };
 
 type Future = Handle<kinds::Future>;
@@ -31,11 +32,11 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     });
     let c = ctx.clone();
     method(engine, "done", move |f: &mut Future| {
-        ask(&c, Op::IsDone { future: f.id })
+        c.ask::<bool>(Op::IsDone { future: f.id })
     });
     let c = ctx.clone();
     method(engine, "cancel", move |f: &mut Future| {
-        ask(&c, Op::Cancel { future: f.id })
+        c.ask::<bool>(Op::Cancel { future: f.id })
     });
     let c = ctx.clone();
     method(engine, "wait_any", move |futures: Array| {
@@ -76,29 +77,18 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
 }
 
 fn submit(ctx: &Ctx, f: FnValue, args: Vec<crate::Value>) -> Result<Future, Box<EvalAltResult>> {
-    match ctx.call(Op::Submit { f, args })? {
-        Reply::Id(id) => Ok(future(ctx, id)),
-        other => Err(unexpected(&other)),
-    }
+    ctx.ask(Op::Submit { f, args })
+        .map(|Id(id)| future(ctx, id))
 }
 
 fn get(ctx: &Ctx, future: u64, timeout: Option<f64>, take: bool) -> ScriptResult {
     let timeout = timeout.map(|t| seconds(t, "fut.get")).transpose()?;
-    match ctx.call(Op::Await {
+    ctx.ask(Op::Await {
         future,
         timeout,
         take,
-    })? {
-        Reply::Value(v) => Ok(ctx.to_dynamic(v)),
-        other => Err(unexpected(&other)),
-    }
-}
-
-fn ask(ctx: &Ctx, op: Op) -> Result<bool, Box<EvalAltResult>> {
-    match ctx.call(op)? {
-        Reply::Bool(b) => Ok(b),
-        other => Err(unexpected(&other)),
-    }
+    })
+    .map(|v: Value| ctx.to_dynamic(v))
 }
 
 /// The futures of an array: the script's own handles, so those answered stay counted.
@@ -122,22 +112,17 @@ fn wait_any(
     timeout: Option<f64>,
 ) -> Result<Future, Box<EvalAltResult>> {
     let timeout = timeout.map(|t| seconds(t, "wait_any")).transpose()?;
-    let reply = ctx.call(Op::WaitAny {
+    let done = ctx.ask(Op::WaitAny {
         futures: futures.iter().map(|f| f.id).collect(),
         timeout,
     })?;
-    take_done(&mut futures, reply).map_err(|other| unexpected(&other))
+    Ok(take_done(&mut futures, done))
 }
 
-/// Takes out of `futures` the one `reply` names as done.
-fn take_done(futures: &mut Vec<Future>, reply: Reply) -> Result<Future, Reply> {
-    match reply {
-        Reply::Id(id) => match futures.iter().position(|f| f.id == id) {
-            Some(at) => Ok(futures.remove(at)),
-            None => Err(Reply::Id(id)),
-        },
-        other => Err(other),
-    }
+/// Takes out of `futures` the one named as done (it is one of them).
+fn take_done(futures: &mut Vec<Future>, Id(id): Id) -> Future {
+    let at = futures.iter().position(|f| f.id == id).unwrap_or(0);
+    futures.remove(at)
 }
 
 /// `as_completed(futures)` / `as_completed(futures, secs)`: the futures, each as soon as it is
@@ -180,8 +165,9 @@ impl Completions {
             futures: self.left.iter().map(|f| f.id).collect(),
             timeout: left,
         });
-        let done = match waited {
-            Ok(reply) => take_done(&mut self.left, reply).map_err(|other| unexpected(&other)),
+        let done = match waited.map(Id::from_reply) {
+            Ok(Ok(done)) => Ok(take_done(&mut self.left, done)),
+            Ok(Err(other)) => Err(unexpected(&other)),
             Err(e) if e.is_timeout() => Err(invalid(format!(
                 "as_completed timed out after {}s: {} of {} futures not done",
                 self.timeout.unwrap_or_default(),
@@ -241,19 +227,18 @@ impl IntoIterator for Unordered {
             let again = invalid("a pool_map_unordered can be iterated only once");
             return Box::new(std::iter::once(Err(again)));
         };
-        let started = self.ctx.call(Op::MapUnordered {
+        let started = self.ctx.ask(Op::MapUnordered {
             f: self.f.clone(),
             items,
             options: self.options,
         });
         let mut stream = match started {
-            Ok(Reply::Id(results)) => ResultStream {
+            Ok(Id(results)) => ResultStream {
                 ctx: self.ctx.clone(),
                 results,
                 batch: Vec::new().into_iter(),
                 ended: false,
             },
-            Ok(other) => return Box::new(std::iter::once(Err(unexpected(&other)))),
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
         Box::new(std::iter::from_fn(move || stream.next()))
@@ -277,17 +262,16 @@ impl ResultStream {
             if self.ended {
                 return None;
             }
-            let next = self.ctx.call(Op::NextResults {
+            let next = self.ctx.ask(Op::NextResults {
                 results: self.results,
                 timeout: None,
             });
             match next {
-                Ok(Reply::Value(batch)) => {
+                Ok(Some(batch)) => {
                     let values = self.ctx.to_dynamic(batch).into_array().unwrap_or_default();
                     self.batch = values.into_iter();
                 }
-                Ok(Reply::Unit) => self.ended = true,
-                Ok(other) => return self.fail(unexpected(&other)),
+                Ok(None) => self.ended = true,
                 Err(e) => return self.fail(e),
             }
         }
@@ -303,7 +287,7 @@ impl Drop for ResultStream {
     /// A loop left early (a `break`, an error in its body) stops the map.
     fn drop(&mut self) {
         if !self.ended {
-            let _ = self.ctx.call(Op::CloseResults {
+            let _ = self.ctx.ask::<()>(Op::CloseResults {
                 results: self.results,
             });
         }

@@ -23,7 +23,7 @@ use crate::{
     Error, RemoteError, Value,
     stop::StopCheck,
     value::{FnTable, FnValue, Held, ProcessHandle},
-    wire::{Object, Op, Reply},
+    wire::{Answer, Object, Op, Reply},
 };
 
 /// Where builtins send their operations: the hub itself in the parent, the parent over the socket in
@@ -143,10 +143,9 @@ impl Ctx {
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64());
-            let message = match self.call(Op::Recv { timeout: left })? {
-                Reply::Got(Some(v)) => self.to_dynamic(v),
-                Reply::Got(None) => return Ok(None),
-                other => return Err(unexpected(&other)),
+            let message = match self.ask(Op::Recv { timeout: left })? {
+                Some(v) => self.to_dynamic(v),
+                None => return Ok(None),
             };
             match matches(&message) {
                 Ok(true) => return Ok(Some(message)),
@@ -173,8 +172,10 @@ impl Ctx {
         Ok(())
     }
 
-    fn call(&self, op: Op) -> Result<Reply, Box<EvalAltResult>> {
-        self.backend.call(op).map_err(|e| self.script_error(e))
+    /// Performs `op`, answered with the type `T` its reply carries.
+    fn ask<T: Answer>(&self, op: Op) -> Result<T, Box<EvalAltResult>> {
+        let reply = self.backend.call(op).map_err(|e| self.script_error(e))?;
+        T::from_reply(reply).map_err(|other| unexpected(&other))
     }
 
     fn post(&self, op: Op) -> Result<(), Box<EvalAltResult>> {

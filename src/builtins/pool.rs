@@ -8,10 +8,10 @@ use std::{
 
 use rhai::{Dynamic, Engine, EvalAltResult, INT, Map};
 
-use super::{Ctx, function_arg, invalid, unexpected};
+use super::{Ctx, function_arg, invalid};
 use crate::{
     Value,
-    wire::{Items, MapOptions, Op, Reply},
+    wire::{Items, MapOptions, Op},
 };
 
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
@@ -27,10 +27,8 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
                     Some(options) => map_options(options)?,
                     None => MapOptions::default(),
                 };
-                match ctx.call(Op::PoolMap { f, items, options })? {
-                    Reply::Value(v) => Ok(ctx.to_dynamic(v)),
-                    other => Err(unexpected(&other)),
-                }
+                ctx.ask(Op::PoolMap { f, items, options })
+                    .map(|v: Value| ctx.to_dynamic(v))
             },
         );
     }

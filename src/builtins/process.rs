@@ -4,13 +4,11 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, INT};
 
-use super::{
-    Ctx, method, register_call_starter, register_equality, seconds, unexpected, waiting_method,
-};
+use super::{Ctx, method, register_call_starter, register_equality, seconds, waiting_method};
 use crate::{
     Value,
     value::{FnValue, ProcessHandle},
-    wire::{KillSignal, Object, Op, Reply},
+    wire::{ExitCode, KillSignal, NewProcess, Object, Op},
 };
 
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
@@ -32,11 +30,10 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     ] {
         let c = ctx.clone();
         method(engine, name, move |p: &mut ProcessHandle| {
-            c.call(Op::Kill {
+            c.ask::<()>(Op::Kill {
                 process: p.id,
                 signal,
             })
-            .map(|_| ())
         });
     }
     for name in ["to_string", "to_debug"] {
@@ -48,30 +45,24 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
 }
 
 fn spawn(ctx: &Ctx, f: FnValue, args: Vec<Value>) -> Result<ProcessHandle, Box<EvalAltResult>> {
-    match ctx.call(Op::Spawn { f, args })? {
-        Reply::Process { id, pid } => Ok(ProcessHandle {
+    ctx.ask(Op::Spawn { f, args })
+        .map(|NewProcess { id, pid }| ProcessHandle {
             id,
             pid,
             held: ctx.held(Object::Process(id)),
-        }),
-        other => Err(unexpected(&other)),
-    }
+        })
 }
 
 fn join(ctx: &Ctx, p: &ProcessHandle, timeout: Option<f64>) -> Result<Dynamic, Box<EvalAltResult>> {
     let timeout = timeout.map(|t| seconds(t, "join")).transpose()?;
-    match ctx.call(Op::Join {
+    ctx.ask(Op::Join {
         process: p.id,
         timeout,
-    })? {
-        Reply::Value(v) => Ok(ctx.to_dynamic(v)),
-        other => Err(unexpected(&other)),
-    }
+    })
+    .map(|v: Value| ctx.to_dynamic(v))
 }
 
 fn exit_code(ctx: &Ctx, p: &ProcessHandle) -> Result<Option<INT>, Box<EvalAltResult>> {
-    match ctx.call(Op::Status { process: p.id })? {
-        Reply::Status { exit_code } => Ok(exit_code),
-        other => Err(unexpected(&other)),
-    }
+    ctx.ask(Op::Status { process: p.id })
+        .map(|ExitCode(code)| code)
 }

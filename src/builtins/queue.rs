@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, INT};
 
-use super::{
-    Ctx, invalid, method, register_equality, seconds, sendable, unexpected, waiting_method,
-};
+use super::{Ctx, invalid, method, register_equality, seconds, sendable, waiting_method};
 use crate::{
+    Value,
     value::QueueHandle,
-    wire::{Object, Op, Reply},
+    wire::{Id, Object, Op},
 };
 
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
@@ -30,7 +29,7 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     }
     let c = ctx.clone();
     method(engine, "task_done", move |q: &mut QueueHandle| {
-        c.call(Op::TaskDone { queue: q.id }).map(|_| ())
+        c.ask::<()>(Op::TaskDone { queue: q.id })
     });
     waiting_method(engine, ctx, "join", join);
     let c = ctx.clone();
@@ -52,20 +51,15 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     waiting_method(engine, ctx, "get", get);
     let c = ctx.clone();
     method(engine, "try_get", move |q: &mut QueueHandle| {
-        match c.call(Op::Get {
+        c.ask(Op::Get {
             queue: q.id,
             timeout: Some(0.0),
-        })? {
-            Reply::Got(v) => Ok(v.map_or(Dynamic::UNIT, |v| c.to_dynamic(v))),
-            other => Err(unexpected(&other)),
-        }
+        })
+        .map(|v: Option<Value>| v.map_or(Dynamic::UNIT, |v| c.to_dynamic(v)))
     });
     let c = ctx.clone();
     method(engine, "len", move |q: &mut QueueHandle| {
-        match c.call(Op::Len { queue: q.id })? {
-            Reply::Len(n) => Ok(n as INT),
-            other => Err(unexpected(&other)),
-        }
+        c.ask(Op::Len { queue: q.id }).map(|n: u64| n as INT)
     });
     engine.register_fn("to_string", |q: &mut QueueHandle| {
         format!("Queue({})", q.id)
@@ -79,14 +73,12 @@ fn new_queue(
     maxsize: Option<u64>,
     joinable: bool,
 ) -> Result<QueueHandle, Box<EvalAltResult>> {
-    match ctx.call(Op::NewQueue { maxsize, joinable })? {
-        Reply::Queue(id) => Ok(QueueHandle {
+    ctx.ask(Op::NewQueue { maxsize, joinable })
+        .map(|Id(id)| QueueHandle {
             held: ctx.held(Object::Queue(id)),
             id,
             bounded: maxsize.is_some(),
-        }),
-        other => Err(unexpected(&other)),
-    }
+        })
 }
 
 /// `q.put(v)`, or `q.put(v, secs)`: a full bounded queue makes it wait, at most `secs`.
@@ -103,7 +95,7 @@ fn put(
     };
     // Only a bounded queue can make a put wait; others need no answer.
     if q.bounded {
-        ctx.call(put).map(|_| ())
+        ctx.ask::<()>(put)
     } else {
         ctx.post(put)
     }
@@ -111,25 +103,24 @@ fn put(
 
 fn get(ctx: &Ctx, q: &QueueHandle, timeout: Option<f64>) -> Result<Dynamic, Box<EvalAltResult>> {
     let timeout = timeout.map(|t| seconds(t, "q.get")).transpose()?;
-    match ctx.call(Op::Get {
+    match ctx.ask(Op::Get {
         queue: q.id,
         timeout,
     })? {
-        Reply::Got(Some(v)) => Ok(ctx.to_dynamic(v)),
-        Reply::Got(None) => Err(invalid(format!(
+        Some(v) => Ok(ctx.to_dynamic(v)),
+        None => Err(invalid(format!(
             "q.get timed out after {}s: the queue stayed empty",
             timeout.unwrap_or_default()
         ))),
-        other => Err(unexpected(&other)),
     }
 }
 
 /// `q.join()`, or `q.join(secs)`: waits until every item put has been marked `task_done()`.
 fn join(ctx: &Ctx, q: &QueueHandle, timeout: Option<f64>) -> Result<Dynamic, Box<EvalAltResult>> {
     let timeout = timeout.map(|t| seconds(t, "q.join")).transpose()?;
-    ctx.call(Op::JoinQueue {
+    ctx.ask::<()>(Op::JoinQueue {
         queue: q.id,
         timeout,
     })
-    .map(|_| Dynamic::UNIT)
+    .map(|()| Dynamic::UNIT)
 }

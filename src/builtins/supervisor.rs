@@ -7,11 +7,12 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, Map};
 
 use super::{
     Ctx, ScriptResult, actor::send, function_arg, invalid, method, register_equality, seconds,
-    sendable, unexpected,
+    sendable,
 };
 use crate::{
+    Value,
     value::{FnValue, ProcessHandle, SupervisorHandle},
-    wire::{Op, Reply},
+    wire::{ExitCode, NewProcess, Op},
 };
 
 /// How long `children()` waits for the supervisor to answer, and `stop()` for it to end.
@@ -77,12 +78,10 @@ fn supervise(
         name: "supervisor_main".into(),
         curry: Vec::new(),
     };
-    match ctx.call(Op::Spawn { f, args })? {
-        Reply::Process { id, pid } => Ok(SupervisorHandle {
+    ctx.ask(Op::Spawn { f, args })
+        .map(|NewProcess { id, pid }| SupervisorHandle {
             process: ProcessHandle::new(id, pid),
-        }),
-        other => Err(unexpected(&other)),
-    }
+        })
 }
 
 /// The options with their defaults (Elixir's: `one_for_one`, 3 restarts within 5 seconds).
@@ -165,12 +164,10 @@ fn ask(
 }
 
 fn is_ended(ctx: &Ctx, s: &SupervisorHandle) -> Result<bool, Box<EvalAltResult>> {
-    match ctx.call(Op::Status {
+    ctx.ask(Op::Status {
         process: s.process.id,
-    })? {
-        Reply::Status { exit_code } => Ok(exit_code.is_some()),
-        other => Err(unexpected(&other)),
-    }
+    })
+    .map(|ExitCode(exit_code)| exit_code.is_some())
 }
 
 /// The children now running (restarted ones replace those that ended); empty once it stopped.
@@ -185,11 +182,9 @@ fn children(ctx: &Ctx, s: &SupervisorHandle) -> ScriptResult {
 fn stop(ctx: &Ctx, s: &SupervisorHandle, within: f64) -> ScriptResult {
     let within = seconds(within, "stop")?;
     ask(ctx, s, "stop", within)?;
-    match ctx.call(Op::Join {
+    ctx.ask(Op::Join {
         process: s.process.id,
         timeout: Some(within),
-    })? {
-        Reply::Value(_) => Ok(Dynamic::UNIT),
-        other => Err(unexpected(&other)),
-    }
+    })
+    .map(|_: Value| Dynamic::UNIT)
 }

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     value::{Handle, Kind, kinds},
-    wire::{Object, Op, Reply, SyncAction},
+    wire::{Id, Object, Op, Reply, SyncAction},
 };
 
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
@@ -178,10 +178,8 @@ fn new_condition(
     ctx: &Ctx,
     lock: Option<u64>,
 ) -> Result<Handle<kinds::Condition>, Box<EvalAltResult>> {
-    match ctx.call(Op::NewCondition { lock })? {
-        Reply::Id(id) => Ok(Handle::counted(id, ctx.held(Object::Sync(id)))),
-        other => Err(unexpected(&other)),
-    }
+    ctx.ask(Op::NewCondition { lock })
+        .map(|Id(id)| Handle::counted(id, ctx.held(Object::Sync(id))))
 }
 
 /// `c.wait_for(pred, secs)`: waits until `pred()` is true, calling it with the condition's lock
@@ -236,17 +234,15 @@ fn register_permits<K: Kind>(engine: &mut Engine, ctx: &Arc<Ctx>) {
 }
 
 fn new<K: Kind>(ctx: &Ctx, size: u64) -> Result<Handle<K>, Box<EvalAltResult>> {
-    match ctx.call(Op::NewSync {
+    ctx.ask(Op::NewSync {
         kind: K::KIND,
         size,
-    })? {
-        Reply::Id(id) => Ok(Handle::counted(id, ctx.held(Object::Sync(id)))),
-        other => Err(unexpected(&other)),
-    }
+    })
+    .map(|Id(id)| Handle::counted(id, ctx.held(Object::Sync(id))))
 }
 
 fn act(ctx: &Ctx, id: u64, action: SyncAction) -> ScriptResult {
-    match ctx.call(Op::Sync { id, action })? {
+    match ctx.ask(Op::Sync { id, action })? {
         Reply::Unit => Ok(Dynamic::UNIT),
         Reply::Bool(b) => Ok(b.into()),
         Reply::Len(n) => Ok((n as INT).into()),

@@ -383,7 +383,7 @@ impl Inner {
                 let id = self.id();
                 let queue = Queue::with_joining(maxsize.map(|m| m as usize), joinable);
                 lock(&self.queues).insert(id, self.woken(Arc::new(queue)));
-                Ok(Reply::Queue(id))
+                Ok(Reply::Id(id))
             }
             Op::Put {
                 queue,
@@ -944,11 +944,11 @@ impl Inner {
             .cloned()
             .ok_or_else(|| Error::InvalidArgument(format!("no pool_map_unordered with id {id}")))?;
         match results.next(deadline(timeout), &self.config.interrupt) {
-            Ok(Next::Batch(batch)) => Ok(Reply::Value(batch)),
+            Ok(Next::Batch(batch)) => Ok(Reply::Got(Some(batch))),
             Ok(Next::TimedOut) => Err(timed_out("pool_map_unordered", timeout)),
             ended => {
                 lock(&self.results).remove(&id);
-                ended.map(|_| Reply::Unit)
+                ended.map(|_| Reply::Got(None))
             }
         }
     }

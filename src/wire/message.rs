@@ -371,14 +371,62 @@ pub enum Reply {
     Got(Option<Value>),
     /// A new process.
     Process { id: u64, pid: u32 },
-    /// A new queue.
-    Queue(u64),
     /// A process's state: `None` while running, else its exit code.
     Status { exit_code: Option<i64> },
     /// A length, or an index.
     Len(u64),
     /// A yes or no.
     Bool(bool),
-    /// The id of a new lock, semaphore, event, barrier or future.
+    /// The id of a new queue, lock, semaphore, event, barrier, future or result stream.
     Id(u64),
+}
+
+/// A reply's payload as the type its request answers, so a builtin asks for what it expects
+/// (`let sent: bool = ctx.ask(op)?`) and a reply of another shape is one error in one place.
+pub(crate) trait Answer: Sized {
+    /// The payload, or the reply back if it has another shape.
+    fn from_reply(reply: Reply) -> Result<Self, Reply>;
+}
+
+/// The id of a new object, as [`Reply::Id`] answers it.
+pub(crate) struct Id(pub(crate) u64);
+
+/// A new process, as [`Reply::Process`] answers it.
+pub(crate) struct NewProcess {
+    pub(crate) id: u64,
+    pub(crate) pid: u32,
+}
+
+/// A process's state, as [`Reply::Status`] answers it: `None` while it runs.
+pub(crate) struct ExitCode(pub(crate) Option<i64>);
+
+macro_rules! answers {
+    ($($ty:ty => $reply:pat => $payload:expr;)*) => {$(
+        impl Answer for $ty {
+            fn from_reply(reply: Reply) -> Result<Self, Reply> {
+                match reply {
+                    $reply => Ok($payload),
+                    other => Err(other),
+                }
+            }
+        }
+    )*};
+}
+
+answers! {
+    () => Reply::Unit => ();
+    Value => Reply::Value(v) => v;
+    Option<Value> => Reply::Got(v) => v;
+    NewProcess => Reply::Process { id, pid } => NewProcess { id, pid };
+    ExitCode => Reply::Status { exit_code } => ExitCode(exit_code);
+    u64 => Reply::Len(n) => n;
+    bool => Reply::Bool(b) => b;
+    Id => Reply::Id(id) => Id(id);
+}
+
+/// Any reply, for requests whose answer depends on their arguments (a sync object's methods).
+impl Answer for Reply {
+    fn from_reply(reply: Reply) -> Result<Self, Reply> {
+        Ok(reply)
+    }
 }

@@ -124,7 +124,7 @@ fn pool_map_keeps_two_chunks_in_flight_per_worker_and_unordered_keeps_one() {
         panic!("pool_map_unordered answers the id of its results");
     };
     let mut got = Vec::new();
-    while let Reply::Value(Value::IntArray(batch)) = hub
+    while let Reply::Got(Some(Value::IntArray(batch))) = hub
         .call(Op::NextResults {
             results,
             timeout: Some(10.0),
