@@ -9,7 +9,9 @@ use std::{
 };
 
 use super::queue::{Put, Queue};
-use crate::{Error, Interrupt, Value, value::ProcessHandle};
+use crate::{Error, Interrupt, Value, value::ProcessHandle, wire::Reply};
+
+use super::{Caller, Inner};
 
 /// The process id of the main script.
 pub(crate) const MAIN: u64 = 0;
@@ -254,6 +256,77 @@ fn remove(watches: &mut HashMap<u64, Vec<Watch>>, process: u64, watch: Watch) {
     if let Some(list) = watches.get_mut(&process) {
         if let Some(at) = list.iter().position(|w| *w == watch) {
             list.remove(at);
+        }
+    }
+}
+
+impl Inner {
+    /// `p.send(msg)`: `false` if the process has ended.
+    pub(super) fn send(&self, to: u64, value: Value) -> Result<Reply, Error> {
+        let to = self.process_handle(to)?;
+        let sent = self.actors.send(to, value, &self.config.interrupt)?;
+        Ok(Reply::Bool(sent))
+    }
+
+    pub(super) fn register(&self, name: String, process: u64) -> Result<Reply, Error> {
+        self.share(process); // whereis() hands out handles nobody counts
+        let process = self.process_handle(process)?;
+        self.actors.register(name, process).map(|()| Reply::Unit)
+    }
+
+    pub(super) fn whereis(&self, name: &str) -> Reply {
+        Reply::Value(
+            self.actors
+                .whereis(name)
+                .map_or(Value::Unit, |p| Value::Process {
+                    id: p.id,
+                    pid: p.pid,
+                }),
+        )
+    }
+
+    pub(super) fn trap_exits(&self, caller: &Caller, on: bool) -> Result<Reply, Error> {
+        self.actors.trap_exits(caller.process()?.id, on);
+        Ok(Reply::Unit)
+    }
+
+    /// `monitor`, `link` and their undoing. The main script never ends before the others, so
+    /// watching it does nothing.
+    pub(super) fn watch(
+        &self,
+        caller: &Caller,
+        process: u64,
+        link: bool,
+        on: bool,
+    ) -> Result<Reply, Error> {
+        let by = caller.process()?;
+        if process == MAIN || process == by.id {
+            return Ok(Reply::Unit);
+        }
+        let slot = self.process(process)?;
+        let target = ProcessHandle::new(process, slot.pid());
+        let doomed = self.actors.watch(by, target.clone(), link, on, || {
+            slot.ending().map(|reason| Ending {
+                process: target.clone(),
+                reason,
+            })
+        });
+        if on {
+            slot.observe(); // its end will be told, even if it came first
+            slot.share(); // in a notice carrying a handle nobody counts
+        }
+        self.doom(doomed);
+        Ok(Reply::Unit)
+    }
+
+    /// Ends processes whose linked process ended abnormally.
+    pub(super) fn doom(&self, doomed: Doomed) {
+        for (id, why) in doomed {
+            if id == MAIN {
+                self.config.interrupt.end_by_link(why);
+            } else if let Ok(slot) = self.process(id) {
+                slot.terminate(why);
+            }
         }
     }
 }

@@ -9,8 +9,15 @@ use std::{
     time::Instant,
 };
 
-use super::{parked, wait::wait};
-use crate::{Error, Interrupt, Value, stop::Wake, value::FnValue, value::ProcessHandle};
+use super::{Caller, Inner, deadline, main_process, parked, timed_out, wait::wait};
+use crate::{
+    Error, Interrupt, Value,
+    stop::Wake,
+    value::{FnValue, ProcessHandle},
+    wire::Reply,
+};
+
+use std::sync::Arc;
 
 /// A call waiting for a free slot.
 pub(crate) struct Call {
@@ -275,4 +282,66 @@ fn no_future(id: u64) -> Error {
     Error::InvalidArgument(format!(
         "no future with id {id} in this run (its result was already taken)"
     ))
+}
+
+impl Inner {
+    /// `pool_submit(f, args...)` by `caller`: the call's `parent()` is the caller.
+    pub(super) fn submit(
+        self: &Arc<Self>,
+        caller: &Caller,
+        f: FnValue,
+        args: Vec<Value>,
+    ) -> Result<Reply, Error> {
+        let parent = caller.process().unwrap_or_else(|_| main_process());
+        let id = self.id();
+        let call = Call { f, args, parent };
+        let starts = self
+            .executor
+            .submit(id, call, &self.config.interrupt, || self.id())?;
+        self.start_futures(starts);
+        Ok(Reply::Id(id))
+    }
+
+    pub(super) fn wait_any(&self, futures: &[u64], timeout: Option<f64>) -> Result<Reply, Error> {
+        self.executor
+            .wait_any(futures, deadline(timeout), &self.config.interrupt)?
+            .map(Reply::Id)
+            .ok_or_else(|| timed_out("wait_any", timeout))
+    }
+
+    pub(super) fn await_future(
+        &self,
+        future: u64,
+        timeout: Option<f64>,
+        take: bool,
+    ) -> Result<Reply, Error> {
+        let settled = self
+            .executor
+            .settle(future, deadline(timeout), &self.config.interrupt)?
+            .ok_or_else(|| timed_out("fut.get", timeout))?;
+        if take {
+            self.executor.forget(future);
+        }
+        match settled {
+            Settled::Process(id) => {
+                let slot = self.process(id)?;
+                if take {
+                    lock(&self.procs).remove(&id);
+                }
+                slot.join(None, &self.config.interrupt).map(Reply::Value)
+            }
+            Settled::Cancelled => Err(Error::InvalidArgument(
+                "the future was cancelled before it started".into(),
+            )),
+            Settled::Failed(why) => Err(Error::WorkerStart(why)),
+        }
+    }
+
+    pub(super) fn start_futures(self: &Arc<Self>, starts: Starts) {
+        for (future, process, call) in starts {
+            if let Err(e) = self.spawn(process, call.f, call.args, call.parent) {
+                self.executor.failed(future, process, e.to_string());
+            }
+        }
+    }
 }

@@ -25,28 +25,26 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{Sender, unbounded};
+use crossbeam_channel::Sender;
 
 use self::{
-    actors::{Actors, Doomed, Ending, MAIN},
-    futures::{Executor, Settled, Starts},
-    pool::{JobEvent, MapRun},
+    actors::{Actors, MAIN},
+    futures::Executor,
+    pool::JobEvent,
     process::ProcSlot,
-    queue::{Put, Queue},
-    results::{Next, Results},
-    sync::{Asker, Owner, SyncObject},
+    queue::Queue,
+    results::Results,
+    sync::{Owner, SyncObject},
     worker::{Task, Worker},
 };
 use crate::{
-    Error, Interrupt, Value,
+    Error, Interrupt,
     builtins::Backend,
     output::{OutStream, OutputSink},
     stop::Wake,
     transport::Transport,
-    value::{FnValue, HandleKind, ProcessHandle},
-    wire::{
-        FromWorker, Items, MapOptions, MapSetup, Object, Op, Program, Reply, SyncAction, ToWorker,
-    },
+    value::ProcessHandle,
+    wire::{FromWorker, Op, Program, Reply, ToWorker},
 };
 
 /// Idle warm workers kept for `spawn` beyond this are shut down.
@@ -175,14 +173,6 @@ fn refuse_reply(worker: &Worker, seq: u64, error: Error) {
         let result = Err(error.to_failure());
         let _ = worker.link.send(&ToWorker::Reply { seq, result });
     }
-}
-
-fn nested_map() -> Error {
-    Error::InvalidArgument(
-        "pool_map cannot be called from a function running in pool_map (the pool would wait \
-         on itself); use spawn there instead"
-            .into(),
-    )
 }
 
 /// Answers request `seq`. An answer that cannot be sent is given back, so a value taken from a
@@ -359,135 +349,52 @@ impl Inner {
         self.config.interrupt.wakes(object)
     }
 
+    /// Performs `op` for `caller`: one line per request, each handled next to the state it touches
+    /// (processes in `process.rs`, queues in `queue.rs`, maps in `pool.rs`, messages in
+    /// `actors.rs`, shared objects in `sync.rs`, futures in `futures.rs`).
     fn handle(self: &Arc<Self>, op: Op, caller: &Caller) -> Result<Reply, Error> {
         match op {
-            Op::Spawn { f, args } => {
-                let parent = caller.process().unwrap_or_else(|_| main_process());
-                self.share(parent.id); // the child's parent() is a handle nobody counts
-                self.spawn(self.id(), f, args, parent)
-            }
-            Op::Join { process, timeout } => {
-                let timeout = timeout.map(Duration::from_secs_f64);
-                self.process(process)?
-                    .join(timeout, &self.config.interrupt)
-                    .map(Reply::Value)
-            }
-            Op::Status { process } => Ok(Reply::Status {
-                exit_code: self.process(process)?.exit_code(),
-            }),
-            Op::Kill { process, signal } => {
-                self.process(process)?.kill(signal);
-                Ok(Reply::Unit)
-            }
-            Op::NewQueue { maxsize, joinable } => {
-                let id = self.id();
-                let queue = Queue::with_joining(maxsize.map(|m| m as usize), joinable);
-                lock(&self.queues).insert(id, self.woken(Arc::new(queue)));
-                Ok(Reply::Id(id))
-            }
-            Op::Put {
-                queue,
-                value,
-                timeout,
-            } => {
-                match self
-                    .queue(queue)?
-                    .put(value, deadline(timeout), &self.config.interrupt)?
-                {
-                    Put::Done => Ok(Reply::Unit),
-                    Put::Full(_) => Err(timed_out("q.put on a full queue", timeout)),
-                }
-            }
-            Op::Get { queue, timeout } => {
-                let got = self
-                    .queue(queue)?
-                    .get(deadline(timeout), &self.config.interrupt)?;
-                Ok(Reply::Got(got))
-            }
-            Op::Len { queue } => Ok(Reply::Len(self.queue(queue)?.len() as u64)),
-            Op::TaskDone { queue } => self.queue(queue)?.task_done().map(|()| Reply::Unit),
-            Op::JoinQueue { queue, timeout } => {
-                match self
-                    .queue(queue)?
-                    .join(deadline(timeout), &self.config.interrupt)?
-                {
-                    None => Ok(Reply::Unit),
-                    Some(left) => Err(timed_out(
-                        &format!("q.join ({left} item(s) not yet task_done())"),
-                        timeout,
-                    )),
-                }
-            }
-            Op::PoolMap { f, items, options } => {
-                if let Caller::Worker(w) = caller {
-                    if matches!(*w.task(), Task::Pool(_)) {
-                        return Err(nested_map());
-                    }
-                }
-                self.pool_map(f, &items, options).map(Reply::Value)
-            }
-            Op::MapUnordered { f, items, options } => {
-                if let Caller::Worker(w) = caller {
-                    if matches!(*w.task(), Task::Pool(_)) {
-                        return Err(nested_map());
-                    }
-                }
-                self.map_unordered(f, items, options)
-            }
-            Op::NextResults { results, timeout } => self.next_results(results, timeout),
-            Op::Unreferenced(object) => {
-                self.unreferenced(object);
-                Ok(Reply::Unit)
-            }
+            Op::Spawn { f, args } => self.spawn_for(caller, f, args),
+            Op::Join { process, timeout } => self.join(process, timeout),
+            Op::Status { process } => self.status(process),
+            Op::Kill { process, signal } => self.kill(process, signal),
             Op::Shared { process } => {
                 self.share(process);
                 Ok(Reply::Unit)
             }
+            Op::Unreferenced(object) => {
+                self.unreferenced(object);
+                Ok(Reply::Unit)
+            }
+            Op::NewQueue { maxsize, joinable } => Ok(self.new_queue(maxsize, joinable)),
+            Op::Put {
+                queue,
+                value,
+                timeout,
+            } => self.put(queue, value, timeout),
+            Op::Get { queue, timeout } => self.get(queue, timeout),
+            Op::Len { queue } => Ok(Reply::Len(self.queue(queue)?.len() as u64)),
+            Op::TaskDone { queue } => self.queue(queue)?.task_done().map(|()| Reply::Unit),
+            Op::JoinQueue { queue, timeout } => self.join_queue(queue, timeout),
+            Op::PoolMap { f, items, options } => self.pool_map_for(caller, f, &items, options),
+            Op::MapUnordered { f, items, options } => {
+                self.map_unordered_for(caller, f, items, options)
+            }
+            Op::NextResults { results, timeout } => self.next_results(results, timeout),
             Op::CloseResults { results } => {
                 self.close_results(results);
                 Ok(Reply::Unit)
             }
-            Op::Send { to, value } => {
-                let to = self.process_handle(to)?;
-                let sent = self.actors.send(to, value, &self.config.interrupt)?;
-                Ok(Reply::Bool(sent))
-            }
-            Op::Recv { timeout } => {
-                let got = self
-                    .mailbox(caller)?
-                    .get(deadline(timeout), &self.config.interrupt)?;
-                Ok(Reply::Got(got))
-            }
-            Op::Register { name, process } => {
-                self.share(process); // whereis() hands out handles nobody counts
-                let process = self.process_handle(process)?;
-                self.actors.register(name, process).map(|()| Reply::Unit)
-            }
-            Op::Whereis { name } => Ok(Reply::Value(self.actors.whereis(&name).map_or(
-                Value::Unit,
-                |p| Value::Process {
-                    id: p.id,
-                    pid: p.pid,
-                },
-            ))),
+            Op::Send { to, value } => self.send(to, value),
+            Op::Recv { timeout } => self.recv(caller, timeout),
+            Op::Register { name, process } => self.register(name, process),
+            Op::Whereis { name } => Ok(self.whereis(&name)),
             Op::Watch { process, link, on } => self.watch(caller, process, link, on),
-            Op::TrapExits(on) => {
-                self.actors.trap_exits(caller.process()?.id, on);
-                Ok(Reply::Unit)
-            }
+            Op::TrapExits(on) => self.trap_exits(caller, on),
             Op::NewSync { kind, size } => Ok(Reply::Id(self.new_sync(kind, size).0)),
             Op::NewCondition { lock } => self.new_condition(lock),
             Op::Sync { id, action } => self.sync_action(caller, id, action),
-            Op::Submit { f, args } => {
-                let parent = caller.process().unwrap_or_else(|_| main_process());
-                let id = self.id();
-                let call = futures::Call { f, args, parent };
-                let starts = self
-                    .executor
-                    .submit(id, call, &self.config.interrupt, || self.id())?;
-                self.start_futures(starts);
-                Ok(Reply::Id(id))
-            }
+            Op::Submit { f, args } => self.submit(caller, f, args),
             Op::Await {
                 future,
                 timeout,
@@ -495,221 +402,7 @@ impl Inner {
             } => self.await_future(future, timeout, take),
             Op::IsDone { future } => self.executor.is_done(future).map(Reply::Bool),
             Op::Cancel { future } => self.executor.cancel(future).map(Reply::Bool),
-            Op::WaitAny { futures, timeout } => self
-                .executor
-                .wait_any(&futures, deadline(timeout), &self.config.interrupt)?
-                .map(Reply::Id)
-                .ok_or_else(|| timed_out("wait_any", timeout)),
-        }
-    }
-
-    /// The caller's own mailbox.
-    fn mailbox(&self, caller: &Caller) -> Result<Arc<Queue>, Error> {
-        let me = caller.process()?;
-        self.actors
-            .mailbox(me.id)
-            .ok_or_else(|| Error::InvalidArgument(format!("process {} has ended", me.pid)))
-    }
-
-    /// A process handle from its id (0 is the main script).
-    fn process_handle(&self, id: u64) -> Result<ProcessHandle, Error> {
-        if id == MAIN {
-            return Ok(main_process());
-        }
-        Ok(ProcessHandle::new(id, self.process(id)?.pid()))
-    }
-
-    /// `monitor`, `link` and their undoing. The main script never ends before the others, so
-    /// watching it does nothing.
-    fn watch(&self, caller: &Caller, process: u64, link: bool, on: bool) -> Result<Reply, Error> {
-        let by = caller.process()?;
-        if process == MAIN || process == by.id {
-            return Ok(Reply::Unit);
-        }
-        let slot = self.process(process)?;
-        let target = ProcessHandle::new(process, slot.pid());
-        let doomed = self.actors.watch(by, target.clone(), link, on, || {
-            slot.ending().map(|reason| Ending {
-                process: target.clone(),
-                reason,
-            })
-        });
-        if on {
-            slot.observe(); // its end will be told, even if it came first
-            slot.share(); // in a notice carrying a handle nobody counts
-        }
-        self.doom(doomed);
-        Ok(Reply::Unit)
-    }
-
-    fn sync_action(&self, caller: &Caller, id: u64, action: SyncAction) -> Result<Reply, Error> {
-        let object = self.sync_object(id)?;
-        let owner = caller.owner();
-        let timeout = match action {
-            SyncAction::Acquire { timeout } | SyncAction::Wait { timeout } => timeout,
-            _ => None,
-        };
-        let asker = Asker {
-            owner,
-            deadline: deadline(timeout),
-            interrupt: &self.config.interrupt,
-            alive: &|| self.is_alive(owner),
-        };
-        object.act(action, &asker)
-    }
-
-    fn sync_object(&self, id: u64) -> Result<Arc<SyncObject>, Error> {
-        lock(&self.syncs).get(&id).cloned().ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "no lock, semaphore, condition, event or barrier with id {id}"
-            ))
-        })
-    }
-
-    /// `condition()` over a new re-entrant lock, or `condition(lock)`.
-    fn new_condition(&self, lock_id: Option<u64>) -> Result<Reply, Error> {
-        let under = match lock_id {
-            Some(id) => self.sync_object(id)?,
-            None => self.new_sync(HandleKind::RLock, 1).1,
-        };
-        if !matches!(under.kind(), HandleKind::Lock | HandleKind::RLock) {
-            return Err(Error::InvalidArgument(format!(
-                "condition(lock) needs a lock() or an rlock(), got a {:?}",
-                under.kind()
-            )));
-        }
-        let id = self.id();
-        let condition = self.woken(Arc::new(SyncObject::condition(under)));
-        lock(&self.syncs).insert(id, condition);
-        Ok(Reply::Id(id))
-    }
-
-    fn new_sync(&self, kind: HandleKind, size: u64) -> (u64, Arc<SyncObject>) {
-        let id = self.id();
-        let object = self.woken(Arc::new(SyncObject::new(kind, size)));
-        lock(&self.syncs).insert(id, object.clone());
-        (id, object)
-    }
-
-    /// Whether the holder of a permit is still there to release it.
-    fn is_alive(&self, owner: Owner) -> bool {
-        match owner {
-            Owner::Process(MAIN) => true,
-            Owner::Process(id) => self.process(id).is_ok_and(|p| p.ending().is_none()),
-            Owner::Worker(id) => lock(&self.workers)
-                .get(&id)
-                .is_some_and(|w| *w.task() != Task::Dead),
-        }
-    }
-
-    fn await_future(&self, future: u64, timeout: Option<f64>, take: bool) -> Result<Reply, Error> {
-        let settled = self
-            .executor
-            .settle(future, deadline(timeout), &self.config.interrupt)?
-            .ok_or_else(|| timed_out("fut.get", timeout))?;
-        if take {
-            self.executor.forget(future);
-        }
-        match settled {
-            Settled::Process(id) => {
-                let slot = self.process(id)?;
-                if take {
-                    lock(&self.procs).remove(&id);
-                }
-                slot.join(None, &self.config.interrupt).map(Reply::Value)
-            }
-            Settled::Cancelled => Err(Error::InvalidArgument(
-                "the future was cancelled before it started".into(),
-            )),
-            Settled::Failed(why) => Err(Error::WorkerStart(why)),
-        }
-    }
-
-    /// A process ended: tell its monitors and links, end the processes linked to it, free what it
-    /// held, and start the next future if it ran one.
-    fn process_ended(self: &Arc<Self>, id: u64) {
-        let Ok(slot) = self.process(id) else {
-            return;
-        };
-        let Some(reason) = slot.ending() else {
-            return;
-        };
-        let process = ProcessHandle::new(id, slot.pid());
-        if self.actors.is_watched(id) {
-            slot.observe();
-        }
-        self.doom(self.actors.ended(&Ending { process, reason }));
-        self.forget_owner(Owner::Process(id));
-        let (starts, unreferenced) = self.executor.process_ended(id, || self.id());
-        self.start_futures(starts);
-        if unreferenced {
-            self.unreferenced(Object::Process(id));
-        }
-        self.forget_if_done(id);
-    }
-
-    /// The main script holds no handle to `object` any more: free its record once it is done.
-    fn unreferenced(&self, object: Object) {
-        match object {
-            Object::Process(id) => {
-                if let Ok(slot) = self.process(id) {
-                    slot.unreference();
-                }
-                self.forget_if_done(id);
-            }
-            Object::Queue(id) => {
-                lock(&self.queues).remove(&id);
-            }
-            Object::Sync(id) => {
-                lock(&self.syncs).remove(&id);
-            }
-            Object::Future(id) => {
-                if let Some(process) = self.executor.unreferenced(id) {
-                    self.unreferenced(Object::Process(process));
-                }
-            }
-        }
-    }
-
-    /// Keeps the record of process `id` for the rest of the run: a handle to it was made where
-    /// nobody counts it.
-    fn share(&self, id: u64) {
-        if let Ok(slot) = self.process(id) {
-            slot.share();
-        }
-    }
-
-    /// Frees the record of process `id` if nothing can ask about it any more.
-    fn forget_if_done(&self, id: u64) {
-        let mut procs = lock(&self.procs);
-        if procs.get(&id).is_some_and(|slot| slot.is_forgettable()) {
-            procs.remove(&id);
-        }
-    }
-
-    /// Ends processes whose linked process ended abnormally.
-    fn doom(&self, doomed: Doomed) {
-        for (id, why) in doomed {
-            if id == MAIN {
-                self.config.interrupt.end_by_link(why);
-            } else if let Ok(slot) = self.process(id) {
-                slot.terminate(why);
-            }
-        }
-    }
-
-    fn forget_owner(&self, owner: Owner) {
-        let objects: Vec<_> = lock(&self.syncs).values().cloned().collect();
-        for object in objects {
-            object.forget(owner);
-        }
-    }
-
-    fn start_futures(self: &Arc<Self>, starts: Starts) {
-        for (future, process, call) in starts {
-            if let Err(e) = self.spawn(process, call.f, call.args, call.parent) {
-                self.executor.failed(future, process, e.to_string());
-            }
+            Op::WaitAny { futures, timeout } => self.wait_any(&futures, timeout),
         }
     }
 
@@ -743,105 +436,6 @@ impl Inner {
                 let result = self.handle(op, &caller);
                 self.answer(worker, seq, result, source.as_deref());
             }
-        }
-    }
-
-    /// The queue a `get` or `recv` takes its value from.
-    fn source(&self, op: &Op, caller: &Caller) -> Result<Arc<Queue>, Error> {
-        match op {
-            Op::Get { queue, .. } => self.queue(*queue),
-            Op::Recv { .. } => self.mailbox(caller),
-            _ => Err(Error::InvalidArgument("this request takes no value".into())),
-        }
-    }
-
-    /// A worker's untimed `get`: answered now, or by the `put` that fills the queue.
-    fn get_or_park(&self, worker: &Arc<Worker>, seq: u64, queue: Result<Arc<Queue>, Error>) {
-        let q = match queue {
-            Ok(q) => q,
-            Err(e) => {
-                send_reply(worker, seq, Err(e));
-                return;
-            }
-        };
-        let to = worker.clone();
-        // A value that cannot reach this worker stays in the queue: either it hung up, or the
-        // value is over the frame limit (then its get fails, saying so).
-        let deliver =
-            Box::new(
-                move |value| match send_reply(&to, seq, Ok(Reply::Got(Some(value)))) {
-                    Some(Reply::Got(Some(value))) => Err(value),
-                    _ => Ok(()),
-                },
-            );
-        if let Some(value) = q.get_or_park(worker.id, deliver) {
-            self.answer(worker, Some(seq), Ok(Reply::Got(Some(value))), Some(&q));
-        }
-    }
-
-    fn process(&self, id: u64) -> Result<Arc<ProcSlot>, Error> {
-        if id == MAIN {
-            return Err(Error::InvalidArgument(
-                "the main process cannot be joined, killed or queried from a script".into(),
-            ));
-        }
-        lock(&self.procs)
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Error::InvalidArgument(format!("no process with id {id} in this run")))
-    }
-
-    fn queue(&self, id: u64) -> Result<Arc<Queue>, Error> {
-        lock(&self.queues)
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Error::InvalidArgument(format!("no queue with id {id} in this run")))
-    }
-
-    /// Starts `f(args...)` as process `id`, its mailbox open before anyone can know the id.
-    fn spawn(
-        self: &Arc<Self>,
-        id: u64,
-        f: FnValue,
-        args: Vec<Value>,
-        parent: ProcessHandle,
-    ) -> Result<Reply, Error> {
-        self.actors.open(id);
-        let call = ToWorker::Call {
-            call: id,
-            f,
-            args,
-            parent,
-        };
-        let started = self.start_call(id, &call);
-        if started.is_err() {
-            self.actors.close(id);
-        }
-        started
-    }
-
-    fn start_call(self: &Arc<Self>, id: u64, call: &ToWorker) -> Result<Reply, Error> {
-        loop {
-            let worker = self.take_spare()?;
-            let slot = self.woken(Arc::new(ProcSlot::new(worker.clone())));
-            lock(&self.procs).insert(id, slot);
-            if !worker.assign(Task::Process(id)) {
-                continue; // it died while idle; take another
-            }
-            match worker.link.send(call) {
-                // A worker that hung up is dying; its reader thread records that in the slot.
-                Ok(()) | Err(Error::Disconnected { .. }) => {}
-                // The call cannot be sent at all (over the frame limit): nothing started.
-                Err(e) => {
-                    lock(&self.procs).remove(&id);
-                    self.release_spare(&worker);
-                    return Err(e);
-                }
-            }
-            return Ok(Reply::Process {
-                id,
-                pid: worker.pid,
-            });
         }
     }
 
@@ -885,127 +479,6 @@ impl Inner {
             }
         }
         Ok(started_arcs)
-    }
-
-    fn pool_map(
-        self: &Arc<Self>,
-        f: FnValue,
-        items: &Items,
-        options: MapOptions,
-    ) -> Result<Value, Error> {
-        if items.is_empty() {
-            return Ok(Value::Array(Vec::new()));
-        }
-        // Held for the whole call: maps from several processes take turns on the one pool.
-        let mut pool = lock(&self.pool);
-        let workers = self.take_pool_workers(&mut pool, options, items.len())?;
-        let (result, mut kept) = self.run_map(f, items, options, workers, None);
-        kept.append(&mut pool);
-        *pool = kept;
-        result
-    }
-
-    /// `pool_map_unordered`: the map runs on its own thread, handing results to the script as
-    /// chunks finish; its workers leave the pool until it ends, so the loop body may `pool_map`.
-    fn map_unordered(
-        self: &Arc<Self>,
-        f: FnValue,
-        items: Items,
-        options: MapOptions,
-    ) -> Result<Reply, Error> {
-        let workers = if items.is_empty() {
-            Vec::new()
-        } else {
-            self.take_pool_workers(&mut lock(&self.pool), options, items.len())?
-        };
-        let id = self.id();
-        let results = self.woken(Arc::new(Results::default()));
-        lock(&self.results).insert(id, results.clone());
-        let hub = self.clone();
-        let spawned = thread::Builder::new()
-            .name("mpscript-unordered".into())
-            .spawn(move || {
-                if workers.is_empty() {
-                    return results.finish(Ok(()));
-                }
-                let (result, kept) =
-                    hub.run_map(f, &items, options, workers, Some(results.clone()));
-                lock(&hub.pool).extend(kept);
-                results.finish(result.map(|_| ()));
-            });
-        spawned.map_err(|e| Error::io("starting a pool_map_unordered thread", e))?;
-        Ok(Reply::Id(id))
-    }
-
-    /// The next results of a `pool_map_unordered`.
-    fn next_results(&self, id: u64, timeout: Option<f64>) -> Result<Reply, Error> {
-        let results = lock(&self.results)
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Error::InvalidArgument(format!("no pool_map_unordered with id {id}")))?;
-        match results.next(deadline(timeout), &self.config.interrupt) {
-            Ok(Next::Batch(batch)) => Ok(Reply::Got(Some(batch))),
-            Ok(Next::TimedOut) => Err(timed_out("pool_map_unordered", timeout)),
-            ended => {
-                lock(&self.results).remove(&id);
-                ended.map(|_| Reply::Got(None))
-            }
-        }
-    }
-
-    /// The loop over a `pool_map_unordered` ended early: stop its map and forget it.
-    fn close_results(&self, id: u64) {
-        if let Some(results) = lock(&self.results).remove(&id) {
-            results.close();
-        }
-    }
-
-    /// Takes the workers a map wants out of `pool`, starting more if it has too few.
-    fn take_pool_workers(
-        self: &Arc<Self>,
-        pool: &mut Vec<Arc<Worker>>,
-        options: MapOptions,
-        items: usize,
-    ) -> Result<Vec<Arc<Worker>>, Error> {
-        let want = options
-            .workers
-            .unwrap_or(self.config.workers)
-            .min(items)
-            .max(1);
-        pool.retain(|w| *w.task() != Task::Dead);
-        if pool.len() < want {
-            let more = self.start_workers(want - pool.len())?;
-            pool.extend(more);
-        }
-        Ok(pool.drain(..want).collect())
-    }
-
-    /// Runs one map on `workers`; gives its result and the workers still alive, idle again.
-    fn run_map(
-        self: &Arc<Self>,
-        f: FnValue,
-        items: &Items,
-        options: MapOptions,
-        workers: Vec<Arc<Worker>>,
-        sink: Option<Arc<Results>>,
-    ) -> (Result<Value, Error>, Vec<Arc<Worker>>) {
-        let job = self.id();
-        let (tx, events) = unbounded();
-        lock(&self.jobs).insert(job, tx);
-        let setup = MapSetup {
-            f,
-            timeout: options.timeout,
-            spread: options.spread,
-        };
-        let mut run = MapRun::new(self, job, setup, items, options, workers, sink);
-        let result = run.run(&events);
-        lock(&self.jobs).remove(&job);
-        let kept = run.into_workers();
-        // A permit taken by an item that failed or timed out must not outlive the call.
-        for w in &kept {
-            self.forget_owner(Owner::Worker(w.id));
-        }
-        (result, kept)
     }
 
     fn read_loop(self: &Arc<Self>, worker: &Arc<Worker>) {

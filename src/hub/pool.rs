@@ -13,17 +13,24 @@ use std::{
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::{
-    Inner,
+    Caller, Inner, deadline,
     progress::MapProgress,
-    results::Results,
+    results::{Next, Results},
+    sync::Owner,
+    timed_out,
     worker::{Task, Worker},
 };
 use crate::{
     Error, Value,
     clock::now_ns,
     transport::Death,
-    wire::{ItemFailure, Items, MapOptions, MapSetup, ToWorker},
+    value::FnValue,
+    wire::{ItemFailure, Items, MapOptions, MapSetup, Reply, ToWorker},
 };
+
+use std::thread;
+
+use crossbeam_channel::unbounded;
 
 /// What the reader threads tell a running `pool_map`.
 pub(crate) enum JobEvent {
@@ -527,6 +534,163 @@ fn array_items(v: Value) -> Vec<Value> {
         Value::FloatArray(v) => v.into_iter().map(Value::Float).collect(),
         Value::Array(v) => v,
         other => vec![other],
+    }
+}
+
+/// A map from inside a map's function would wait on the pool it runs in.
+fn refuse_nested(caller: &Caller) -> Result<(), Error> {
+    match caller {
+        Caller::Worker(w) if matches!(*w.task(), Task::Pool(_)) => Err(Error::InvalidArgument(
+            "pool_map cannot be called from a function running in pool_map (the pool would wait \
+             on itself); use spawn there instead"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Inner {
+    pub(super) fn pool_map_for(
+        self: &Arc<Self>,
+        caller: &Caller,
+        f: FnValue,
+        items: &Items,
+        options: MapOptions,
+    ) -> Result<Reply, Error> {
+        refuse_nested(caller)?;
+        self.pool_map(f, items, options).map(Reply::Value)
+    }
+
+    pub(super) fn map_unordered_for(
+        self: &Arc<Self>,
+        caller: &Caller,
+        f: FnValue,
+        items: Items,
+        options: MapOptions,
+    ) -> Result<Reply, Error> {
+        refuse_nested(caller)?;
+        self.map_unordered(f, items, options)
+    }
+
+    pub(super) fn pool_map(
+        self: &Arc<Self>,
+        f: FnValue,
+        items: &Items,
+        options: MapOptions,
+    ) -> Result<Value, Error> {
+        if items.is_empty() {
+            return Ok(Value::Array(Vec::new()));
+        }
+        // Held for the whole call: maps from several processes take turns on the one pool.
+        let mut pool = lock(&self.pool);
+        let workers = self.take_pool_workers(&mut pool, options, items.len())?;
+        let (result, mut kept) = self.run_map(f, items, options, workers, None);
+        kept.append(&mut pool);
+        *pool = kept;
+        result
+    }
+
+    /// `pool_map_unordered`: the map runs on its own thread, handing results to the script as
+    /// chunks finish; its workers leave the pool until it ends, so the loop body may `pool_map`.
+    pub(super) fn map_unordered(
+        self: &Arc<Self>,
+        f: FnValue,
+        items: Items,
+        options: MapOptions,
+    ) -> Result<Reply, Error> {
+        let workers = if items.is_empty() {
+            Vec::new()
+        } else {
+            self.take_pool_workers(&mut lock(&self.pool), options, items.len())?
+        };
+        let id = self.id();
+        let results = self.woken(Arc::new(Results::default()));
+        lock(&self.results).insert(id, results.clone());
+        let hub = self.clone();
+        let spawned = thread::Builder::new()
+            .name("mpscript-unordered".into())
+            .spawn(move || {
+                if workers.is_empty() {
+                    return results.finish(Ok(()));
+                }
+                let (result, kept) =
+                    hub.run_map(f, &items, options, workers, Some(results.clone()));
+                lock(&hub.pool).extend(kept);
+                results.finish(result.map(|_| ()));
+            });
+        spawned.map_err(|e| Error::io("starting a pool_map_unordered thread", e))?;
+        Ok(Reply::Id(id))
+    }
+
+    /// The next results of a `pool_map_unordered`.
+    pub(super) fn next_results(&self, id: u64, timeout: Option<f64>) -> Result<Reply, Error> {
+        let results = lock(&self.results)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("no pool_map_unordered with id {id}")))?;
+        match results.next(deadline(timeout), &self.config.interrupt) {
+            Ok(Next::Batch(batch)) => Ok(Reply::Got(Some(batch))),
+            Ok(Next::TimedOut) => Err(timed_out("pool_map_unordered", timeout)),
+            ended => {
+                lock(&self.results).remove(&id);
+                ended.map(|_| Reply::Got(None))
+            }
+        }
+    }
+
+    /// The loop over a `pool_map_unordered` ended early: stop its map and forget it.
+    pub(super) fn close_results(&self, id: u64) {
+        if let Some(results) = lock(&self.results).remove(&id) {
+            results.close();
+        }
+    }
+
+    /// Takes the workers a map wants out of `pool`, starting more if it has too few.
+    pub(super) fn take_pool_workers(
+        self: &Arc<Self>,
+        pool: &mut Vec<Arc<Worker>>,
+        options: MapOptions,
+        items: usize,
+    ) -> Result<Vec<Arc<Worker>>, Error> {
+        let want = options
+            .workers
+            .unwrap_or(self.config.workers)
+            .min(items)
+            .max(1);
+        pool.retain(|w| *w.task() != Task::Dead);
+        if pool.len() < want {
+            let more = self.start_workers(want - pool.len())?;
+            pool.extend(more);
+        }
+        Ok(pool.drain(..want).collect())
+    }
+
+    /// Runs one map on `workers`; gives its result and the workers still alive, idle again.
+    pub(super) fn run_map(
+        self: &Arc<Self>,
+        f: FnValue,
+        items: &Items,
+        options: MapOptions,
+        workers: Vec<Arc<Worker>>,
+        sink: Option<Arc<Results>>,
+    ) -> (Result<Value, Error>, Vec<Arc<Worker>>) {
+        let job = self.id();
+        let (tx, events) = unbounded();
+        lock(&self.jobs).insert(job, tx);
+        let setup = MapSetup {
+            f,
+            timeout: options.timeout,
+            spread: options.spread,
+        };
+        let mut run = MapRun::new(self, job, setup, items, options, workers, sink);
+        let result = run.run(&events);
+        lock(&self.jobs).remove(&job);
+        let kept = run.into_workers();
+        // A permit taken by an item that failed or timed out must not outlive the call.
+        for w in &kept {
+            self.forget_owner(Owner::Worker(w.id));
+        }
+        (result, kept)
     }
 }
 

@@ -1,4 +1,5 @@
-//! The parent's record of one spawned process: running, or how it ended.
+//! Spawned processes: the parent's record of each (running, or how it ended), and the requests
+//! about them (spawn, join, status, kill) and what follows when one ends.
 
 use crate::locks::lock;
 use std::{
@@ -9,12 +10,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{actors::NORMAL, parked, wait::wait, worker::Worker};
+use super::{
+    Caller, Inner,
+    actors::{Ending, MAIN, NORMAL},
+    main_process, parked,
+    sync::Owner,
+    wait::wait,
+    worker::{Task, Worker},
+};
 use crate::{
     Error, Interrupt, Value,
     stop::Wake,
     transport::Death,
-    wire::{KillSignal, Outcome},
+    value::{FnValue, ProcessHandle},
+    wire::{KillSignal, Object, Outcome, Reply, ToWorker},
 };
 
 enum State {
@@ -271,5 +280,165 @@ impl ProcSlot {
         }
         // The reader thread records the death within milliseconds; an interrupt may cut this short.
         let _ = self.wait(Some(Duration::from_secs(5)), &Interrupt::default());
+    }
+}
+
+impl Inner {
+    /// `spawn(f, args...)` by `caller`: the child's `parent()` is the caller.
+    pub(super) fn spawn_for(
+        self: &Arc<Self>,
+        caller: &Caller,
+        f: FnValue,
+        args: Vec<Value>,
+    ) -> Result<Reply, Error> {
+        let parent = caller.process().unwrap_or_else(|_| main_process());
+        self.share(parent.id); // the child's parent() is a handle nobody counts
+        self.spawn(self.id(), f, args, parent)
+    }
+
+    pub(super) fn join(&self, process: u64, timeout: Option<f64>) -> Result<Reply, Error> {
+        let timeout = timeout.map(Duration::from_secs_f64);
+        self.process(process)?
+            .join(timeout, &self.config.interrupt)
+            .map(Reply::Value)
+    }
+
+    pub(super) fn status(&self, process: u64) -> Result<Reply, Error> {
+        let exit_code = self.process(process)?.exit_code();
+        Ok(Reply::Status { exit_code })
+    }
+
+    pub(super) fn kill(&self, process: u64, signal: KillSignal) -> Result<Reply, Error> {
+        self.process(process)?.kill(signal);
+        Ok(Reply::Unit)
+    }
+
+    pub(super) fn process(&self, id: u64) -> Result<Arc<ProcSlot>, Error> {
+        if id == MAIN {
+            return Err(Error::InvalidArgument(
+                "the main process cannot be joined, killed or queried from a script".into(),
+            ));
+        }
+        lock(&self.procs)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("no process with id {id} in this run")))
+    }
+
+    /// A process handle from its id (0 is the main script).
+    pub(super) fn process_handle(&self, id: u64) -> Result<ProcessHandle, Error> {
+        if id == MAIN {
+            return Ok(main_process());
+        }
+        Ok(ProcessHandle::new(id, self.process(id)?.pid()))
+    }
+
+    /// A process ended: tell its monitors and links, end the processes linked to it, free what it
+    /// held, and start the next future if it ran one.
+    pub(super) fn process_ended(self: &Arc<Self>, id: u64) {
+        let Ok(slot) = self.process(id) else {
+            return;
+        };
+        let Some(reason) = slot.ending() else {
+            return;
+        };
+        let process = ProcessHandle::new(id, slot.pid());
+        if self.actors.is_watched(id) {
+            slot.observe();
+        }
+        self.doom(self.actors.ended(&Ending { process, reason }));
+        self.forget_owner(Owner::Process(id));
+        let (starts, unreferenced) = self.executor.process_ended(id, || self.id());
+        self.start_futures(starts);
+        if unreferenced {
+            self.unreferenced(Object::Process(id));
+        }
+        self.forget_if_done(id);
+    }
+
+    /// The main script holds no handle to `object` any more: free its record once it is done.
+    pub(super) fn unreferenced(&self, object: Object) {
+        match object {
+            Object::Process(id) => {
+                if let Ok(slot) = self.process(id) {
+                    slot.unreference();
+                }
+                self.forget_if_done(id);
+            }
+            Object::Queue(id) => {
+                lock(&self.queues).remove(&id);
+            }
+            Object::Sync(id) => {
+                lock(&self.syncs).remove(&id);
+            }
+            Object::Future(id) => {
+                if let Some(process) = self.executor.unreferenced(id) {
+                    self.unreferenced(Object::Process(process));
+                }
+            }
+        }
+    }
+
+    /// Keeps the record of process `id` for the rest of the run: a handle to it was made where
+    /// nobody counts it.
+    pub(super) fn share(&self, id: u64) {
+        if let Ok(slot) = self.process(id) {
+            slot.share();
+        }
+    }
+
+    /// Frees the record of process `id` if nothing can ask about it any more.
+    pub(super) fn forget_if_done(&self, id: u64) {
+        let mut procs = lock(&self.procs);
+        if procs.get(&id).is_some_and(|slot| slot.is_forgettable()) {
+            procs.remove(&id);
+        }
+    }
+
+    /// Starts `f(args...)` as process `id`, its mailbox open before anyone can know the id.
+    pub(super) fn spawn(
+        self: &Arc<Self>,
+        id: u64,
+        f: FnValue,
+        args: Vec<Value>,
+        parent: ProcessHandle,
+    ) -> Result<Reply, Error> {
+        self.actors.open(id);
+        let call = ToWorker::Call {
+            call: id,
+            f,
+            args,
+            parent,
+        };
+        let started = self.start_call(id, &call);
+        if started.is_err() {
+            self.actors.close(id);
+        }
+        started
+    }
+
+    pub(super) fn start_call(self: &Arc<Self>, id: u64, call: &ToWorker) -> Result<Reply, Error> {
+        loop {
+            let worker = self.take_spare()?;
+            let slot = self.woken(Arc::new(ProcSlot::new(worker.clone())));
+            lock(&self.procs).insert(id, slot);
+            if !worker.assign(Task::Process(id)) {
+                continue; // it died while idle; take another
+            }
+            match worker.link.send(call) {
+                // A worker that hung up is dying; its reader thread records that in the slot.
+                Ok(()) | Err(Error::Disconnected { .. }) => {}
+                // The call cannot be sent at all (over the frame limit): nothing started.
+                Err(e) => {
+                    lock(&self.procs).remove(&id);
+                    self.release_spare(&worker);
+                    return Err(e);
+                }
+            }
+            return Ok(Reply::Process {
+                id,
+                pid: worker.pid,
+            });
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Queues live in the main process; every process reaches them through the hub.
+//! Queues live in the main process; every process reaches them through the hub's requests here
+//! (put, get, join, a process's own mailbox).
 
 use crate::locks::lock;
 use std::{
@@ -7,8 +8,12 @@ use std::{
     time::Instant,
 };
 
-use super::{parked, wait::wait};
+use super::{Caller, Inner, deadline, parked, send_reply, timed_out, wait::wait, worker::Worker};
 use crate::{Error, Interrupt, Value, stop::Wake};
+
+use std::sync::Arc;
+
+use crate::wire::{Op, Reply};
 
 /// How a `put` ended when it did not fail.
 #[derive(Debug, PartialEq)]
@@ -232,6 +237,112 @@ fn not_joinable(what: &str) -> Error {
     Error::InvalidArgument(format!(
         "q.{what}() is for queues made by joinable_queue(); this one was made by queue()"
     ))
+}
+
+impl Inner {
+    pub(super) fn new_queue(&self, maxsize: Option<u64>, joinable: bool) -> Reply {
+        let id = self.id();
+        let queue = Queue::with_joining(maxsize.map(|m| m as usize), joinable);
+        lock(&self.queues).insert(id, self.woken(Arc::new(queue)));
+        Reply::Id(id)
+    }
+
+    pub(super) fn put(
+        &self,
+        queue: u64,
+        value: Value,
+        timeout: Option<f64>,
+    ) -> Result<Reply, Error> {
+        let deadline = deadline(timeout);
+        match self
+            .queue(queue)?
+            .put(value, deadline, &self.config.interrupt)?
+        {
+            Put::Done => Ok(Reply::Unit),
+            Put::Full(_) => Err(timed_out("q.put on a full queue", timeout)),
+        }
+    }
+
+    pub(super) fn get(&self, queue: u64, timeout: Option<f64>) -> Result<Reply, Error> {
+        let got = self
+            .queue(queue)?
+            .get(deadline(timeout), &self.config.interrupt)?;
+        Ok(Reply::Got(got))
+    }
+
+    pub(super) fn join_queue(&self, queue: u64, timeout: Option<f64>) -> Result<Reply, Error> {
+        match self
+            .queue(queue)?
+            .join(deadline(timeout), &self.config.interrupt)?
+        {
+            None => Ok(Reply::Unit),
+            Some(left) => Err(timed_out(
+                &format!("q.join ({left} item(s) not yet task_done())"),
+                timeout,
+            )),
+        }
+    }
+
+    /// `recv()`: the caller's own mailbox's next message.
+    pub(super) fn recv(&self, caller: &Caller, timeout: Option<f64>) -> Result<Reply, Error> {
+        let got = self
+            .mailbox(caller)?
+            .get(deadline(timeout), &self.config.interrupt)?;
+        Ok(Reply::Got(got))
+    }
+
+    /// The caller's own mailbox.
+    pub(super) fn mailbox(&self, caller: &Caller) -> Result<Arc<Queue>, Error> {
+        let me = caller.process()?;
+        self.actors
+            .mailbox(me.id)
+            .ok_or_else(|| Error::InvalidArgument(format!("process {} has ended", me.pid)))
+    }
+
+    /// The queue a `get` or `recv` takes its value from.
+    pub(super) fn source(&self, op: &Op, caller: &Caller) -> Result<Arc<Queue>, Error> {
+        match op {
+            Op::Get { queue, .. } => self.queue(*queue),
+            Op::Recv { .. } => self.mailbox(caller),
+            _ => Err(Error::InvalidArgument("this request takes no value".into())),
+        }
+    }
+
+    /// A worker's untimed `get`: answered now, or by the `put` that fills the queue.
+    pub(super) fn get_or_park(
+        &self,
+        worker: &Arc<Worker>,
+        seq: u64,
+        queue: Result<Arc<Queue>, Error>,
+    ) {
+        let q = match queue {
+            Ok(q) => q,
+            Err(e) => {
+                send_reply(worker, seq, Err(e));
+                return;
+            }
+        };
+        let to = worker.clone();
+        // A value that cannot reach this worker stays in the queue: either it hung up, or the
+        // value is over the frame limit (then its get fails, saying so).
+        let deliver =
+            Box::new(
+                move |value| match send_reply(&to, seq, Ok(Reply::Got(Some(value)))) {
+                    Some(Reply::Got(Some(value))) => Err(value),
+                    _ => Ok(()),
+                },
+            );
+        if let Some(value) = q.get_or_park(worker.id, deliver) {
+            self.answer(worker, Some(seq), Ok(Reply::Got(Some(value))), Some(&q));
+        }
+    }
+
+    pub(super) fn queue(&self, id: u64) -> Result<Arc<Queue>, Error> {
+        lock(&self.queues)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("no queue with id {id} in this run")))
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use super::{parked, wait::wait};
+use super::{Caller, Inner, actors::MAIN, deadline, parked, wait::wait, worker::Task};
 use crate::{
     Error, Interrupt,
     stop::Wake,
@@ -573,5 +573,79 @@ fn broken(state: &State) -> Result<(), Error> {
             "the barrier is broken ({why}); call reset() to use it again"
         ))),
         None => Ok(()),
+    }
+}
+
+impl Inner {
+    pub(super) fn sync_action(
+        &self,
+        caller: &Caller,
+        id: u64,
+        action: SyncAction,
+    ) -> Result<Reply, Error> {
+        let object = self.sync_object(id)?;
+        let owner = caller.owner();
+        let timeout = match action {
+            SyncAction::Acquire { timeout } | SyncAction::Wait { timeout } => timeout,
+            _ => None,
+        };
+        let asker = Asker {
+            owner,
+            deadline: deadline(timeout),
+            interrupt: &self.config.interrupt,
+            alive: &|| self.is_alive(owner),
+        };
+        object.act(action, &asker)
+    }
+
+    pub(super) fn sync_object(&self, id: u64) -> Result<Arc<SyncObject>, Error> {
+        lock(&self.syncs).get(&id).cloned().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "no lock, semaphore, condition, event or barrier with id {id}"
+            ))
+        })
+    }
+
+    /// `condition()` over a new re-entrant lock, or `condition(lock)`.
+    pub(super) fn new_condition(&self, lock_id: Option<u64>) -> Result<Reply, Error> {
+        let under = match lock_id {
+            Some(id) => self.sync_object(id)?,
+            None => self.new_sync(HandleKind::RLock, 1).1,
+        };
+        if !matches!(under.kind(), HandleKind::Lock | HandleKind::RLock) {
+            return Err(Error::InvalidArgument(format!(
+                "condition(lock) needs a lock() or an rlock(), got a {:?}",
+                under.kind()
+            )));
+        }
+        let id = self.id();
+        let condition = self.woken(Arc::new(SyncObject::condition(under)));
+        lock(&self.syncs).insert(id, condition);
+        Ok(Reply::Id(id))
+    }
+
+    pub(super) fn new_sync(&self, kind: HandleKind, size: u64) -> (u64, Arc<SyncObject>) {
+        let id = self.id();
+        let object = self.woken(Arc::new(SyncObject::new(kind, size)));
+        lock(&self.syncs).insert(id, object.clone());
+        (id, object)
+    }
+
+    /// Whether the holder of a permit is still there to release it.
+    pub(super) fn is_alive(&self, owner: Owner) -> bool {
+        match owner {
+            Owner::Process(MAIN) => true,
+            Owner::Process(id) => self.process(id).is_ok_and(|p| p.ending().is_none()),
+            Owner::Worker(id) => lock(&self.workers)
+                .get(&id)
+                .is_some_and(|w| *w.task() != Task::Dead),
+        }
+    }
+
+    pub(super) fn forget_owner(&self, owner: Owner) {
+        let objects: Vec<_> = lock(&self.syncs).values().cloned().collect();
+        for object in objects {
+            object.forget(owner);
+        }
     }
 }
