@@ -128,7 +128,8 @@ fn serve(conn: Arc<dyn ParentLink>, entry: Entry) -> Result<(), Error> {
         fns.clone(),
         stop.clone(),
         None,
-        program.settings.limits.max_mailbox,
+        &program.settings,
+        &program.name,
     );
     let identity = ctx.clone();
     let output = {

@@ -98,6 +98,7 @@ pub(crate) fn new_engine(
         output(OutStream::Stderr, &format!("{origin}{text}"))
     });
     builtins::register(&mut engine, ctx);
+    crate::data::register(&mut engine, &Arc::new(settings.permissions.clone()));
     if let Some(host) = host {
         host(&mut engine);
     }

@@ -127,6 +127,18 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A script asked for a file, a host or an environment variable it was not granted (or was
+    /// denied); the message names the flag that grants it.
+    #[error("{message}")]
+    Denied {
+        /// `read`, `write`, `net` or `env`.
+        access: &'static str,
+        /// The path, `host:port` or variable name asked for.
+        target: String,
+        /// The whole message, e.g. `read access to "/data/x.csv" denied: run again with
+        /// --allow-read=/data/x.csv`.
+        message: String,
+    },
     /// The script called `exit(code)` with a non-zero code.
     #[error("script exited with code {0}")]
     Exit(i32),
@@ -187,6 +199,10 @@ impl Error {
     /// True when the error was thrown by script code in a worker (or by the script itself).
     pub fn is_script(&self) -> bool {
         matches!(self, Error::Script { .. } | Error::Remote(_))
+    }
+    /// True when an access was not granted or was denied.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, Error::Denied { .. })
     }
     /// True when the run was interrupted.
     pub fn is_interrupted(&self) -> bool {

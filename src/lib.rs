@@ -62,13 +62,16 @@
 mod builtins;
 mod child;
 mod clock;
+mod data;
 mod diagnostics;
 mod engine;
 mod error;
 mod fast;
 mod hub;
 mod locks;
+mod logging;
 mod output;
+mod permissions;
 mod runtime;
 mod settings;
 mod stdlib;
@@ -100,7 +103,9 @@ const _: () = assert!(
 pub use child::run_worker_if_requested;
 pub use diagnostics::report;
 pub use error::{Cause, Error, RemoteError};
+pub use logging::{Level, LogFormat, LogRecord, LogSink};
 pub use output::{OutStream, OutputSink};
+pub use permissions::{Access, Permissions};
 pub use runtime::{Interactive, Runtime, RuntimeBuilder};
 pub use settings::Limits;
 pub use stop::Interrupt;

@@ -3,10 +3,17 @@
 
 mod repl;
 
-use std::{ffi::OsString, io::IsTerminal, path::PathBuf, process::ExitCode};
+use std::{
+    ffi::OsString,
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use mpscript::{Error, Interrupt, Limits, Runtime};
+use mpscript::{
+    Access, Error, Interrupt, Level, Limits, LogFormat, LogRecord, LogSink, Permissions, Runtime,
+};
 use signal_hook::{
     consts::{SIGINT, SIGTERM},
     iterator::Signals,
@@ -71,10 +78,124 @@ struct RunOptions {
     /// Run every function in Rhai's interpreter (turn the fast tier off).
     #[arg(long, conflicts_with = "explain_fast")]
     no_fast: bool,
+    #[command(flatten)]
+    grants: Grants,
+    /// The least level of log records written: debug, info, warn or error [default: info].
+    #[arg(long, value_name = "LEVEL", value_parser = log_level)]
+    log_level: Option<Level>,
+    /// How log records are written: text or json [default: text].
+    #[arg(long, value_name = "FORMAT", value_parser = log_format)]
+    log_format: Option<LogFormat>,
+    /// Write log records to this file (appended) instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+}
+
+/// Deno-style permissions: nothing is granted unless asked for; a flag without a list grants the
+/// whole kind, a directory what is below it, and a denial beats a grant.
+#[derive(Args, Default)]
+struct Grants {
+    /// Grant everything (every --allow-* below).
+    #[arg(short = 'A', long)]
+    allow_all: bool,
+    /// Let scripts read files: all, or these paths and what is below them.
+    #[arg(long, value_name = "PATH,...", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "")]
+    allow_read: Option<Vec<String>>,
+    /// Let scripts write files: all, or these paths and what is below them.
+    #[arg(long, value_name = "PATH,...", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "")]
+    allow_write: Option<Vec<String>>,
+    /// Let scripts reach hosts over the network: all, or these HOST[:PORT]s.
+    #[arg(long, value_name = "HOST,...", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "")]
+    allow_net: Option<Vec<String>>,
+    /// Let scripts read environment variables: all, or these.
+    #[arg(long, value_name = "VAR,...", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "")]
+    allow_env: Option<Vec<String>>,
+    /// Forbid reading these paths (all without a list), whatever is granted.
+    #[arg(long, value_name = "PATH,...", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "")]
+    deny_read: Option<Vec<String>>,
+    /// Forbid writing these paths (all without a list), whatever is granted.
+    #[arg(long, value_name = "PATH,...", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "")]
+    deny_write: Option<Vec<String>>,
+    /// Forbid reaching these hosts (all without a list), whatever is granted.
+    #[arg(long, value_name = "HOST,...", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "")]
+    deny_net: Option<Vec<String>>,
+    /// Forbid reading these environment variables (all without a list), whatever is granted.
+    #[arg(long, value_name = "VAR,...", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "")]
+    deny_env: Option<Vec<String>>,
+}
+
+impl Grants {
+    /// The permissions these flags grant, resolved against the working directory now.
+    fn permissions(&self) -> Result<Permissions, Error> {
+        let mut permissions = if self.allow_all {
+            Permissions::all()
+        } else {
+            Permissions::none()
+        };
+        let flags = [
+            (Access::Read, &self.allow_read, &self.deny_read),
+            (Access::Write, &self.allow_write, &self.deny_write),
+            (Access::Net, &self.allow_net, &self.deny_net),
+            (Access::Env, &self.allow_env, &self.deny_env),
+        ];
+        for (access, allow, deny) in flags {
+            if let Some(list) = allow {
+                permissions = permissions.allow(access, &entries(list))?;
+            }
+            if let Some(list) = deny {
+                permissions = permissions.deny(access, &entries(list))?;
+            }
+        }
+        Ok(permissions)
+    }
+}
+
+/// A flag's list without the empty entry a bare flag gives.
+fn entries(list: &[String]) -> Vec<&str> {
+    list.iter()
+        .map(String::as_str)
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+fn log_level(text: &str) -> Result<Level, String> {
+    Level::parse(text).ok_or_else(|| "expected debug, info, warn or error".into())
+}
+
+fn log_format(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected text or json".into()),
+    }
+}
+
+/// Writes each record as one line, with one write, to `file` or stderr.
+fn log_writer(format: LogFormat, file: Option<PathBuf>) -> Result<LogSink, Error> {
+    let out: Box<dyn Write + Send> = match &file {
+        Some(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| Error::Io {
+                    context: format!("opening the log file {}", path.display()),
+                    source: e,
+                })?,
+        ),
+        None => Box::new(std::io::stderr()),
+    };
+    let out = std::sync::Mutex::new(out);
+    Ok(std::sync::Arc::new(move |record: &LogRecord| {
+        let line = format!("{}\n", record.line_in(format));
+        if let Ok(mut out) = out.lock() {
+            let _ = out.write_all(line.as_bytes());
+        }
+    }))
 }
 
 impl RunOptions {
-    fn runtime(self) -> Runtime {
+    fn runtime(self) -> Result<Runtime, Error> {
         self.fast_tier_mode();
         let defaults = Limits::default();
         let limits = Limits {
@@ -92,7 +213,15 @@ impl RunOptions {
         if let Some(dir) = self.module_dir {
             builder = builder.module_dir(dir);
         }
-        builder.build()
+        if let Some(level) = self.log_level {
+            builder = builder.log_level(level);
+        }
+        if self.log_format.is_some() || self.log_file.is_some() {
+            let format = self.log_format.unwrap_or(LogFormat::Text);
+            let sink = log_writer(format, self.log_file)?;
+            builder = builder.on_log(move |record| sink(record));
+        }
+        Ok(builder.permissions(self.grants.permissions()?).build())
     }
 }
 
@@ -135,20 +264,21 @@ fn main() -> ExitCode {
         },
     };
     let result = match command {
-        Command::Repl { options } => {
-            let runtime = options.runtime();
-            stop_on_signals(runtime.interrupt(), Repeat::InterruptAgain);
-            return repl::run(&runtime);
-        }
+        Command::Repl { options } => match options.runtime() {
+            Ok(runtime) => {
+                stop_on_signals(runtime.interrupt(), Repeat::InterruptAgain);
+                return repl::run(&runtime);
+            }
+            Err(e) => Err(e),
+        },
         Command::Run {
             options,
             file,
             args,
-        } => {
-            let runtime = options.runtime();
+        } => options.runtime().and_then(|runtime| {
             stop_on_signals(runtime.interrupt(), Repeat::Exit);
             runtime.run_file(&file, &args).map(|_| ())
-        }
+        }),
         Command::Check { file } => Runtime::builder().build().check_file(&file),
     };
     match result {
@@ -184,7 +314,7 @@ fn split_at_script(mut argv: Vec<OsString>) -> (Vec<OsString>, Vec<String>) {
                 Some(long) => a.get_long() == Some(long),
                 None => flag.len() == 2 && a.get_short() == flag.chars().nth(1),
             };
-            named && a.get_action().takes_values()
+            named && a.get_action().takes_values() && !a.is_require_equals_set()
         })
     };
     let mut at = 2;

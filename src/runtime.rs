@@ -16,7 +16,9 @@ use crate::{
     engine::{self, HostSetup, StopChecks},
     fast::Accelerated,
     hub::{Hub, HubConfig},
+    logging::{Level, LogFormat, LogRecord, LogSink},
     output::{OutStream, OutputSink, write_line},
+    permissions::Permissions,
     settings::{Limits, Settings},
     stop::{Stop, StopCheck, stop_reason},
     transport::local::Launcher,
@@ -37,6 +39,7 @@ pub struct RuntimeBuilder {
     settings: Settings,
     host: Option<HostSetup>,
     output: Option<OutputSink>,
+    log: Option<LogSink>,
 }
 
 impl RuntimeBuilder {
@@ -106,6 +109,40 @@ impl RuntimeBuilder {
         self
     }
 
+    /// What scripts may read, write, reach and see (nothing by default), in the main process and
+    /// in every worker; a host function can check its own accesses against the same grants with
+    /// [`Permissions::of`].
+    ///
+    /// ```
+    /// use mpscript::{Access, Permissions};
+    /// let dir = std::env::temp_dir().join(format!("mps-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let grants = Permissions::none().allow(Access::Write, &[dir.to_str().unwrap()]).unwrap();
+    /// let runtime = mpscript::Runtime::builder().permissions(grants).build();
+    /// let file = dir.join("out.txt").display().to_string();
+    /// runtime.run("w", &format!("write_file({file:?}, \"hi\")"), &[]).unwrap();
+    /// let err = runtime.run("r", &format!("read_file({file:?})"), &[]).unwrap_err();
+    /// assert!(err.to_string().contains("run again with --allow-read="), "{err}");
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn permissions(mut self, permissions: Permissions) -> Self {
+        self.settings.permissions = permissions;
+        self
+    }
+
+    /// Receives every log record (`log_info(msg)` and its siblings, from any process) instead of
+    /// the default, a line of text on the output sink's `Stderr`.
+    pub fn on_log(mut self, sink: impl Fn(&LogRecord) + Send + Sync + 'static) -> Self {
+        self.log = Some(Arc::new(sink));
+        self
+    }
+
+    /// The least level logged (default `Info`): records below it are not even made.
+    pub fn log_level(mut self, level: Level) -> Self {
+        self.settings.log_level = level;
+        self
+    }
+
     /// Receives every `print` and `debug` text, from the script and from workers, instead of
     /// stdout and stderr.
     pub fn on_output(mut self, sink: impl Fn(OutStream, &str) + Send + Sync + 'static) -> Self {
@@ -119,12 +156,20 @@ impl RuntimeBuilder {
     /// `run_worker_if_requested` first), this tells the parent so, once, and exits.
     pub fn build(self) -> Runtime {
         crate::child::refuse_if_unserved();
+        let output = self.output.unwrap_or_else(|| Arc::new(write_line));
+        let log = self.log.unwrap_or_else(|| {
+            let output = output.clone();
+            Arc::new(move |record: &LogRecord| {
+                output(OutStream::Stderr, &record.line_in(LogFormat::Text));
+            })
+        });
         Runtime {
             workers: self.workers.unwrap_or_else(crate::cpu_count),
             worker_exe: self.worker_exe,
             settings: self.settings,
             host: self.host,
-            output: self.output.unwrap_or_else(|| Arc::new(write_line)),
+            output,
+            log,
             interrupt: Interrupt::default(),
         }
     }
@@ -143,6 +188,7 @@ pub struct Runtime {
     settings: Settings,
     host: Option<HostSetup>,
     output: OutputSink,
+    log: LogSink,
     interrupt: Interrupt,
 }
 
@@ -155,6 +201,7 @@ impl Runtime {
             settings: Settings::default(),
             host: None,
             output: None,
+            log: None,
         }
     }
 
@@ -215,7 +262,7 @@ impl Runtime {
     /// Compiles `source` without running it, to report syntax errors.
     pub fn check(&self, name: &str, source: &str) -> Result<(), Error> {
         engine::fix_hashing_seed()?;
-        let session = Session::new(self);
+        let session = Session::new(self, name);
         session
             .compile(name, &engine::script_text(source))
             .map(|_| ())
@@ -227,7 +274,7 @@ impl Runtime {
     pub fn run(&self, name: &str, source: &str, args: &[String]) -> Result<Dynamic, Error> {
         engine::fix_hashing_seed()?;
         self.interrupt.clear();
-        let mut session = Session::new(self);
+        let mut session = Session::new(self, name);
         let text: Arc<str> = engine::script_text(source).into();
         let mut ast = session.prelude()?;
         ast += session.compile(name, &text)?;
@@ -259,7 +306,7 @@ impl Runtime {
     /// ```
     pub fn interactive(&self) -> Result<Interactive<'_>, Error> {
         engine::fix_hashing_seed()?;
-        let session = Session::new(self);
+        let session = Session::new(self, "<repl>");
         let prelude = session.prelude()?;
         Ok(Interactive {
             session,
@@ -282,6 +329,7 @@ impl Runtime {
             program,
             workers: self.workers,
             output: self.output.clone(),
+            log: self.log.clone(),
             interrupt: self.interrupt.clone(),
         })
     }
@@ -572,6 +620,8 @@ impl Drop for Interactive<'_> {
 /// first use.
 struct Session<'r> {
     runtime: &'r Runtime,
+    /// The script's name (`<repl>` for an interactive session).
+    name: String,
     engine: rhai::Engine,
     backend: Arc<LazyHub>,
     ctx: Arc<Ctx>,
@@ -579,8 +629,8 @@ struct Session<'r> {
 }
 
 impl<'r> Session<'r> {
-    fn new(runtime: &'r Runtime) -> Self {
-        let backend = Arc::new(LazyHub::default());
+    fn new(runtime: &'r Runtime, name: &str) -> Self {
+        let backend = Arc::new(LazyHub::new(runtime.log.clone()));
         let fns = FnTable::default();
         let interrupt = runtime.interrupt.clone();
         let stop: StopCheck = Arc::new(move || interrupt.stop());
@@ -590,7 +640,8 @@ impl<'r> Session<'r> {
             fns.clone(),
             stop,
             Some(main),
-            runtime.settings.limits.max_mailbox,
+            &runtime.settings,
+            name,
         );
         let engine = engine::new_engine(
             &ctx,
@@ -601,6 +652,7 @@ impl<'r> Session<'r> {
         );
         Session {
             runtime,
+            name: name.to_string(),
             engine,
             backend,
             ctx,
@@ -643,7 +695,7 @@ impl<'r> Session<'r> {
         self.fns.add(&ast);
         self.backend.add_chunk(text, || {
             let program = Program {
-                name: name.to_string(),
+                name: self.name.clone(),
                 chunks: Vec::new(),
                 settings: self.runtime.settings.clone(),
                 host_functions: self.runtime.host.is_some(),
@@ -692,9 +744,10 @@ impl<'r> Session<'r> {
 
 /// The hub, started the first time a builtin needs it, so a script that never uses workers never
 /// opens a socket.
-#[derive(Default)]
 struct LazyHub {
     state: Mutex<HubState>,
+    /// Where the main script's own log records go (workers' go through the hub).
+    log: LogSink,
 }
 
 #[derive(Default)]
@@ -702,7 +755,7 @@ enum HubState {
     /// Not compiled yet.
     #[default]
     Unconfigured,
-    Ready(HubConfig),
+    Ready(Box<HubConfig>),
     Running(Arc<Hub>),
     /// Starting failed; every later call reports why.
     Failed(String),
@@ -710,6 +763,13 @@ enum HubState {
 }
 
 impl LazyHub {
+    fn new(log: LogSink) -> LazyHub {
+        LazyHub {
+            state: Mutex::default(),
+            log,
+        }
+    }
+
     /// Adds a chunk of program text: the first one configures the hub (made by `config`), later
     /// ones reach workers already running.
     fn add_chunk(
@@ -722,7 +782,7 @@ impl LazyHub {
             HubState::Unconfigured => {
                 let mut config = config()?;
                 config.program.chunks.push(text.to_string());
-                *state = HubState::Ready(config);
+                *state = HubState::Ready(Box::new(config));
             }
             HubState::Ready(config) => config.program.chunks.push(text.to_string()),
             HubState::Running(hub) => hub.add_chunk(text.to_string()),
@@ -742,7 +802,7 @@ impl LazyHub {
                 *state = HubState::Running(hub.clone());
                 Ok(hub)
             }
-            HubState::Ready(config) => match Hub::new(config) {
+            HubState::Ready(config) => match Hub::new(*config) {
                 Ok(hub) => {
                     let hub = Arc::new(hub);
                     *state = HubState::Running(hub.clone());
@@ -782,6 +842,11 @@ impl LazyHub {
 impl Backend for LazyHub {
     fn call(&self, op: Op) -> Result<Reply, Error> {
         self.get()?.call(op)
+    }
+
+    fn log(&self, record: LogRecord) -> Result<(), Error> {
+        (self.log)(&record);
+        Ok(())
     }
 }
 

@@ -4,12 +4,18 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::{logging::Level, permissions::Permissions};
+
 /// Everything a worker needs to shape its engine exactly as the main process does.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Settings {
     pub(crate) limits: Limits,
     /// Where `import` may load modules from; `None` disables file access.
     pub(crate) module_dir: Option<String>,
+    /// What scripts may read, write, reach and see, in every process.
+    pub(crate) permissions: Permissions,
+    /// Log records below this level are dropped where they are made.
+    pub(crate) log_level: Level,
 }
 
 /// Rhai limits applied identically in the parent and every worker; exceeding one is a script error

@@ -3,6 +3,7 @@
 
 mod actor;
 mod futures;
+mod log;
 mod pool;
 mod process;
 mod queue;
@@ -21,6 +22,8 @@ use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, INT, Positio
 
 use crate::{
     Error, RemoteError, Value,
+    logging::{Level, LogRecord},
+    settings::Settings,
     stop::StopCheck,
     value::{FnTable, FnValue, Held, ProcessHandle},
     wire::{Answer, Object, Op, Reply},
@@ -37,6 +40,11 @@ pub(crate) trait Backend: Send + Sync {
     fn post(&self, op: Op) -> Result<(), Error> {
         self.call(op).map(|_| ())
     }
+
+    /// Hands a log record to the main process, which alone writes records.
+    fn log(&self, record: LogRecord) -> Result<(), Error> {
+        self.post(Op::Log(Box::new(record)))
+    }
 }
 
 /// What a builtin returns to the script.
@@ -51,6 +59,10 @@ pub(crate) struct Ctx {
     actor: Mutex<Actor>,
     /// How many messages `recv(pred)` may pass over and keep.
     mailbox_limit: usize,
+    /// Log records below this level are not made.
+    log_level: Level,
+    /// The script's name, for log records.
+    script: String,
     /// This is the main script's context, which counts its handles (see [`Held`]).
     counts_handles: bool,
 }
@@ -74,7 +86,8 @@ impl Ctx {
         fns: FnTable,
         stop: StopCheck,
         me: Option<ProcessHandle>,
-        mailbox_limit: usize,
+        settings: &Settings,
+        script: &str,
     ) -> Arc<Ctx> {
         let counts_handles = me.is_some();
         Arc::new(Ctx {
@@ -86,7 +99,9 @@ impl Ctx {
                 me,
                 ..Actor::default()
             }),
-            mailbox_limit,
+            mailbox_limit: settings.limits.max_mailbox,
+            log_level: settings.log_level,
+            script: script.to_string(),
             counts_handles,
         })
     }
@@ -241,6 +256,7 @@ fn find_and_remove(
 /// Registers every builtin and handle type on `engine`.
 pub(crate) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     actor::register(engine, ctx);
+    log::register(engine, ctx);
     futures::register(engine, ctx);
     supervisor::register(engine, ctx);
     sync::register(engine, ctx);

@@ -40,6 +40,7 @@ use self::{
 use crate::{
     Error, Interrupt,
     builtins::Backend,
+    logging::LogSink,
     output::{OutStream, OutputSink},
     stop::Wake,
     transport::Transport,
@@ -62,6 +63,8 @@ pub(crate) struct HubConfig {
     pub(crate) program: Program,
     pub(crate) workers: usize,
     pub(crate) output: OutputSink,
+    /// Where log records go, the workers' too.
+    pub(crate) log: LogSink,
     pub(crate) interrupt: Interrupt,
 }
 
@@ -403,6 +406,10 @@ impl Inner {
             Op::IsDone { future } => self.executor.is_done(future).map(Reply::Bool),
             Op::Cancel { future } => self.executor.cancel(future).map(Reply::Bool),
             Op::WaitAny { futures, timeout } => self.wait_any(&futures, timeout),
+            Op::Log(record) => {
+                (self.config.log)(&record);
+                Ok(Reply::Unit)
+            }
         }
     }
 

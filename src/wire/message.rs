@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     OutStream, RemoteError, Value,
     error::Failure,
+    logging::LogRecord,
     settings::Settings,
     value::{FnValue, HandleKind, ProcessHandle},
 };
@@ -13,7 +14,7 @@ use crate::{
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToWorker {
     /// First message after the handshake: the program to compile.
-    Program(Program),
+    Program(Box<Program>),
     /// Run `f(args...)` for a spawned process; answered by [`FromWorker::Done`].
     /// `call` is also the process's id, and `parent` the process that spawned it (`self()` and
     /// `parent()` in the worker).
@@ -279,6 +280,9 @@ pub enum Op {
     IsDone { future: u64 },
     /// `fut.cancel()`: answered true if it had not started (it never will).
     Cancel { future: u64 },
+    /// `log_info(msg)` and its siblings in a worker: the record, for the main process to write.
+    /// Posted, never answered.
+    Log(Box<LogRecord>),
     /// `wait_any(futures)`: answered with the id of the first that is done.
     WaitAny {
         futures: Vec<u64>,

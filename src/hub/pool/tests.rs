@@ -31,6 +31,7 @@ fn threads(workers: usize, behaviour: impl Fn(i64) -> Act + Send + Sync + 'stati
         program,
         workers,
         output: Arc::new(|_, _| {}),
+        log: Arc::new(|_| {}),
         interrupt: Interrupt::default(),
     };
     (Hub::new(config).expect("an in-process hub"), Log(log))

@@ -282,7 +282,7 @@ fn wait_for_connection(child: &mut Child, arrival: &Receiver<Stream>) -> Result<
 
 /// Has the worker compile the program.
 fn handshake(link: &LocalLink, program: &Program) -> Result<(), Error> {
-    link.send(&ToWorker::Program(program.clone()))?;
+    link.send(&ToWorker::Program(Box::new(program.clone())))?;
     match link.recv()? {
         FromWorker::Ready => Ok(()),
         FromWorker::CompileFailed(message) => Err(Error::WorkerStart(format!(
