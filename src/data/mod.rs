@@ -3,6 +3,8 @@
 //! against the run's [`Permissions`] in the process that makes it.
 
 mod files;
+mod http;
+mod images;
 mod json;
 mod table;
 mod text;
@@ -18,6 +20,8 @@ pub(crate) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
     files::register(engine, permissions);
     json::register(engine, permissions);
     table::register(engine, permissions);
+    http::register(engine, permissions);
+    images::register(engine, permissions);
     // Host functions find the grants here (see `Permissions::of`).
     engine.set_default_tag(rhai::Dynamic::from(permissions.clone()));
     text::register(engine);
