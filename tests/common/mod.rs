@@ -94,6 +94,13 @@ pub fn mpscript(args: &[&str]) -> Run {
     capture(cmd)
 }
 
+/// Runs `mpscript` with raw arguments in the working directory `dir`.
+pub fn mpscript_in(dir: &Path, args: &[&str]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).args(args);
+    capture(cmd)
+}
+
 /// Runs `mpscript` with raw arguments and `input` on its standard input.
 pub fn mpscript_fed(args: &[&str], input: &[u8]) -> Run {
     let mut cmd = Command::new(BIN);
