@@ -24,6 +24,28 @@ RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 ONLY = {w for w in os.environ.get("BENCH_ONLY", "").split(",") if w}
 
 
+# Text files for the word count, made once: 40 files of 1.25 MB of words drawn from 5,000.
+TEXTS = ROOT / "target" / "bench" / "texts"
+
+
+def make_texts():
+    if len(list(TEXTS.glob("*.txt"))) == 40:
+        return
+    import random
+    TEXTS.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(7)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 9))) for _ in range(5000)]
+    for i in range(40):
+        lines, size = [], 0
+        while size < 1_250_000:
+            line = " ".join(rng.choice(words) for _ in range(rng.randint(5, 15)))
+            line = (line.capitalize() if rng.random() < 0.3 else line) + "\n"
+            lines.append(line)
+            size += len(line)
+        (TEXTS / f"t{i:02}.txt").write_text("".join(lines))
+
+
 def mps(script, *args):
     return [str(MPSCRIPT), "run", str(WORKLOADS / script), *args]
 
@@ -92,6 +114,9 @@ ROWS = [
      mps("pool_start.rhai"), py("pool_start.py"), "<= 0.25"),
     ("worker_rss", "peak RSS of one idle worker", "MiB", True, peak_rss,
      mps("worker_rss.rhai"), py("worker_rss.py"), "<= 0.5"),
+    ("wordcount_50mb", "word count over 50 MB of text files, pool_map vs Pool.map", "s", True,
+     wall, [str(MPSCRIPT), "run", f"--allow-read={TEXTS}", str(WORKLOADS / "wordcount.rhai"),
+            str(TEXTS)], py("wordcount.py", str(TEXTS)), None),
 ]
 
 
@@ -188,6 +213,7 @@ def fmt(x):
 
 
 def main():
+    make_texts()
     rows = []
     print(f"mpscript vs Python {platform.python_version()} multiprocessing, {os.cpu_count()} CPUs, "
           f"{RUNS} alternating runs each, medians\n")
