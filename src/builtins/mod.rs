@@ -339,7 +339,7 @@ fn seconds(value: f64, what: &str) -> Result<f64, Box<EvalAltResult>> {
 }
 
 /// Registers a side-effecting method (volatile, so no optimizer ever runs it at compile time).
-pub(super) fn method<A: 'static, const N: usize, const X: bool, R, const F: bool>(
+pub(crate) fn method<A: 'static, const N: usize, const X: bool, R, const F: bool>(
     engine: &mut Engine,
     name: &str,
     f: impl rhai::RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,

@@ -10,72 +10,72 @@ use std::{
 
 use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, INT, ImmutableString, Map};
 
-use super::{fail, script_error, volatile};
+use super::{fail, method, script_error};
 use crate::permissions::{Permissions, io_error};
 
 type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 pub(super) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
     let p = permissions.clone();
-    volatile(engine, "read_file", move |path: &str| read_text(&p, path));
+    method(engine, "read_file", move |path: &str| read_text(&p, path));
     let p = permissions.clone();
-    volatile(engine, "read_blob", move |path: &str| read_bytes(&p, path));
+    method(engine, "read_blob", move |path: &str| read_bytes(&p, path));
     let p = permissions.clone();
-    volatile(engine, "read_lines", move |path: &str| {
+    method(engine, "read_lines", move |path: &str| {
         read_lines(&p, path, Range::default())
     });
     let p = permissions.clone();
-    volatile(engine, "read_lines", move |path: &str, range: Map| {
+    method(engine, "read_lines", move |path: &str, range: Map| {
         read_lines(&p, path, Range::from_map(&range)?)
     });
     for (name, append) in [("write_file", false), ("append_file", true)] {
         let p = permissions.clone();
-        volatile(engine, name, move |path: &str, text: ImmutableString| {
+        method(engine, name, move |path: &str, text: ImmutableString| {
             write(&p, path, text.as_bytes(), append)
         });
         let p = permissions.clone();
-        volatile(engine, name, move |path: &str, blob: Blob| {
+        method(engine, name, move |path: &str, blob: Blob| {
             write(&p, path, &blob, append)
         });
     }
     let p = permissions.clone();
-    volatile(engine, "exists", move |path: &str| -> Result<bool> {
+    method(engine, "exists", move |path: &str| -> Result<bool> {
         Ok(p.check_read(Path::new(path))
             .map_err(script_error)?
             .exists())
     });
     let p = permissions.clone();
-    volatile(engine, "is_dir", move |path: &str| -> Result<bool> {
+    method(engine, "is_dir", move |path: &str| -> Result<bool> {
         Ok(p.check_read(Path::new(path))
             .map_err(script_error)?
             .is_dir())
     });
     let p = permissions.clone();
-    volatile(engine, "file_size", move |path: &str| -> Result<INT> {
+    method(engine, "file_size", move |path: &str| -> Result<INT> {
         let absolute = p.check_read(Path::new(path)).map_err(script_error)?;
         let meta = fs::metadata(&absolute).map_err(|e| os_error("reading", &absolute, e))?;
         Ok(meta.len() as INT)
     });
     let p = permissions.clone();
-    volatile(engine, "list_dir", move |path: &str| list_dir(&p, path));
+    method(engine, "list_dir", move |path: &str| list_dir(&p, path));
     let p = permissions.clone();
-    volatile(engine, "glob", move |pattern: &str| glob(&p, pattern));
+    method(engine, "glob", move |pattern: &str| glob(&p, pattern));
     let p = permissions.clone();
-    volatile(engine, "make_dir", move |path: &str| -> Result<()> {
+    method(engine, "make_dir", move |path: &str| -> Result<()> {
         let absolute = p.check_write(Path::new(path)).map_err(script_error)?;
         fs::create_dir_all(&absolute).map_err(|e| os_error("creating the directory", &absolute, e))
     });
     let p = permissions.clone();
-    volatile(engine, "remove_file", move |path: &str| -> Result<()> {
+    method(engine, "remove_file", move |path: &str| -> Result<()> {
         let absolute = p.check_write(Path::new(path)).map_err(script_error)?;
         fs::remove_file(&absolute).map_err(|e| os_error("removing", &absolute, e))
     });
     let p = permissions.clone();
-    volatile(engine, "file_chunks", move |path: &str, n: INT| {
+    method(engine, "file_chunks", move |path: &str, n: INT| {
         chunks(&p, path, n, Boundary::Line)
     });
     let p = permissions.clone();
-    volatile(engine, "csv_chunks", move |path: &str, n: INT| {
+    method(engine, "csv_chunks", move |path: &str, n: INT| {
         chunks(&p, path, n, Boundary::CsvRecord)
     });
     register_paths(engine);

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use rhai::{Blob, Dynamic, Engine, EvalAltResult, Map};
 use ureq::http::{Method, Request, Uri};
 
-use super::{fail, script_error, volatile};
+use super::{fail, method, script_error};
 use crate::permissions::Permissions;
 
 type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
@@ -20,15 +20,15 @@ const MAX_BODY: u64 = 256 << 20;
 
 pub(super) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
     let p = permissions.clone();
-    volatile(engine, "http_get", move |url: &str| {
+    method(engine, "http_get", move |url: &str| {
         request(&p, Call::get(url, &Map::new())?)
     });
     let p = permissions.clone();
-    volatile(engine, "http_get", move |url: &str, options: Map| {
+    method(engine, "http_get", move |url: &str, options: Map| {
         request(&p, Call::get(url, &options)?)
     });
     let p = permissions.clone();
-    volatile(engine, "http_request", move |options: Map| {
+    method(engine, "http_request", move |options: Map| {
         request(&p, Call::from_map(&options)?)
     });
 }

@@ -10,16 +10,16 @@ use std::{
 use image::{ImageFormat, ImageReader, imageops::FilterType};
 use rhai::{Engine, EvalAltResult, INT, Map};
 
-use super::{fail, script_error, volatile};
+use super::{fail, method, script_error};
 use crate::permissions::Permissions;
 
 type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 pub(super) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
     let p = permissions.clone();
-    volatile(engine, "image_info", move |path: &str| info(&p, path));
+    method(engine, "image_info", move |path: &str| info(&p, path));
     let p = permissions.clone();
-    volatile(
+    method(
         engine,
         "image_resize",
         move |src: &str, dst: &str, options: Map| resize(&p, src, dst, &options),

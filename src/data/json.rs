@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FLOAT, INT, Map};
 use serde_json::{Number, Value as Json};
 
-use super::{fail, files, volatile};
+use super::{fail, files, method};
 use crate::permissions::Permissions;
 
 type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
@@ -22,11 +22,11 @@ pub(super) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
         to_json(&Dynamic::from_array(array.clone()))
     });
     let p = permissions.clone();
-    volatile(engine, "read_json", move |path: &str| {
+    method(engine, "read_json", move |path: &str| {
         from_json(&files::read_text(&p, path)?, path)
     });
     let p = permissions.clone();
-    volatile(engine, "write_json", move |path: &str, value: Dynamic| {
+    method(engine, "write_json", move |path: &str, value: Dynamic| {
         files::write(&p, path, to_json(&value)?.as_bytes(), false)
     });
 }

@@ -11,9 +11,9 @@ mod text;
 
 use std::sync::Arc;
 
-use rhai::{Engine, EvalAltResult, FuncRegistration, Position};
+use rhai::{Engine, EvalAltResult, Position};
 
-use crate::{Error, permissions::Permissions};
+use crate::{Error, builtins::method, permissions::Permissions};
 
 /// Registers every data builtin on `engine`, checking accesses against `permissions`.
 pub(crate) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
@@ -26,7 +26,7 @@ pub(crate) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
     engine.set_default_tag(rhai::Dynamic::from(permissions.clone()));
     text::register(engine);
     let p = permissions.clone();
-    volatile(
+    method(
         engine,
         "env",
         move |name: &str| -> Result<rhai::Dynamic, Box<EvalAltResult>> {
@@ -34,19 +34,6 @@ pub(crate) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
             Ok(std::env::var(name).map_or(rhai::Dynamic::UNIT, Into::into))
         },
     );
-}
-
-/// Registers `f` as `name`, never evaluated ahead of time (it reads the world).
-fn volatile<A: 'static, const N: usize, const X: bool, R, const F: bool>(
-    engine: &mut Engine,
-    name: &str,
-    f: impl rhai::RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
-) where
-    R: rhai::Variant + Clone,
-{
-    FuncRegistration::new(name)
-        .with_volatility(true)
-        .register_into_engine(engine, f);
 }
 
 /// An error as a script error at the call's position.

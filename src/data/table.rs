@@ -7,7 +7,7 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
 use super::{
     fail,
     files::{self, Range},
-    script_error, volatile,
+    method, script_error,
 };
 use crate::permissions::Permissions;
 
@@ -15,15 +15,15 @@ type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 pub(super) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
     let p = permissions.clone();
-    volatile(engine, "read_csv", move |path: &str| {
+    method(engine, "read_csv", move |path: &str| {
         read_csv(&p, path, &Options::default())
     });
     let p = permissions.clone();
-    volatile(engine, "read_csv", move |path: &str, options: Map| {
+    method(engine, "read_csv", move |path: &str, options: Map| {
         read_csv(&p, path, &Options::from_map(&options)?)
     });
     let p = permissions.clone();
-    volatile(engine, "write_csv", move |path: &str, rows: Array| {
+    method(engine, "write_csv", move |path: &str, rows: Array| {
         files::write(&p, path, &csv_text(&rows)?, false)
     });
 }

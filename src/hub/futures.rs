@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use super::{Caller, Inner, deadline, main_process, parked, timed_out, wait::wait};
+use super::{Caller, Inner, deadline, parked, timed_out, wait::wait};
 use crate::{
     Error, Interrupt, Value,
     stop::Wake,
@@ -292,7 +292,7 @@ impl Inner {
         f: FnValue,
         args: Vec<Value>,
     ) -> Result<Reply, Error> {
-        let parent = caller.process().unwrap_or_else(|_| main_process());
+        let parent = caller.parent_of_new();
         let id = self.id();
         let call = Call { f, args, parent };
         let starts = self

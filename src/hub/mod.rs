@@ -101,6 +101,12 @@ enum Caller {
 }
 
 impl Caller {
+    /// The `parent()` of a process the caller starts: itself, or the main script for a function
+    /// running in `pool_map`.
+    fn parent_of_new(&self) -> ProcessHandle {
+        self.process().unwrap_or_else(|_| main_process())
+    }
+
     /// The process the caller is: the main script, or the spawned process its worker runs.
     fn process(&self) -> Result<ProcessHandle, Error> {
         match self {

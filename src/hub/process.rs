@@ -291,7 +291,7 @@ impl Inner {
         f: FnValue,
         args: Vec<Value>,
     ) -> Result<Reply, Error> {
-        let parent = caller.process().unwrap_or_else(|_| main_process());
+        let parent = caller.parent_of_new();
         self.share(parent.id); // the child's parent() is a handle nobody counts
         self.spawn(self.id(), f, args, parent)
     }
