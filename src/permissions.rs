@@ -496,3 +496,53 @@ fn resolve(path: &Path) -> Result<PathBuf, Error> {
 pub(crate) fn io_error(doing: &str, path: &Path, e: std::io::Error) -> Error {
     Error::io(format!("{doing} {:?}", path.display().to_string()), e)
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The race a path check alone leaves open: the name is swapped for a link to a file outside
+    /// the grant after the check. The open through the checked directory refuses the link, and
+    /// the file outside is neither created nor truncated.
+    #[test]
+    fn a_link_swapped_in_after_the_check_is_not_followed_by_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside.txt");
+        std::fs::write(&outside, "keep me").unwrap();
+        std::fs::create_dir(dir.path().join("granted")).unwrap();
+        let target = dir.path().join("granted/out.txt");
+        let grants = Permissions::none()
+            .allow(
+                Access::Write,
+                &[dir.path().join("granted").to_str().unwrap()],
+            )
+            .unwrap();
+        let checked = grants.check_write(&target).unwrap();
+        std::os::unix::fs::symlink(&outside, &checked).unwrap(); // the swap
+        let opened = open_beneath(&checked, false, |_, _| Ok(()));
+        assert!(matches!(opened, Err(Opened::Io(_))), "followed the link");
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep me");
+        // Through the public path the link is refused by the check itself.
+        let err = grants.open_write(&target, false).unwrap_err();
+        assert!(err.is_denied(), "{err}");
+    }
+
+    #[test]
+    fn a_file_read_is_checked_where_it_really_is() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("in")).unwrap();
+        std::fs::write(dir.path().join("in/a.txt"), "a").unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "s").unwrap();
+        let grants = Permissions::none()
+            .allow(Access::Read, &[dir.path().join("in").to_str().unwrap()])
+            .unwrap();
+        assert!(grants.open_read(&dir.path().join("in/a.txt")).is_ok());
+        let opened = File::open(dir.path().join("secret.txt")).unwrap();
+        let real = opened_path(&opened);
+        assert!(!covered(&grants.read, &real), "{real:?}");
+    }
+
+    fn opened_path(file: &File) -> PathBuf {
+        opened(file).expect("/proc/self/fd names an open file")
+    }
+}
