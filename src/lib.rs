@@ -74,6 +74,7 @@ mod output;
 mod permissions;
 mod runtime;
 mod settings;
+mod shared;
 mod stdlib;
 mod stop;
 mod transport;

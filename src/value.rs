@@ -13,7 +13,11 @@ use std::{
 use rhai::{Array, Blob, Dynamic, FnPtr, Map, ScriptFuncDef, Shared};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::Error;
+use crate::{
+    Error,
+    builtins::shared::{SharedArray, SharedKind, SharedValue},
+    shared::Segment,
+};
 
 /// How deep arrays, maps and function values may nest in a value that is sent.
 pub(crate) const MAX_DEPTH: usize = 128;
@@ -59,6 +63,15 @@ pub(crate) enum Value {
     },
     /// A future, lock, semaphore, event or barrier, by kind and id.
     Handle { kind: HandleKind, id: u64 },
+    /// A shared array (or, `one`, a shared value): the process that made its memory and the
+    /// descriptor there, its length, and what it holds.
+    Shared {
+        owner: u32,
+        fd: i32,
+        len: u64,
+        kind: SharedKind,
+        one: bool,
+    },
     /// A supervisor: the process that runs it.
     Supervisor {
         /// The runtime's id of the supervisor process.
@@ -87,6 +100,8 @@ pub enum HandleKind {
     Event,
     /// `barrier(n)`
     Barrier,
+    /// `shared_map()`
+    SharedMap,
 }
 
 /// A script-visible handle of kind `K` (see [`kinds`]): only an id, the object lives in the main
@@ -153,7 +168,9 @@ pub mod kinds {
             }
         )*};
     }
-    kind!(Future, Lock, RLock, Condition, Semaphore, Event, Barrier);
+    kind!(
+        Future, Lock, RLock, Condition, Semaphore, Event, Barrier, SharedMap
+    );
 }
 
 /// A script-visible handle to a supervisor (see `supervise`).
@@ -409,6 +426,22 @@ impl Value {
             }),
             Value::Process { id, pid } => Dynamic::from(ProcessHandle::new(id, pid)),
             Value::Handle { kind, id } => handle_dynamic(kind, id),
+            Value::Shared {
+                owner,
+                fd,
+                len,
+                kind,
+                one,
+            } => {
+                let segment = Segment::attach(owner, fd, len as usize)
+                    .map_err(|e| format!("process {owner}, which made it, is gone ({e})").into());
+                let array = SharedArray { kind, segment };
+                if one {
+                    Dynamic::from(SharedValue(array))
+                } else {
+                    Dynamic::from(array)
+                }
+            }
             Value::Supervisor { id, pid } => Dynamic::from(SupervisorHandle {
                 process: ProcessHandle::new(id, pid),
             }),
@@ -495,6 +528,17 @@ fn to_value(value: &Dynamic, depth: usize) -> Result<Value, Error> {
             pid: p.pid,
         });
     }
+    if let Some(shared) = value
+        .read_lock::<SharedArray>()
+        .map(|a| (a.clone(), false))
+        .or_else(|| {
+            value
+                .read_lock::<SharedValue>()
+                .map(|v| (v.0.clone(), true))
+        })
+    {
+        return shared_value(&shared.0, shared.1);
+    }
     if let Some(s) = value.read_lock::<SupervisorHandle>() {
         return Ok(Value::Supervisor {
             id: s.process.id,
@@ -516,6 +560,7 @@ fn handle_dynamic(kind: HandleKind, id: u64) -> Dynamic {
         HandleKind::Semaphore => Dynamic::from(Handle::<Semaphore>::new(id)),
         HandleKind::Event => Dynamic::from(Handle::<Event>::new(id)),
         HandleKind::Barrier => Dynamic::from(Handle::<Barrier>::new(id)),
+        HandleKind::SharedMap => Dynamic::from(Handle::<SharedMap>::new(id)),
     }
 }
 
@@ -537,6 +582,7 @@ fn handle_value(value: &Dynamic) -> Option<Value> {
         .or_else(|| of::<Semaphore>(value))
         .or_else(|| of::<Event>(value))
         .or_else(|| of::<Barrier>(value))
+        .or_else(|| of::<SharedMap>(value))
 }
 
 /// An array whose elements are at `depth`.
@@ -602,6 +648,21 @@ impl FnTable {
             }),
         }
     }
+}
+
+/// A shared array's wire form; its memory stays where it is, kept open for the receiver.
+fn shared_value(array: &SharedArray, one: bool) -> Result<Value, Error> {
+    let segment = array.segment.as_ref().map_err(|why| {
+        Error::InvalidArgument(format!("this shared array cannot be reached: {why}"))
+    })?;
+    segment.sent();
+    Ok(Value::Shared {
+        owner: segment.owner,
+        fd: segment.fd,
+        len: segment.slots().len() as u64,
+        kind: array.kind,
+        one,
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod log;
 mod pool;
 mod process;
 mod queue;
+pub(crate) mod shared;
 mod supervisor;
 mod sync;
 mod system;
@@ -263,6 +264,8 @@ pub(crate) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     process::register(engine, ctx);
     pool::register(engine, ctx);
     queue::register(engine, ctx);
+    shared::register(engine);
+    shared::register_map(engine, ctx);
     system::register(engine, ctx);
 }
 

@@ -9,6 +9,7 @@ mod process;
 mod progress;
 mod queue;
 mod results;
+mod shared_maps;
 mod sync;
 mod wait;
 mod waiting;
@@ -85,6 +86,7 @@ struct Inner {
     results: Mutex<HashMap<u64, Arc<Results>>>,
     actors: Actors,
     syncs: Mutex<HashMap<u64, Arc<SyncObject>>>,
+    shared_maps: Mutex<HashMap<u64, shared_maps::SharedMap>>,
     executor: Arc<Executor>,
     /// The program's chunks so far (a REPL adds one per input).
     chunks: Mutex<Vec<String>>,
@@ -220,6 +222,7 @@ impl Hub {
                 queues: Mutex::default(),
                 results: Mutex::default(),
                 syncs: Mutex::default(),
+                shared_maps: Mutex::default(),
                 progress_bar: Mutex::default(),
                 next_id: AtomicU64::new(1),
             }),
@@ -412,6 +415,8 @@ impl Inner {
             Op::IsDone { future } => self.executor.is_done(future).map(Reply::Bool),
             Op::Cancel { future } => self.executor.cancel(future).map(Reply::Bool),
             Op::WaitAny { futures, timeout } => self.wait_any(&futures, timeout),
+            Op::NewSharedMap => Ok(self.new_shared_map()),
+            Op::SharedMap { id, action } => self.shared_map(id, action),
             Op::Log(record) => {
                 (self.config.log)(&record);
                 Ok(Reply::Unit)

@@ -376,6 +376,9 @@ impl Inner {
                     self.unreferenced(Object::Process(process));
                 }
             }
+            Object::SharedMap(id) => {
+                lock(&self.shared_maps).remove(&id);
+            }
         }
     }
 

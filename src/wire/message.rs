@@ -280,6 +280,10 @@ pub enum Op {
     IsDone { future: u64 },
     /// `fut.cancel()`: answered true if it had not started (it never will).
     Cancel { future: u64 },
+    /// `shared_map()`: answered with its id.
+    NewSharedMap,
+    /// A method of a shared map.
+    SharedMap { id: u64, action: MapAction },
     /// `log_info(msg)` and its siblings in a worker: the record, for the main process to write.
     /// Posted, never answered.
     Log(Box<LogRecord>),
@@ -311,6 +315,23 @@ impl Op {
     }
 }
 
+/// What a script does to a shared map. Answered `Value` (`Get`, `Remove`, `Add`, `ToMap`),
+/// `Bool` (`Contains`, `Cas`), `Len`, or `Unit` (`Set`); `Keys` as a `Value` array.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MapAction {
+    Get(String),
+    Set(String, Value),
+    Remove(String),
+    Contains(String),
+    Keys,
+    Len,
+    ToMap,
+    /// Adds a number to a key's number (a missing key counts from 0): answered the new value.
+    Add(String, Value),
+    /// Stores the new value if the key holds the expected one (a missing key holds `()`).
+    Cas(String, Value, Value),
+}
+
 /// An object of the main process that handles name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Object {
@@ -322,6 +343,8 @@ pub enum Object {
     Sync(u64),
     /// A `pool_submit` future, by id.
     Future(u64),
+    /// A shared map, by id.
+    SharedMap(u64),
 }
 
 /// How `kill` and `terminate` end a process.

@@ -9,6 +9,6 @@ mod message;
 pub(crate) use frame::encode_frame;
 pub(crate) use frame::{FrameReader, MAX_VALUE, append_frame, over_the_frame_limit};
 pub(crate) use message::{
-    Answer, ExitCode, FromWorker, Id, ItemFailure, Items, KillSignal, MapOptions, MapSetup,
-    NewProcess, Object, Op, Outcome, Program, Reply, SyncAction, ToWorker,
+    Answer, ExitCode, FromWorker, Id, ItemFailure, Items, KillSignal, MapAction, MapOptions,
+    MapSetup, NewProcess, Object, Op, Outcome, Program, Reply, SyncAction, ToWorker,
 };
