@@ -307,7 +307,8 @@ fn register_equality<T: rhai::Variant + Clone + PartialEq>(engine: &mut Engine) 
 }
 
 /// A plain script error with `message`.
-fn invalid(message: impl Into<String>) -> Box<EvalAltResult> {
+/// A script error with `message`, at the call's position.
+pub(crate) fn invalid(message: impl Into<String>) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(message.into().into(), Position::NONE).into()
 }
 

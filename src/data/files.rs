@@ -10,10 +10,8 @@ use std::{
 
 use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, INT, ImmutableString, Map};
 
-use super::{fail, method, script_error};
+use super::{Result, invalid, method, script_error};
 use crate::permissions::{Permissions, io_error};
-
-type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 pub(super) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
     let p = permissions.clone();
@@ -93,7 +91,7 @@ fn register_paths(engine: &mut Engine) {
             .into_iter()
             .map(|p| {
                 p.into_string()
-                    .map_err(|t| fail(format!("path_join: a {t} is not a path")))
+                    .map_err(|t| invalid(format!("path_join: a {t} is not a path")))
             })
             .collect::<Result<_>>()?;
         Ok(join(&parts.iter().map(String::as_str).collect::<Vec<_>>()))
@@ -144,7 +142,7 @@ pub(super) fn read_text(permissions: &Permissions, path: &str) -> Result<String>
 fn text(bytes: Vec<u8>, path: &str) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
-        fail(format!(
+        invalid(format!(
             "{path:?} is not UTF-8 text (byte {at}); read_blob reads bytes"
         ))
     })
@@ -181,7 +179,7 @@ impl Range {
                     .ok()
                     .and_then(|i| u64::try_from(i).ok())
                     .map(Some)
-                    .ok_or_else(|| fail(format!("`{name}` must be a byte offset, 0 or more"))),
+                    .ok_or_else(|| invalid(format!("`{name}` must be a byte offset, 0 or more"))),
             }
         };
         Ok(Range {
@@ -249,7 +247,7 @@ fn glob(permissions: &Permissions, pattern: &str) -> Result<Array> {
         &literal
     };
     permissions.check_read(base).map_err(script_error)?;
-    let matches = ::glob::glob(pattern).map_err(|e| fail(format!("glob({pattern:?}): {e}")))?;
+    let matches = ::glob::glob(pattern).map_err(|e| invalid(format!("glob({pattern:?}): {e}")))?;
     let mut paths: Vec<String> = matches
         .filter_map(|m| m.ok())
         .filter(|p| permissions.check_read(p).is_ok())
@@ -272,7 +270,7 @@ enum Boundary {
 /// allows, so each can be read on its own.
 fn chunks(permissions: &Permissions, path: &str, n: INT, boundary: Boundary) -> Result<Array> {
     if n < 1 {
-        return Err(fail(format!(
+        return Err(invalid(format!(
             "the number of chunks must be 1 or more, not {n}"
         )));
     }

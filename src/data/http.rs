@@ -3,13 +3,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use rhai::{Blob, Dynamic, Engine, EvalAltResult, Map};
+use rhai::{Blob, Dynamic, Engine, Map};
 use ureq::http::{Method, Request, Uri};
 
-use super::{fail, method, script_error};
+use super::{Result, invalid, method, script_error};
 use crate::permissions::Permissions;
-
-type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 /// Redirects followed before a request fails.
 const MAX_REDIRECTS: usize = 10;
@@ -52,17 +50,17 @@ impl Call {
 
     fn from_map(map: &Map) -> Result<Call> {
         let text = |name: &str| map.get(name).map(|v| v.to_string());
-        let url = text("url").ok_or_else(|| fail("http_request needs a `url`"))?;
+        let url = text("url").ok_or_else(|| invalid("http_request needs a `url`"))?;
         let method = text("method")
             .unwrap_or_else(|| "GET".into())
             .to_ascii_uppercase();
         let method = Method::from_bytes(method.as_bytes())
-            .map_err(|_| fail(format!("{method:?} is not an HTTP method")))?;
+            .map_err(|_| invalid(format!("{method:?} is not an HTTP method")))?;
         let headers = match map.get("headers") {
             None => Vec::new(),
             Some(h) => h
                 .read_lock::<Map>()
-                .ok_or_else(|| fail("`headers` must be a map of names to values"))?
+                .ok_or_else(|| invalid("`headers` must be a map of names to values"))?
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
@@ -82,7 +80,7 @@ impl Call {
                 .or_else(|_| t.as_int().map(|i| i as f64))
                 .ok()
                 .filter(|t| *t > 0.0 && t.is_finite())
-                .ok_or_else(|| fail("`timeout` must be a number of seconds above 0"))?,
+                .ok_or_else(|| invalid("`timeout` must be a number of seconds above 0"))?,
         };
         Ok(Call {
             method,
@@ -108,7 +106,7 @@ fn request(permissions: &Permissions, mut call: Call) -> Result<Dynamic> {
         let uri: Uri = call
             .url
             .parse()
-            .map_err(|e| fail(format!("{:?} is not a URL: {e}", call.url)))?;
+            .map_err(|e| invalid(format!("{:?} is not a URL: {e}", call.url)))?;
         check(permissions, &uri)?;
         let mut response = send(&agent, &call, &uri)?;
         let status = response.status().as_u16();
@@ -135,7 +133,7 @@ fn request(permissions: &Permissions, mut call: Call) -> Result<Dynamic> {
             .with_config()
             .limit(MAX_BODY)
             .read_to_vec()
-            .map_err(|e| fail(format!("reading the response from {}: {e}", call.url)))?;
+            .map_err(|e| invalid(format!("reading the response from {}: {e}", call.url)))?;
         let body = match String::from_utf8(bytes) {
             Ok(text) => Dynamic::from(text),
             Err(e) => Dynamic::from_blob(e.into_bytes()),
@@ -147,7 +145,7 @@ fn request(permissions: &Permissions, mut call: Call) -> Result<Dynamic> {
         result.insert("url".into(), call.url.clone().into());
         return Ok(result.into());
     }
-    Err(fail(format!(
+    Err(invalid(format!(
         "{first}: more than {MAX_REDIRECTS} redirects"
     )))
 }
@@ -158,14 +156,14 @@ fn check(permissions: &Permissions, uri: &Uri) -> Result<()> {
         Some("https") => true,
         Some("http") => false,
         _ => {
-            return Err(fail(format!(
+            return Err(invalid(format!(
                 "{uri}: only http and https URLs can be fetched"
             )));
         }
     };
     let host = uri
         .host()
-        .ok_or_else(|| fail(format!("{uri}: the URL names no host")))?;
+        .ok_or_else(|| invalid(format!("{uri}: the URL names no host")))?;
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     permissions.check_net(host, port).map_err(script_error)
 }
@@ -178,14 +176,14 @@ fn send(agent: &ureq::Agent, call: &Call, uri: &Uri) -> Result<ureq::http::Respo
         builder = builder.header(name, value);
     }
     let failed = |e: ureq::Error| match e {
-        ureq::Error::Timeout(_) => fail(format!(
+        ureq::Error::Timeout(_) => invalid(format!(
             "{}: timed out after {}s",
             call.url,
             call.timeout.as_secs_f64()
         )),
-        e => fail(format!("{}: {e}", call.url)),
+        e => invalid(format!("{}: {e}", call.url)),
     };
-    let bad = |e: ureq::http::Error| fail(format!("{}: {e}", call.url));
+    let bad = |e: ureq::http::Error| invalid(format!("{}: {e}", call.url));
     if call.body.is_empty() {
         agent.run(builder.body(()).map_err(bad)?).map_err(failed)
     } else {

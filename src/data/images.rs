@@ -8,12 +8,10 @@ use std::{
 };
 
 use image::{ImageFormat, ImageReader, imageops::FilterType};
-use rhai::{Engine, EvalAltResult, INT, Map};
+use rhai::{Engine, INT, Map};
 
-use super::{fail, method, script_error};
+use super::{Result, invalid, method, script_error};
 use crate::permissions::Permissions;
-
-type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 pub(super) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
     let p = permissions.clone();
@@ -32,7 +30,7 @@ fn reader(permissions: &Permissions, path: &str) -> Result<ImageReader<BufReader
         .map_err(script_error)?;
     ImageReader::new(BufReader::new(file))
         .with_guessed_format()
-        .map_err(|e| fail(format!("{path:?}: {e}")))
+        .map_err(|e| invalid(format!("{path:?}: {e}")))
 }
 
 /// `#{width, height, format}` from the file's header, without decoding its pixels.
@@ -40,10 +38,10 @@ fn info(permissions: &Permissions, path: &str) -> Result<Map> {
     let reader = reader(permissions, path)?;
     let format = reader
         .format()
-        .ok_or_else(|| fail(format!("{path:?} is not a PNG or JPEG image")))?;
+        .ok_or_else(|| invalid(format!("{path:?} is not a PNG or JPEG image")))?;
     let (width, height) = reader
         .into_dimensions()
-        .map_err(|e| fail(format!("{path:?}: {e}")))?;
+        .map_err(|e| invalid(format!("{path:?}: {e}")))?;
     let mut info = Map::new();
     info.insert("width".into(), INT::from(width).into());
     info.insert("height".into(), INT::from(height).into());
@@ -72,7 +70,7 @@ fn resize(permissions: &Permissions, src: &str, dst: &str, options: &Map) -> Res
                 .and_then(|n| u32::try_from(n).ok())
                 .filter(|n| *n > 0)
                 .map(Some)
-                .ok_or_else(|| fail(format!("`{name}` must be a number of pixels above 0"))),
+                .ok_or_else(|| invalid(format!("`{name}` must be a number of pixels above 0"))),
         }
     };
     let filter = match options.get("filter").map(|f| f.to_string()).as_deref() {
@@ -81,25 +79,25 @@ fn resize(permissions: &Permissions, src: &str, dst: &str, options: &Map) -> Res
         Some("catmull-rom") => FilterType::CatmullRom,
         Some("gaussian") => FilterType::Gaussian,
         Some("lanczos3") => FilterType::Lanczos3,
-        Some(other) => return Err(fail(format!("unknown filter {other:?}"))),
+        Some(other) => return Err(invalid(format!("unknown filter {other:?}"))),
     };
     let format = ImageFormat::from_path(dst)
         .ok()
         .filter(|f| matches!(f, ImageFormat::Png | ImageFormat::Jpeg))
         .ok_or_else(|| {
-            fail(format!(
+            invalid(format!(
                 "{dst:?}: the destination must end in .png, .jpg or .jpeg"
             ))
         })?;
     let image = reader(permissions, src)?
         .decode()
-        .map_err(|e| fail(format!("{src:?}: {e}")))?;
+        .map_err(|e| invalid(format!("{src:?}: {e}")))?;
     let (w, h) = (image.width(), image.height());
     let (width, height) = match (side("width")?, side("height")?) {
         (Some(width), Some(height)) => (width, height),
         (Some(width), None) => (width, scaled(h, width, w)),
         (None, Some(height)) => (scaled(w, height, h), height),
-        (None, None) => return Err(fail("image_resize needs a `width`, a `height` or both")),
+        (None, None) => return Err(invalid("image_resize needs a `width`, a `height` or both")),
     };
     let resized = image.resize_exact(width, height, filter);
     let resized = match format {
@@ -111,7 +109,7 @@ fn resize(permissions: &Permissions, src: &str, dst: &str, options: &Map) -> Res
         .map_err(script_error)?;
     resized
         .write_to(&mut BufWriter::new(file), format)
-        .map_err(|e| fail(format!("{dst:?}: {e}")))?;
+        .map_err(|e| invalid(format!("{dst:?}: {e}")))?;
     let mut done = Map::new();
     done.insert("width".into(), INT::from(width).into());
     done.insert("height".into(), INT::from(height).into());

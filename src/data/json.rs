@@ -3,13 +3,11 @@
 
 use std::sync::Arc;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, FLOAT, INT, Map};
+use rhai::{Array, Dynamic, Engine, FLOAT, INT, Map};
 use serde_json::{Number, Value as Json};
 
-use super::{fail, files, method};
+use super::{Result, files, invalid, method};
 use crate::permissions::Permissions;
-
-type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 pub(super) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
     engine.register_fn("from_json", |text: &str| from_json(text, "from_json"));
@@ -33,8 +31,8 @@ pub(super) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
 
 /// Parses any JSON value; `source` names it in errors.
 pub(super) fn from_json(text: &str, source: &str) -> Result<Dynamic> {
-    let json: Json =
-        serde_json::from_str(text).map_err(|e| fail(format!("{source}: not valid JSON: {e}")))?;
+    let json: Json = serde_json::from_str(text)
+        .map_err(|e| invalid(format!("{source}: not valid JSON: {e}")))?;
     Ok(dynamic(json))
 }
 
@@ -59,7 +57,7 @@ fn dynamic(json: Json) -> Dynamic {
 
 /// Writes any value that JSON can hold; a NaN, a function or a handle is an error naming it.
 pub(super) fn to_json(value: &Dynamic) -> Result<String> {
-    serde_json::to_string(&json(value)?).map_err(|e| fail(format!("to_json: {e}")))
+    serde_json::to_string(&json(value)?).map_err(|e| invalid(format!("to_json: {e}")))
 }
 
 fn json(value: &Dynamic) -> Result<Json> {
@@ -75,7 +73,7 @@ fn json(value: &Dynamic) -> Result<Json> {
     if let Ok(f) = value.as_float() {
         return Number::from_f64(f)
             .map(Json::Number)
-            .ok_or_else(|| fail(format!("to_json: {f} has no JSON form")));
+            .ok_or_else(|| invalid(format!("to_json: {f} has no JSON form")));
     }
     if let Ok(c) = value.as_char() {
         return Ok(Json::String(c.to_string()));
@@ -100,7 +98,7 @@ fn json(value: &Dynamic) -> Result<Json> {
             .collect::<Result<_>>()
             .map(Json::Object);
     }
-    Err(fail(format!(
+    Err(invalid(format!(
         "to_json: a {} has no JSON form",
         value.type_name()
     )))

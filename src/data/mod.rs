@@ -11,9 +11,13 @@ mod text;
 
 use std::sync::Arc;
 
-use rhai::{Engine, EvalAltResult, Position};
+use rhai::{Engine, EvalAltResult};
 
-use crate::{Error, builtins::method, permissions::Permissions};
+use crate::{
+    Error,
+    builtins::{invalid, method},
+    permissions::Permissions,
+};
 
 /// Registers every data builtin on `engine`, checking accesses against `permissions`.
 pub(crate) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
@@ -26,22 +30,16 @@ pub(crate) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
     engine.set_default_tag(rhai::Dynamic::from(permissions.clone()));
     text::register(engine);
     let p = permissions.clone();
-    method(
-        engine,
-        "env",
-        move |name: &str| -> Result<rhai::Dynamic, Box<EvalAltResult>> {
-            p.check_env(name).map_err(script_error)?;
-            Ok(std::env::var(name).map_or(rhai::Dynamic::UNIT, Into::into))
-        },
-    );
+    method(engine, "env", move |name: &str| -> Result<rhai::Dynamic> {
+        p.check_env(name).map_err(script_error)?;
+        Ok(std::env::var(name).map_or(rhai::Dynamic::UNIT, Into::into))
+    });
 }
+
+/// What a data builtin returns.
+type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 /// An error as a script error at the call's position.
 fn script_error(error: Error) -> Box<EvalAltResult> {
-    EvalAltResult::ErrorRuntime(error.to_string().into(), Position::NONE).into()
-}
-
-/// A script error with `message`.
-fn fail(message: impl Into<String>) -> Box<EvalAltResult> {
-    EvalAltResult::ErrorRuntime(message.into().into(), Position::NONE).into()
+    invalid(error.to_string())
 }

@@ -2,16 +2,14 @@
 
 use std::{path::Path, sync::Arc};
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+use rhai::{Array, Dynamic, Engine, Map};
 
 use super::{
-    fail,
+    Result,
     files::{self, Range},
-    method, script_error,
+    invalid, method, script_error,
 };
 use crate::permissions::Permissions;
-
-type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 pub(super) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
     let p = permissions.clone();
@@ -53,13 +51,17 @@ impl Options {
         if let Some(header) = map.get("header") {
             options.header = header
                 .as_bool()
-                .map_err(|_| fail("`header` must be true or false"))?;
+                .map_err(|_| invalid("`header` must be true or false"))?;
         }
         if let Some(delimiter) = map.get("delimiter") {
             let text = delimiter.clone().into_string().unwrap_or_default();
             options.delimiter = match text.as_bytes() {
                 [one] => *one,
-                _ => return Err(fail("`delimiter` must be one ASCII character, like \",\"")),
+                _ => {
+                    return Err(invalid(
+                        "`delimiter` must be one ASCII character, like \",\"",
+                    ));
+                }
             };
         }
         Ok(options)
@@ -81,7 +83,7 @@ fn read_csv(permissions: &Permissions, path: &str, options: &Options) -> Result<
         let mut first = csv::StringRecord::new();
         reader
             .read_record(&mut first)
-            .map_err(|e| fail(format!("{path:?}: bad CSV: {e}")))?;
+            .map_err(|e| invalid(format!("{path:?}: bad CSV: {e}")))?;
         Some(first.iter().map(str::to_string).collect::<Vec<_>>())
     } else {
         None
@@ -119,7 +121,7 @@ fn records<'a>(
         .delimiter(delimiter)
         .from_reader(bytes);
     Ok(reader.into_records().map(move |record| {
-        let record = record.map_err(|e| fail(format!("{path:?}: bad CSV: {e}")))?;
+        let record = record.map_err(|e| invalid(format!("{path:?}: bad CSV: {e}")))?;
         Ok(record.iter().map(str::to_string).collect())
     }))
 }
@@ -127,7 +129,7 @@ fn records<'a>(
 /// `rows` as CSV text: arrays as they are, or maps under a header of the first map's keys.
 fn csv_text(rows: &Array) -> Result<Vec<u8>> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let bad = |e: csv::Error| fail(format!("write_csv: {e}"));
+    let bad = |e: csv::Error| invalid(format!("write_csv: {e}"));
     let mut names: Option<Vec<String>> = None;
     for row in rows {
         if let Some(map) = row.read_lock::<Map>() {
@@ -144,7 +146,7 @@ fn csv_text(rows: &Array) -> Result<Vec<u8>> {
         } else if let Some(items) = row.read_lock::<Array>() {
             writer.write_record(items.iter().map(field)).map_err(bad)?;
         } else {
-            return Err(fail(format!(
+            return Err(invalid(format!(
                 "write_csv: each row must be an array or a map, not a {}",
                 row.type_name()
             )));
@@ -152,7 +154,7 @@ fn csv_text(rows: &Array) -> Result<Vec<u8>> {
     }
     writer
         .into_inner()
-        .map_err(|e| fail(format!("write_csv: {e}")))
+        .map_err(|e| invalid(format!("write_csv: {e}")))
 }
 
 fn field(value: &Dynamic) -> String {

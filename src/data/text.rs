@@ -8,11 +8,9 @@ use std::{
 };
 
 use regex_lite::Regex;
-use rhai::{Array, Dynamic, Engine, EvalAltResult};
+use rhai::{Array, Dynamic, Engine};
 
-use super::fail;
-
-type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
+use super::{Result, invalid};
 
 /// Compiled patterns kept per process; past this many the cache starts again.
 const CACHED_PATTERNS: usize = 256;
@@ -67,7 +65,7 @@ fn regex(pattern: &str) -> Result<Arc<Regex>> {
     }
     let regex = Arc::new(
         Regex::new(pattern)
-            .map_err(|e| fail(format!("bad regular expression {pattern:?}: {e}")))?,
+            .map_err(|e| invalid(format!("bad regular expression {pattern:?}: {e}")))?,
     );
     let mut cache = lock(cache);
     if cache.len() >= CACHED_PATTERNS {

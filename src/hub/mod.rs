@@ -432,7 +432,8 @@ impl Inner {
         match (seq, serving(&mut op)) {
             (Some(seq), Serving::Waits) => match op {
                 Op::Get { timeout: None, .. } | Op::Recv { timeout: None } => {
-                    self.get_or_park(worker, seq, self.source(&op, &caller));
+                    let source = self.source(&op, &caller).expect("a get has a source");
+                    self.get_or_park(worker, seq, source);
                 }
                 op => self.park(worker, seq, op),
             },
@@ -450,7 +451,7 @@ impl Inner {
             }
             _ => {
                 // Where a value taken for this request goes back if it cannot be sent.
-                let source = self.source(&op, &caller).ok();
+                let source = self.source(&op, &caller).and_then(Result::ok);
                 let result = self.handle(op, &caller);
                 self.answer(worker, seq, result, source.as_deref());
             }

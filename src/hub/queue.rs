@@ -300,11 +300,12 @@ impl Inner {
     }
 
     /// The queue a `get` or `recv` takes its value from.
-    pub(super) fn source(&self, op: &Op, caller: &Caller) -> Result<Arc<Queue>, Error> {
+    /// `None` for a request that takes no value (most, so nothing is looked up or allocated).
+    pub(super) fn source(&self, op: &Op, caller: &Caller) -> Option<Result<Arc<Queue>, Error>> {
         match op {
-            Op::Get { queue, .. } => self.queue(*queue),
-            Op::Recv { .. } => self.mailbox(caller),
-            _ => Err(Error::InvalidArgument("this request takes no value".into())),
+            Op::Get { queue, .. } => Some(self.queue(*queue)),
+            Op::Recv { .. } => Some(self.mailbox(caller)),
+            _ => None,
         }
     }
 

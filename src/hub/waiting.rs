@@ -178,7 +178,7 @@ impl Waiting {
     fn answer(&self, result: Result<Reply, Error>) -> bool {
         let caller = Caller::Worker(self.worker.clone());
         let source = match &self.wait {
-            Wait::Again { op, .. } => self.hub.source(op, &caller).ok(),
+            Wait::Again { op, .. } => self.hub.source(op, &caller).and_then(Result::ok),
             _ => None,
         };
         self.hub

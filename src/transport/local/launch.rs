@@ -133,33 +133,6 @@ impl Launcher {
         })
     }
 
-    /// Starts `count` workers in parallel and returns them connected, handshaken and compiled.
-    fn start_local(&self, count: usize, program: &Program) -> Result<Vec<LocalLink>, Error> {
-        let pending = (0..count)
-            .map(|_| self.spawn_one())
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut started = Vec::with_capacity(count);
-        let mut first_error = None;
-        for p in pending {
-            match self.finish_start(p, program) {
-                Ok(worker) => started.push(worker),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            None => Ok(started),
-            Some(e) => {
-                for w in &started {
-                    w.kill();
-                    w.reap(Duration::ZERO);
-                }
-                Err(e)
-            }
-        }
-    }
-
     fn spawn_one(&self) -> Result<Pending, Error> {
         let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let (tx, arrival) = bounded(1);
@@ -297,12 +270,32 @@ fn handshake(link: &LocalLink, program: &Program) -> Result<(), Error> {
 }
 
 impl Transport for Launcher {
+    /// Starts `count` workers in parallel and returns them connected, handshaken and compiled;
+    /// if one fails, the others are ended and its error returned.
     fn start(&self, count: usize, program: &Program) -> Result<Vec<Box<dyn WorkerLink>>, Error> {
-        let links = self.start_local(count, program)?;
-        Ok(links
-            .into_iter()
-            .map(|link| Box::new(link) as Box<dyn WorkerLink>)
-            .collect())
+        let pending = (0..count)
+            .map(|_| self.spawn_one())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut started = Vec::with_capacity(count);
+        let mut first_error = None;
+        for p in pending {
+            match self.finish_start(p, program) {
+                Ok(link) => started.push(Box::new(link) as Box<dyn WorkerLink>),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(started),
+            Some(e) => {
+                for w in &started {
+                    w.kill();
+                    w.reap(Duration::ZERO);
+                }
+                Err(e)
+            }
+        }
     }
 }
 
