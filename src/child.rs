@@ -10,7 +10,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rhai::{AST, Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext, Position};
@@ -21,6 +21,7 @@ use crate::{
     clock::{coarse_now_ns, now_ns},
     engine::{self, HostSetup, StopChecks},
     fast::Accelerated,
+    profile::{self, Frame, Work},
     stop::{Stop, StopCheck, stop_reason},
     transport::{ParentLink, local},
     value::{FnTable, FnValue, ProcessHandle},
@@ -142,6 +143,10 @@ fn serve(conn: Arc<dyn ParentLink>, entry: Entry) -> Result<(), Error> {
         })
     };
     let settings = program.settings.clone();
+    let profiled = settings.profile;
+    if profiled {
+        profile::start(&[]);
+    }
     let notices = output.clone();
     let make_engine =
         move |checks| engine::new_engine(&ctx, &settings, host.as_ref(), output.clone(), checks);
@@ -161,7 +166,7 @@ fn serve(conn: Arc<dyn ParentLink>, entry: Entry) -> Result<(), Error> {
     #[cfg(feature = "grain")]
     let grain = rhai::grain::Compiler::new().compile(&ast);
     let notices = Arc::new(move |text: &str| notices(OutStream::Notice, text));
-    let program = Accelerated::new(ast, &engine, stop, notices);
+    let program = Accelerated::new(ast, &engine, stop, notices, profiled);
     program.install(&mut engine);
     Calls {
         #[cfg(feature = "grain")]
@@ -201,6 +206,8 @@ struct Job {
     f: FnPtr,
     timeout: Option<Duration>,
     spread: bool,
+    /// Where the map was called, in a profiled run.
+    at: Option<Vec<Frame>>,
 }
 
 /// The running call's time limit, checked by `on_progress` and `sleep`.
@@ -235,10 +242,14 @@ impl Calls {
                     f,
                     args,
                     parent,
+                    at,
                 } => {
                     let me = ProcessHandle::new(call, std::process::id());
                     self.identity.become_process(Some(me), Some(parent));
-                    let outcome = self.call(f, args);
+                    if let Some(at) = &at {
+                        profile::set_base(at);
+                    }
+                    let outcome = self.call(f, args, Work::Call(call));
                     let done = FromWorker::Done { call, outcome };
                     send_or_fail(&*link.conn, &done, |e| FromWorker::Done {
                         call,
@@ -261,7 +272,14 @@ impl Calls {
                     })?;
                 }
                 ToWorker::AddChunk(chunk) => self.add_chunk(&chunk)?,
-                ToWorker::Shutdown => return Ok(()),
+                ToWorker::Shutdown => {
+                    if let Some(record) = profile::take() {
+                        let _ = link
+                            .conn
+                            .send(&FromWorker::Profile(Box::new(record.finish())));
+                    }
+                    return Ok(());
+                }
                 other => return Err(unexpected(&other)),
             }
         }
@@ -286,15 +304,24 @@ impl Calls {
         Ok(())
     }
 
-    fn call(&self, f: FnValue, args: Vec<Value>) -> Outcome {
+    fn call(&self, f: FnValue, args: Vec<Value>, work: Work) -> Outcome {
+        let mut stopwatch = Stopwatch::start(work);
         let f = f.into_fn_ptr(&self.fns);
         let args: Vec<Dynamic> = args
             .into_iter()
             .map(|a| a.into_dynamic(&self.fns))
             .collect();
+        stopwatch.moved();
         let result = self.program.call(&f, args, &self.engine, |args| {
             f.call::<Dynamic>(&self.engine, &self.program.running, args)
         });
+        stopwatch.ran();
+        let outcome = self.outcome(result);
+        stopwatch.moved();
+        outcome
+    }
+
+    fn outcome(&self, result: Result<Dynamic, Box<EvalAltResult>>) -> Outcome {
         match result {
             Ok(v) => match Value::from_dynamic(&v).and_then(Value::fits_a_frame) {
                 Ok(v) => Outcome::Returned(v),
@@ -321,10 +348,16 @@ impl Calls {
                 f: setup.f.into_fn_ptr(&self.fns),
                 timeout: setup.timeout.map(Duration::from_secs_f64),
                 spread: setup.spread,
+                at: setup.at,
             });
         }
         let (f, timeout, spread) = match &self.job {
-            Some(j) if j.id == job => (j.f.clone(), j.timeout, j.spread),
+            Some(j) if j.id == job => {
+                if let Some(at) = &j.at {
+                    profile::set_base(at);
+                }
+                (j.f.clone(), j.timeout, j.spread)
+            }
             _ => {
                 let error = worker_error("chunk arrived without its function");
                 return Err(ItemFailure::threw(0, error));
@@ -353,7 +386,9 @@ impl Calls {
         let mut grain_vm = self.grain_vm(engine, &f);
         let mut results = Results::with_capacity(items.len());
         let mut next_part = coarse_now_ns() + PART_INTERVAL_NS;
+        let mut stopwatch = Stopwatch::start(Work::Job(job));
         for (offset, item) in self.items(items).enumerate() {
+            stopwatch.moved();
             link.conn
                 .starting(job, chunk, offset as u32, timeout.is_some());
             if timeout.is_some() {
@@ -372,6 +407,7 @@ impl Calls {
             let value = self
                 .program
                 .call(&f, args, engine, |args| f.call_raw(&context, None, args));
+            stopwatch.ran();
             if timeout.is_some() {
                 self.deadline.start(None);
             }
@@ -389,7 +425,9 @@ impl Calls {
                 next_part = coarse_now_ns() + PART_INTERVAL_NS;
             }
         }
-        Ok(results.take())
+        let values = results.take();
+        stopwatch.moved();
+        Ok(values)
     }
 
     /// A grain VM for `f` when `MPSCRIPT_GRAIN=1` asks for one and `f` is a script function
@@ -417,6 +455,45 @@ impl Calls {
                 Box::new(v.into_iter().map(|x| x.into_dynamic(&self.fns)))
             }
             Items::Values(other) => Box::new(std::iter::once(other.into_dynamic(&self.fns))),
+        }
+    }
+}
+
+/// Splits a worker's time on a piece of work between running script functions and moving data
+/// (turning items and results into values and messages, sending parts), in a profiled run.
+struct Stopwatch {
+    work: Work,
+    /// When the last lap ended; `None` when not profiling.
+    last: Option<Instant>,
+}
+
+impl Stopwatch {
+    fn start(work: Work) -> Stopwatch {
+        Stopwatch {
+            work,
+            last: profile::is_on().then(Instant::now),
+        }
+    }
+
+    fn lap(&mut self) -> Option<u64> {
+        let last = self.last.as_mut()?;
+        let now = Instant::now();
+        let ns = now.duration_since(*last).as_nanos() as u64;
+        *last = now;
+        Some(ns)
+    }
+
+    /// The time since the last lap went to moving data.
+    fn moved(&mut self) {
+        if let Some(ns) = self.lap() {
+            profile::moving(self.work, ns);
+        }
+    }
+
+    /// The time since the last lap ran one item (or call).
+    fn ran(&mut self) {
+        if let Some(ns) = self.lap() {
+            profile::item(self.work, ns);
         }
     }
 }

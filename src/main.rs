@@ -12,7 +12,8 @@ use std::{
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use mpscript::{
-    Access, Error, Interrupt, Level, Limits, LogFormat, LogRecord, LogSink, Permissions, Runtime,
+    Access, Error, Interrupt, Level, Limits, LogFormat, LogRecord, LogSink, Permissions, Profile,
+    ProfileSort, Runtime,
 };
 use signal_hook::{
     consts::{SIGINT, SIGTERM},
@@ -83,6 +84,17 @@ struct RunOptions {
     /// The least level of log records written: debug, info, warn or error [default: info].
     #[arg(long, value_name = "LEVEL", value_parser = log_level)]
     log_level: Option<Level>,
+    /// Print a profile of the run on stderr at its end: calls and times of every script
+    /// function, over the main process and every worker, and each pool_map's costs.
+    #[arg(long)]
+    profile: bool,
+    /// Order the profile's rows by: calls, tottime or cumtime [default: cumtime].
+    #[arg(long, value_name = "KEY", value_parser = profile_sort)]
+    profile_sort: Option<ProfileSort>,
+    /// Also write the profile's folded stacks to FILE (a flame graph if FILE ends in .svg);
+    /// turns profiling on.
+    #[arg(long, value_name = "FILE")]
+    profile_out: Option<PathBuf>,
     /// How log records are written: text or json [default: text].
     #[arg(long, value_name = "FORMAT", value_parser = log_format)]
     log_format: Option<LogFormat>,
@@ -162,6 +174,10 @@ fn log_level(text: &str) -> Result<Level, String> {
     Level::parse(text).ok_or_else(|| "expected debug, info, warn or error".into())
 }
 
+fn profile_sort(text: &str) -> Result<ProfileSort, String> {
+    text.parse()
+}
+
 fn log_format(text: &str) -> Result<LogFormat, String> {
     match text {
         "text" => Ok(LogFormat::Text),
@@ -194,8 +210,20 @@ fn log_writer(format: LogFormat, file: Option<PathBuf>) -> Result<LogSink, Error
     }))
 }
 
+/// Where a profiled run's profile is kept until the run ends.
+type ProfileSlot = std::sync::Arc<std::sync::Mutex<Option<Profile>>>;
+
 impl RunOptions {
+    /// Whether the run is profiled, and the slot its profile lands in.
+    fn profile_slot(&self) -> Option<ProfileSlot> {
+        (self.profile || self.profile_out.is_some()).then(ProfileSlot::default)
+    }
+
     fn runtime(self) -> Result<Runtime, Error> {
+        self.runtime_profiled(None)
+    }
+
+    fn runtime_profiled(self, profile: Option<ProfileSlot>) -> Result<Runtime, Error> {
         self.fast_tier_mode();
         let defaults = Limits::default();
         let limits = Limits {
@@ -220,6 +248,11 @@ impl RunOptions {
             let format = self.log_format.unwrap_or(LogFormat::Text);
             let sink = log_writer(format, self.log_file)?;
             builder = builder.on_log(move |record| sink(record));
+        }
+        if let Some(slot) = profile {
+            builder = builder.profile(move |p| {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone())
+            });
         }
         Ok(builder.permissions(self.grants.permissions()?).build())
     }
@@ -275,10 +308,19 @@ fn main() -> ExitCode {
             options,
             file,
             args,
-        } => options.runtime().and_then(|runtime| {
-            stop_on_signals(runtime.interrupt(), Repeat::Exit);
-            runtime.run_file(&file, &args).map(|_| ())
-        }),
+        } => {
+            let slot = options.profile_slot();
+            let sort = options.profile_sort.unwrap_or_default();
+            let out = options.profile_out.clone();
+            let ran = options.runtime_profiled(slot.clone()).and_then(|runtime| {
+                stop_on_signals(runtime.interrupt(), Repeat::Exit);
+                runtime.run_file(&file, &args).map(|_| ())
+            });
+            let profile = slot.and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take());
+            // A failed run still shows its profile; its error is the one reported.
+            let written = profile.map_or(Ok(()), |p| report_profile(&p, sort, out, &file));
+            ran.and(written)
+        }
         Command::Check { file } => Runtime::builder().build().check_file(&file),
     };
     match result {
@@ -289,6 +331,27 @@ fn main() -> ExitCode {
             exit_code(e.exit_code())
         }
     }
+}
+
+/// Prints the table on stderr and writes folded stacks (or a flame graph) to `out`.
+fn report_profile(
+    profile: &Profile,
+    sort: ProfileSort,
+    out: Option<PathBuf>,
+    script: &std::path::Path,
+) -> Result<(), Error> {
+    eprint!("\n{}", profile.table(sort));
+    let Some(out) = out else {
+        return Ok(());
+    };
+    let text = match out.extension().is_some_and(|e| e == "svg") {
+        true => profile.flamegraph(&format!("mpscript run {}", script.display())),
+        false => profile.folded(),
+    };
+    std::fs::write(&out, text).map_err(|e| Error::Io {
+        context: format!("writing the profile to {}", out.display()),
+        source: e,
+    })
 }
 
 fn at_least_one(text: &str) -> Result<usize, String> {

@@ -6,6 +6,7 @@ use std::{
     io::Read,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use rhai::{Dynamic, EvalAltResult, Scope};
@@ -15,10 +16,11 @@ use crate::{
     builtins::{Backend, Ctx},
     engine::{self, HostSetup, StopChecks},
     fast::Accelerated,
-    hub::{Hub, HubConfig},
+    hub::{Hub, HubConfig, ProfileBook},
     logging::{Level, LogFormat, LogRecord, LogSink},
     output::{OutStream, OutputSink, write_line},
     permissions::Permissions,
+    profile::{self, Frame, Labels, Profile, Sources},
     settings::{Limits, Settings},
     stop::{Stop, StopCheck, stop_reason},
     transport::local::Launcher,
@@ -40,7 +42,11 @@ pub struct RuntimeBuilder {
     host: Option<HostSetup>,
     output: Option<OutputSink>,
     log: Option<LogSink>,
+    profile: Option<ProfileSink>,
 }
+
+/// Receives the [`Profile`] of each run of a profiling runtime.
+pub type ProfileSink = Arc<dyn Fn(&Profile) + Send + Sync>;
 
 impl RuntimeBuilder {
     /// Default number of `pool_map` workers (default: the number of CPUs).
@@ -137,6 +143,30 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Profiles every run (`mpscript run --profile`): each script function's calls and times,
+    /// summed over the main process and every worker, and each `pool_map`'s wall, busy and
+    /// data-moving time, given to `sink` at the end of the run, failed runs included. Without
+    /// it, nothing is recorded and nothing is paid.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// let rows = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = rows.clone();
+    /// let runtime = mpscript::Runtime::builder()
+    ///     .workers(2)
+    ///     .profile(move |p: &mpscript::Profile| *sink.lock().unwrap() = p.functions.clone())
+    ///     .build();
+    /// runtime.run("sq.rhai", "fn square(x) { x * x }\npool_map(square, 1..=10)", &[]).unwrap();
+    /// let rows = rows.lock().unwrap();
+    /// let square = rows.iter().find(|f| f.function == "square").unwrap();
+    /// assert_eq!((square.calls, square.file.as_str(), square.line), (10, "sq.rhai", 1));
+    /// ```
+    pub fn profile(mut self, sink: impl Fn(&Profile) + Send + Sync + 'static) -> Self {
+        self.settings.profile = true;
+        self.profile = Some(Arc::new(sink));
+        self
+    }
+
     /// The least level logged (default `Info`): records below it are not even made.
     pub fn log_level(mut self, level: Level) -> Self {
         self.settings.log_level = level;
@@ -171,6 +201,7 @@ impl RuntimeBuilder {
             output,
             log,
             interrupt: Interrupt::default(),
+            profile: self.profile,
         }
     }
 }
@@ -190,6 +221,7 @@ pub struct Runtime {
     output: OutputSink,
     log: LogSink,
     interrupt: Interrupt,
+    profile: Option<ProfileSink>,
 }
 
 impl Runtime {
@@ -202,6 +234,7 @@ impl Runtime {
             host: None,
             output: None,
             log: None,
+            profile: None,
         }
     }
 
@@ -282,10 +315,15 @@ impl Runtime {
         let argv: rhai::Array = args.iter().map(|a| a.clone().into()).collect();
         scope.push_constant("ARGV", argv);
         let program = session.accelerate(ast);
+        let started = Instant::now();
+        if session.book.is_some() {
+            profile::start(&[Frame::Builtin("main".into())]);
+        }
         let result = session
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut scope, &program.running);
         let (finished, unobserved) = session.backend.finish(result.is_ok());
+        session.report_profile(started);
         for failure in unobserved {
             session.tell_unobserved(name, &text, failure);
         }
@@ -318,7 +356,11 @@ impl Runtime {
         })
     }
 
-    fn hub_config(&self, program: Program) -> Result<HubConfig, Error> {
+    fn hub_config(
+        &self,
+        program: Program,
+        profile: Option<Arc<ProfileBook>>,
+    ) -> Result<HubConfig, Error> {
         let exe = match &self.worker_exe {
             Some(exe) => exe.clone(),
             None => std::env::current_exe()
@@ -331,6 +373,7 @@ impl Runtime {
             output: self.output.clone(),
             log: self.log.clone(),
             interrupt: self.interrupt.clone(),
+            profile,
         })
     }
 }
@@ -626,6 +669,9 @@ struct Session<'r> {
     backend: Arc<LazyHub>,
     ctx: Arc<Ctx>,
     fns: FnTable,
+    /// In a profiled run: what the hub collects, and where each function is written.
+    book: Option<Arc<ProfileBook>>,
+    sources: Mutex<Sources>,
 }
 
 impl<'r> Session<'r> {
@@ -657,7 +703,37 @@ impl<'r> Session<'r> {
             backend,
             ctx,
             fns,
+            book: runtime.profile.as_ref().map(|_| Arc::default()),
+            sources: Mutex::default(),
         }
+    }
+
+    /// Merges what this thread and the workers recorded and hands it to the host's sink.
+    fn report_profile(&self, started: Instant) {
+        let (Some(sink), Some(book)) = (&self.runtime.profile, &self.book) else {
+            return;
+        };
+        let Some(mut main) = profile::take() else {
+            return;
+        };
+        let total = started.elapsed();
+        main.charge_base((total.as_nanos() as u64).saturating_sub(main.top_level_ns()));
+        let collected = book.take();
+        let mut records = vec![main.finish()];
+        records.extend(collected.records);
+        let sources = lock(&self.sources);
+        let labels = Labels {
+            sources: &sources,
+            script: &self.name,
+        };
+        let profile = Profile::assemble(
+            total,
+            records,
+            collected.unreported,
+            &collected.maps,
+            &labels,
+        );
+        sink(&profile);
     }
 
     /// Reports on the output's stderr a process that failed with nobody learning of it, against
@@ -672,7 +748,8 @@ impl<'r> Session<'r> {
         let output = self.runtime.output.clone();
         let notices = Arc::new(move |text: &str| output(OutStream::Notice, text));
         let stop = self.ctx.stop_check().clone();
-        let program = Accelerated::new(ast, &self.engine, stop, notices);
+        let profiled = self.runtime.profile.is_some();
+        let program = Accelerated::new(ast, &self.engine, stop, notices, profiled);
         program.install(&mut self.engine);
         program
     }
@@ -693,6 +770,14 @@ impl<'r> Session<'r> {
             .compile(text)
             .map_err(|e| self.script_error(name, text, e.into()))?;
         self.fns.add(&ast);
+        if self.book.is_some() {
+            let mut sources = lock(&self.sources);
+            for def in ast.iter_fn_def() {
+                let line = def.body.start_position().line().unwrap_or(0);
+                let key = (def.name.to_string(), def.params.len() as u32);
+                sources.insert(key, (name.to_string(), line));
+            }
+        }
         self.backend.add_chunk(text, || {
             let program = Program {
                 name: self.name.clone(),
@@ -700,7 +785,7 @@ impl<'r> Session<'r> {
                 settings: self.runtime.settings.clone(),
                 host_functions: self.runtime.host.is_some(),
             };
-            self.runtime.hub_config(program)
+            self.runtime.hub_config(program, self.book.clone())
         })?;
         Ok(ast)
     }

@@ -16,6 +16,8 @@ pub(crate) struct Settings {
     pub(crate) permissions: Permissions,
     /// Log records below this level are dropped where they are made.
     pub(crate) log_level: Level,
+    /// Every process records its calls for the profiler.
+    pub(crate) profile: bool,
 }
 
 /// Rhai limits applied identically in the parent and every worker; exceeding one is a script error

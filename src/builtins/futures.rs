@@ -77,7 +77,8 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
 }
 
 fn submit(ctx: &Ctx, f: FnValue, args: Vec<crate::Value>) -> Result<Future, Box<EvalAltResult>> {
-    ctx.ask(Op::Submit { f, args })
+    let at = crate::profile::here("pool_submit");
+    ctx.ask(Op::Submit { f, args, at })
         .map(|Id(id)| future(ctx, id))
 }
 
@@ -231,6 +232,7 @@ impl IntoIterator for Unordered {
             f: self.f.clone(),
             items,
             options: self.options,
+            at: crate::profile::here("pool_map_unordered"),
         });
         let mut stream = match started {
             Ok(Id(results)) => ResultStream {

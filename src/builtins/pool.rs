@@ -10,7 +10,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, INT, Map};
 
 use super::{Ctx, function_arg, invalid};
 use crate::{
-    Value,
+    Value, profile,
     wire::{Items, MapOptions, Op},
 };
 
@@ -27,8 +27,15 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
                     Some(options) => map_options(options)?,
                     None => MapOptions::default(),
                 };
-                ctx.ask(Op::PoolMap { f, items, options })
-                    .map(|v: Value| ctx.to_dynamic(v))
+                let at = profile::here("pool_map");
+                let _frame = profile::BuiltinCall::enter("pool_map");
+                ctx.ask(Op::PoolMap {
+                    f,
+                    items,
+                    options,
+                    at,
+                })
+                .map(|v: Value| ctx.to_dynamic(v))
             },
         );
     }

@@ -45,7 +45,8 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
 }
 
 fn spawn(ctx: &Ctx, f: FnValue, args: Vec<Value>) -> Result<ProcessHandle, Box<EvalAltResult>> {
-    ctx.ask(Op::Spawn { f, args })
+    let at = crate::profile::here("spawn");
+    ctx.ask(Op::Spawn { f, args, at })
         .map(|NewProcess { id, pid }| ProcessHandle {
             id,
             pid,

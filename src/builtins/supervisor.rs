@@ -78,7 +78,8 @@ fn supervise(
         name: "supervisor_main".into(),
         curry: Vec::new(),
     };
-    ctx.ask(Op::Spawn { f, args })
+    let at = crate::profile::here("supervise");
+    ctx.ask(Op::Spawn { f, args, at })
         .map(|NewProcess { id, pid }| SupervisorHandle {
             process: ProcessHandle::new(id, pid),
         })

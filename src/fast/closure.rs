@@ -9,7 +9,10 @@ use super::{
     ops,
     shape::{self, Sink, Test, TestSink, Val},
 };
-use crate::stop::{StopCheck, terminate};
+use crate::{
+    profile::{self, Recorder},
+    stop::{StopCheck, terminate},
+};
 
 /// Why compiled code stopped early.
 pub(crate) enum Bail {
@@ -42,6 +45,9 @@ type St = Box<dyn Fn(&mut Frame<'_>) -> Flow + Send + Sync>;
 thread_local! {
     /// The slot stack, kept between calls so a call allocates nothing.
     static STACK: std::cell::RefCell<Vec<i64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Set while a profiled program is built: its calls record themselves. Read only while
+    /// building closures, so a program built for an unprofiled run pays nothing.
+    static RECORDING_CALLS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Operations between two looks at the stop request.
@@ -92,6 +98,8 @@ pub(crate) struct Frame<'p> {
     ops: u64,
     next_check: u64,
     limits: &'p Budget,
+    /// The profiler's record of the calls made here, in a profiled program.
+    record: Option<Recorder>,
 }
 
 impl Frame<'_> {
@@ -209,6 +217,8 @@ fn next_check(ops: u64, limits: &Budget) -> u64 {
 
 /// One compiled specialization.
 struct FnCode {
+    /// The profiler's frame for it, in a profiled program.
+    frame: u32,
     slots: usize,
     entry_cost: u64,
     /// Runs the body; answers the return value's bits.
@@ -221,6 +231,7 @@ pub(crate) struct Program {
     entry: usize,
     params: Vec<Ty>,
     ret: Ty,
+    profiled: bool,
 }
 
 /// A value crossing into or out of compiled code.
@@ -254,21 +265,36 @@ impl Scalar {
 }
 
 impl Program {
-    pub(crate) fn new(functions: &[Function], entry: usize) -> Program {
-        let functions = inline::inline_calls(functions);
+    /// Compiles `functions`, entered at `entry`; `profiled`: every call inside records itself
+    /// (and no call is inlined, so each is counted).
+    pub(crate) fn new(functions: &[Function], entry: usize, profiled: bool) -> Program {
+        let functions = match profiled {
+            true => functions.to_vec(),
+            false => inline::inline_calls(functions),
+        };
+        RECORDING_CALLS.set(profiled);
         let fns = functions
             .iter()
             .map(|f| FnCode {
+                frame: match profiled {
+                    true => profile::intern(profile::Frame::Script {
+                        name: f.name.clone(),
+                        arity: f.params.len() as u32,
+                    }),
+                    false => u32::MAX,
+                },
                 slots: f.slots,
                 entry_cost: f.entry_cost,
                 body: function_body(f),
             })
             .collect();
+        RECORDING_CALLS.set(false);
         Program {
             fns,
             entry,
             params: functions[entry].params.clone(),
             ret: functions[entry].ret,
+            profiled,
         }
     }
 
@@ -300,6 +326,11 @@ impl Program {
             ops: 0,
             next_check: next_check(0, limits),
             limits,
+            record: if self.profiled {
+                profile::nested()
+            } else {
+                None
+            },
         };
         for (i, a) in args.iter().enumerate() {
             frame.stack[i] = a.bits();
@@ -309,7 +340,12 @@ impl Program {
             .tick(entry.entry_cost)
             .and_then(|()| (entry.body)(&mut frame));
         STACK.with(|s| *s.borrow_mut() = frame.stack);
-        Ok(Scalar::from_bits(self.ret, bits?))
+        let bits = bits?;
+        // A run that bailed out is run again in Rhai, which records it then.
+        if let Some(record) = frame.record {
+            profile::absorb(record);
+        }
+        Ok(Scalar::from_bits(self.ret, bits))
     }
 }
 
@@ -749,8 +785,27 @@ fn unit(e: &Expr) -> Ev<()> {
     }
 }
 
-/// A call of specialization `callee`: arguments go straight into the callee's frame.
+/// A call of specialization `callee`, recorded if the program is profiled.
 fn call(callee: usize, args: &[Expr]) -> Ev<i64> {
+    let call = unrecorded_call(callee, args);
+    if !RECORDING_CALLS.get() {
+        return call;
+    }
+    Box::new(move |fr| {
+        let frame = fr.program[callee].frame;
+        if let Some(record) = &mut fr.record {
+            record.enter(frame);
+        }
+        let result = call(fr);
+        if let Some(record) = &mut fr.record {
+            record.exit(true);
+        }
+        result
+    })
+}
+
+/// A call of specialization `callee`: arguments go straight into the callee's frame.
+fn unrecorded_call(callee: usize, args: &[Expr]) -> Ev<i64> {
     if let [arg] = args {
         if arg.ty() == Ty::Int {
             return shape::leafy(arg, OneArgCall(callee));

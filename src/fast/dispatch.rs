@@ -2,6 +2,8 @@
 //! in the program that runs, by a native function of the same name and arity that runs it compiled
 //! or else calls the original, kept under another name. Calls from the script, from `pool_map`,
 //! from `spawn` and from function values all resolve to it, in the main process and in workers.
+//! In a profiled run every script function a stand-in can stand for is routed, and its stand-in
+//! records each call for the profiler.
 
 use std::sync::Arc;
 
@@ -10,14 +12,35 @@ use rhai::{
 };
 
 use super::{Budget, FastTier, Mode, Notices};
-use crate::stop::StopCheck;
+use crate::{
+    profile::{self, Frame},
+    stop::StopCheck,
+};
 
 /// Functions with more parameters stay in Rhai.
 const MAX_PARAMS: usize = 8;
 
-/// The name the original (tree-walked) function is kept under.
+const WALKER_PREFIX: &str = "__rhai__";
+/// How Rhai names closures (`rhai::engine::FN_ANONYMOUS`, not exported).
+const CLOSURE_PREFIX: &str = "anon$";
+
+/// The name the original (tree-walked) function is kept under. A closure's keeps Rhai's prefix
+/// for closures: Rhai looks other names that are not identifiers up among natives only.
 fn walker_name(name: &str) -> String {
-    format!("__rhai__{name}")
+    match name.strip_prefix(CLOSURE_PREFIX) {
+        Some(closure) => format!("{}{WALKER_PREFIX}{closure}", CLOSURE_PREFIX),
+        None => format!("{WALKER_PREFIX}{name}"),
+    }
+}
+
+/// The script's name for a function kept under `walker_name(name)`.
+fn written_name(name: &str) -> Option<String> {
+    match name.strip_prefix(CLOSURE_PREFIX) {
+        Some(closure) => closure
+            .strip_prefix(WALKER_PREFIX)
+            .map(|rest| format!("{}{rest}", CLOSURE_PREFIX)),
+        None => name.strip_prefix(WALKER_PREFIX).map(String::from),
+    }
 }
 
 /// A program as written, and as it runs: with its compilable functions routed through the tier.
@@ -30,26 +53,29 @@ pub(crate) struct Accelerated {
     names: Shared<Module>,
     tier: Arc<FastTier>,
     stop: StopCheck,
+    profiled: bool,
 }
 
 impl Accelerated {
     /// `stop` is checked inside compiled loops (Ctrl-C in the main process, a time limit in a
-    /// worker); what the tier has to say goes to `notices`.
+    /// worker); what the tier has to say goes to `notices`; `profiled`: calls are recorded.
     pub(crate) fn new(
         written: AST,
         engine: &Engine,
         stop: StopCheck,
         notices: Notices,
+        profiled: bool,
     ) -> Accelerated {
-        let tier = FastTier::new(&written, engine, Mode::from_env()).telling(notices);
+        let tier = FastTier::new(&written, engine, Mode::from_env(), profiled).telling(notices);
         let tier = Arc::new(tier);
-        let (running, names) = accelerate(&written, &tier, &stop);
+        let (running, names) = accelerate(&written, &tier, &stop, profiled);
         Accelerated {
             running,
             written,
             names: names.into(),
             tier,
             stop,
+            profiled,
         }
     }
 
@@ -62,6 +88,9 @@ impl Accelerated {
         engine: &Engine,
         rhai: impl FnOnce(Vec<Dynamic>) -> Result<Dynamic, Box<EvalAltResult>>,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
+        if self.profiled {
+            return rhai(args); // through the stand-in, which records the call
+        }
         // pool_map and spawn call from the top of a fresh call stack.
         let limits = || Budget::of(engine, Some(self.stop.clone()), 1);
         // A closure's captured values come first, as Rhai passes them.
@@ -87,28 +116,41 @@ impl Accelerated {
         self.written += chunk;
         let written = std::mem::take(&mut self.written);
         let notices = self.tier.notices.clone();
-        *self = Accelerated::new(written, engine, self.stop.clone(), notices);
+        *self = Accelerated::new(written, engine, self.stop.clone(), notices, self.profiled);
     }
 }
 
-/// `ast` with its compilable script functions routed through `tier`, and a function value for each
-/// by name; `stop` is checked inside compiled loops.
-fn accelerate(ast: &AST, tier: &Arc<FastTier>, stop: &StopCheck) -> (AST, Module) {
+/// `ast` with its compilable script functions (all of them, when `profiled`) routed through
+/// `tier`, and a function value for each by name; `stop` is checked inside compiled loops.
+fn accelerate(ast: &AST, tier: &Arc<FastTier>, stop: &StopCheck, profiled: bool) -> (AST, Module) {
     let mut names = Module::new();
-    if !tier.is_enabled() {
+    if !tier.is_enabled() && !profiled {
         return (ast.clone(), names);
     }
     let mut lib = Module::new();
     for def in ast.iter_fn_def() {
         let (name, arity) = (def.name.as_str(), def.params.len());
-        if arity > MAX_PARAMS || !tier.may_route(name, arity) {
+        let compiles = tier.is_enabled() && arity <= MAX_PARAMS && tier.may_route(name, arity);
+        let timed = profiled && arity <= MAX_PARAMS && tier.may_profile(name, arity);
+        if !compiles && !timed {
             lib.set_script_fn(def.clone());
             continue;
         }
         let mut walker = (**def).clone();
         walker.name = walker_name(name).into();
         lib.set_script_fn(walker);
-        register(&mut lib, name, arity, tier, stop);
+        let entry = Entry {
+            tier: compiles.then(|| tier.clone()),
+            name: name.into(),
+            stop: stop.clone(),
+            frame: timed.then(|| {
+                profile::intern(Frame::Script {
+                    name: name.into(),
+                    arity: arity as u32,
+                })
+            }),
+        };
+        register(&mut lib, arity, entry);
         if let Ok(value) = FnPtr::new(name) {
             names.set_var(name, value);
         }
@@ -119,14 +161,9 @@ fn accelerate(ast: &AST, tier: &Arc<FastTier>, stop: &StopCheck) -> (AST, Module
     (out, names)
 }
 
-/// Registers the native stand-in for `name` with `arity` parameters.
-fn register(lib: &mut Module, name: &str, arity: usize, tier: &Arc<FastTier>, stop: &StopCheck) {
-    let entry = Entry {
-        tier: tier.clone(),
-        name: name.into(),
-        stop: stop.clone(),
-    };
-    let registration = FuncRegistration::new(name).with_volatility(true);
+/// Registers `entry`, the native stand-in for its function with `arity` parameters.
+fn register(lib: &mut Module, arity: usize, entry: Entry) {
+    let registration = FuncRegistration::new(entry.name.clone()).with_volatility(true);
     macro_rules! arities {
         ($($n:literal => ($($a:ident),*)),*) => {
             match arity {
@@ -146,11 +183,13 @@ fn register(lib: &mut Module, name: &str, arity: usize, tier: &Arc<FastTier>, st
     );
 }
 
-/// One stand-in: the function's name, and the tier that runs it.
+/// One stand-in: the function's name, the tier that runs it if it may compile, and the frame the
+/// profiler records its calls under if the run is profiled.
 struct Entry {
-    tier: Arc<FastTier>,
+    tier: Option<Arc<FastTier>>,
     name: String,
     stop: StopCheck,
+    frame: Option<u32>,
 }
 
 impl Entry {
@@ -159,15 +198,34 @@ impl Entry {
         ctx: &NativeCallContext,
         args: Vec<Dynamic>,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
+        let Some(frame) = self.frame else {
+            return self.run(ctx, args).0;
+        };
+        profile::enter(frame);
+        let (result, compiled) = self.run(ctx, args);
+        profile::exit(compiled);
+        result
+    }
+
+    /// Runs the function compiled if it can, else in Rhai; says whether it ran compiled.
+    fn run(
+        &self,
+        ctx: &NativeCallContext,
+        args: Vec<Dynamic>,
+    ) -> (Result<Dynamic, Box<EvalAltResult>>, bool) {
+        let Some(tier) = &self.tier else {
+            return (self.walk(ctx, args), false);
+        };
         let engine = ctx.engine();
         // The call itself is at level `call_level()`, as the script function would have been.
         let limits = || Budget::of(engine, Some(self.stop.clone()), ctx.call_level());
-        match self.tier.call(&self.name, &[], &args, limits) {
-            Some(compiled) if self.tier.mode().verify => {
-                FastTier::verify(&self.name, compiled, || self.walk(ctx, args))
-            }
-            Some(compiled) => compiled,
-            None => self.walk(ctx, args),
+        match tier.call(&self.name, &[], &args, limits) {
+            Some(compiled) if tier.mode().verify => (
+                FastTier::verify(&self.name, compiled, || self.walk(ctx, args)),
+                true,
+            ),
+            Some(compiled) => (compiled, true),
+            None => (self.walk(ctx, args), false),
         }
     }
 
@@ -190,9 +248,7 @@ impl Entry {
 fn rename(error: EvalAltResult) -> EvalAltResult {
     match error {
         EvalAltResult::ErrorInFunctionCall(name, source, inner, pos) => {
-            let name = name
-                .strip_prefix("__rhai__")
-                .map_or(name.clone(), String::from);
+            let name = written_name(&name).unwrap_or(name);
             EvalAltResult::ErrorInFunctionCall(name, source, Box::new(rename(*inner)), pos)
         }
         other => other,

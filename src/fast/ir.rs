@@ -32,6 +32,8 @@ pub(crate) type Slot = usize;
 /// One specialization: a script function compiled for one list of argument types.
 #[derive(Debug, Clone)]
 pub(crate) struct Function {
+    /// The script function's name (for the profiler).
+    pub(crate) name: String,
     /// Parameters occupy slots `0..params.len()`.
     pub(crate) params: Vec<Ty>,
     pub(crate) ret: Ty,

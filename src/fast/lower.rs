@@ -159,6 +159,7 @@ struct Local {
 
 struct FnLowerer<'s, 'a> {
     session: &'s mut Session<'a>,
+    name: String,
     label: String,
     params: Vec<Ty>,
     scope: Vec<Local>,
@@ -173,6 +174,7 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
     fn new(session: &'s mut Session<'a>, key: &SpecKey) -> Self {
         FnLowerer {
             session,
+            name: key.0.clone(),
             label: label(key),
             params: key.1.clone(),
             scope: Vec::new(),
@@ -206,6 +208,7 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             ));
         }
         Ok(Function {
+            name: self.name.clone(),
             params: self.params.clone(),
             ret,
             slots: self.slots,

@@ -80,6 +80,8 @@ pub(crate) struct FastTier {
     specs: Mutex<HashMap<String, Tried>>,
     /// Tells this tier's entries in [`LAST_LOOKUP`] from another's.
     id: u64,
+    /// Compiled code records its calls for the profiler.
+    profiled: bool,
 }
 
 /// The last specialization a thread looked up: `pool_map` looks up the same one for every item,
@@ -103,7 +105,9 @@ type Tried = Vec<(Vec<Ty>, Entry)>;
 const MAX_ARGS: usize = 8;
 
 impl FastTier {
-    pub(crate) fn new(ast: &AST, engine: &Engine, mode: Mode) -> FastTier {
+    /// The tier for the functions of `ast`; `profiled`: compiled calls are recorded for the
+    /// profiler (and the functions are read even when the tier is off, to route them).
+    pub(crate) fn new(ast: &AST, engine: &Engine, mode: Mode, profiled: bool) -> FastTier {
         let disabled = if !engine.fast_operators() {
             Some("the engine's fast operators are off (operator overloads may apply)")
         } else if !engine.allow_shadowing() {
@@ -112,7 +116,7 @@ impl FastTier {
             None
         };
         FastTier {
-            source: if mode.on && disabled.is_none() {
+            source: if (mode.on && disabled.is_none()) || profiled {
                 Source::new(ast, engine)
             } else {
                 Source::default()
@@ -125,6 +129,7 @@ impl FastTier {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
+            profiled,
         }
     }
 
@@ -134,6 +139,14 @@ impl FastTier {
 
     fn is_enabled(&self) -> bool {
         self.mode.on && self.disabled.is_none()
+    }
+
+    /// Whether the profiler can time `name` with `arity` parameters through a stand-in: not a
+    /// method (a stand-in cannot pass `this` on) and sharing no native's name and arity.
+    fn may_profile(&self, name: &str, arity: usize) -> bool {
+        self.source
+            .get(name, arity)
+            .is_some_and(|f| !f.is_method && !self.source.shadows_native(name, arity))
     }
 
     /// Whether `name` with `arity` parameters is a script function worth routing through the
@@ -273,8 +286,13 @@ impl FastTier {
                 label(&key)
             ))
         } else {
-            lower::lower(&self.source, &key)
-                .map(|lowered| Arc::new(Program::new(&lowered.functions, lowered.entry)))
+            lower::lower(&self.source, &key).map(|lowered| {
+                Arc::new(Program::new(
+                    &lowered.functions,
+                    lowered.entry,
+                    self.profiled,
+                ))
+            })
         };
         self.explain(&match &outcome {
             Ok(_) => format!(

@@ -16,6 +16,8 @@ pub(crate) struct FnSource {
     pub(crate) arrays: Vec<bool>,
     /// Why it can never be compiled (a method with `this`, a closure), if so.
     pub(crate) refusal: Option<String>,
+    /// Whether it is a method (it uses `this`): a stand-in could not pass `this` on.
+    pub(crate) is_method: bool,
 }
 
 /// Every script function of a program, by name and arity.
@@ -46,11 +48,13 @@ impl Source {
             let params: Vec<String> = def.params.iter().map(ToString::to_string).collect();
             let body = body_of(ast, &name, arity);
             let arrays = arrays_among(&params, &body);
+            let is_method = def.this_type.is_some() || uses_this(&body);
             let source = FnSource {
                 params,
                 body,
                 arrays,
                 refusal,
+                is_method,
             };
             fns.insert((name, arity), source);
         }
@@ -125,6 +129,17 @@ fn body_of(ast: &AST, name: &str, arity: usize) -> Vec<Stmt> {
         true
     });
     body
+}
+
+fn uses_this(body: &[Stmt]) -> bool {
+    let mut found = false;
+    for stmt in body {
+        stmt.walk(&mut Vec::new(), &mut |path: &[ASTNode]| {
+            found |= matches!(path.last(), Some(ASTNode::Expr(Expr::ThisPtr(..))));
+            !found
+        });
+    }
+    found
 }
 
 /// Which of `params` the body indexes (`a[i]`) or measures (`a.len()`, `len(a)`).

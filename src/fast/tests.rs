@@ -33,6 +33,7 @@ fn check(script: &str, f: &str, args: Vec<Dynamic>) -> bool {
             verify: false,
             explain: false,
         },
+        false,
     );
     let compiled = tier.call(f, &[], &args, limits);
     let options = CallFnOptions::new().eval_ast(false);
@@ -418,6 +419,7 @@ fn an_operation_limit_stops_a_compiled_loop() {
             on: true,
             ..Mode::default()
         },
+        false,
     );
     let limits = Budget {
         max_operations: 100_000,
@@ -440,6 +442,7 @@ fn a_stop_request_ends_a_compiled_loop() {
             on: true,
             ..Mode::default()
         },
+        false,
     );
     let started = std::time::Instant::now();
     let limits = Budget {

@@ -9,9 +9,10 @@ use std::{
     time::Instant,
 };
 
-use super::{Caller, Inner, deadline, parked, timed_out, wait::wait};
+use super::{Caller, Inner, deadline, parked, profiling, timed_out, wait::wait};
 use crate::{
     Error, Interrupt, Value,
+    profile::Frame,
     stop::Wake,
     value::{FnValue, ProcessHandle},
     wire::Reply,
@@ -24,6 +25,8 @@ pub(crate) struct Call {
     pub(crate) f: FnValue,
     pub(crate) args: Vec<Value>,
     pub(crate) parent: ProcessHandle,
+    /// Where the caller was, in a profiled run.
+    pub(crate) at: Option<Vec<Frame>>,
 }
 
 enum Future {
@@ -291,10 +294,16 @@ impl Inner {
         caller: &Caller,
         f: FnValue,
         args: Vec<Value>,
+        at: Option<Vec<Frame>>,
     ) -> Result<Reply, Error> {
         let parent = caller.parent_of_new();
         let id = self.id();
-        let call = Call { f, args, parent };
+        let call = Call {
+            f,
+            args,
+            parent,
+            at,
+        };
         let starts = self
             .executor
             .submit(id, call, &self.config.interrupt, || self.id())?;
@@ -339,7 +348,11 @@ impl Inner {
 
     pub(super) fn start_futures(self: &Arc<Self>, starts: Starts) {
         for (future, process, call) in starts {
-            if let Err(e) = self.spawn(process, call.f, call.args, call.parent) {
+            if let (Some(book), Some(at)) = (&self.config.profile, &call.at) {
+                let function = profiling::frame_of(&call.f, call.args.len());
+                book.submitted(process, function, at.clone());
+            }
+            if let Err(e) = self.spawn(process, call.f, call.args, call.parent, call.at) {
                 self.executor.failed(future, process, e.to_string());
             }
         }

@@ -6,6 +6,7 @@ mod futures;
 mod parked;
 mod pool;
 mod process;
+mod profiling;
 mod progress;
 mod queue;
 mod results;
@@ -48,6 +49,7 @@ use crate::{
     value::ProcessHandle,
     wire::{FromWorker, Op, Program, Reply, ToWorker},
 };
+pub(crate) use profiling::ProfileBook;
 
 /// Idle warm workers kept for `spawn` beyond this are shut down.
 fn spare_limit() -> usize {
@@ -67,6 +69,8 @@ pub(crate) struct HubConfig {
     /// Where log records go, the workers' too.
     pub(crate) log: LogSink,
     pub(crate) interrupt: Interrupt,
+    /// In a profiled run, where workers' records and the maps' times are kept.
+    pub(crate) profile: Option<Arc<ProfileBook>>,
 }
 
 /// The owner handle: dropping it shuts every worker down.
@@ -366,7 +370,7 @@ impl Inner {
     /// `actors.rs`, shared objects in `sync.rs`, futures in `futures.rs`).
     fn handle(self: &Arc<Self>, op: Op, caller: &Caller) -> Result<Reply, Error> {
         match op {
-            Op::Spawn { f, args } => self.spawn_for(caller, f, args),
+            Op::Spawn { f, args, at } => self.spawn_for(caller, f, args, at),
             Op::Join { process, timeout } => self.join(process, timeout),
             Op::Status { process } => self.status(process),
             Op::Kill { process, signal } => self.kill(process, signal),
@@ -388,10 +392,18 @@ impl Inner {
             Op::Len { queue } => Ok(Reply::Len(self.queue(queue)?.len() as u64)),
             Op::TaskDone { queue } => self.queue(queue)?.task_done().map(|()| Reply::Unit),
             Op::JoinQueue { queue, timeout } => self.join_queue(queue, timeout),
-            Op::PoolMap { f, items, options } => self.pool_map_for(caller, f, &items, options),
-            Op::MapUnordered { f, items, options } => {
-                self.map_unordered_for(caller, f, items, options)
-            }
+            Op::PoolMap {
+                f,
+                items,
+                options,
+                at,
+            } => self.pool_map_for(caller, f, &items, options, at),
+            Op::MapUnordered {
+                f,
+                items,
+                options,
+                at,
+            } => self.map_unordered_for(caller, f, items, options, at),
             Op::NextResults { results, timeout } => self.next_results(results, timeout),
             Op::CloseResults { results } => {
                 self.close_results(results);
@@ -406,7 +418,7 @@ impl Inner {
             Op::NewSync { kind, size } => Ok(Reply::Id(self.new_sync(kind, size).0)),
             Op::NewCondition { lock } => self.new_condition(lock),
             Op::Sync { id, action } => self.sync_action(caller, id, action),
-            Op::Submit { f, args } => self.submit(caller, f, args),
+            Op::Submit { f, args, at } => self.submit(caller, f, args, at),
             Op::Await {
                 future,
                 timeout,
@@ -513,6 +525,9 @@ impl Inner {
         match message {
             FromWorker::Output { stream, text } => self.write(stream, &text),
             FromWorker::Done { call, outcome } => {
+                if let Some(book) = &self.config.profile {
+                    book.finished(call);
+                }
                 if let Ok(slot) = self.process(call) {
                     slot.finish(outcome, || self.release_spare(worker));
                     self.process_ended(call);
@@ -527,6 +542,11 @@ impl Inner {
             }
             FromWorker::Request { seq, op } => self.serve(worker, Some(seq), op),
             FromWorker::Post { op } => self.serve(worker, None, op),
+            FromWorker::Profile(record) if self.config.profile.is_some() => {
+                if let Some(book) = &self.config.profile {
+                    book.report(worker.id, *record);
+                }
+            }
             other => {
                 self.notice(&format!(
                     "closing {}: unexpected message {other:?}",
@@ -549,6 +569,9 @@ impl Inner {
             death.status = format!("stopped after it sent a bad message ({error})");
         } else if let Some(words) = worker.link.last_words() {
             death.status = format!("{} after it {words}", death.status);
+        }
+        if let Some(book) = &self.config.profile {
+            book.gone(worker.id);
         }
         lock(&self.workers).remove(&worker.id);
         parked::forget(&**worker);
@@ -601,6 +624,12 @@ impl Inner {
         for w in &workers {
             w.link
                 .reap(deadline.saturating_duration_since(Instant::now()));
+        }
+        if self.config.profile.is_some() {
+            // Each reader thread hands its worker's record to the book, then forgets the worker.
+            while !lock(&self.workers).is_empty() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(2));
+            }
         }
         lock(&self.spares).clear();
         lock(&self.pool).clear();

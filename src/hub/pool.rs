@@ -7,13 +7,13 @@ use crate::locks::lock;
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::{
-    Caller, Inner, deadline,
+    Caller, Inner, deadline, profiling,
     progress::MapProgress,
     results::{Next, Results},
     sync::Owner,
@@ -23,6 +23,7 @@ use super::{
 use crate::{
     Error, Value,
     clock::now_ns,
+    profile::{Frame, MapCall, Work},
     transport::Death,
     value::FnValue,
     wire::{ItemFailure, Items, MapOptions, MapSetup, Reply, ToWorker},
@@ -556,9 +557,10 @@ impl Inner {
         f: FnValue,
         items: &Items,
         options: MapOptions,
+        at: Option<Vec<Frame>>,
     ) -> Result<Reply, Error> {
         refuse_nested(caller)?;
-        self.pool_map(f, items, options).map(Reply::Value)
+        self.pool_map(f, items, options, at).map(Reply::Value)
     }
 
     pub(super) fn map_unordered_for(
@@ -567,9 +569,10 @@ impl Inner {
         f: FnValue,
         items: Items,
         options: MapOptions,
+        at: Option<Vec<Frame>>,
     ) -> Result<Reply, Error> {
         refuse_nested(caller)?;
-        self.map_unordered(f, items, options)
+        self.map_unordered(f, items, options, at)
     }
 
     pub(super) fn pool_map(
@@ -577,6 +580,7 @@ impl Inner {
         f: FnValue,
         items: &Items,
         options: MapOptions,
+        at: Option<Vec<Frame>>,
     ) -> Result<Value, Error> {
         if items.is_empty() {
             return Ok(Value::Array(Vec::new()));
@@ -584,7 +588,7 @@ impl Inner {
         // Held for the whole call: maps from several processes take turns on the one pool.
         let mut pool = lock(&self.pool);
         let workers = self.take_pool_workers(&mut pool, options, items.len())?;
-        let (result, mut kept) = self.run_map(f, items, options, workers, None);
+        let (result, mut kept) = self.run_map(f, items, options, workers, None, at);
         kept.append(&mut pool);
         *pool = kept;
         result
@@ -597,6 +601,7 @@ impl Inner {
         f: FnValue,
         items: Items,
         options: MapOptions,
+        at: Option<Vec<Frame>>,
     ) -> Result<Reply, Error> {
         let workers = if items.is_empty() {
             Vec::new()
@@ -614,7 +619,7 @@ impl Inner {
                     return results.finish(Ok(()));
                 }
                 let (result, kept) =
-                    hub.run_map(f, &items, options, workers, Some(results.clone()));
+                    hub.run_map(f, &items, options, workers, Some(results.clone()), at);
                 lock(&hub.pool).extend(kept);
                 results.finish(result.map(|_| ()));
             });
@@ -673,18 +678,45 @@ impl Inner {
         options: MapOptions,
         workers: Vec<Arc<Worker>>,
         sink: Option<Arc<Results>>,
+        at: Option<Vec<Frame>>,
     ) -> (Result<Value, Error>, Vec<Arc<Worker>>) {
         let job = self.id();
         let (tx, events) = unbounded();
         lock(&self.jobs).insert(job, tx);
+        let started = Instant::now();
+        let record = self
+            .config
+            .profile
+            .clone()
+            .zip(at.clone())
+            .map(|(book, at)| {
+                let call = MapCall {
+                    builtin: if sink.is_some() {
+                        "pool_map_unordered"
+                    } else {
+                        "pool_map"
+                    },
+                    function: profiling::frame_of(&f, 1),
+                    at,
+                    work: Work::Job(job),
+                    wall_ns: 0,
+                    workers: workers.len(),
+                };
+                (book, call)
+            });
         let setup = MapSetup {
             f,
             timeout: options.timeout,
             spread: options.spread,
+            at,
         };
         let mut run = MapRun::new(self, job, setup, items, options, workers, sink);
         let result = run.run(&events);
         lock(&self.jobs).remove(&job);
+        if let Some((book, mut call)) = record {
+            call.wall_ns = started.elapsed().as_nanos() as u64;
+            book.map(call);
+        }
         let kept = run.into_workers();
         // A permit taken by an item that failed or timed out must not outlive the call.
         for w in &kept {

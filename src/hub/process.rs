@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     Error, Interrupt, Value,
+    profile::Frame,
     stop::Wake,
     transport::Death,
     value::{FnValue, ProcessHandle},
@@ -290,10 +291,11 @@ impl Inner {
         caller: &Caller,
         f: FnValue,
         args: Vec<Value>,
+        at: Option<Vec<Frame>>,
     ) -> Result<Reply, Error> {
         let parent = caller.parent_of_new();
         self.share(parent.id); // the child's parent() is a handle nobody counts
-        self.spawn(self.id(), f, args, parent)
+        self.spawn(self.id(), f, args, parent, at)
     }
 
     pub(super) fn join(&self, process: u64, timeout: Option<f64>) -> Result<Reply, Error> {
@@ -405,6 +407,7 @@ impl Inner {
         f: FnValue,
         args: Vec<Value>,
         parent: ProcessHandle,
+        at: Option<Vec<Frame>>,
     ) -> Result<Reply, Error> {
         self.actors.open(id);
         let call = ToWorker::Call {
@@ -412,6 +415,7 @@ impl Inner {
             f,
             args,
             parent,
+            at,
         };
         let started = self.start_call(id, &call);
         if started.is_err() {

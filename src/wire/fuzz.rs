@@ -107,6 +107,7 @@ fn to_worker() -> impl Strategy<Value = ToWorker> {
                 },
                 args: Vec::new(),
                 parent: ProcessHandle::new(id, pid),
+                at: None,
             }
         }),
     ]

@@ -6,6 +6,7 @@ use crate::{
     OutStream, RemoteError, Value,
     error::Failure,
     logging::LogRecord,
+    profile::{Frame, Recorded},
     settings::Settings,
     value::{FnValue, HandleKind, ProcessHandle},
 };
@@ -23,6 +24,8 @@ pub enum ToWorker {
         f: FnValue,
         args: Vec<Value>,
         parent: ProcessHandle,
+        /// In a profiled run, the caller's call path: the call's frames hang under it.
+        at: Option<Vec<Frame>>,
     },
     /// Run a job's function over a chunk of a `pool_map`; answered by [`FromWorker::MapPart`]s and
     /// one [`FromWorker::MapDone`]. `setup` comes with a worker's first chunk of a job only.
@@ -75,6 +78,8 @@ pub enum FromWorker {
     /// Like a request, but nothing is waited for: a put on an unbounded queue. Applied in order
     /// with this worker's other messages.
     Post { op: Op },
+    /// In a profiled run, what the worker recorded: its last message, answering `Shutdown`.
+    Profile(Box<Recorded>),
 }
 
 /// Everything needed to compile a script identically in a worker.
@@ -164,6 +169,8 @@ pub struct MapSetup {
     pub timeout: Option<f64>,
     /// Each item is an array whose elements are the call's arguments (`starmap`).
     pub spread: bool,
+    /// In a profiled run, the caller's call path: the items' frames hang under it.
+    pub at: Option<Vec<Frame>>,
 }
 
 /// Which item of a chunk failed, and why.
@@ -198,8 +205,12 @@ pub struct MapOptions {
 /// Builtins in the parent call it directly; builtins in a worker send it as a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
-    /// `spawn(f, args...)`
-    Spawn { f: FnValue, args: Vec<Value> },
+    /// `spawn(f, args...)`; `at`: where the caller is, in a profiled run.
+    Spawn {
+        f: FnValue,
+        args: Vec<Value>,
+        at: Option<Vec<Frame>>,
+    },
     /// `p.join()` / `p.join(secs)`
     Join { process: u64, timeout: Option<f64> },
     /// `p.is_alive()` and `p.exit_code`
@@ -225,11 +236,12 @@ pub enum Op {
     Get { queue: u64, timeout: Option<f64> },
     /// `q.len()`
     Len { queue: u64 },
-    /// `pool_map(f, items, options)`
+    /// `pool_map(f, items, options)`; `at`: where the caller is, in a profiled run.
     PoolMap {
         f: FnValue,
         items: Items,
         options: MapOptions,
+        at: Option<Vec<Frame>>,
     },
     /// `pool_map_unordered(f, items, options)`: starts the map; answered with the id of its
     /// results, read with [`Op::NextResults`].
@@ -237,6 +249,7 @@ pub enum Op {
         f: FnValue,
         items: Items,
         options: MapOptions,
+        at: Option<Vec<Frame>>,
     },
     /// The next results of a `pool_map_unordered`, as an array (answered `Value`), or `Unit` once
     /// every result was given; a failed item fails it.
@@ -269,7 +282,11 @@ pub enum Op {
     /// A method of a lock, re-entrant lock, semaphore, condition, event or barrier.
     Sync { id: u64, action: SyncAction },
     /// `pool_submit(f, args...)`: answered with the future's id once the backlog has room.
-    Submit { f: FnValue, args: Vec<Value> },
+    Submit {
+        f: FnValue,
+        args: Vec<Value>,
+        at: Option<Vec<Frame>>,
+    },
     /// `fut.get()`; `take` also forgets the future (results of `pool_map_unordered`).
     Await {
         future: u64,

@@ -27,6 +27,7 @@ fn threads(workers: usize, behaviour: impl Fn(i64) -> Act + Send + Sync + 'stati
         host_functions: false,
     };
     let config = HubConfig {
+        profile: None,
         transport: Arc::new(transport),
         program,
         workers,
@@ -56,7 +57,7 @@ fn f() -> FnValue {
 
 fn map(hub: &Hub, n: i64, options: MapOptions) -> Result<Value, Error> {
     hub.inner
-        .pool_map(f(), &Items::Range { start: 0, end: n }, options)
+        .pool_map(f(), &Items::Range { start: 0, end: n }, options, None)
 }
 
 /// Counts how often each item was run.
@@ -119,6 +120,7 @@ fn pool_map_keeps_two_chunks_in_flight_per_worker_and_unordered_keeps_one() {
             f: f(),
             items: Items::Range { start: 0, end: 40 },
             options: fixed,
+            at: None,
         })
         .unwrap()
     else {
