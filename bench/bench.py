@@ -208,6 +208,44 @@ def speedup_row():
             "all_workers_s": every, "single_process_s": serial}
 
 
+def profile_rows():
+    """What profiling costs: each side's run profiled over the same run unprofiled (mpscript
+    --profile; python -m cProfile), alternating. Unprofiled, mpscript routes nothing through the
+    profiler's stand-ins, so its ordinary rows above carry no profiling cost."""
+    cases = [
+        ("profile_fib", "fib(27) kernel (recursion, compiled)",
+         ["kernels.rhai", "fib"], ["kernels.py", "fib"], printed),
+        # `python -m cProfile` cannot run a Pool.map script at all: its functions live in a
+        # __main__ the workers cannot import ("Can't pickle <function is_prime>").
+        ("profile_primes_map", "primes to 100,000 through pool_map (whole process)",
+         ["primes_pool.rhai", "100000"], None, wall),
+    ]
+    rows = []
+    for name, what, ours, theirs, how in cases:
+        if ONLY and name not in ONLY:
+            continue
+        plain_m, prof_m, plain_p, prof_p = [], [], [], []
+        for _ in range(RUNS):
+            plain_m.append(how([str(MPSCRIPT), "run", str(WORKLOADS / ours[0]), *ours[1:]]))
+            prof_m.append(how([str(MPSCRIPT), "run", "--profile", str(WORKLOADS / ours[0]), *ours[1:]]))
+            if theirs:
+                plain_p.append(how(py(*theirs)))
+                prof_p.append(how([sys.executable, "-m", "cProfile", "-o", os.devnull,
+                                   str(WORKLOADS / theirs[0]), *theirs[1:]]))
+        mine = statistics.median(prof_m) / statistics.median(plain_m)
+        python = statistics.median(prof_p) / statistics.median(plain_p) if theirs else None
+        ratio = mine / python if python else None
+        print(f"{name:<20} {'x':<6} {fmt(mine):>10} {fmt(python) if python else 'n/a':>10} "
+              f"{f'{ratio:.3f}' if ratio else '':>7} {'':>7}     (profiled / unprofiled; "
+              f"mpscript unprofiled {fmt(statistics.median(plain_m))} s)", flush=True)
+        rows.append({"workload": name, "what": f"profiling slowdown: {what}", "unit": "x",
+                     "lower_is_better": True, "mpscript": mine, "python": python,
+                     "ratio": ratio, "target": None, "met": None,
+                     "mpscript_runs": plain_m, "mpscript_profiled_runs": prof_m,
+                     "python_runs": plain_p, "python_profiled_runs": prof_p})
+    return rows
+
+
 def fmt(x):
     if x >= 1000:
         return f"{x:,.0f}"
@@ -238,6 +276,7 @@ def main():
         print(f"{name:<20} {unit:<6} {fmt(ours):>10} {fmt(theirs):>10} {ratio:>7.3f} {target or '':>7}  {mark}",
               flush=True)
     rows.extend(kernel_rows())
+    rows.extend(profile_rows())
     if not ONLY or "speedup" in ONLY:
         rows.append(speedup_row())
     report = {

@@ -33,6 +33,8 @@ enum Command {
     Run {
         #[command(flatten)]
         options: RunOptions,
+        #[command(flatten)]
+        profile: ProfileOptions,
         /// The script file, or - for standard input.
         file: PathBuf,
         /// Arguments for the script (all of them, `--help` and `--` included).
@@ -84,23 +86,54 @@ struct RunOptions {
     /// The least level of log records written: debug, info, warn or error [default: info].
     #[arg(long, value_name = "LEVEL", value_parser = log_level)]
     log_level: Option<Level>,
-    /// Print a profile of the run on stderr at its end: calls and times of every script
-    /// function, over the main process and every worker, and each pool_map's costs.
-    #[arg(long)]
-    profile: bool,
-    /// Order the profile's rows by: calls, tottime or cumtime [default: cumtime].
-    #[arg(long, value_name = "KEY", value_parser = profile_sort)]
-    profile_sort: Option<ProfileSort>,
-    /// Also write the profile's folded stacks to FILE (a flame graph if FILE ends in .svg);
-    /// turns profiling on.
-    #[arg(long, value_name = "FILE")]
-    profile_out: Option<PathBuf>,
     /// How log records are written: text or json [default: text].
     #[arg(long, value_name = "FORMAT", value_parser = log_format)]
     log_format: Option<LogFormat>,
     /// Write log records to this file (appended) instead of stderr.
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
+}
+
+/// The profiler's flags (`run` only); any of them turns profiling on.
+#[derive(Args, Default)]
+struct ProfileOptions {
+    /// Print a profile of the run on stderr at its end: calls and times of every script
+    /// function, over the main process and every worker, and what each pool_map cost.
+    #[arg(long)]
+    profile: bool,
+    /// Order the profile's rows by: calls, tottime or cumtime [default: cumtime].
+    #[arg(long, value_name = "KEY", value_parser = profile_sort)]
+    profile_sort: Option<ProfileSort>,
+    /// Also write the profile's folded stacks to FILE (a flame graph if FILE ends in .svg).
+    #[arg(long, value_name = "FILE")]
+    profile_out: Option<PathBuf>,
+}
+
+/// Where a profiled run's profile is kept until the run ends.
+type ProfileSlot = std::sync::Arc<std::sync::Mutex<Option<Profile>>>;
+
+impl ProfileOptions {
+    /// The slot the run's profile lands in, if it is profiled.
+    fn slot(&self) -> Option<ProfileSlot> {
+        let on = self.profile || self.profile_sort.is_some() || self.profile_out.is_some();
+        on.then(ProfileSlot::default)
+    }
+
+    /// Prints the table on stderr and writes folded stacks (or a flame graph) to the file asked.
+    fn report(self, profile: &Profile, script: &std::path::Path) -> Result<(), Error> {
+        eprint!("\n{}", profile.table(self.profile_sort.unwrap_or_default()));
+        let Some(out) = self.profile_out else {
+            return Ok(());
+        };
+        let text = match out.extension().is_some_and(|e| e == "svg") {
+            true => profile.flamegraph(&format!("mpscript run {}", script.display())),
+            false => profile.folded(),
+        };
+        std::fs::write(&out, text).map_err(|e| Error::Io {
+            context: format!("writing the profile to {}", out.display()),
+            source: e,
+        })
+    }
 }
 
 /// Deno-style permissions: nothing is granted unless asked for; a flag without a list grants the
@@ -210,20 +243,9 @@ fn log_writer(format: LogFormat, file: Option<PathBuf>) -> Result<LogSink, Error
     }))
 }
 
-/// Where a profiled run's profile is kept until the run ends.
-type ProfileSlot = std::sync::Arc<std::sync::Mutex<Option<Profile>>>;
-
 impl RunOptions {
-    /// Whether the run is profiled, and the slot its profile lands in.
-    fn profile_slot(&self) -> Option<ProfileSlot> {
-        (self.profile || self.profile_out.is_some()).then(ProfileSlot::default)
-    }
-
-    fn runtime(self) -> Result<Runtime, Error> {
-        self.runtime_profiled(None)
-    }
-
-    fn runtime_profiled(self, profile: Option<ProfileSlot>) -> Result<Runtime, Error> {
+    /// The runtime these options make; its runs' profiles go to `profile`, if given.
+    fn runtime(self, profile: Option<ProfileSlot>) -> Result<Runtime, Error> {
         self.fast_tier_mode();
         let defaults = Limits::default();
         let limits = Limits {
@@ -280,8 +302,14 @@ fn main() -> ExitCode {
     mpscript::run_worker_if_requested();
     let (ours, script_args) = split_at_script(std::env::args_os().collect());
     let command = match Cli::parse_from(ours).command {
-        Some(Command::Run { options, file, .. }) => Command::Run {
+        Some(Command::Run {
             options,
+            profile,
+            file,
+            ..
+        }) => Command::Run {
+            options,
+            profile,
             file,
             args: script_args,
         },
@@ -292,12 +320,13 @@ fn main() -> ExitCode {
         // Piped in, as `python` reads a script from a pipe.
         None => Command::Run {
             options: RunOptions::default(),
+            profile: ProfileOptions::default(),
             file: "-".into(),
             args: Vec::new(),
         },
     };
     let result = match command {
-        Command::Repl { options } => match options.runtime() {
+        Command::Repl { options } => match options.runtime(None) {
             Ok(runtime) => {
                 stop_on_signals(runtime.interrupt(), Repeat::InterruptAgain);
                 return repl::run(&runtime);
@@ -306,19 +335,18 @@ fn main() -> ExitCode {
         },
         Command::Run {
             options,
+            profile,
             file,
             args,
         } => {
-            let slot = options.profile_slot();
-            let sort = options.profile_sort.unwrap_or_default();
-            let out = options.profile_out.clone();
-            let ran = options.runtime_profiled(slot.clone()).and_then(|runtime| {
+            let slot = profile.slot();
+            let ran = options.runtime(slot.clone()).and_then(|runtime| {
                 stop_on_signals(runtime.interrupt(), Repeat::Exit);
                 runtime.run_file(&file, &args).map(|_| ())
             });
-            let profile = slot.and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take());
+            let taken = slot.and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take());
             // A failed run still shows its profile; its error is the one reported.
-            let written = profile.map_or(Ok(()), |p| report_profile(&p, sort, out, &file));
+            let written = taken.map_or(Ok(()), |p| profile.report(&p, &file));
             ran.and(written)
         }
         Command::Check { file } => Runtime::builder().build().check_file(&file),
@@ -331,27 +359,6 @@ fn main() -> ExitCode {
             exit_code(e.exit_code())
         }
     }
-}
-
-/// Prints the table on stderr and writes folded stacks (or a flame graph) to `out`.
-fn report_profile(
-    profile: &Profile,
-    sort: ProfileSort,
-    out: Option<PathBuf>,
-    script: &std::path::Path,
-) -> Result<(), Error> {
-    eprint!("\n{}", profile.table(sort));
-    let Some(out) = out else {
-        return Ok(());
-    };
-    let text = match out.extension().is_some_and(|e| e == "svg") {
-        true => profile.flamegraph(&format!("mpscript run {}", script.display())),
-        false => profile.folded(),
-    };
-    std::fs::write(&out, text).map_err(|e| Error::Io {
-        context: format!("writing the profile to {}", out.display()),
-        source: e,
-    })
 }
 
 fn at_least_one(text: &str) -> Result<usize, String> {

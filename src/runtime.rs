@@ -150,6 +150,7 @@ impl RuntimeBuilder {
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
+    /// mpscript::run_worker_if_requested(); // this example's workers are its own executable
     /// let rows = Arc::new(Mutex::new(Vec::new()));
     /// let sink = rows.clone();
     /// let runtime = mpscript::Runtime::builder()
@@ -316,14 +317,18 @@ impl Runtime {
         scope.push_constant("ARGV", argv);
         let program = session.accelerate(ast);
         let started = Instant::now();
-        if session.book.is_some() {
+        // A run inside a host function of a profiled run leaves the outer run's record alone.
+        let profiled = session.book.is_some() && !profile::is_on();
+        if profiled {
             profile::start(&[Frame::Builtin("main".into())]);
         }
         let result = session
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut scope, &program.running);
         let (finished, unobserved) = session.backend.finish(result.is_ok());
-        session.report_profile(started);
+        if profiled {
+            session.report_profile(started);
+        }
         for failure in unobserved {
             session.tell_unobserved(name, &text, failure);
         }

@@ -45,9 +45,11 @@ type St = Box<dyn Fn(&mut Frame<'_>) -> Flow + Send + Sync>;
 thread_local! {
     /// The slot stack, kept between calls so a call allocates nothing.
     static STACK: std::cell::RefCell<Vec<i64>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Set while a profiled program is built: its calls record themselves. Read only while
-    /// building closures, so a program built for an unprofiled run pays nothing.
-    static RECORDING_CALLS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// While a profiled program is built, the profiler's frame of each of its functions: its
+    /// calls record themselves. Read only while building closures, so a program built for an
+    /// unprofiled run pays nothing.
+    static RECORDED_FRAMES: std::cell::RefCell<Option<Vec<u32>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Operations between two looks at the stop request.
@@ -99,7 +101,7 @@ pub(crate) struct Frame<'p> {
     next_check: u64,
     limits: &'p Budget,
     /// The profiler's record of the calls made here, in a profiled program.
-    record: Option<Recorder>,
+    record: Option<Box<Recorder>>,
 }
 
 impl Frame<'_> {
@@ -217,8 +219,6 @@ fn next_check(ops: u64, limits: &Budget) -> u64 {
 
 /// One compiled specialization.
 struct FnCode {
-    /// The profiler's frame for it, in a profiled program.
-    frame: u32,
     slots: usize,
     entry_cost: u64,
     /// Runs the body; answers the return value's bits.
@@ -272,23 +272,26 @@ impl Program {
             true => functions.to_vec(),
             false => inline::inline_calls(functions),
         };
-        RECORDING_CALLS.set(profiled);
+        let frames = profiled.then(|| {
+            let frame = |f: &Function| profile::Frame::Script {
+                name: f.name.clone(),
+                arity: f.params.len() as u32,
+            };
+            functions
+                .iter()
+                .map(|f| profile::intern(frame(f)))
+                .collect()
+        });
+        RECORDED_FRAMES.set(frames);
         let fns = functions
             .iter()
             .map(|f| FnCode {
-                frame: match profiled {
-                    true => profile::intern(profile::Frame::Script {
-                        name: f.name.clone(),
-                        arity: f.params.len() as u32,
-                    }),
-                    false => u32::MAX,
-                },
                 slots: f.slots,
                 entry_cost: f.entry_cost,
                 body: function_body(f),
             })
             .collect();
-        RECORDING_CALLS.set(false);
+        RECORDED_FRAMES.set(None);
         Program {
             fns,
             entry,
@@ -327,7 +330,7 @@ impl Program {
             next_check: next_check(0, limits),
             limits,
             record: if self.profiled {
-                profile::nested()
+                profile::nested().map(Box::new)
             } else {
                 None
             },
@@ -343,7 +346,7 @@ impl Program {
         let bits = bits?;
         // A run that bailed out is run again in Rhai, which records it then.
         if let Some(record) = frame.record {
-            profile::absorb(record);
+            profile::absorb(*record);
         }
         Ok(Scalar::from_bits(self.ret, bits))
     }
@@ -788,11 +791,10 @@ fn unit(e: &Expr) -> Ev<()> {
 /// A call of specialization `callee`, recorded if the program is profiled.
 fn call(callee: usize, args: &[Expr]) -> Ev<i64> {
     let call = unrecorded_call(callee, args);
-    if !RECORDING_CALLS.get() {
+    let Some(frame) = RECORDED_FRAMES.with_borrow(|f| f.as_ref().map(|f| f[callee])) else {
         return call;
-    }
+    };
     Box::new(move |fr| {
-        let frame = fr.program[callee].frame;
         if let Some(record) = &mut fr.record {
             record.enter(frame);
         }

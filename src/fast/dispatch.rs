@@ -138,10 +138,10 @@ fn accelerate(ast: &AST, tier: &Arc<FastTier>, stop: &StopCheck, profiled: bool)
         }
         let mut walker = (**def).clone();
         walker.name = walker_name(name).into();
-        lib.set_script_fn(walker);
         let entry = Entry {
             tier: compiles.then(|| tier.clone()),
             name: name.into(),
+            walker: walker.name.clone(),
             stop: stop.clone(),
             frame: timed.then(|| {
                 profile::intern(Frame::Script {
@@ -150,6 +150,7 @@ fn accelerate(ast: &AST, tier: &Arc<FastTier>, stop: &StopCheck, profiled: bool)
                 })
             }),
         };
+        lib.set_script_fn(walker);
         register(&mut lib, arity, entry);
         if let Ok(value) = FnPtr::new(name) {
             names.set_var(name, value);
@@ -188,6 +189,8 @@ fn register(lib: &mut Module, arity: usize, entry: Entry) {
 struct Entry {
     tier: Option<Arc<FastTier>>,
     name: String,
+    /// The name the original function is kept under.
+    walker: rhai::ImmutableString,
     stop: StopCheck,
     frame: Option<u32>,
 }
@@ -239,7 +242,7 @@ impl Entry {
         mut args: Vec<Dynamic>,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         let mut refs: Vec<&mut Dynamic> = args.iter_mut().collect();
-        ctx.call_fn_raw(walker_name(&self.name), false, false, &mut refs)
+        ctx.call_fn_raw(&self.walker, false, false, &mut refs)
             .map_err(|e| Box::new(rename(*e)))
     }
 }

@@ -94,7 +94,8 @@ impl BuiltinCall {
     pub(crate) fn enter(name: &str) -> BuiltinCall {
         let on = is_on();
         if on {
-            enter(intern(Frame::Builtin(name.into())));
+            let id = intern(Frame::Builtin(name.into()));
+            with(|r| r.enter_builtin(id));
         }
         BuiltinCall(on)
     }

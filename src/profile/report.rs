@@ -210,9 +210,7 @@ impl Profile {
         let mut work: HashMap<Work, Vec<WorkTimes>> = HashMap::new();
         for record in records {
             for (frame, totals) in record.functions {
-                if matches!(frame, Frame::Script { .. }) {
-                    functions.entry(frame).or_default().add(&totals);
-                }
+                functions.entry(frame).or_default().add(&totals);
             }
             for (path, ns) in record.stacks {
                 let names: Vec<String> = path.iter().map(|f| labels.folded(f)).collect();
