@@ -356,7 +356,6 @@ const MAX_SAMPLES: usize = 100_000;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WorkTimes {
     pub(crate) work: Work,
-    pub(crate) pid: u32,
     pub(crate) items: u64,
     pub(crate) busy_ns: u64,
     /// Turning items into values and results into messages, and sending them.
@@ -371,7 +370,6 @@ impl WorkTimes {
     pub(crate) fn new(work: Work) -> WorkTimes {
         WorkTimes {
             work,
-            pid: std::process::id(),
             items: 0,
             busy_ns: 0,
             moving_ns: 0,

@@ -222,7 +222,7 @@ impl Profile {
         }
         let functions = functions
             .into_iter()
-            .map(|(frame, t)| function_stats(&frame, &t, labels))
+            .filter_map(|(frame, t)| function_stats(&frame, &t, labels))
             .collect();
         let mut stacks: Vec<(String, u64)> = stacks
             .into_iter()
@@ -328,12 +328,13 @@ impl fmt::Display for Profile {
     }
 }
 
-fn function_stats(frame: &Frame, t: &Totals, labels: &Labels) -> FunctionStats {
+/// A script function's row (builtins have none).
+fn function_stats(frame: &Frame, t: &Totals, labels: &Labels) -> Option<FunctionStats> {
     let Frame::Script { name, arity } = frame else {
-        unreachable!("only script frames have rows")
+        return None;
     };
     let (file, line) = labels.place(name, *arity).unwrap_or_default();
-    FunctionStats {
+    Some(FunctionStats {
         function: Labels::function(name),
         file,
         line,
@@ -342,7 +343,7 @@ fn function_stats(frame: &Frame, t: &Totals, labels: &Labels) -> FunctionStats {
         own_time: Duration::from_nanos(t.own_ns),
         cumulative_time: Duration::from_nanos(t.cumulative_ns),
         compiled_calls: t.compiled,
-    }
+    })
 }
 
 fn write_function(out: &mut impl fmt::Write, f: &FunctionStats) -> fmt::Result {
