@@ -224,7 +224,9 @@ impl Entry {
         let limits = || Budget::of(engine, Some(self.stop.clone()), ctx.call_level());
         match tier.call(&self.name, &[], &args, limits) {
             Some(compiled) if tier.mode().verify => (
-                FastTier::verify(&self.name, compiled, || self.walk(ctx, args)),
+                FastTier::verify(&self.name, compiled, || {
+                    profile::paused(|| self.walk(ctx, args))
+                }),
                 true,
             ),
             Some(compiled) => (compiled, true),
