@@ -96,6 +96,11 @@ pub enum Error {
     /// A builtin was called with arguments it cannot use (an unknown option, a negative size, ...).
     #[error("{0}")]
     InvalidArgument(String),
+    /// The runtime cannot be set up as configured (a cluster server off this machine without TLS
+    /// or credentials, a URL carrying a password): nothing was started. Exit status 2, as for
+    /// command-line misuse.
+    #[error("{0}")]
+    Config(String),
     /// An operation the main process ran on behalf of this worker (a queue wait, a join, a nested
     /// `pool_map`) failed there; `cause` keeps the predicates working on this side.
     #[error("{message}")]
@@ -214,6 +219,7 @@ impl Error {
         match self {
             Error::Exit(code) => *code,
             Error::Interrupted { signal } => 128 + signal,
+            Error::Config(_) => 2,
             _ => 1,
         }
     }

@@ -62,6 +62,7 @@
 mod builtins;
 mod child;
 mod clock;
+mod cluster;
 mod data;
 mod diagnostics;
 mod engine;
@@ -103,6 +104,7 @@ const _: () = assert!(
 );
 
 pub use child::run_worker_if_requested;
+pub use cluster::{Cluster, TOKEN_ENV as CLUSTER_TOKEN_ENV};
 pub use diagnostics::report;
 pub use error::{Cause, Error, RemoteError};
 pub use logging::{Level, LogFormat, LogRecord, LogSink};

@@ -12,8 +12,8 @@ use std::{
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use mpscript::{
-    Access, Error, Interrupt, Level, Limits, LogFormat, LogRecord, LogSink, Permissions, Profile,
-    ProfileSort, Runtime,
+    Access, Cluster, Error, Interrupt, Level, Limits, LogFormat, LogRecord, LogSink, Permissions,
+    Profile, ProfileSort, Runtime,
 };
 use signal_hook::{
     consts::{SIGINT, SIGTERM},
@@ -50,6 +50,56 @@ enum Command {
         #[command(flatten)]
         options: RunOptions,
     },
+    /// Serve as a cluster agent: run the chunks of any `mpscript run --cluster URL` on this host.
+    Worker {
+        #[command(flatten)]
+        cluster: ClusterOptions,
+        /// Chunks run at once, each on its own worker process [default: number of CPUs].
+        #[arg(short = 'j', long, value_parser = at_least_one)]
+        slots: Option<usize>,
+        /// This agent's name in the runs' output [default: the host name].
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        grants: Grants,
+    },
+}
+
+/// Where the cluster is and how to reach it (`run --cluster` and `worker`).
+#[derive(Args, Default)]
+struct ClusterOptions {
+    /// The NATS server: nats://HOST:PORT, or tls://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// Read the server's token from FILE (else from MPSCRIPT_CLUSTER_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    cluster_token_file: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) for the server's TLS, and require TLS.
+    #[arg(long, value_name = "FILE")]
+    cluster_ca: Option<PathBuf>,
+    /// Connect to a server off this machine without TLS and credentials.
+    #[arg(long)]
+    cluster_insecure: bool,
+    /// Seconds a chunk taken by an agent that stopped answering waits before it moves [default: 10].
+    #[arg(long, value_name = "SECS")]
+    cluster_ack_wait: Option<u64>,
+}
+
+impl ClusterOptions {
+    fn cluster(&self) -> Option<Cluster> {
+        let url = self.cluster.as_ref()?;
+        let mut cluster = Cluster::new(url).insecure(self.cluster_insecure);
+        if let Some(file) = &self.cluster_token_file {
+            cluster = cluster.token_file(file);
+        }
+        if let Some(ca) = &self.cluster_ca {
+            cluster = cluster.tls_ca(ca);
+        }
+        if let Some(secs) = self.cluster_ack_wait {
+            cluster = cluster.ack_wait(std::time::Duration::from_secs(secs.max(1)));
+        }
+        Some(cluster)
+    }
 }
 
 #[derive(Args, Default)]
@@ -86,6 +136,11 @@ struct RunOptions {
     /// The least level of log records written: debug, info, warn or error [default: info].
     #[arg(long, value_name = "LEVEL", value_parser = log_level)]
     log_level: Option<Level>,
+    #[command(flatten)]
+    cluster: ClusterOptions,
+    /// With --cluster: keep no local pool, run every pool_map item on the agents.
+    #[arg(long, requires = "cluster")]
+    cluster_only: bool,
     /// How log records are written: text or json [default: text].
     #[arg(long, value_name = "FORMAT", value_parser = log_format)]
     log_format: Option<LogFormat>,
@@ -257,6 +312,11 @@ impl RunOptions {
             ..defaults
         };
         let mut builder = Runtime::builder().limits(limits);
+        if let Some(cluster) = self.cluster.cluster() {
+            // The loopback rule, before anything connects or runs.
+            cluster.check()?;
+            builder = builder.cluster(cluster.only(self.cluster_only));
+        }
         if let Some(n) = self.workers {
             builder = builder.workers(n);
         }
@@ -350,6 +410,12 @@ fn main() -> ExitCode {
             ran.and(written)
         }
         Command::Check { file } => Runtime::builder().build().check_file(&file),
+        Command::Worker {
+            cluster,
+            slots,
+            name,
+            grants,
+        } => serve_as_agent(&cluster, slots, &name, &grants),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -359,6 +425,26 @@ fn main() -> ExitCode {
             exit_code(e.exit_code())
         }
     }
+}
+
+/// `mpscript worker --cluster URL`: serves until SIGTERM or Ctrl-C, then finishes what it runs.
+fn serve_as_agent(
+    options: &ClusterOptions,
+    slots: Option<usize>,
+    name: &str,
+    grants: &Grants,
+) -> Result<(), Error> {
+    let Some(cluster) = options.cluster() else {
+        return Err(Error::Config(
+            "mpscript worker needs --cluster nats://HOST:PORT".into(),
+        ));
+    };
+    cluster.check()?;
+    let permissions = grants.permissions()?;
+    let interrupt = Interrupt::default();
+    stop_on_signals(interrupt.clone(), Repeat::InterruptAgain);
+    let slots = slots.unwrap_or_else(mpscript::cpu_count);
+    cluster.serve(name, slots, permissions, &interrupt)
 }
 
 fn at_least_one(text: &str) -> Result<usize, String> {

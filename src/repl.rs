@@ -78,21 +78,21 @@ enum Line {
 
 impl Input {
     fn open() -> Input {
-        if std::io::stdin().is_terminal() {
-            if let Ok(mut editor) = Editor::new() {
-                let names = Names::default();
-                editor.set_helper(Some(names.clone()));
-                let history =
-                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".mpscript_history"));
-                if let Some(path) = &history {
-                    let _ = editor.load_history(path);
-                }
-                return Input::Terminal {
-                    editor: Box::new(editor),
-                    history,
-                    names,
-                };
+        if std::io::stdin().is_terminal()
+            && let Ok(mut editor) = Editor::new()
+        {
+            let names = Names::default();
+            editor.set_helper(Some(names.clone()));
+            let history =
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".mpscript_history"));
+            if let Some(path) = &history {
+                let _ = editor.load_history(path);
             }
+            return Input::Terminal {
+                editor: Box::new(editor),
+                history,
+                names,
+            };
         }
         Input::Pipe(std::io::stdin().lock())
     }

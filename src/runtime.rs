@@ -12,8 +12,9 @@ use std::{
 use rhai::{Dynamic, EvalAltResult, Scope};
 
 use crate::{
-    Error, Interrupt,
+    Cluster, Error, Interrupt,
     builtins::{Backend, Ctx},
+    cluster::ClusterTransport,
     engine::{self, HostSetup, StopChecks},
     fast::Accelerated,
     hub::{Hub, HubConfig, ProfileBook},
@@ -43,6 +44,7 @@ pub struct RuntimeBuilder {
     output: Option<OutputSink>,
     log: Option<LogSink>,
     profile: Option<ProfileSink>,
+    cluster: Option<Cluster>,
 }
 
 /// Receives the [`Profile`] of each run of a profiling runtime.
@@ -168,6 +170,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Spreads `pool_map` over the agents of a NATS cluster (`mpscript run --cluster URL`),
+    /// besides the local pool unless [`Cluster::only`] says otherwise. The cluster's loopback
+    /// rule is checked by [`RuntimeBuilder::build`]'s first run, before anything connects.
+    pub fn cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// The least level logged (default `Info`): records below it are not even made.
     pub fn log_level(mut self, level: Level) -> Self {
         self.settings.log_level = level;
@@ -203,6 +213,7 @@ impl RuntimeBuilder {
             log,
             interrupt: Interrupt::default(),
             profile: self.profile,
+            cluster: self.cluster,
         }
     }
 }
@@ -223,6 +234,7 @@ pub struct Runtime {
     log: LogSink,
     interrupt: Interrupt,
     profile: Option<ProfileSink>,
+    cluster: Option<Cluster>,
 }
 
 impl Runtime {
@@ -236,6 +248,7 @@ impl Runtime {
             output: None,
             log: None,
             profile: None,
+            cluster: None,
         }
     }
 
@@ -371,7 +384,12 @@ impl Runtime {
             None => std::env::current_exe()
                 .map_err(|e| Error::io("finding this executable to start workers", e))?,
         };
+        let cluster = match &self.cluster {
+            Some(cluster) => Some(Arc::new(ClusterTransport::connect(cluster)?)),
+            None => None,
+        };
         Ok(HubConfig {
+            cluster,
             transport: Arc::new(Launcher::new(exe, self.output.clone())?),
             program,
             workers: self.workers,

@@ -18,6 +18,9 @@ pub(crate) struct Settings {
     pub(crate) log_level: Level,
     /// Every process records its calls for the profiler.
     pub(crate) profile: bool,
+    /// The cluster agent whose workers run the program (`host()`); empty in the run's own
+    /// processes.
+    pub(crate) host: String,
 }
 
 /// Rhai limits applied identically in the parent and every worker; exceeding one is a script error

@@ -64,6 +64,8 @@ pub(crate) struct Ctx {
     log_level: Level,
     /// The script's name, for log records.
     script: String,
+    /// `host()`: the cluster agent running this process, or `local`.
+    host: String,
     /// This is the main script's context, which counts its handles (see [`Held`]).
     counts_handles: bool,
 }
@@ -102,6 +104,10 @@ impl Ctx {
             }),
             mailbox_limit: settings.limits.max_mailbox,
             log_level: settings.log_level,
+            host: match settings.host.as_str() {
+                "" => "local".into(),
+                agent => agent.into(),
+            },
             script: script.to_string(),
             counts_handles,
         })

@@ -1,4 +1,4 @@
-//! Small builtins: `cpu_count()`, `pid()`, `sleep(secs)`, `exit(code)`, and `sum(values)`, native
+//! Small builtins: `cpu_count()`, `pid()`, `host()`, `sleep(secs)`, `exit(code)`, and `sum(values)`, native
 //! because a Rhai loop over a big result array would cost more than computing it.
 
 use std::sync::Arc;
@@ -11,6 +11,9 @@ use crate::stop::{Stop, terminate};
 pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     engine.register_fn("cpu_count", || crate::cpu_count() as INT);
     method(engine, "pid", || std::process::id() as INT);
+    // Pids of different machines collide; this names the machine: the cluster agent, or "local".
+    let host = ctx.host.clone();
+    method(engine, "host", move || host.clone());
     let c = ctx.clone();
     method(engine, "sleep", move |secs: f64| sleep(&c, secs));
     let c = ctx.clone();

@@ -193,10 +193,10 @@ impl Frame<'_> {
                 EvalAltResult::ErrorTooManyOperations(rhai::Position::NONE).into(),
             ));
         }
-        if let Some(stop) = &limits.stop {
-            if let Some(reason) = stop() {
-                return Err(Bail::Stop(terminate(reason)));
-            }
+        if let Some(stop) = &limits.stop
+            && let Some(reason) = stop()
+        {
+            return Err(Bail::Stop(terminate(reason)));
         }
         self.next_check = next_check(self.ops, limits);
         Ok(())
@@ -808,10 +808,10 @@ fn call(callee: usize, args: &[Expr]) -> Ev<i64> {
 
 /// A call of specialization `callee`: arguments go straight into the callee's frame.
 fn unrecorded_call(callee: usize, args: &[Expr]) -> Ev<i64> {
-    if let [arg] = args {
-        if arg.ty() == Ty::Int {
-            return shape::leafy(arg, OneArgCall(callee));
-        }
+    if let [arg] = args
+        && arg.ty() == Ty::Int
+    {
+        return shape::leafy(arg, OneArgCall(callee));
     }
     let args: Vec<Ev<i64>> = args.iter().map(bits).collect();
     Box::new(move |fr| {
@@ -940,18 +940,18 @@ impl TestSink for WhileLoop {
 /// A copied body (see `inline.rs`): the call's depth check and charge, its arguments stored
 /// in the copy's parameter slots, then its value one level deeper.
 fn inlined<T: 'static>(params: &[(usize, Expr)], body: Ev<T>, entry_cost: u64) -> Ev<T> {
-    if let [(slot, arg)] = params {
-        if arg.ty() == Ty::Int {
-            let slot = *slot;
-            return shape::leafy(
-                arg,
-                InlinedOne {
-                    slot,
-                    body,
-                    entry_cost,
-                },
-            );
-        }
+    if let [(slot, arg)] = params
+        && arg.ty() == Ty::Int
+    {
+        let slot = *slot;
+        return shape::leafy(
+            arg,
+            InlinedOne {
+                slot,
+                body,
+                entry_cost,
+            },
+        );
     }
     let params: Vec<(usize, Ev<i64>)> = params.iter().map(|(s, a)| (*s, bits(a))).collect();
     Box::new(move |fr| {

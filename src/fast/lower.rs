@@ -139,10 +139,10 @@ impl Session<'_> {
         self.ids.insert(key.clone(), id);
         self.in_progress.insert(id, None);
         let function = FnLowerer::new(self, key).function(def)?;
-        if let Some(Some(assumed)) = self.in_progress.remove(&id) {
-            if assumed != function.ret {
-                return Err(Refusal::Retry(key.clone(), function.ret));
-            }
+        if let Some(Some(assumed)) = self.in_progress.remove(&id)
+            && assumed != function.ret
+        {
+            return Err(Refusal::Retry(key.clone(), function.ret));
         }
         let ret = function.ret;
         self.functions[id] = Some(function);
@@ -517,12 +517,11 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
         if flags.contains(ASTFlags::NEGATED) {
             return self.refuse("uses `?[`");
         }
-        if let RExpr::Variable(var, _, _) = e {
-            if let Some(local) = self.lookup(var.1.as_str()) {
-                if let Some(elem) = local.ty.elem() {
-                    return Ok((local.slot, elem));
-                }
-            }
+        if let RExpr::Variable(var, _, _) = e
+            && let Some(local) = self.lookup(var.1.as_str())
+            && let Some(elem) = local.ty.elem()
+        {
+            return Ok((local.slot, elem));
         }
         self.refuse("indexes something other than an array of numbers")
     }

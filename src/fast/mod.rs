@@ -325,19 +325,19 @@ impl FastTier {
         compiled: Result<Dynamic, Box<EvalAltResult>>,
         rhai: impl FnOnce() -> Result<Dynamic, Box<EvalAltResult>>,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        if let Err(e) = &compiled {
-            if matches!(
+        if let Err(e) = &compiled
+            && matches!(
                 e.unwrap_inner(),
                 EvalAltResult::ErrorTerminated(..) | EvalAltResult::ErrorTooManyOperations(..)
-            ) {
-                return compiled;
-            }
+            )
+        {
+            return compiled;
         }
         let rhai = rhai();
-        if let (Ok(_), Err(e)) = (&compiled, &rhai) {
-            if matches!(e.unwrap_inner(), EvalAltResult::ErrorStackOverflow(..)) {
-                return compiled;
-            }
+        if let (Ok(_), Err(e)) = (&compiled, &rhai)
+            && matches!(e.unwrap_inner(), EvalAltResult::ErrorStackOverflow(..))
+        {
+            return compiled;
         }
         let same = match (&compiled, &rhai) {
             (Ok(a), Ok(b)) => same_value(a, b),

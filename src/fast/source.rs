@@ -146,10 +146,10 @@ fn uses_this(body: &[Stmt]) -> bool {
 fn arrays_among(params: &[String], body: &[Stmt]) -> Vec<bool> {
     let mut used = vec![false; params.len()];
     let mut mark = |e: &Expr| {
-        if let Expr::Variable(var, ..) = e {
-            if let Some(at) = params.iter().position(|p| p == var.1.as_str()) {
-                used[at] = true;
-            }
+        if let Expr::Variable(var, ..) = e
+            && let Some(at) = params.iter().position(|p| p == var.1.as_str())
+        {
+            used[at] = true;
         }
     };
     for stmt in body {

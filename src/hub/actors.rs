@@ -253,10 +253,10 @@ impl Actors {
 }
 
 fn remove(watches: &mut HashMap<u64, Vec<Watch>>, process: u64, watch: Watch) {
-    if let Some(list) = watches.get_mut(&process) {
-        if let Some(at) = list.iter().position(|w| *w == watch) {
-            list.remove(at);
-        }
+    if let Some(list) = watches.get_mut(&process)
+        && let Some(at) = list.iter().position(|w| *w == watch)
+    {
+        list.remove(at);
     }
 }
 

@@ -71,6 +71,8 @@ pub(crate) struct HubConfig {
     pub(crate) interrupt: Interrupt,
     /// In a profiled run, where workers' records and the maps' times are kept.
     pub(crate) profile: Option<Arc<ProfileBook>>,
+    /// Where `pool_map` also finds workers: the slots of a cluster's agents.
+    pub(crate) cluster: Option<Arc<crate::cluster::ClusterTransport>>,
 }
 
 /// The owner handle: dropping it shuts every worker down.
@@ -488,10 +490,19 @@ impl Inner {
     }
 
     fn start_workers(self: &Arc<Self>, count: usize) -> Result<Vec<Arc<Worker>>, Error> {
+        self.start_on(&*self.config.transport, count)
+    }
+
+    /// Starts `count` workers through `transport` (local processes, or cluster slots).
+    fn start_on(
+        self: &Arc<Self>,
+        transport: &dyn Transport,
+        count: usize,
+    ) -> Result<Vec<Arc<Worker>>, Error> {
         let mut program = self.config.program.clone();
         program.chunks = lock(&self.chunks).clone();
         let known = program.chunks.len();
-        let started = self.config.transport.start(count, &program)?;
+        let started = transport.start(count, &program)?;
         let mut started_arcs = Vec::with_capacity(count);
         for link in started {
             let worker = Arc::new(Worker::new(self.id(), link));

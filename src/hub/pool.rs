@@ -23,6 +23,7 @@ use super::{
 use crate::{
     Error, Value,
     clock::now_ns,
+    cluster::ClusterTransport,
     profile::{Frame, MapCall, Work},
     transport::Death,
     value::FnValue,
@@ -657,17 +658,50 @@ impl Inner {
         options: MapOptions,
         items: usize,
     ) -> Result<Vec<Arc<Worker>>, Error> {
+        pool.retain(|w| *w.task() != Task::Dead);
+        if let Some(cluster) = self.config.cluster.clone() {
+            return self.take_cluster_workers(&cluster, pool, options, items);
+        }
         let want = options
             .workers
             .unwrap_or(self.config.workers)
             .min(items)
             .max(1);
-        pool.retain(|w| *w.task() != Task::Dead);
         if pool.len() < want {
             let more = self.start_workers(want - pool.len())?;
             pool.extend(more);
         }
         Ok(pool.drain(..want).collect())
+    }
+
+    /// The pool's local workers (none with `--cluster-only`) and a slot for each slot the
+    /// cluster's agents offer now; `#{workers: N}` caps the two together.
+    fn take_cluster_workers(
+        self: &Arc<Self>,
+        cluster: &ClusterTransport,
+        pool: &mut Vec<Arc<Worker>>,
+        options: MapOptions,
+        items: usize,
+    ) -> Result<Vec<Arc<Worker>>, Error> {
+        let local_want = if cluster.is_only() {
+            0
+        } else {
+            self.config.workers
+        };
+        let remote_want = cluster.slots();
+        let remote_have = pool.iter().filter(|w| w.link.is_remote()).count();
+        let local_have = pool.len() - remote_have;
+        if local_have < local_want {
+            pool.extend(self.start_workers(local_want - local_have)?);
+        }
+        if remote_have < remote_want {
+            pool.extend(self.start_on(cluster, remote_want - remote_have)?);
+        }
+        let want = (local_want + remote_want)
+            .min(options.workers.unwrap_or(usize::MAX))
+            .min(items)
+            .max(1);
+        Ok(pool.drain(..want.min(pool.len())).collect())
     }
 
     /// Runs one map on `workers`; gives its result and the workers still alive, idle again.

@@ -47,6 +47,10 @@ pub(crate) trait WorkerLink: Send + Sync {
     fn last_words(&self) -> Option<String> {
         None
     }
+    /// Whether it runs on another machine (a cluster slot).
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 /// A worker's end of the link to its parent.

@@ -28,6 +28,7 @@ fn threads(workers: usize, behaviour: impl Fn(i64) -> Act + Send + Sync + 'stati
     };
     let config = HubConfig {
         profile: None,
+        cluster: None,
         transport: Arc::new(transport),
         program,
         workers,

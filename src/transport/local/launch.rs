@@ -219,7 +219,7 @@ fn ns_name(socket: &str) -> Result<Name<'_>, Error> {
 }
 
 /// 128 random bits in hex.
-fn random_hex() -> Result<String, Error> {
+pub(crate) fn random_hex() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)
         .map_err(|e| Error::WorkerStart(format!("no randomness for the session token: {e}")))?;
@@ -390,12 +390,12 @@ impl Admission {
     fn take(&self, stream: Stream, pending: &mut VecDeque<Newcomer>, log: &mut RefusalLog) {
         let pid = peer_pid(&stream);
         let ours = pid.is_some_and(|pid| lock(&self.expected).contains(&pid));
-        if !ours && pending.iter().filter(|n| !n.ours).count() >= self.limit {
-            if let Some(at) = pending.iter().position(|n| !n.ours) {
-                if let Some(oldest) = pending.remove(at) {
-                    log.refuse(&oldest.peer, "too many connections are saying hello");
-                }
-            }
+        if !ours
+            && pending.iter().filter(|n| !n.ours).count() >= self.limit
+            && let Some(at) = pending.iter().position(|n| !n.ours)
+            && let Some(oldest) = pending.remove(at)
+        {
+            log.refuse(&oldest.peer, "too many connections are saying hello");
         }
         pending.push_back(Newcomer {
             peer: peer_label(pid),
@@ -520,10 +520,10 @@ fn admit(
         FromWorker::Hello { .. } => return Err("wrong session token".into()),
         other => return Err(format!("expected a hello, got {other:?}")),
     };
-    if let Some(peer_pid) = peer_pid(&stream) {
-        if peer_pid != pid {
-            return Err(format!("claims pid {pid} but is pid {peer_pid}"));
-        }
+    if let Some(peer_pid) = peer_pid(&stream)
+        && peer_pid != pid
+    {
+        return Err(format!("claims pid {pid} but is pid {peer_pid}"));
     }
     let waiting = lock(arrivals).remove(&worker);
     let Some(tx) = waiting else {

@@ -7,4 +7,4 @@ mod launch;
 mod link;
 mod stream;
 
-pub(crate) use launch::Launcher;
+pub(crate) use launch::{Launcher, random_hex};

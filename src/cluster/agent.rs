@@ -1,0 +1,343 @@
+//! `mpscript worker --cluster URL`: an agent that takes chunks of any run from the shared work
+//! queue, runs each on a local worker process of that run's program (so time limits, deaths and
+//! healing are the local pool's), and relays every message of that worker back to the run.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, PullConsumer, pull},
+    stream::{self, RetentionPolicy, StorageType},
+};
+use futures_util::StreamExt;
+
+use super::{
+    AGENT_TTL, AGENTS, CONSUMER, Cluster, STREAM,
+    bridge::{Bridge, cluster_error},
+    build_id,
+    envelope::{Back, Event, Work, decode, encode},
+    slot_subject,
+    slots::programs_bucket,
+};
+use crate::{
+    Error, Interrupt, OutStream, Permissions,
+    locks::lock,
+    output::write_line,
+    transport::{Transport, WorkerLink, local::Launcher},
+    wire::{FromWorker, Program, ToWorker},
+};
+
+/// How an agent is set up.
+pub(crate) struct Agent<'a> {
+    pub(crate) cluster: &'a Cluster,
+    /// Its name in output lines and errors (pids of different hosts collide).
+    pub(crate) name: String,
+    /// Chunks it runs at once, each on its own worker process.
+    pub(crate) slots: usize,
+    /// What scripts may touch on this host, whatever a run grants.
+    pub(crate) permissions: Permissions,
+    /// Triggered (by SIGTERM): take no more work, finish what runs, return.
+    pub(crate) interrupt: &'a Interrupt,
+}
+
+/// Serves runs until the agent is interrupted.
+pub(crate) fn serve(agent: Agent) -> Result<(), Error> {
+    agent.cluster.check()?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding this executable", e))?;
+    let bridge = Arc::new(Bridge::connect(agent.cluster, &agent.name)?);
+    let consumer = bridge.wait(work_consumer(&bridge, agent.cluster))?;
+    announce(&bridge, &agent)?;
+    eprintln!(
+        "mpscript worker {}: ready, {} slots on {}",
+        agent.name,
+        agent.slots,
+        agent.cluster.url()
+    );
+    let host = Arc::new(Host {
+        bridge: bridge.clone(),
+        name: agent.name.clone(),
+        permissions: agent.permissions.clone(),
+        launcher: Launcher::new(exe, Arc::new(write_line))?,
+        programs: Mutex::default(),
+        idle: Mutex::default(),
+        running: AtomicUsize::new(0),
+    });
+    while agent.interrupt.signal().is_none() {
+        let free = agent.slots - host.running.load(Ordering::Relaxed);
+        if free == 0 {
+            thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        for message in take(&bridge, &consumer, free) {
+            host.running.fetch_add(1, Ordering::Relaxed);
+            let host = host.clone();
+            thread::Builder::new()
+                .name("mpscript-chunk".into())
+                .spawn(move || {
+                    host.run(message);
+                    host.running.fetch_sub(1, Ordering::Relaxed);
+                })
+                .map_err(|e| Error::io("starting a chunk thread", e))?;
+        }
+    }
+    while host.running.load(Ordering::Relaxed) > 0 {
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The work queue and the consumer all agents share, made by the first agent.
+async fn work_consumer(bridge: &Bridge, cluster: &Cluster) -> Result<PullConsumer, Error> {
+    let stream = bridge
+        .jetstream
+        .get_or_create_stream(stream::Config {
+            name: STREAM.into(),
+            subjects: vec!["mps.work.>".into()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| cluster_error("creating the work queue", e))?;
+    stream
+        .get_or_create_consumer(
+            CONSUMER,
+            pull::Config {
+                durable_name: Some(CONSUMER.into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: cluster.ack_wait,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| cluster_error("joining the agents' consumer", e))
+}
+
+/// Puts this agent's slot count in the agents bucket, and keeps it there while the agent lives.
+fn announce(bridge: &Arc<Bridge>, agent: &Agent) -> Result<(), Error> {
+    let store = bridge.wait(super::bucket(bridge, AGENTS, AGENT_TTL))?;
+    let (name, slots) = (agent.name.clone(), agent.slots.to_string());
+    bridge.spawn(async move {
+        loop {
+            let _ = store.put(&name, slots.clone().into()).await;
+            tokio::time::sleep(AGENT_TTL / 4).await;
+        }
+    });
+    Ok(())
+}
+
+/// Up to `count` chunks, waiting at most a second for the first.
+fn take(bridge: &Bridge, consumer: &PullConsumer, count: usize) -> Vec<jetstream::Message> {
+    bridge.wait(async {
+        let Ok(mut batch) = consumer
+            .fetch()
+            .max_messages(count)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await; // the server is restarting
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        while let Some(message) = batch.next().await {
+            match message {
+                Ok(message) => taken.push(message),
+                Err(_) => break,
+            }
+        }
+        taken
+    })
+}
+
+/// What the chunk threads share.
+struct Host {
+    bridge: Arc<Bridge>,
+    name: String,
+    permissions: Permissions,
+    launcher: Launcher,
+    /// Programs by key, as fetched.
+    programs: Mutex<HashMap<String, Program>>,
+    /// Warm workers by program key.
+    idle: Mutex<HashMap<String, Vec<Arc<dyn WorkerLink>>>>,
+    running: AtomicUsize,
+}
+
+impl Host {
+    /// Runs one chunk and acknowledges it once its last message is sent (or its worker died:
+    /// the run's scheduler then decides what runs again).
+    fn run(&self, message: jetstream::Message) {
+        let work: Result<Work, Error> = decode(&message.payload, "a parent");
+        let ended = match work {
+            Ok(work) => self.relay(work, &message),
+            Err(_) => Ok(()), // not ours to read: drop it
+        };
+        if let Err(e) = ended {
+            eprintln!("mpscript worker {}: {e}", self.name);
+        }
+        let _ = self.bridge.wait(message.ack());
+    }
+
+    fn relay(&self, work: Work, message: &jetstream::Message) -> Result<(), Error> {
+        let back_to = slot_subject(&work.run, work.slot);
+        if work.build != build_id() {
+            let why = format!("this agent is {}, the run is {}", build_id(), work.build);
+            return self.tell(&back_to, "", Event::Refused(why));
+        }
+        let worker = match self.worker(&work.program) {
+            Ok(worker) => worker,
+            Err(e) => return self.tell(&back_to, "", Event::Refused(e.to_string())),
+        };
+        let inbox = self.bridge.client.new_inbox();
+        let replies = self
+            .bridge
+            .wait(self.bridge.client.subscribe(inbox.clone()))
+            .map_err(|e| cluster_error("subscribing for replies", e))?;
+        let _replying = self.forward_replies(replies, worker.clone());
+        worker.send(&work.message)?;
+        let heartbeat = self.heartbeat(message);
+        let alive = loop {
+            match worker.recv() {
+                Ok(reply) => {
+                    let done = matches!(reply, FromWorker::MapDone { .. });
+                    self.tell(&back_to, &inbox, Event::Message(reply))?;
+                    if done {
+                        break true;
+                    }
+                }
+                Err(_) => {
+                    let death = worker.reap(Duration::from_secs(1));
+                    let started = worker.progress().map(|p| (p.job, p.chunk, p.offset));
+                    let died = Event::Died {
+                        status: death.status,
+                        code: death.code,
+                        started,
+                    };
+                    self.tell(&back_to, &inbox, died)?;
+                    break false;
+                }
+            }
+        };
+        heartbeat.store(false, Ordering::Relaxed);
+        if alive {
+            lock(&self.idle)
+                .entry(work.program)
+                .or_default()
+                .push(worker);
+        }
+        Ok(())
+    }
+
+    fn tell(&self, subject: &str, reply_to: &str, event: Event) -> Result<(), Error> {
+        let back = Back {
+            host: self.name.clone(),
+            reply_to: reply_to.to_string(),
+            event,
+        };
+        self.bridge.publish(subject.to_string(), encode(&back)?)
+    }
+
+    /// A warm worker of `program`, or a new one.
+    fn worker(&self, key: &str) -> Result<Arc<dyn WorkerLink>, Error> {
+        if let Some(worker) = lock(&self.idle).get_mut(key).and_then(Vec::pop) {
+            return Ok(worker);
+        }
+        let program = self.program(key)?;
+        let started = self.launcher.start(1, &program)?.pop();
+        started
+            .map(Arc::from)
+            .ok_or_else(|| Error::WorkerStart("no worker started".into()))
+    }
+
+    /// The program stored under `key`, with this host's grants in place of the run's.
+    fn program(&self, key: &str) -> Result<Program, Error> {
+        if let Some(program) = lock(&self.programs).get(key) {
+            return Ok(program.clone());
+        }
+        let bytes = self.bridge.wait(async {
+            let store = programs_bucket(&self.bridge).await?;
+            store
+                .get(key)
+                .await
+                .map_err(|e| cluster_error("fetching the program", e))
+        })?;
+        let bytes = bytes.ok_or_else(|| cluster_error("fetching the program", "it is gone"))?;
+        let mut program: Program = decode(&bytes, "the programs bucket")?;
+        program.settings.permissions = self.permissions.clone();
+        program.settings.host = self.name.clone();
+        lock(&self.programs).insert(key.to_string(), program.clone());
+        Ok(program)
+    }
+
+    /// Hands the parent's replies on the inbox to `worker`, until the returned sender drops.
+    fn forward_replies(
+        &self,
+        mut replies: async_nats::Subscriber,
+        worker: Arc<dyn WorkerLink>,
+    ) -> tokio::sync::oneshot::Sender<()> {
+        let label = self.name.clone();
+        let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
+        let (end, mut ended) = tokio::sync::oneshot::channel::<()>();
+        self.bridge.spawn(async move {
+            loop {
+                let next = replies.next();
+                futures_util::pin_mut!(next);
+                match futures_util::future::select(next, &mut ended).await {
+                    futures_util::future::Either::Left((Some(reply), _)) => {
+                        if tx.send(reply.payload.to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            let _ = replies.unsubscribe().await;
+        });
+        thread::spawn(move || {
+            for bytes in rx {
+                match decode::<ToWorker>(&bytes, "the parent") {
+                    Ok(reply) => {
+                        let _ = worker.send(&reply);
+                    }
+                    Err(e) => write_line(OutStream::Stderr, &format!("{label}: {e}")),
+                }
+            }
+        });
+        end
+    }
+
+    /// Tells the broker every third of the ack wait that the chunk is still being worked on,
+    /// until the returned flag is cleared.
+    fn heartbeat(&self, message: &jetstream::Message) -> Arc<AtomicBool> {
+        let beating = Arc::new(AtomicBool::new(true));
+        let (flag, bridge) = (beating.clone(), self.bridge.clone());
+        let message = message.clone();
+        thread::spawn(move || {
+            while flag.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_secs(1));
+                if flag.load(Ordering::Relaxed) {
+                    let _ = bridge.wait(message.ack_with(AckKind::Progress));
+                }
+            }
+        });
+        beating
+    }
+}
+
+/// The agent's own name when none is given: this machine's host name.
+pub(crate) fn default_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|n| n.trim().to_string())
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("agent-{}", std::process::id()))
+}

@@ -1,0 +1,61 @@
+//! What travels through the broker: a chunk of work for any agent, and, for the parent, each
+//! message of the worker that runs it, wrapped with where it ran.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Error,
+    wire::{FromWorker, ToWorker},
+};
+
+/// A chunk on the work queue (or a worker's reply to a request, on that worker's own subject).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Work {
+    /// The parent's [`super::build_id`]: an agent of another build refuses the chunk.
+    pub(crate) build: String,
+    pub(crate) run: String,
+    /// The program's key in the programs bucket.
+    pub(crate) program: String,
+    /// The parent's slot that sent it: the agent answers on that slot's subject.
+    pub(crate) slot: u64,
+    /// The `Map` message itself, its job's setup always included (any worker may take it).
+    pub(crate) message: ToWorker,
+}
+
+/// One thing an agent tells the parent about a slot's chunk.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Back {
+    /// The agent's name.
+    pub(crate) host: String,
+    /// Where the parent answers the worker's requests.
+    pub(crate) reply_to: String,
+    pub(crate) event: Event,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Event {
+    /// A message of the worker that runs the chunk.
+    Message(FromWorker),
+    /// That worker died; the item it had started, if it said.
+    Died {
+        status: String,
+        code: i64,
+        started: Option<(u64, u64, u64)>,
+    },
+    /// The agent cannot run the chunk (another build, a program that does not compile there).
+    Refused(String),
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    postcard::to_stdvec(value).map_err(|e| Error::Protocol {
+        peer: "cluster".into(),
+        detail: format!("cannot encode a message: {e}"),
+    })
+}
+
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], peer: &str) -> Result<T, Error> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Protocol {
+        peer: peer.into(),
+        detail: format!("not a message of this build: {e}"),
+    })
+}

@@ -1,0 +1,327 @@
+//! The parent's side: each cluster slot is a [`WorkerLink`] whose chunks go onto the work queue
+//! and whose messages come back from whichever agent took them, so the hub's scheduler, healing
+//! and request serving work unchanged.
+
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::{HeaderMap, jetstream::kv};
+use crossbeam_channel::{Receiver, Sender, select, unbounded};
+use futures_util::StreamExt;
+
+use super::{
+    AGENTS, Cluster, PROGRAMS,
+    bridge::{Bridge, cluster_error},
+    build_id,
+    envelope::{Back, Event, Work, decode, encode},
+    slot_subject, work_subject,
+};
+use crate::{
+    Error,
+    locks::lock,
+    transport::{Death, Progress, Transport, WorkerLink, local::random_hex},
+    wire::{FromWorker, MapSetup, Program, ToWorker},
+};
+
+/// Starts cluster slots for one run.
+pub(crate) struct ClusterTransport {
+    bridge: Arc<Bridge>,
+    /// This run's name on the broker.
+    run: String,
+    next_slot: AtomicU64,
+    only: bool,
+}
+
+impl ClusterTransport {
+    /// Connects to `cluster` (after its loopback rule passed).
+    pub(crate) fn connect(cluster: &Cluster) -> Result<ClusterTransport, Error> {
+        cluster.check()?;
+        let bridge = Bridge::connect(cluster, "mpscript run")?;
+        Ok(ClusterTransport {
+            bridge: Arc::new(bridge),
+            run: random_hex()?,
+            next_slot: AtomicU64::new(1),
+            only: cluster.is_only(),
+        })
+    }
+
+    /// Whether the run keeps no local pool.
+    pub(crate) fn is_only(&self) -> bool {
+        self.only
+    }
+
+    /// How many slots the agents connected now offer (at least one, so work waits for an agent
+    /// rather than failing).
+    pub(crate) fn slots(&self) -> usize {
+        let counted = self.bridge.wait(async {
+            let store = self.bridge.jetstream.get_key_value(AGENTS).await.ok()?;
+            let mut keys = store.keys().await.ok()?;
+            let mut total = 0;
+            while let Some(Ok(key)) = keys.next().await {
+                if let Ok(Some(value)) = store.get(key).await {
+                    total += std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                }
+            }
+            Some(total)
+        });
+        counted.unwrap_or(0).max(1)
+    }
+
+    /// Stores `program` in the programs bucket (once) and gives its key.
+    fn store(&self, program: &Program) -> Result<String, Error> {
+        let bytes = encode(program)?;
+        let mut hasher = std::hash::DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        let key = format!("{:016x}", hasher.finish());
+        self.bridge.wait(async {
+            let store = programs_bucket(&self.bridge).await?;
+            store
+                .put(&key, bytes.into())
+                .await
+                .map_err(|e| cluster_error("storing the program", e))
+        })?;
+        Ok(key)
+    }
+
+    fn slot(&self, program: &str) -> Result<RemoteSlot, Error> {
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let subject = slot_subject(&self.run, slot);
+        let mut subscriber = self
+            .bridge
+            .wait(self.bridge.client.subscribe(subject))
+            .map_err(|e| cluster_error("subscribing to a slot", e))?;
+        let (tx, messages) = unbounded();
+        self.bridge.spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                if tx.send(message.payload.to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let (close, closed) = unbounded();
+        Ok(RemoteSlot {
+            label: format!("cluster slot {slot}"),
+            bridge: self.bridge.clone(),
+            run: self.run.clone(),
+            program: program.to_string(),
+            slot,
+            messages,
+            close,
+            closed,
+            setups: Mutex::default(),
+            state: Mutex::default(),
+        })
+    }
+}
+
+/// The programs bucket, made by whoever needs it first.
+pub(super) async fn programs_bucket(bridge: &Bridge) -> Result<kv::Store, Error> {
+    super::bucket(bridge, PROGRAMS, Duration::from_secs(24 * 3600)).await
+}
+
+impl Transport for ClusterTransport {
+    fn start(&self, count: usize, program: &Program) -> Result<Vec<Box<dyn WorkerLink>>, Error> {
+        let key = self.store(program)?;
+        (0..count)
+            .map(|_| self.slot(&key).map(|s| Box::new(s) as Box<dyn WorkerLink>))
+            .collect()
+    }
+}
+
+/// One slot of the cluster, as the hub sees a worker.
+struct RemoteSlot {
+    label: String,
+    bridge: Arc<Bridge>,
+    run: String,
+    program: String,
+    slot: u64,
+    messages: Receiver<Vec<u8>>,
+    close: Sender<()>,
+    closed: Receiver<()>,
+    /// Each job's setup: every chunk carries it, since any agent may take it.
+    setups: Mutex<HashMap<u64, MapSetup>>,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// Where the worker running this slot's chunk takes replies to its requests.
+    reply_to: Option<String>,
+    /// The agent that ran the last chunk.
+    host: Option<String>,
+    progress: Option<Progress>,
+    death: Option<Death>,
+}
+
+impl RemoteSlot {
+    fn publish_chunk(&self, message: ToWorker) -> Result<(), Error> {
+        let ToWorker::Map {
+            job,
+            chunk,
+            setup,
+            items,
+        } = message
+        else {
+            unreachable!("only chunks are published")
+        };
+        let setup = {
+            let mut setups = lock(&self.setups);
+            if let Some(setup) = setup {
+                setups.insert(job, setup);
+            }
+            setups.get(&job).cloned()
+        };
+        let work = Work {
+            build: build_id(),
+            run: self.run.clone(),
+            program: self.program.clone(),
+            slot: self.slot,
+            message: ToWorker::Map {
+                job,
+                chunk,
+                setup,
+                items,
+            },
+        };
+        let mut headers = HeaderMap::new();
+        let id = format!("{}.{}.{job}.{chunk}", self.run, self.slot);
+        headers.insert("Nats-Msg-Id", id.as_str());
+        let payload = encode(&work)?;
+        let subject = work_subject(&self.run);
+        self.bridge.wait(async {
+            let ack = self
+                .bridge
+                .jetstream
+                .publish_with_headers(subject, headers, payload.into())
+                .await
+                .map_err(|e| cluster_error("publishing a chunk", e))?;
+            ack.await
+                .map(|_| ())
+                .map_err(|e| cluster_error("publishing a chunk", e))
+        })
+    }
+
+    /// What the agent said, as the hub reads a worker: output to stderr names the host.
+    fn received(&self, back: Back) -> Result<FromWorker, Error> {
+        let mut state = lock(&self.state);
+        state.reply_to = Some(back.reply_to);
+        state.host = Some(back.host.clone());
+        match back.event {
+            Event::Message(FromWorker::Output { stream, text })
+                if stream != crate::OutStream::Stdout =>
+            {
+                Ok(FromWorker::Output {
+                    stream,
+                    text: format!("[{}] {text}", back.host),
+                })
+            }
+            Event::Message(message) => Ok(message),
+            Event::Died {
+                status,
+                code,
+                started,
+            } => {
+                state.progress = started.map(|(job, chunk, offset)| Progress {
+                    job,
+                    chunk,
+                    offset,
+                    started_ns: 0,
+                });
+                state.death = Some(Death {
+                    status: format!("{status} on {}", back.host),
+                    code,
+                });
+                Err(Error::Disconnected {
+                    peer: self.label.clone(),
+                })
+            }
+            Event::Refused(why) => {
+                state.death = Some(Death {
+                    status: format!("refused by {}: {why}", back.host),
+                    code: 1,
+                });
+                Err(Error::Protocol {
+                    peer: back.host,
+                    detail: why,
+                })
+            }
+        }
+    }
+}
+
+impl WorkerLink for RemoteSlot {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn pid(&self) -> u32 {
+        0
+    }
+
+    fn send(&self, message: &ToWorker) -> Result<(), Error> {
+        match message {
+            ToWorker::Map { .. } => self.publish_chunk(message.clone()),
+            ToWorker::Reply { .. } => {
+                let reply_to = lock(&self.state).reply_to.clone();
+                let Some(reply_to) = reply_to else {
+                    return Ok(()); // nobody asked
+                };
+                self.bridge.publish(reply_to, encode(message)?)
+            }
+            ToWorker::Shutdown => {
+                let _ = self.close.send(());
+                Ok(())
+            }
+            ToWorker::AddChunk(_) | ToWorker::Program(_) => Ok(()),
+            ToWorker::Call { .. } => Err(Error::InvalidArgument(
+                "spawned processes run in this process's pool, not on the cluster".into(),
+            )),
+        }
+    }
+
+    fn recv(&self) -> Result<FromWorker, Error> {
+        let bytes = select! {
+            recv(self.messages) -> bytes => bytes,
+            recv(self.closed) -> _ => Err(crossbeam_channel::RecvError),
+        };
+        let Ok(bytes) = bytes else {
+            return Err(Error::Disconnected {
+                peer: self.label.clone(),
+            });
+        };
+        self.received(decode(&bytes, &self.label)?)
+    }
+
+    fn kill(&self) {
+        let _ = self.close.send(());
+    }
+
+    fn terminate(&self) {
+        self.kill();
+    }
+
+    fn reap(&self, _grace: Duration) -> Death {
+        lock(&self.state).death.clone().unwrap_or_else(|| Death {
+            status: "left the cluster".into(),
+            code: 0,
+        })
+    }
+
+    fn progress(&self) -> Option<Progress> {
+        lock(&self.state).progress
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+}

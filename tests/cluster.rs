@@ -1,0 +1,184 @@
+//! Many machines on one: a real nats-server per test on a free loopback port with its own store,
+//! agents as separate `mpscript worker` processes with different names, and `mpscript run
+//! --cluster` against them.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{BIN, Run, Script};
+
+/// A nats-server with JetStream, stopped (by pid) when dropped.
+struct Nats {
+    child: Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+impl Nats {
+    /// Starts one, or `None` where nats-server is not installed (`.ci/run` installs it).
+    fn start() -> Option<Nats> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let store = tempfile::tempdir().unwrap();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "nats-server is missing; .ci/run installs it"
+            );
+            eprintln!("nats-server is not installed: skipping");
+            return None;
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _store: store,
+        })
+    }
+
+    /// An agent named `name` with `slots` slots, once it said it is ready.
+    fn agent(&self, name: &str, slots: usize) -> Agent {
+        let mut child = Command::new(BIN)
+            .args(["worker", "--cluster", &self.url, "--name", name, "-j"])
+            .arg(slots.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mpscript worker starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let ready = lines.next().expect("a first line").expect("text");
+        assert_eq!(
+            ready,
+            format!(
+                "mpscript worker {name}: ready, {slots} slots on {}",
+                self.url
+            )
+        );
+        std::thread::spawn(move || lines.for_each(drop));
+        Agent { child }
+    }
+
+    fn run(&self, script: &Script, extra: &[&str]) -> Run {
+        let out = Command::new(BIN)
+            .args(["run", "--cluster", &self.url])
+            .args(extra)
+            .arg(&script.path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("mpscript runs");
+        Run {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code(),
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Agent {
+    child: Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_map_spreads_over_two_agents_and_comes_back_in_order() {
+    let Some(nats) = Nats::start() else { return };
+    let _a = nats.agent("host-a", 2);
+    let _b = nats.agent("host-b", 2);
+    let script = Script::new(
+        "let out = pool_map(|x| { sleep(0.02); [x * x, host()] }, 0..40, #{chunk_size: 2});\n\
+         let squares = []; for x in 0..40 { squares.push(x * x); }\n\
+         print(out.map(|r| r[0]) == squares);\n\
+         let hosts = out.map(|r| r[1]);\n\
+         print(hosts.contains(\"host-a\") && hosts.contains(\"host-b\"));\n\
+         print(hosts.filter(|h| h == \"local\").len());\n\
+         print(host());\n",
+    );
+    let run = nats.run(&script, &["--cluster-only"]);
+    run.assert_printed(&["true", "true", "0", "local"]);
+}
+
+#[test]
+fn remote_output_reaches_the_parent_and_errors_name_the_item() {
+    let Some(nats) = Nats::start() else { return };
+    let _a = nats.agent("host-a", 1);
+    let script = Script::new(
+        "fn shout(x) { print(`item ${x}`); debug(`debugging ${x}`); x }\n\
+         print(pool_map(shout, [1, 2, 3], #{chunk_size: 3}));\n\
+         pool_map(|x| if x == 2 { throw \"two is bad\" } else { x }, [1, 2, 3]);\n",
+    );
+    let run = nats.run(&script, &["--cluster-only"]);
+    assert_eq!(
+        run.stdout, "item 1\nitem 2\nitem 3\n[1, 2, 3]\n",
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("[host-a] "),
+        "debug lines name the host: {}",
+        run.stderr
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("two is bad"), "{}", run.stderr);
+}
+
+#[test]
+fn a_server_off_this_machine_needs_tls_and_credentials() {
+    let script = Script::new("print(1);\n");
+    let run = common::mpscript(&[
+        "run",
+        "--cluster",
+        "nats://192.0.2.1:4222",
+        script.path.to_str().unwrap(),
+    ]);
+    let stderr = run.fails_with(2);
+    assert!(
+        stderr.contains("TLS") && stderr.contains("credentials"),
+        "{stderr}"
+    );
+    assert_eq!(run.stdout, "", "nothing ran");
+    let run = common::mpscript(&["worker", "--cluster", "tls://192.0.2.1:4222"]);
+    assert!(
+        run.fails_with(2).contains("lacks credentials"),
+        "{}",
+        run.stderr
+    );
+    let run = common::mpscript(&["worker", "--cluster", "nats://u:p@127.0.0.1:4222"]);
+    assert!(
+        run.fails_with(2).contains("carries credentials"),
+        "{}",
+        run.stderr
+    );
+}
