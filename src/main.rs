@@ -60,6 +60,10 @@ enum Command {
         /// This agent's name in the runs' output [default: the host name].
         #[arg(long, default_value = "")]
         name: String,
+        /// Seconds a chunk taken by an agent that died or stopped waits before another agent
+        /// gets it (the agents' shared setting: the first agent on a server sets it) [default: 10].
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        cluster_ack_wait: Option<u64>,
         #[command(flatten)]
         grants: Grants,
     },
@@ -80,9 +84,6 @@ struct ClusterOptions {
     /// Connect to a server off this machine without TLS and credentials.
     #[arg(long)]
     cluster_insecure: bool,
-    /// Seconds a chunk taken by an agent that stopped answering waits before it moves [default: 10].
-    #[arg(long, value_name = "SECS")]
-    cluster_ack_wait: Option<u64>,
 }
 
 impl ClusterOptions {
@@ -94,9 +95,6 @@ impl ClusterOptions {
         }
         if let Some(ca) = &self.cluster_ca {
             cluster = cluster.tls_ca(ca);
-        }
-        if let Some(secs) = self.cluster_ack_wait {
-            cluster = cluster.ack_wait(std::time::Duration::from_secs(secs.max(1)));
         }
         Some(cluster)
     }
@@ -414,8 +412,12 @@ fn main() -> ExitCode {
             cluster,
             slots,
             name,
+            cluster_ack_wait,
             grants,
-        } => serve_as_agent(&cluster, slots, &name, &grants),
+        } => {
+            let wait = cluster_ack_wait.map(std::time::Duration::from_secs);
+            serve_as_agent(&cluster, slots, &name, wait, &grants)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -432,14 +434,18 @@ fn serve_as_agent(
     options: &ClusterOptions,
     slots: Option<usize>,
     name: &str,
+    ack_wait: Option<std::time::Duration>,
     grants: &Grants,
 ) -> Result<(), Error> {
-    let Some(cluster) = options.cluster() else {
+    let Some(mut cluster) = options.cluster() else {
         return Err(Error::Config(
             "mpscript worker needs --cluster nats://HOST:PORT".into(),
         ));
     };
     cluster.check()?;
+    if let Some(wait) = ack_wait {
+        cluster = cluster.ack_wait(wait);
+    }
     let permissions = grants.permissions()?;
     let interrupt = Interrupt::default();
     stop_on_signals(interrupt.clone(), Repeat::InterruptAgain);

@@ -54,10 +54,12 @@ impl Nats {
         })
     }
 
-    /// An agent named `name` with `slots` slots, once it said it is ready.
+    /// An agent named `name` with `slots` slots, once it said it is ready; a chunk it had
+    /// when it died moves after 2 s.
     fn agent(&self, name: &str, slots: usize) -> Agent {
         let mut child = Command::new(BIN)
-            .args(["worker", "--cluster", &self.url, "--name", name, "-j"])
+            .args(["worker", "--cluster", &self.url, "--name", name])
+            .args(["--cluster-ack-wait", "2", "-j"])
             .arg(slots.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -78,13 +80,25 @@ impl Nats {
     }
 
     fn run(&self, script: &Script, extra: &[&str]) -> Run {
-        let out = Command::new(BIN)
+        finished(self.start_run(script, extra))
+    }
+
+    fn start_run(&self, script: &Script, extra: &[&str]) -> Child {
+        Command::new(BIN)
             .args(["run", "--cluster", &self.url])
             .args(extra)
             .arg(&script.path)
             .stdin(Stdio::null())
-            .output()
-            .expect("mpscript runs");
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mpscript runs")
+    }
+}
+
+fn finished(child: Child) -> Run {
+    let out = child.wait_with_output().expect("the run ends");
+    {
         Run {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -181,4 +195,47 @@ fn a_server_off_this_machine_needs_tls_and_credentials() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn an_agent_killed_mid_chunk_loses_nothing_and_with_no_retries_fails_its_running_item() {
+    let Some(nats) = Nats::start() else { return };
+    let mut a = nats.agent("host-a", 1);
+    let _b = nats.agent("host-b", 1);
+    // Two 3-second items, one on each agent; host-a is killed while its item runs.
+    let source = |retries: u32| {
+        format!(
+            "let out = pool_map(|x| {{ sleep(3); [x, host()] }}, [1, 2], \
+             #{{chunk_size: 1, retries: {retries}}});\n\
+             print(out.map(|r| r[0]));\n\
+             print(out.map(|r| r[1]).contains(\"host-a\"));\n"
+        )
+    };
+    let again = Script::new(&source(1));
+    let run = nats.start_run(&again, &["--cluster-only"]);
+    std::thread::sleep(Duration::from_millis(2000));
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let run = finished(run);
+    run.assert_printed(&["[1, 2]", "false"]);
+
+    let mut a = nats.agent("host-a", 1);
+    let once = Script::new(&source(0));
+    let run = nats.start_run(&once, &["--cluster-only"]);
+    std::thread::sleep(Duration::from_millis(2000));
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let run = finished(run);
+    let stderr = flat(run.fails_with(1));
+    let why = "stopped answering on host-a (its chunk went to host-b after the ack wait), while \
+               running items[";
+    assert!(stderr.contains(why), "{stderr}");
+}
+
+/// A report as one line: miette wraps long messages to the terminal's width.
+fn flat(report: &str) -> String {
+    let lines = report
+        .lines()
+        .map(|l| l.trim().trim_start_matches(['│', '×']).trim());
+    lines.collect::<Vec<_>>().join(" ")
 }

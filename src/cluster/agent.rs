@@ -15,12 +15,13 @@ use std::{
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, PullConsumer, pull},
+    kv,
     stream::{self, RetentionPolicy, StorageType},
 };
 use futures_util::StreamExt;
 
 use super::{
-    AGENT_TTL, AGENTS, CONSUMER, Cluster, STREAM,
+    AGENT_TTL, AGENTS, CONSUMER, Cluster, REFRESH, RUN_TTL, RUNS, STREAM,
     bridge::{Bridge, cluster_error},
     build_id,
     envelope::{Back, Event, Work, decode, encode},
@@ -32,7 +33,7 @@ use crate::{
     locks::lock,
     output::write_line,
     transport::{Transport, WorkerLink, local::Launcher},
-    wire::{FromWorker, Program, ToWorker},
+    wire::{FromWorker, ItemFailure, Program, ToWorker},
 };
 
 /// How an agent is set up.
@@ -61,7 +62,9 @@ pub(crate) fn serve(agent: Agent) -> Result<(), Error> {
         agent.slots,
         agent.cluster.url()
     );
+    let runs = bridge.wait(super::bucket(&bridge, RUNS, RUN_TTL))?;
     let host = Arc::new(Host {
+        runs,
         bridge: bridge.clone(),
         name: agent.name.clone(),
         permissions: agent.permissions.clone(),
@@ -162,6 +165,8 @@ fn take(bridge: &Bridge, consumer: &PullConsumer, count: usize) -> Vec<jetstream
 /// What the chunk threads share.
 struct Host {
     bridge: Arc<Bridge>,
+    /// The runs whose parents are alive.
+    runs: kv::Store,
     name: String,
     permissions: Permissions,
     launcher: Launcher,
@@ -175,7 +180,7 @@ struct Host {
 impl Host {
     /// Runs one chunk and acknowledges it once its last message is sent (or its worker died:
     /// the run's scheduler then decides what runs again).
-    fn run(&self, message: jetstream::Message) {
+    fn run(self: &Arc<Self>, message: jetstream::Message) {
         let work: Result<Work, Error> = decode(&message.payload, "a parent");
         let ended = match work {
             Ok(work) => self.relay(work, &message),
@@ -187,15 +192,26 @@ impl Host {
         let _ = self.bridge.wait(message.ack());
     }
 
-    fn relay(&self, work: Work, message: &jetstream::Message) -> Result<(), Error> {
+    fn relay(self: &Arc<Self>, work: Work, message: &jetstream::Message) -> Result<(), Error> {
         let back_to = slot_subject(&work.run, work.slot);
+        let delivery = message
+            .info()
+            .map_or(1, |info| info.delivered.max(1) as u64);
+        let teller = Teller {
+            host: self.clone(),
+            subject: back_to.clone(),
+            delivery,
+        };
         if work.build != build_id() {
             let why = format!("this agent is {}, the run is {}", build_id(), work.build);
-            return self.tell(&back_to, "", Event::Refused(why));
+            return teller.tell("", Event::Refused(why));
+        }
+        if !self.run_alive(&work.run) {
+            return Ok(()); // its parent is gone: drop it
         }
         let worker = match self.worker(&work.program) {
             Ok(worker) => worker,
-            Err(e) => return self.tell(&back_to, "", Event::Refused(e.to_string())),
+            Err(e) => return teller.tell("", Event::Refused(e.to_string())),
         };
         let inbox = self.bridge.client.new_inbox();
         let replies = self
@@ -204,12 +220,17 @@ impl Host {
             .map_err(|e| cluster_error("subscribing for replies", e))?;
         let _replying = self.forward_replies(replies, worker.clone());
         worker.send(&work.message)?;
-        let heartbeat = self.heartbeat(message);
+        let heartbeat = self.heartbeat(message, &work.run, worker.clone(), teller.clone(), &inbox);
+        let mut reported = 0;
         let alive = loop {
             match worker.recv() {
                 Ok(reply) => {
+                    let reply = self.within_limit(reply, reported)?;
+                    if let FromWorker::MapPart { values, .. } = &reply {
+                        reported += values.array_len().unwrap_or(0);
+                    }
                     let done = matches!(reply, FromWorker::MapDone { .. });
-                    self.tell(&back_to, &inbox, Event::Message(reply))?;
+                    teller.tell(&inbox, Event::Message(reply))?;
                     if done {
                         break true;
                     }
@@ -222,7 +243,7 @@ impl Host {
                         code: death.code,
                         started,
                     };
-                    self.tell(&back_to, &inbox, died)?;
+                    teller.tell(&inbox, died)?;
                     break false;
                 }
             }
@@ -237,13 +258,46 @@ impl Host {
         Ok(())
     }
 
-    fn tell(&self, subject: &str, reply_to: &str, event: Event) -> Result<(), Error> {
-        let back = Back {
-            host: self.name.clone(),
-            reply_to: reply_to.to_string(),
-            event,
+    /// `reply`, or, if it is results too big for one message of the server, the failure of the
+    /// first of them (`reported` results of the chunk were sent before it).
+    fn within_limit(&self, reply: FromWorker, reported: usize) -> Result<FromWorker, Error> {
+        let limit = self.bridge.client.server_info().max_payload;
+        let size = encode(&reply)?.len() + 256; // and the envelope
+        let (job, chunk) = match &reply {
+            FromWorker::MapPart { job, chunk, .. } | FromWorker::MapDone { job, chunk, .. }
+                if size > limit =>
+            {
+                (*job, *chunk)
+            }
+            _ => return Ok(reply),
         };
-        self.bridge.publish(subject.to_string(), encode(&back)?)
+        let message = format!(
+            "its result is {size} bytes, over the cluster server's message limit ({limit} bytes)"
+        );
+        let error = crate::RemoteError {
+            message,
+            pid: 0,
+            line: 0,
+            column: 0,
+            function: String::new(),
+        };
+        let failure = ItemFailure {
+            offset: reported as u32,
+            error,
+            timed_out: false,
+        };
+        Ok(FromWorker::MapDone {
+            job,
+            chunk,
+            result: Err(failure),
+        })
+    }
+
+    /// Whether the run's parent still keeps its key (yes, while the server cannot say).
+    fn run_alive(&self, run: &str) -> bool {
+        self.bridge
+            .wait(self.runs.get(run))
+            .map_or(true, |entry| entry.is_some())
     }
 
     /// A warm worker of `program`, or a new one.
@@ -315,21 +369,69 @@ impl Host {
         end
     }
 
-    /// Tells the broker every third of the ack wait that the chunk is still being worked on,
-    /// until the returned flag is cleared.
-    fn heartbeat(&self, message: &jetstream::Message) -> Arc<AtomicBool> {
+    /// Every second, until the returned flag is cleared: tells the broker the chunk is still
+    /// being worked on, tells the parent which item runs (so a death of this whole agent fails
+    /// that item, not the others), and stops `worker` if the run's parent is gone.
+    fn heartbeat(
+        self: &Arc<Self>,
+        message: &jetstream::Message,
+        run: &str,
+        worker: Arc<dyn WorkerLink>,
+        teller: Teller,
+        inbox: &str,
+    ) -> Arc<AtomicBool> {
         let beating = Arc::new(AtomicBool::new(true));
-        let (flag, bridge) = (beating.clone(), self.bridge.clone());
-        let message = message.clone();
+        let (flag, host) = (beating.clone(), self.clone());
+        let (message, run, inbox) = (message.clone(), run.to_string(), inbox.to_string());
         thread::spawn(move || {
+            let mut since_look = Duration::ZERO;
+            let mut told = None;
             while flag.load(Ordering::Relaxed) {
                 thread::sleep(Duration::from_secs(1));
-                if flag.load(Ordering::Relaxed) {
-                    let _ = bridge.wait(message.ack_with(AckKind::Progress));
+                since_look += Duration::from_secs(1);
+                if !flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let _ = host.bridge.wait(message.ack_with(AckKind::Progress));
+                let started = worker
+                    .progress()
+                    .map(|p| (p.job, p.chunk as u32, p.offset as u32));
+                if let Some((job, chunk, offset)) = started.filter(|s| Some(*s) != told) {
+                    let _ = teller.tell(&inbox, Event::Started { job, chunk, offset });
+                    told = started;
+                }
+                if since_look >= REFRESH {
+                    since_look = Duration::ZERO;
+                    if !host.run_alive(&run) {
+                        worker.kill();
+                    }
                 }
             }
         });
         beating
+    }
+}
+
+/// Tells the run that sent a chunk about it.
+#[derive(Clone)]
+struct Teller {
+    host: Arc<Host>,
+    /// The sending slot's subject.
+    subject: String,
+    delivery: u64,
+}
+
+impl Teller {
+    fn tell(&self, reply_to: &str, event: Event) -> Result<(), Error> {
+        let back = Back {
+            host: self.host.name.clone(),
+            reply_to: reply_to.to_string(),
+            delivery: self.delivery,
+            event,
+        };
+        self.host
+            .bridge
+            .publish(self.subject.clone(), encode(&back)?)
     }
 }
 

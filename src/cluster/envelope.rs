@@ -29,6 +29,8 @@ pub(crate) struct Back {
     pub(crate) host: String,
     /// Where the parent answers the worker's requests.
     pub(crate) reply_to: String,
+    /// Which delivery of its chunk this is (1 unless an agent died or stopped with it).
+    pub(crate) delivery: u64,
     pub(crate) event: Event,
 }
 
@@ -36,6 +38,8 @@ pub(crate) struct Back {
 pub(crate) enum Event {
     /// A message of the worker that runs the chunk.
     Message(FromWorker),
+    /// The worker started this item of this chunk (said about once a second).
+    Started { job: u64, chunk: u32, offset: u32 },
     /// That worker died; the item it had started, if it said.
     Died {
         status: String,

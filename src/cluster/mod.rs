@@ -27,6 +27,14 @@ const PROGRAMS: &str = "MPS_PROGRAMS";
 const AGENTS: &str = "MPS_AGENTS";
 /// How long an agent's key lives without a refresh.
 const AGENT_TTL: Duration = Duration::from_secs(10);
+/// Runs in progress: each parent keeps its run's key fresh; agents drop the work of a run whose
+/// key is gone (its parent was killed).
+const RUNS: &str = "MPS_RUNS";
+/// How long a run's key lives without a refresh: with agents looking every few seconds, a dead
+/// parent's work stops within 15 s.
+const RUN_TTL: Duration = Duration::from_secs(10);
+/// How often keys are refreshed, and agents look at them.
+const REFRESH: Duration = Duration::from_secs(2);
 
 /// The environment variable an agent or a parent reads a token from, when no token file is given.
 pub const TOKEN_ENV: &str = "MPSCRIPT_CLUSTER_TOKEN";
@@ -132,8 +140,9 @@ impl Cluster {
         self
     }
 
-    /// How long a chunk taken by an agent that stopped answering waits before another agent gets
-    /// it (`--cluster-ack-wait`, default 10 s).
+    /// For an agent: how long a chunk taken by an agent that died or stopped waits before another
+    /// agent gets it (`mpscript worker --cluster-ack-wait`, default 10 s). The agents share one
+    /// setting: the first agent on a server sets it.
     pub fn ack_wait(mut self, wait: Duration) -> Cluster {
         self.ack_wait = wait;
         self

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender, select, unbounded};
 use futures_util::StreamExt;
 
 use super::{
-    AGENTS, Cluster, PROGRAMS,
+    AGENTS, Cluster, PROGRAMS, REFRESH, RUN_TTL, RUNS,
     bridge::{Bridge, cluster_error},
     build_id,
     envelope::{Back, Event, Work, decode, encode},
@@ -43,10 +43,21 @@ impl ClusterTransport {
     /// Connects to `cluster` (after its loopback rule passed).
     pub(crate) fn connect(cluster: &Cluster) -> Result<ClusterTransport, Error> {
         cluster.check()?;
-        let bridge = Bridge::connect(cluster, "mpscript run")?;
+        let bridge = Arc::new(Bridge::connect(cluster, "mpscript run")?);
+        let run = random_hex()?;
+        let runs = bridge.wait(super::bucket(&bridge, RUNS, RUN_TTL))?;
+        let key = run.clone();
+        let keeping = bridge.wait(runs.put(&key, "running".into()));
+        keeping.map_err(|e| cluster_error("announcing the run", e))?;
+        bridge.spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH).await;
+                let _ = runs.put(&key, "running".into()).await;
+            }
+        });
         Ok(ClusterTransport {
-            bridge: Arc::new(bridge),
-            run: random_hex()?,
+            bridge,
+            run,
             next_slot: AtomicU64::new(1),
             only: cluster.is_only(),
         })
@@ -129,6 +140,17 @@ pub(super) async fn programs_bucket(bridge: &Bridge) -> Result<kv::Store, Error>
     super::bucket(bridge, PROGRAMS, Duration::from_secs(24 * 3600)).await
 }
 
+impl Drop for ClusterTransport {
+    /// The run is over: agents drop whatever of it is left at once.
+    fn drop(&mut self) {
+        let bridge = &self.bridge;
+        let _ = bridge.wait(async {
+            let runs = bridge.jetstream.get_key_value(RUNS).await.ok()?;
+            runs.delete(&self.run).await.ok()
+        });
+    }
+}
+
 impl Transport for ClusterTransport {
     fn start(&self, count: usize, program: &Program) -> Result<Vec<Box<dyn WorkerLink>>, Error> {
         let key = self.store(program)?;
@@ -161,6 +183,24 @@ struct SlotState {
     host: Option<String>,
     progress: Option<Progress>,
     death: Option<Death>,
+    /// The chunks under way, by job and chunk: which delivery, where, and its last started item.
+    chunks: HashMap<(u64, u32), Delivery>,
+}
+
+struct Delivery {
+    number: u64,
+    host: String,
+    started: Option<u32>,
+}
+
+/// The job and chunk an agent's message is about, if it says.
+fn chunk_of(event: &Event) -> Option<(u64, u32)> {
+    match event {
+        Event::Message(FromWorker::MapPart { job, chunk, .. })
+        | Event::Message(FromWorker::MapDone { job, chunk, .. })
+        | Event::Started { job, chunk, .. } => Some((*job, *chunk)),
+        _ => None,
+    }
 }
 
 impl RemoteSlot {
@@ -197,6 +237,14 @@ impl RemoteSlot {
         let id = format!("{}.{}.{job}.{chunk}", self.run, self.slot);
         headers.insert("Nats-Msg-Id", id.as_str());
         let payload = encode(&work)?;
+        let limit = self.bridge.client.server_info().max_payload;
+        if payload.len() > limit {
+            return Err(Error::InvalidArgument(format!(
+                "a pool_map chunk of {} bytes is over the cluster server's message limit ({limit} \
+                 bytes): give the map a smaller chunk_size, or smaller items",
+                payload.len()
+            )));
+        }
         let subject = work_subject(&self.run);
         self.bridge.wait(async {
             let ack = self
@@ -211,21 +259,61 @@ impl RemoteSlot {
         })
     }
 
-    /// What the agent said, as the hub reads a worker: output to stderr names the host.
-    fn received(&self, back: Back) -> Result<FromWorker, Error> {
+    /// What the agent said, as the hub reads a worker (`None`: nothing for the hub): output to
+    /// stderr names the host. A chunk delivered again means the agent that had it died or
+    /// stopped: the slot dies as a local worker would, the item it had started named.
+    fn received(&self, back: Back) -> Result<Option<FromWorker>, Error> {
         let mut state = lock(&self.state);
+        if let Some(key) = chunk_of(&back.event) {
+            let seen = state.chunks.entry(key).or_insert_with(|| Delivery {
+                number: back.delivery,
+                host: back.host.clone(),
+                started: None,
+            });
+            if back.delivery < seen.number {
+                return Ok(None); // a late word from an agent the chunk was taken from
+            }
+            if back.delivery > seen.number {
+                let (job, chunk) = key;
+                let (host, started) = (seen.host.clone(), seen.started);
+                state.progress = started.map(|offset| Progress {
+                    job,
+                    chunk: chunk as u64,
+                    offset: offset as u64,
+                    started_ns: 0,
+                });
+                state.death = Some(Death {
+                    status: format!(
+                        "stopped answering on {host} (its chunk went to {} after the ack wait)",
+                        back.host
+                    ),
+                    code: -1,
+                });
+                return Err(Error::Disconnected {
+                    peer: self.label.clone(),
+                });
+            }
+            match &back.event {
+                Event::Started { offset, .. } => seen.started = Some(*offset),
+                Event::Message(FromWorker::MapDone { .. }) => {
+                    state.chunks.remove(&key);
+                }
+                _ => {}
+            }
+        }
         state.reply_to = Some(back.reply_to);
         state.host = Some(back.host.clone());
         match back.event {
+            Event::Started { .. } => Ok(None),
             Event::Message(FromWorker::Output { stream, text })
                 if stream != crate::OutStream::Stdout =>
             {
-                Ok(FromWorker::Output {
+                Ok(Some(FromWorker::Output {
                     stream,
                     text: format!("[{}] {text}", back.host),
-                })
+                }))
             }
-            Event::Message(message) => Ok(message),
+            Event::Message(message) => Ok(Some(message)),
             Event::Died {
                 status,
                 code,
@@ -290,16 +378,20 @@ impl WorkerLink for RemoteSlot {
     }
 
     fn recv(&self) -> Result<FromWorker, Error> {
-        let bytes = select! {
-            recv(self.messages) -> bytes => bytes,
-            recv(self.closed) -> _ => Err(crossbeam_channel::RecvError),
-        };
-        let Ok(bytes) = bytes else {
-            return Err(Error::Disconnected {
-                peer: self.label.clone(),
-            });
-        };
-        self.received(decode(&bytes, &self.label)?)
+        loop {
+            let bytes = select! {
+                recv(self.messages) -> bytes => bytes,
+                recv(self.closed) -> _ => Err(crossbeam_channel::RecvError),
+            };
+            let Ok(bytes) = bytes else {
+                return Err(Error::Disconnected {
+                    peer: self.label.clone(),
+                });
+            };
+            if let Some(message) = self.received(decode(&bytes, &self.label)?)? {
+                return Ok(message);
+            }
+        }
     }
 
     fn kill(&self) {
