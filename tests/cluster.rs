@@ -239,3 +239,66 @@ fn flat(report: &str) -> String {
         .map(|l| l.trim().trim_start_matches(['│', '×']).trim());
     lines.collect::<Vec<_>>().join(" ")
 }
+
+#[test]
+fn a_killed_parent_s_work_stops_on_the_agents_within_15_seconds() {
+    let Some(nats) = Nats::start() else { return };
+    let _a = nats.agent("host-a", 1);
+    let long = Script::new("pool_map(|x| { sleep(60); x }, [1]);\n");
+    let mut parent = nats.start_run(&long, &["--cluster-only"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    // The agent's only slot is taken until the dead run's item is stopped.
+    let started = Instant::now();
+    let quick = Script::new("print(pool_map(|x| x + 1, [1]));\n");
+    nats.run(&quick, &["--cluster-only"])
+        .assert_printed(&["[2]"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the slot came free after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_agent_told_to_stop_finishes_what_it_runs_and_exits_0() {
+    let Some(nats) = Nats::start() else { return };
+    let mut a = nats.agent("host-a", 1);
+    let script = Script::new("print(pool_map(|x| { sleep(2); x * 10 }, [4]));\n");
+    let run = nats.start_run(&script, &["--cluster-only"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
+    finished(run).assert_printed(&["[40]"]);
+    let status = a.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn without_cluster_only_the_local_pool_takes_work_too() {
+    let Some(nats) = Nats::start() else { return };
+    let _a = nats.agent("host-a", 1);
+    let script = Script::new(
+        "let hosts = pool_map(|x| { sleep(0.05); host() }, 0..30, #{chunk_size: 1});\n\
+         print(hosts.contains(\"local\") && hosts.contains(\"host-a\"));\n",
+    );
+    nats.run(&script, &["-j", "1"]).assert_printed(&["true"]);
+}
+
+#[test]
+fn a_stopped_agent_s_late_result_is_dropped() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.agent("host-a", 1);
+    let _b = nats.agent("host-b", 1);
+    let script = Script::new(
+        "let out = pool_map(|x| { sleep(3); x }, [1, 2], #{chunk_size: 1, retries: 1});\n\
+         print(out);\n",
+    );
+    let run = nats.start_run(&script, &["--cluster-only"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let pid = a.child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(3500));
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    finished(run).assert_printed(&["[1, 2]"]);
+}
