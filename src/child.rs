@@ -144,6 +144,9 @@ fn serve(conn: Arc<dyn ParentLink>, entry: Entry) -> Result<(), Error> {
     };
     let settings = program.settings.clone();
     let profiled = settings.profile;
+    if !settings.host.is_empty() {
+        crate::shared::on_agent(&settings.host);
+    }
     if profiled {
         profile::start(&[]);
     }

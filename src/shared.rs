@@ -54,6 +54,13 @@ impl Segment {
     /// The segment `fd` of process `owner`, of `len` slots: this process's mapping if it has one,
     /// else a new one.
     pub(crate) fn attach(owner: u32, fd: i32, len: usize) -> io::Result<Arc<Segment>> {
+        if let Some(agent) = AGENT.get() {
+            let why = format!(
+                "a shared_array lives in the memory of the machine that made it; this function \
+                 runs on the cluster agent {agent}, which cannot map it (pass the values instead)"
+            );
+            return Err(io::Error::other(why));
+        }
         if let Some(segment) = lock(mapped()).get(&(owner, fd)).and_then(Weak::upgrade) {
             return Ok(segment);
         }
@@ -133,4 +140,12 @@ fn remember(segment: &Arc<Segment>) {
 fn kept() -> &'static Mutex<HashMap<i32, Arc<Segment>>> {
     static KEPT: OnceLock<Mutex<HashMap<i32, Arc<Segment>>>> = OnceLock::new();
     KEPT.get_or_init(Mutex::default)
+}
+
+/// Set in a worker of a cluster agent: shared memory made on another machine cannot be mapped.
+static AGENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// This process runs on the cluster agent `name`: shared arrays sent here are clear errors.
+pub(crate) fn on_agent(name: &str) {
+    let _ = AGENT.set(name.to_string());
 }

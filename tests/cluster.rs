@@ -17,7 +17,8 @@ use common::{BIN, Run, Script};
 struct Nats {
     child: Child,
     url: String,
-    _store: tempfile::TempDir,
+    port: u16,
+    store: tempfile::TempDir,
 }
 
 impl Nats {
@@ -28,13 +29,7 @@ impl Nats {
             .expect("a free port")
             .port();
         let store = tempfile::tempdir().unwrap();
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
+        let Ok(child) = server(port, store.path()) else {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "nats-server is missing; .ci/run installs it"
@@ -42,16 +37,22 @@ impl Nats {
             eprintln!("nats-server is not installed: skipping");
             return None;
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(port);
         Some(Nats {
             child,
             url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
+            port,
+            store,
         })
+    }
+
+    /// Stops the server (SIGKILL) and starts it again on the same port and store after `down`.
+    fn restart(&mut self, down: Duration) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::thread::sleep(down);
+        self.child = server(self.port, self.store.path()).expect("nats-server restarts");
+        wait_for(self.port);
     }
 
     /// An agent named `name` with `slots` slots, once it said it is ready; a chunk it had
@@ -105,6 +106,23 @@ fn finished(child: Child) -> Run {
             code: out.status.code(),
             elapsed: Duration::ZERO,
         }
+    }
+}
+
+fn server(port: u16, store: &std::path::Path) -> std::io::Result<Child> {
+    Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+fn wait_for(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -301,4 +319,41 @@ fn a_stopped_agent_s_late_result_is_dropped() {
     std::thread::sleep(Duration::from_millis(3500));
     unsafe { libc::kill(pid, libc::SIGCONT) };
     finished(run).assert_printed(&["[1, 2]"]);
+}
+
+#[test]
+fn remote_functions_reach_the_parent_s_queues_and_refuse_what_cannot_work_there() {
+    let Some(nats) = Nats::start() else { return };
+    let _a = nats.agent("host-a", 2);
+    let script = Script::new(
+        "let q = queue();\n\
+         let m = shared_map();\n\
+         pool_map(|x| { q.put(x * 2); m.add(\"n\", 1); x }, [1, 2, 3]);\n\
+         let got = [q.get(), q.get(), q.get()];\n\
+         got.sort();\n\
+         print(got);\n\
+         print(m[\"n\"]);\n\
+         try { pool_map(|x| spawn(|| 1), [1]); } catch (e) { print(e.contains(\"spawn: this function runs on the cluster agent host-a\")); }\n\
+         let a = shared_array(\"int\", 3);\n\
+         try { pool_map(|i| a[i], [0]); } catch (e) { print(e.contains(\"cluster agent host-a, which cannot map it\")); }\n",
+    );
+    nats.run(&script, &["--cluster-only"])
+        .assert_printed(&["[2, 4, 6]", "3", "true", "true"]);
+}
+
+#[test]
+fn a_run_completes_across_a_restart_of_the_server() {
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    let _a = nats.agent("host-a", 2);
+    let script = Script::new(
+        "let out = pool_map(|x| { sleep(0.25); x * 3 }, 0..24, #{chunk_size: 1});\n\
+         let want = []; for x in 0..24 { want.push(x * 3); }\n\
+         print(out == want);\n",
+    );
+    let run = nats.start_run(&script, &["--cluster-only"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    nats.restart(Duration::from_millis(500));
+    finished(run).assert_printed(&["true"]);
 }

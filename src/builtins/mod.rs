@@ -113,6 +113,18 @@ impl Ctx {
         })
     }
 
+    /// Refuses `builtin` in a function running on a cluster agent: processes it would start
+    /// would run on the parent's machine, not this one.
+    pub(super) fn on_this_machine(&self, builtin: &str) -> Result<(), Box<EvalAltResult>> {
+        match self.host.as_str() {
+            "local" => Ok(()),
+            agent => Err(invalid(format!(
+                "{builtin}: this function runs on the cluster agent {agent}, where processes \
+                 cannot be started; call {builtin} from the main script"
+            ))),
+        }
+    }
+
     /// The main script's count of its copies of `object`'s handle; `None` elsewhere.
     fn held(&self, object: Object) -> Option<Held> {
         let backend = self.backend.clone();

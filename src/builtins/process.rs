@@ -45,6 +45,7 @@ pub(super) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
 }
 
 fn spawn(ctx: &Ctx, f: FnValue, args: Vec<Value>) -> Result<ProcessHandle, Box<EvalAltResult>> {
+    ctx.on_this_machine("spawn")?;
     let at = crate::profile::here("spawn");
     ctx.ask(Op::Spawn { f, args, at })
         .map(|NewProcess { id, pid }| ProcessHandle {

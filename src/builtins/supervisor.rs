@@ -78,6 +78,7 @@ fn supervise(
         name: "supervisor_main".into(),
         curry: Vec::new(),
     };
+    ctx.on_this_machine("supervise")?;
     let at = crate::profile::here("supervise");
     ctx.ask(Op::Spawn { f, args, at })
         .map(|NewProcess { id, pid }| SupervisorHandle {

@@ -6,10 +6,10 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_nats::jetstream::{
@@ -74,6 +74,7 @@ pub(crate) fn serve(agent: Agent) -> Result<(), Error> {
         running: AtomicUsize::new(0),
     });
     while agent.interrupt.signal().is_none() {
+        host.retire_idle();
         let free = agent.slots - host.running.load(Ordering::Relaxed);
         if free == 0 {
             thread::sleep(Duration::from_millis(5));
@@ -138,9 +139,10 @@ fn announce(bridge: &Arc<Bridge>, agent: &Agent) -> Result<(), Error> {
     Ok(())
 }
 
-/// Up to `count` chunks, waiting at most a second for the first.
+/// Up to `count` chunks, waiting at most a second for the first (a few while the server is away:
+/// a pull asked of a server that went down is never answered).
 fn take(bridge: &Bridge, consumer: &PullConsumer, count: usize) -> Vec<jetstream::Message> {
-    bridge.wait(async {
+    let pull = async {
         let Ok(mut batch) = consumer
             .fetch()
             .max_messages(count)
@@ -159,8 +161,16 @@ fn take(bridge: &Bridge, consumer: &PullConsumer, count: usize) -> Vec<jetstream
             }
         }
         taken
-    })
+    };
+    let pulled = bridge.wait(async { tokio::time::timeout(Duration::from_secs(3), pull).await });
+    pulled.unwrap_or_default()
 }
+
+/// A warm worker, and since when it waits.
+type Idle = (Arc<dyn WorkerLink>, Instant);
+
+/// How long a warm worker of a program waits for more of its chunks before it is shut down.
+const IDLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// What the chunk threads share.
 struct Host {
@@ -172,8 +182,8 @@ struct Host {
     launcher: Launcher,
     /// Programs by key, as fetched.
     programs: Mutex<HashMap<String, Program>>,
-    /// Warm workers by program key.
-    idle: Mutex<HashMap<String, Vec<Arc<dyn WorkerLink>>>>,
+    /// Warm workers by program key, and since when each waits.
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
     running: AtomicUsize,
 }
 
@@ -200,20 +210,23 @@ impl Host {
         let teller = Teller {
             host: self.clone(),
             subject: back_to.clone(),
+            run: work.run.clone(),
             delivery,
+            sent: Arc::default(),
         };
+        // Names this delivery of the chunk to the parent, and takes the replies to its requests.
+        let inbox = self.bridge.client.new_inbox();
         if work.build != build_id() {
             let why = format!("this agent is {}, the run is {}", build_id(), work.build);
-            return teller.tell("", Event::Refused(why));
+            return teller.tell(&inbox, Event::Refused(why));
         }
         if !self.run_alive(&work.run) {
             return Ok(()); // its parent is gone: drop it
         }
         let worker = match self.worker(&work.program) {
             Ok(worker) => worker,
-            Err(e) => return teller.tell("", Event::Refused(e.to_string())),
+            Err(e) => return teller.tell(&inbox, Event::Refused(e.to_string())),
         };
-        let inbox = self.bridge.client.new_inbox();
         let replies = self
             .bridge
             .wait(self.bridge.client.subscribe(inbox.clone()))
@@ -250,10 +263,8 @@ impl Host {
         };
         heartbeat.store(false, Ordering::Relaxed);
         if alive {
-            lock(&self.idle)
-                .entry(work.program)
-                .or_default()
-                .push(worker);
+            let idle = (worker, Instant::now());
+            lock(&self.idle).entry(work.program).or_default().push(idle);
         }
         Ok(())
     }
@@ -293,6 +304,22 @@ impl Host {
         })
     }
 
+    /// Shuts down workers that waited longer than [`IDLE_LIMIT`] (their run is likely over).
+    fn retire_idle(&self) {
+        let mut retired = Vec::new();
+        for workers in lock(&self.idle).values_mut() {
+            let (old, young) = workers
+                .drain(..)
+                .partition(|(_, since)| since.elapsed() > IDLE_LIMIT);
+            *workers = young;
+            retired.extend(old.into_iter().map(|(worker, _)| worker));
+        }
+        for worker in retired {
+            let _ = worker.send(&ToWorker::Shutdown);
+            worker.reap(Duration::from_secs(1));
+        }
+    }
+
     /// Whether the run's parent still keeps its key (yes, while the server cannot say).
     fn run_alive(&self, run: &str) -> bool {
         self.bridge
@@ -302,7 +329,7 @@ impl Host {
 
     /// A warm worker of `program`, or a new one.
     fn worker(&self, key: &str) -> Result<Arc<dyn WorkerLink>, Error> {
-        if let Some(worker) = lock(&self.idle).get_mut(key).and_then(Vec::pop) {
+        if let Some((worker, _)) = lock(&self.idle).get_mut(key).and_then(Vec::pop) {
             return Ok(worker);
         }
         let program = self.program(key)?;
@@ -418,20 +445,51 @@ struct Teller {
     host: Arc<Host>,
     /// The sending slot's subject.
     subject: String,
+    run: String,
     delivery: u64,
+    /// Messages sent so far (their sequence numbers).
+    sent: Arc<AtomicU64>,
 }
 
+/// How long one message waits for the parent to confirm it, and all tries together.
+const CONFIRM_WAIT: Duration = Duration::from_secs(2);
+const CONFIRM_PATIENCE: Duration = Duration::from_secs(30);
+
 impl Teller {
+    /// Sends `event` and waits until the parent confirms it, sending it again while the server is
+    /// away (a message published into a connection that just broke is lost, and the chunk would
+    /// wait for it forever). The sequence number lets the parent drop a copy it already has.
+    /// Which item started is only a hint: it is published once, unconfirmed and unnumbered.
     fn tell(&self, reply_to: &str, event: Event) -> Result<(), Error> {
+        let hint = matches!(event, Event::Started { .. });
         let back = Back {
             host: self.host.name.clone(),
             reply_to: reply_to.to_string(),
             delivery: self.delivery,
+            seq: if hint {
+                0
+            } else {
+                self.sent.fetch_add(1, Ordering::Relaxed) + 1
+            },
             event,
         };
-        self.host
-            .bridge
-            .publish(self.subject.clone(), encode(&back)?)
+        let payload = bytes::Bytes::from(encode(&back)?);
+        let bridge = &self.host.bridge;
+        if hint {
+            return bridge.publish(self.subject.clone(), payload.to_vec());
+        }
+        let deadline = Instant::now() + CONFIRM_PATIENCE;
+        loop {
+            let asked = bridge.client.request(self.subject.clone(), payload.clone());
+            let answered = bridge.wait(async { tokio::time::timeout(CONFIRM_WAIT, asked).await });
+            match answered {
+                Ok(Ok(_)) => return Ok(()),
+                _ if !self.host.run_alive(&self.run) => return Ok(()), // nobody to tell
+                _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
+                Ok(Err(e)) => return Err(cluster_error("telling the run", e)),
+                Err(_) => return Err(cluster_error("telling the run", "no answer")),
+            }
+        }
     }
 }
 

@@ -31,6 +31,9 @@ pub(crate) struct Back {
     pub(crate) reply_to: String,
     /// Which delivery of its chunk this is (1 unless an agent died or stopped with it).
     pub(crate) delivery: u64,
+    /// This message's number among those about its chunk's delivery (from 1; 0: a hint that is
+    /// never sent twice), so a copy sent again is dropped.
+    pub(crate) seq: u64,
     pub(crate) event: Event,
 }
 

@@ -3,13 +3,14 @@
 //! and request serving work unchanged.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     hash::{Hash, Hasher},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    thread,
+    time::{Duration, Instant},
 };
 
 use async_nats::{HeaderMap, jetstream::kv};
@@ -29,6 +30,9 @@ use crate::{
     transport::{Death, Progress, Transport, WorkerLink, local::random_hex},
     wire::{FromWorker, MapSetup, Program, ToWorker},
 };
+
+/// How long a chunk's publish is retried while the server cannot be reached.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Starts cluster slots for one run.
 pub(crate) struct ClusterTransport {
@@ -112,8 +116,13 @@ impl ClusterTransport {
             .wait(self.bridge.client.subscribe(subject))
             .map_err(|e| cluster_error("subscribing to a slot", e))?;
         let (tx, messages) = unbounded();
+        let client = self.bridge.client.clone();
         self.bridge.spawn(async move {
             while let Some(message) = subscriber.next().await {
+                // Received: the agent may go on (it sends again what is not confirmed).
+                if let Some(reply) = message.reply {
+                    let _ = client.publish(reply, bytes::Bytes::new()).await;
+                }
                 if tx.send(message.payload.to_vec()).is_err() {
                     break;
                 }
@@ -185,6 +194,11 @@ struct SlotState {
     death: Option<Death>,
     /// The chunks under way, by job and chunk: which delivery, where, and its last started item.
     chunks: HashMap<(u64, u32), Delivery>,
+    /// Chunks whose results all came: a later delivery of one (its ack was lost while the server
+    /// restarted) is ignored.
+    done: HashSet<(u64, u32)>,
+    /// The last message number from each chunk delivery (by its reply inbox).
+    last_seq: HashMap<String, u64>,
 }
 
 struct Delivery {
@@ -246,17 +260,22 @@ impl RemoteSlot {
             )));
         }
         let subject = work_subject(&self.run);
-        self.bridge.wait(async {
-            let ack = self
-                .bridge
-                .jetstream
-                .publish_with_headers(subject, headers, payload.into())
-                .await
-                .map_err(|e| cluster_error("publishing a chunk", e))?;
-            ack.await
-                .map(|_| ())
-                .map_err(|e| cluster_error("publishing a chunk", e))
-        })
+        let payload = bytes::Bytes::from(payload);
+        // While the server restarts the publish fails; the message id makes a retry safe.
+        let deadline = Instant::now() + PUBLISH_PATIENCE;
+        loop {
+            let published = self.bridge.wait(async {
+                let js = &self.bridge.jetstream;
+                let sent =
+                    js.publish_with_headers(subject.clone(), headers.clone(), payload.clone());
+                sent.await?.await.map(|_| ())
+            });
+            match published {
+                Ok(()) => return Ok(()),
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(250)),
+                Err(e) => return Err(cluster_error("publishing a chunk", e)),
+            }
+        }
     }
 
     /// What the agent said, as the hub reads a worker (`None`: nothing for the hub): output to
@@ -264,7 +283,17 @@ impl RemoteSlot {
     /// stopped: the slot dies as a local worker would, the item it had started named.
     fn received(&self, back: Back) -> Result<Option<FromWorker>, Error> {
         let mut state = lock(&self.state);
+        if back.seq > 0 {
+            let last = state.last_seq.entry(back.reply_to.clone()).or_default();
+            if back.seq <= *last {
+                return Ok(None); // sent again after its confirmation was lost
+            }
+            *last = back.seq;
+        }
         if let Some(key) = chunk_of(&back.event) {
+            if state.done.contains(&key) {
+                return Ok(None);
+            }
             let seen = state.chunks.entry(key).or_insert_with(|| Delivery {
                 number: back.delivery,
                 host: back.host.clone(),
@@ -297,6 +326,8 @@ impl RemoteSlot {
                 Event::Started { offset, .. } => seen.started = Some(*offset),
                 Event::Message(FromWorker::MapDone { .. }) => {
                     state.chunks.remove(&key);
+                    state.done.insert(key);
+                    state.last_seq.remove(&back.reply_to);
                 }
                 _ => {}
             }
