@@ -58,6 +58,8 @@ pub struct Permissions {
     write: Rule<PathBuf>,
     net: Rule<Host>,
     env: Rule<String>,
+    /// On a cluster agent, what the agent's operator granted: an access needs both grants.
+    ceiling: Option<Box<Permissions>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,12 +233,57 @@ impl Permissions {
     /// Whether `path` may be read; the absolute path to use if so. Symbolic links are followed
     /// and their target checked; a path that leaves a grant with `..` and comes back is allowed.
     pub fn check_read(&self, path: &Path) -> Result<PathBuf, Error> {
-        check_path(&self.read, Access::Read, path)
+        let absolute = check_path(&self.read, Access::Read, path)?;
+        self.under_ceiling(|c| c.check_read(path).map(drop))?;
+        Ok(absolute)
     }
 
     /// Whether `path` may be written (created, removed); the absolute path to use if so.
     pub fn check_write(&self, path: &Path) -> Result<PathBuf, Error> {
-        check_path(&self.write, Access::Write, path)
+        let absolute = check_path(&self.write, Access::Write, path)?;
+        self.under_ceiling(|c| c.check_write(path).map(drop))?;
+        Ok(absolute)
+    }
+
+    /// These grants, on a cluster agent whose operator granted `agent`: an access needs both, so
+    /// a run never gets more on an agent than the agent gives, nor more than it asked for.
+    pub(crate) fn within(mut self, agent: Permissions) -> Permissions {
+        self.ceiling = Some(Box::new(agent));
+        self
+    }
+
+    /// `check` on the agent's grants, if there are any; its refusal says whose it is.
+    fn under_ceiling(
+        &self,
+        check: impl Fn(&Permissions) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let Some(ceiling) = &self.ceiling else {
+            return Ok(());
+        };
+        check(ceiling).map_err(|e| match e {
+            Error::Denied {
+                access,
+                target,
+                message,
+            } => Error::Denied {
+                message: format!(
+                    "{} (on the cluster agent that runs this function: its operator grants it)",
+                    message.replace("run again with", "the agent needs")
+                ),
+                access,
+                target,
+            },
+            other => other,
+        })
+    }
+
+    /// Whether the real path `real` is inside `rule`'s grants here and on the agent.
+    fn covers_real(&self, rule: fn(&Permissions) -> &Rule<PathBuf>, real: &Path) -> bool {
+        covered(rule(self), real)
+            && self
+                .ceiling
+                .as_ref()
+                .is_none_or(|c| c.covers_real(rule, real))
     }
 
     /// Whether `host` may be reached on `port`.
@@ -248,12 +295,14 @@ impl Permissions {
         let target = format!("{host}:{port}");
         check(&self.net, Access::Net, &target, &host, |h| {
             h.covers(&host, port)
-        })
+        })?;
+        self.under_ceiling(|c| c.check_net(&host, port))
     }
 
     /// Whether environment variable `name` may be read.
     pub fn check_env(&self, name: &str) -> Result<(), Error> {
-        check(&self.env, Access::Env, name, name, |n| n == name)
+        check(&self.env, Access::Env, name, name, |n| n == name)?;
+        self.under_ceiling(|c| c.check_env(name))
     }
 
     /// Opens `path` for reading, checked; on Linux the file actually opened is checked again, so a
@@ -261,7 +310,7 @@ impl Permissions {
     pub(crate) fn open_read(&self, path: &Path) -> Result<(PathBuf, File), Error> {
         let absolute = self.check_read(path)?;
         let file = File::open(&absolute).map_err(|e| io_error("reading", &absolute, e))?;
-        if opened(&file).is_some_and(|real| !covered(&self.read, &real)) {
+        if opened(&file).is_some_and(|real| !self.covers_real(|p| &p.read, &real)) {
             return Err(denied(Access::Read, &absolute, DeniedBy::NoGrant));
         }
         Ok((absolute, file))
@@ -274,7 +323,7 @@ impl Permissions {
     pub(crate) fn open_write(&self, path: &Path, append: bool) -> Result<(PathBuf, File), Error> {
         let absolute = self.check_write(path)?;
         let file = open_beneath(&absolute, append, |dir, name| match opened(dir) {
-            Some(real) if !covered(&self.write, &real.join(name)) => {
+            Some(real) if !self.covers_real(|p| &p.write, &real.join(name)) => {
                 Err(denied(Access::Write, &absolute, DeniedBy::NoGrant))
             }
             _ => Ok(()),

@@ -58,8 +58,14 @@ impl Nats {
     /// An agent named `name` with `slots` slots, once it said it is ready; a chunk it had
     /// when it died moves after 2 s.
     fn agent(&self, name: &str, slots: usize) -> Agent {
+        self.agent_granting(name, slots, &[])
+    }
+
+    /// An agent whose scripts get `grants` (`--allow-read=...`) at most.
+    fn agent_granting(&self, name: &str, slots: usize, grants: &[&str]) -> Agent {
         let mut child = Command::new(BIN)
             .args(["worker", "--cluster", &self.url, "--name", name])
+            .args(grants)
             .args(["--cluster-ack-wait", "2", "-j"])
             .arg(slots.to_string())
             .stdin(Stdio::null())
@@ -356,4 +362,31 @@ fn a_run_completes_across_a_restart_of_the_server() {
     std::thread::sleep(Duration::from_millis(1000));
     nats.restart(Duration::from_millis(500));
     finished(run).assert_printed(&["true"]);
+}
+
+#[test]
+fn a_run_on_an_agent_gets_the_intersection_of_its_grants_and_the_agent_s() {
+    let Some(nats) = Nats::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (open, closed) = (dir.path().join("open"), dir.path().join("closed"));
+    for d in [&open, &closed] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join("f.txt"), "hello").unwrap();
+    }
+    let agent_grant = format!("--allow-read={}", open.display());
+    let _a = nats.agent_granting("host-a", 1, &[&agent_grant]);
+    let script = Script::new(&format!(
+        "for p in [{:?}, {:?}] {{\n\
+           try {{ print(pool_map(|p| read_file(p), [p])[0]); }} catch (e) {{ print(\"denied\"); }}\n\
+         }}\n",
+        open.join("f.txt").display().to_string(),
+        closed.join("f.txt").display().to_string()
+    ));
+    // The run grants nothing: the agent's grant does not widen it.
+    nats.run(&script, &["--cluster-only"])
+        .assert_printed(&["denied", "denied"]);
+    // The run grants both directories: only what the agent grants too is readable.
+    let both = format!("--allow-read={}", dir.path().display());
+    nats.run(&script, &["--cluster-only", &both])
+        .assert_printed(&["hello", "denied"]);
 }

@@ -353,7 +353,10 @@ impl Host {
         })?;
         let bytes = bytes.ok_or_else(|| cluster_error("fetching the program", "it is gone"))?;
         let mut program: Program = decode(&bytes, "the programs bucket")?;
-        program.settings.permissions = self.permissions.clone();
+        program.settings.permissions = program
+            .settings
+            .permissions
+            .within(self.permissions.clone());
         program.settings.host = self.name.clone();
         lock(&self.programs).insert(key.to_string(), program.clone());
         Ok(program)
