@@ -216,16 +216,26 @@ impl Host {
         };
         // Names this delivery of the chunk to the parent, and takes the replies to its requests.
         let inbox = self.bridge.client.new_inbox();
+        let refuse = |why: String| {
+            let (job, chunk) = match &work.message {
+                ToWorker::Map { job, chunk, .. } => (*job, *chunk),
+                _ => (0, 0),
+            };
+            teller.tell(&inbox, Event::Refused { job, chunk, why })
+        };
         if work.build != build_id() {
-            let why = format!("this agent is {}, the run is {}", build_id(), work.build);
-            return teller.tell(&inbox, Event::Refused(why));
+            return refuse(format!(
+                "this agent is {}, the run is {}",
+                build_id(),
+                work.build
+            ));
         }
         if !self.run_alive(&work.run) {
             return Ok(()); // its parent is gone: drop it
         }
         let worker = match self.worker(&work.program) {
             Ok(worker) => worker,
-            Err(e) => return teller.tell(&inbox, Event::Refused(e.to_string())),
+            Err(e) => return refuse(e.to_string()),
         };
         let replies = self
             .bridge

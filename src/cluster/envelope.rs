@@ -49,8 +49,8 @@ pub(crate) enum Event {
         code: i64,
         started: Option<(u64, u64, u64)>,
     },
-    /// The agent cannot run the chunk (another build, a program that does not compile there).
-    Refused(String),
+    /// The agent cannot run this chunk (another build, a program that does not compile there).
+    Refused { job: u64, chunk: u32, why: String },
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {

@@ -364,15 +364,25 @@ impl RemoteSlot {
                     peer: self.label.clone(),
                 })
             }
-            Event::Refused(why) => {
-                state.death = Some(Death {
-                    status: format!("refused by {}: {why}", back.host),
-                    code: 1,
-                });
-                Err(Error::Protocol {
-                    peer: back.host,
-                    detail: why,
-                })
+            // Another agent would likely refuse too: the chunk fails at its first item, visibly.
+            Event::Refused { job, chunk, why } => {
+                let error = crate::RemoteError {
+                    message: format!("the cluster agent {} refused the run: {why}", back.host),
+                    pid: 0,
+                    line: 0,
+                    column: 0,
+                    function: String::new(),
+                };
+                let failure = crate::wire::ItemFailure {
+                    offset: 0,
+                    error,
+                    timed_out: false,
+                };
+                Ok(Some(FromWorker::MapDone {
+                    job,
+                    chunk,
+                    result: Err(failure),
+                }))
             }
         }
     }
