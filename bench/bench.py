@@ -246,6 +246,84 @@ def profile_rows():
     return rows
 
 
+def cluster_rows():
+    """The cluster path on this machine: a nats-server on a free port and agents started here.
+    Per-chunk cost against the local pool and the broker's floor, and the scaling of a
+    sleep-bound map over 1, 2 and 3 agents of 4 slots against the ideal (items x time / slots)."""
+    import shutil
+    import socket
+    import tempfile
+    names = {"cluster_chunks", "cluster_scaling"}
+    if ONLY and not (ONLY & names):
+        return []
+    if not shutil.which("nats-server"):
+        print("cluster rows skipped: nats-server is not installed (apt-get install nats-server)")
+        return []
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"nats://127.0.0.1:{port}"
+    store = tempfile.mkdtemp()
+    server = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    agents = []
+
+    def agent(name, slots):
+        proc = subprocess.Popen([str(MPSCRIPT), "worker", "--cluster", url, "--name", name, "-j",
+                                 str(slots)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        proc.stderr.readline()  # ready
+        agents.append(proc)
+
+    def stop_agents():
+        for proc in agents:
+            proc.terminate()
+            proc.wait()
+        agents.clear()
+
+    rows = []
+    try:
+        time.sleep(0.5)
+        if not ONLY or "cluster_chunks" in ONLY:
+            agent("bench-a", 1)
+            remote = [str(MPSCRIPT), "run", "--cluster", url, "--cluster-only",
+                      str(WORKLOADS / "cluster_chunks.rhai")]
+            local = [str(MPSCRIPT), "run", "-j", "1", str(WORKLOADS / "cluster_chunks.rhai")]
+            ours, theirs, ours_all, theirs_all = measure(printed, remote, local, RUNS)
+            floor = 160.0
+            print(f"{'cluster_chunks':<20} {'us':<6} {fmt(ours):>10} {fmt(theirs):>10} "
+                  f"{ours / theirs:>7.3f} {'':>7}     (per chunk: cluster vs local pool; broker "
+                  f"floor ~{floor:.0f} us: {ours / floor:.2f}x of it, target <= 2)", flush=True)
+            rows.append({"workload": "cluster_chunks", "what": "per-chunk cost, chunk_size 1, one agent "
+                         "slot vs the local pool (-j 1)", "unit": "us", "lower_is_better": True,
+                         "mpscript": ours, "python": None, "local_pool": theirs,
+                         "ratio": ours / floor, "target": "<= 2 (of the broker floor)",
+                         "met": ours / floor <= 2, "mpscript_runs": ours_all, "local_runs": theirs_all})
+            stop_agents()
+        if not ONLY or "cluster_scaling" in ONLY:
+            for count in (1, 2, 3):
+                for i in range(count):
+                    agent(f"bench-{count}-{i}", 4)
+                cmd = [str(MPSCRIPT), "run", "--cluster", url, "--cluster-only",
+                       str(WORKLOADS / "cluster_sleep.rhai")]
+                took = statistics.median(printed(cmd) for _ in range(RUNS))
+                ideal = 300 * 0.05 / (4 * count)
+                print(f"{'cluster_scaling_' + str(count):<20} {'s':<6} {fmt(took):>10} {fmt(ideal):>10} "
+                      f"{ideal / took:>7.3f} {'>= 0.9':>7}  {'yes' if ideal / took >= 0.9 else 'NO'}"
+                      f"   ({count} agent(s) x 4 slots; efficiency = ideal / measured)", flush=True)
+                rows.append({"workload": f"cluster_scaling_{count}", "what": f"300 x 50 ms sleep over "
+                             f"{count} agent(s) of 4 slots", "unit": "s", "lower_is_better": True,
+                             "mpscript": took, "python": None, "ideal": ideal, "ratio": ideal / took,
+                             "target": ">= 0.9", "met": ideal / took >= 0.9})
+                stop_agents()
+    finally:
+        stop_agents()
+        server.terminate()
+        server.wait()
+        shutil.rmtree(store, ignore_errors=True)
+    return rows
+
+
 def fmt(x):
     if x >= 1000:
         return f"{x:,.0f}"
@@ -277,6 +355,7 @@ def main():
               flush=True)
     rows.extend(kernel_rows())
     rows.extend(profile_rows())
+    rows.extend(cluster_rows())
     if not ONLY or "speedup" in ONLY:
         rows.append(speedup_row())
     report = {

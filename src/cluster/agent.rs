@@ -55,7 +55,7 @@ pub(crate) fn serve(agent: Agent) -> Result<(), Error> {
     let exe = std::env::current_exe().map_err(|e| Error::io("finding this executable", e))?;
     let bridge = Arc::new(Bridge::connect(agent.cluster, &agent.name)?);
     let consumer = bridge.wait(work_consumer(&bridge, agent.cluster))?;
-    announce(&bridge, &agent)?;
+    let agents = announce(&bridge, &agent)?;
     eprintln!(
         "mpscript worker {}: ready, {} slots on {}",
         agent.name,
@@ -65,6 +65,7 @@ pub(crate) fn serve(agent: Agent) -> Result<(), Error> {
     let runs = bridge.wait(super::bucket(&bridge, RUNS, RUN_TTL))?;
     let host = Arc::new(Host {
         runs,
+        alive_runs: Mutex::default(),
         bridge: bridge.clone(),
         name: agent.name.clone(),
         permissions: agent.permissions.clone(),
@@ -73,21 +74,24 @@ pub(crate) fn serve(agent: Agent) -> Result<(), Error> {
         idle: Mutex::default(),
         running: AtomicUsize::new(0),
     });
+    // A finished chunk says so at once: the next pull starts without a polling delay.
+    let (finished, freed) = crossbeam_channel::unbounded::<()>();
     while agent.interrupt.signal().is_none() {
         host.retire_idle();
         let free = agent.slots - host.running.load(Ordering::Relaxed);
         if free == 0 {
-            thread::sleep(Duration::from_millis(5));
+            let _ = freed.recv_timeout(Duration::from_secs(1));
             continue;
         }
         for message in take(&bridge, &consumer, free) {
             host.running.fetch_add(1, Ordering::Relaxed);
-            let host = host.clone();
+            let (host, finished) = (host.clone(), finished.clone());
             thread::Builder::new()
                 .name("mpscript-chunk".into())
                 .spawn(move || {
                     host.run(message);
                     host.running.fetch_sub(1, Ordering::Relaxed);
+                    let _ = finished.send(());
                 })
                 .map_err(|e| Error::io("starting a chunk thread", e))?;
         }
@@ -95,6 +99,7 @@ pub(crate) fn serve(agent: Agent) -> Result<(), Error> {
     while host.running.load(Ordering::Relaxed) > 0 {
         thread::sleep(Duration::from_millis(20));
     }
+    let _ = bridge.wait(agents.delete(&agent.name)); // runs stop counting its slots now
     Ok(())
 }
 
@@ -127,16 +132,18 @@ async fn work_consumer(bridge: &Bridge, cluster: &Cluster) -> Result<PullConsume
 }
 
 /// Puts this agent's slot count in the agents bucket, and keeps it there while the agent lives.
-fn announce(bridge: &Arc<Bridge>, agent: &Agent) -> Result<(), Error> {
+/// The agents bucket is returned, to take the agent out when it stops.
+fn announce(bridge: &Arc<Bridge>, agent: &Agent) -> Result<kv::Store, Error> {
     let store = bridge.wait(super::bucket(bridge, AGENTS, AGENT_TTL))?;
     let (name, slots) = (agent.name.clone(), agent.slots.to_string());
+    let keeping = store.clone();
     bridge.spawn(async move {
         loop {
-            let _ = store.put(&name, slots.clone().into()).await;
+            let _ = keeping.put(&name, slots.clone().into()).await;
             tokio::time::sleep(AGENT_TTL / 4).await;
         }
     });
-    Ok(())
+    Ok(store)
 }
 
 /// Up to `count` chunks, waiting at most a second for the first (a few while the server is away:
@@ -177,6 +184,8 @@ struct Host {
     bridge: Arc<Bridge>,
     /// The runs whose parents are alive.
     runs: kv::Store,
+    /// When each run was last seen alive.
+    alive_runs: Mutex<HashMap<String, Instant>>,
     name: String,
     permissions: Permissions,
     launcher: Launcher,
@@ -330,11 +339,25 @@ impl Host {
         }
     }
 
-    /// Whether the run's parent still keeps its key (yes, while the server cannot say).
+    /// Whether the run's parent still keeps its key (yes, while the server cannot say). Looked
+    /// up at most once a second per run: each chunk of a busy run would pay a round trip.
     fn run_alive(&self, run: &str) -> bool {
-        self.bridge
+        if lock(&self.alive_runs)
+            .get(run)
+            .is_some_and(|seen| seen.elapsed() < Duration::from_secs(1))
+        {
+            return true;
+        }
+        let alive = self
+            .bridge
             .wait(self.runs.get(run))
-            .map_or(true, |entry| entry.is_some())
+            .map_or(true, |entry| entry.is_some());
+        let mut seen = lock(&self.alive_runs);
+        seen.retain(|_, at| at.elapsed() < RUN_TTL);
+        if alive {
+            seen.insert(run.to_string(), Instant::now());
+        }
+        alive
     }
 
     /// A warm worker of `program`, or a new one.
