@@ -622,13 +622,7 @@ fn unsendable_result(e: &Error) -> RemoteError {
 }
 
 fn worker_error(message: &str) -> RemoteError {
-    RemoteError {
-        message: message.into(),
-        pid: std::process::id(),
-        line: 0,
-        column: 0,
-        function: String::new(),
-    }
+    RemoteError::unplaced(message, std::process::id())
 }
 
 fn unexpected(message: &ToWorker) -> Error {

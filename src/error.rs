@@ -313,6 +313,17 @@ impl fmt::Display for RemoteError {
 }
 
 impl RemoteError {
+    /// An error of process `pid` that no script line raised (a worker's own, an agent's).
+    pub(crate) fn unplaced(message: impl Into<String>, pid: u32) -> RemoteError {
+        RemoteError {
+            message: message.into(),
+            pid,
+            line: 0,
+            column: 0,
+            function: String::new(),
+        }
+    }
+
     /// Where it was raised, e.g. `worker 42, line 3, column 9, in 'f'`.
     pub fn location(&self) -> String {
         let mut at = format!("worker {}", self.pid);

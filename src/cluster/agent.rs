@@ -304,16 +304,9 @@ impl Host {
         let message = format!(
             "its result is {size} bytes, over the cluster server's message limit ({limit} bytes)"
         );
-        let error = crate::RemoteError {
-            message,
-            pid: 0,
-            line: 0,
-            column: 0,
-            function: String::new(),
-        };
         let failure = ItemFailure {
             offset: reported as u32,
-            error,
+            error: crate::RemoteError::unplaced(message, 0),
             timed_out: false,
         };
         Ok(FromWorker::MapDone {

@@ -366,16 +366,10 @@ impl RemoteSlot {
             }
             // Another agent would likely refuse too: the chunk fails at its first item, visibly.
             Event::Refused { job, chunk, why } => {
-                let error = crate::RemoteError {
-                    message: format!("the cluster agent {} refused the run: {why}", back.host),
-                    pid: 0,
-                    line: 0,
-                    column: 0,
-                    function: String::new(),
-                };
+                let message = format!("the cluster agent {} refused the run: {why}", back.host);
                 let failure = crate::wire::ItemFailure {
                     offset: 0,
-                    error,
+                    error: crate::RemoteError::unplaced(message, 0),
                     timed_out: false,
                 };
                 Ok(Some(FromWorker::MapDone {
