@@ -57,6 +57,9 @@ pub struct LogRecord {
     pub level: Level,
     /// The process that made it (a worker's pid, or the main process's).
     pub pid: u32,
+    /// The machine it was made on: `local`, or the cluster agent's name (pids of different
+    /// machines collide).
+    pub host: String,
     /// The script it was made in.
     pub file: String,
     /// The line of the call, 0 if unknown.
@@ -86,6 +89,7 @@ impl LogRecord {
     ///     time: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_500),
     ///     level: Level::Warn,
     ///     pid: 42,
+    ///     host: "local".into(),
     ///     file: "job.rhai".into(),
     ///     line: 7,
     ///     message: "disk \"almost\" full".into(),
@@ -100,9 +104,11 @@ impl LogRecord {
         let time = Rfc3339(self.time);
         match format {
             LogFormat::Text => format!(
-                "{time} {:<5} pid {} {}:{}: {}",
+                "{time} {:<5} pid {}{} {}:{}: {}",
                 self.level.name().to_ascii_uppercase(),
                 self.pid,
+                self.remote_host()
+                    .map_or(String::new(), |h| format!(" on {h}")),
                 self.file,
                 self.line,
                 self.message
@@ -114,6 +120,8 @@ impl LogRecord {
                     time: String,
                     level: &'a str,
                     pid: u32,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    host: Option<&'a str>,
                     file: &'a str,
                     line: u32,
                     message: &'a str,
@@ -122,6 +130,7 @@ impl LogRecord {
                     time: time.to_string(),
                     level: self.level.name(),
                     pid: self.pid,
+                    host: self.remote_host(),
                     file: &self.file,
                     line: self.line,
                     message: &self.message,
@@ -129,6 +138,13 @@ impl LogRecord {
                 serde_json::to_string(&line).unwrap_or_default()
             }
         }
+    }
+}
+
+impl LogRecord {
+    /// The cluster agent it was made on, if not this machine.
+    fn remote_host(&self) -> Option<&str> {
+        (self.host != "local").then_some(self.host.as_str())
     }
 }
 

@@ -173,7 +173,7 @@ fn remote_output_reaches_the_parent_and_errors_name_the_item() {
     let Some(nats) = Nats::start() else { return };
     let _a = nats.agent("host-a", 1);
     let script = Script::new(
-        "fn shout(x) { print(`item ${x}`); debug(`debugging ${x}`); x }\n\
+        "fn shout(x) { print(`item ${x}`); debug(`debugging ${x}`); log_warn(`logged ${x}`); x }\n\
          print(pool_map(shout, [1, 2, 3], #{chunk_size: 3}));\n\
          pool_map(|x| if x == 2 { throw \"two is bad\" } else { x }, [1, 2, 3]);\n",
     );
@@ -186,6 +186,11 @@ fn remote_output_reaches_the_parent_and_errors_name_the_item() {
     assert!(
         run.stderr.contains("[host-a] "),
         "debug lines name the host: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(" on host-a "),
+        "log records name the host: {}",
         run.stderr
     );
     assert_eq!(run.code, Some(1));

@@ -34,6 +34,7 @@ impl Ctx {
             time: SystemTime::now(),
             level,
             pid: std::process::id(),
+            host: self.host.clone(),
             file: self.script.clone(),
             line: context.call_position().line().unwrap_or(0) as u32,
             message: message.to_string(),
