@@ -395,3 +395,25 @@ fn a_run_on_an_agent_gets_the_intersection_of_its_grants_and_the_agent_s() {
     nats.run(&script, &["--cluster-only", &both])
         .assert_printed(&["hello", "denied"]);
 }
+
+#[test]
+fn values_over_the_server_s_message_limit_travel_through_its_object_store() {
+    let Some(nats) = Nats::start() else { return };
+    let _a = nats.agent("host-a", 2);
+    // 3 MiB items in, 2 MiB results out, and a 2 MiB value through a queue, over a 1 MiB limit.
+    let script = Script::new(
+        "fn big(n, c) { let s = \"\"; s.pad(n, c); s }\n\
+         let items = [big(3_000_000, 'a'), big(3_000_001, 'b'), big(10, 'c')];\n\
+         let q = queue();\n\
+         let out = pool_map(|s| { q.put(big(2_000_000, s[0])); if s.len() > 10 { big(s.len() - 1_000_000, s[0]) } else { s } }, items);\n\
+         print(out.map(|s| s.len()));\n\
+         print(out[0][1_999_999] == 'a' && out[1][0] == 'b');\n\
+         let got = [q.get().len(), q.get().len(), q.get().len()];\n\
+         print(got);\n",
+    );
+    nats.run(&script, &["--cluster-only"]).assert_printed(&[
+        "[2000000, 2000001, 10]",
+        "true",
+        "[2000000, 2000000, 2000000]",
+    ]);
+}

@@ -25,6 +25,7 @@ use super::{
     bridge::{Bridge, cluster_error},
     build_id,
     envelope::{Back, Event, Work, decode, encode},
+    parcel::Parcel,
     slot_subject,
     slots::programs_bucket,
 };
@@ -32,8 +33,11 @@ use crate::{
     Error, Interrupt, OutStream, Permissions,
     locks::lock,
     output::write_line,
-    transport::{Transport, WorkerLink, local::Launcher},
-    wire::{FromWorker, ItemFailure, Program, ToWorker},
+    transport::{
+        Transport, WorkerLink,
+        local::{Launcher, random_hex},
+    },
+    wire::{FromWorker, Program, ToWorker},
 };
 
 /// How an agent is set up.
@@ -200,15 +204,29 @@ impl Host {
     /// Runs one chunk and acknowledges it once its last message is sent (or its worker died:
     /// the run's scheduler then decides what runs again).
     fn run(self: &Arc<Self>, message: jetstream::Message) {
-        let work: Result<Work, Error> = decode(&message.payload, "a parent");
-        let ended = match work {
-            Ok(work) => self.relay(work, &message),
-            Err(_) => Ok(()), // not ours to read: drop it
-        };
+        let ended = self.fetch(&message).and_then(|payload| {
+            match decode::<Work>(&payload, "a parent") {
+                Ok(work) => self.relay(work, &message),
+                Err(_) => Ok(()), // not ours to read: drop it
+            }
+        });
         if let Err(e) = ended {
             eprintln!("mpscript worker {}: {e}", self.name);
         }
         let _ = self.bridge.wait(message.ack());
+    }
+
+    /// A chunk's bytes, from the object store if it was too big for a message (tried while the
+    /// server restarts: the parent deletes the object only once the chunk is done).
+    fn fetch(&self, message: &jetstream::Message) -> Result<bytes::Bytes, Error> {
+        let deadline = Instant::now() + CONFIRM_PATIENCE;
+        loop {
+            match self.bridge.wait(self.bridge.objects.unpack(message)) {
+                Ok((payload, _)) => return Ok(payload),
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(250)),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn relay(self: &Arc<Self>, work: Work, message: &jetstream::Message) -> Result<(), Error> {
@@ -253,14 +271,9 @@ impl Host {
         let _replying = self.forward_replies(replies, worker.clone());
         worker.send(&work.message)?;
         let heartbeat = self.heartbeat(message, &work.run, worker.clone(), teller.clone(), &inbox);
-        let mut reported = 0;
         let alive = loop {
             match worker.recv() {
                 Ok(reply) => {
-                    let reply = self.within_limit(reply, reported)?;
-                    if let FromWorker::MapPart { values, .. } = &reply {
-                        reported += values.array_len().unwrap_or(0);
-                    }
                     let done = matches!(reply, FromWorker::MapDone { .. });
                     teller.tell(&inbox, Event::Message(reply))?;
                     if done {
@@ -286,34 +299,6 @@ impl Host {
             lock(&self.idle).entry(work.program).or_default().push(idle);
         }
         Ok(())
-    }
-
-    /// `reply`, or, if it is results too big for one message of the server, the failure of the
-    /// first of them (`reported` results of the chunk were sent before it).
-    fn within_limit(&self, reply: FromWorker, reported: usize) -> Result<FromWorker, Error> {
-        let limit = self.bridge.client.server_info().max_payload;
-        let size = encode(&reply)?.len() + 256; // and the envelope
-        let (job, chunk) = match &reply {
-            FromWorker::MapPart { job, chunk, .. } | FromWorker::MapDone { job, chunk, .. }
-                if size > limit =>
-            {
-                (*job, *chunk)
-            }
-            _ => return Ok(reply),
-        };
-        let message = format!(
-            "its result is {size} bytes, over the cluster server's message limit ({limit} bytes)"
-        );
-        let failure = ItemFailure {
-            offset: reported as u32,
-            error: crate::RemoteError::unplaced(message, 0),
-            timed_out: false,
-        };
-        Ok(FromWorker::MapDone {
-            job,
-            chunk,
-            result: Err(failure),
-        })
     }
 
     /// Shuts down workers that waited longer than [`IDLE_LIMIT`] (their run is likely over).
@@ -397,13 +382,24 @@ impl Host {
         let label = self.name.clone();
         let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
         let (end, mut ended) = tokio::sync::oneshot::channel::<()>();
+        let (objects, agent) = (self.bridge.objects.clone(), self.name.clone());
         self.bridge.spawn(async move {
             loop {
                 let next = replies.next();
                 futures_util::pin_mut!(next);
                 match futures_util::future::select(next, &mut ended).await {
                     futures_util::future::Either::Left((Some(reply), _)) => {
-                        if tx.send(reply.payload.to_vec()).is_err() {
+                        let (payload, stored) = match objects.unpack(&reply).await {
+                            Ok(unpacked) => unpacked,
+                            Err(e) => {
+                                write_line(OutStream::Stderr, &format!("{agent}: {e}"));
+                                continue;
+                            }
+                        };
+                        if let Some(name) = stored {
+                            objects.discard(&name).await;
+                        }
+                        if tx.send(payload.to_vec()).is_err() {
                             break;
                         }
                     }
@@ -502,14 +498,28 @@ impl Teller {
             },
             event,
         };
-        let payload = bytes::Bytes::from(encode(&back)?);
         let bridge = &self.host.bridge;
         if hint {
-            return bridge.publish(self.subject.clone(), payload.to_vec());
+            return bridge.publish(self.subject.clone(), encode(&back)?);
         }
+        let name = format!("{}.back.{}", self.run, random_hex()?);
+        let parcel = bridge.wait(bridge.objects.pack(encode(&back)?, name))?;
+        let told = self.until_confirmed(&parcel);
+        if let Some(name) = parcel.stored {
+            bridge.wait(bridge.objects.discard(&name)); // read by the parent, or never will be
+        }
+        told
+    }
+
+    /// Sends `parcel` until the parent says it has it (or its run is gone).
+    fn until_confirmed(&self, parcel: &Parcel) -> Result<(), Error> {
+        let bridge = &self.host.bridge;
         let deadline = Instant::now() + CONFIRM_PATIENCE;
         loop {
-            let asked = bridge.client.request(self.subject.clone(), payload.clone());
+            let (headers, payload) = (parcel.headers.clone(), parcel.payload.clone());
+            let asked = bridge
+                .client
+                .request_with_headers(self.subject.clone(), headers, payload);
             let answered = bridge.wait(async { tokio::time::timeout(CONFIRM_WAIT, asked).await });
             match answered {
                 Ok(Ok(_)) => return Ok(()),

@@ -9,7 +9,7 @@ use async_nats::{
 };
 use tokio::runtime::{Builder, Handle};
 
-use super::Cluster;
+use super::{Cluster, parcel::Objects};
 use crate::Error;
 
 /// A connection to the NATS server, and the thread that drives it.
@@ -17,6 +17,8 @@ pub(crate) struct Bridge {
     handle: Handle,
     pub(crate) client: Client,
     pub(crate) jetstream: Context,
+    /// Where messages too big for the server go.
+    pub(crate) objects: Objects,
     /// Dropping it ends the driving thread.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -56,6 +58,7 @@ impl Bridge {
         let jetstream = handle.block_on(async { jetstream::new(client.clone()) });
         Ok(Bridge {
             handle,
+            objects: Objects::new(client.clone(), jetstream.clone()),
             client,
             jetstream,
             _stop: stop,

@@ -5,6 +5,7 @@
 mod agent;
 mod bridge;
 mod envelope;
+mod parcel;
 mod slots;
 
 use std::{

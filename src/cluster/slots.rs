@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_nats::{HeaderMap, jetstream::kv};
+use async_nats::jetstream::kv;
 use crossbeam_channel::{Receiver, Sender, select, unbounded};
 use futures_util::StreamExt;
 
@@ -22,6 +22,7 @@ use super::{
     bridge::{Bridge, cluster_error},
     build_id,
     envelope::{Back, Event, Work, decode, encode},
+    parcel::Parcel,
     slot_subject, work_subject,
 };
 use crate::{
@@ -117,13 +118,18 @@ impl ClusterTransport {
             .map_err(|e| cluster_error("subscribing to a slot", e))?;
         let (tx, messages) = unbounded();
         let client = self.bridge.client.clone();
+        let objects = self.bridge.objects.clone();
         self.bridge.spawn(async move {
             while let Some(message) = subscriber.next().await {
-                // Received: the agent may go on (it sends again what is not confirmed).
+                // Unconfirmed, the agent sends it again (and keeps what it stored until then).
+                let Ok((payload, _)) = objects.unpack(&message).await else {
+                    continue;
+                };
+                // Received: the agent may go on.
                 if let Some(reply) = message.reply {
                     let _ = client.publish(reply, bytes::Bytes::new()).await;
                 }
-                if tx.send(message.payload.to_vec()).is_err() {
+                if tx.send(payload.to_vec()).is_err() {
                     break;
                 }
             }
@@ -199,6 +205,8 @@ struct SlotState {
     done: HashSet<(u64, u32)>,
     /// The last message number from each chunk delivery (by its reply inbox).
     last_seq: HashMap<String, u64>,
+    /// Chunks too big for one message, by where they were stored until they are done.
+    stored: HashMap<(u64, u32), String>,
 }
 
 struct Delivery {
@@ -247,20 +255,18 @@ impl RemoteSlot {
                 items,
             },
         };
-        let mut headers = HeaderMap::new();
         let id = format!("{}.{}.{job}.{chunk}", self.run, self.slot);
-        headers.insert("Nats-Msg-Id", id.as_str());
-        let payload = encode(&work)?;
-        let limit = self.bridge.client.server_info().max_payload;
-        if payload.len() > limit {
-            return Err(Error::InvalidArgument(format!(
-                "a pool_map chunk of {} bytes is over the cluster server's message limit ({limit} \
-                 bytes): give the map a smaller chunk_size, or smaller items",
-                payload.len()
-            )));
+        let parcel = self.bridge.objects.pack(encode(&work)?, id.clone());
+        let Parcel {
+            mut headers,
+            payload,
+            stored,
+        } = self.bridge.wait(parcel)?;
+        if let Some(name) = stored {
+            lock(&self.state).stored.insert((job, chunk), name);
         }
+        headers.insert("Nats-Msg-Id", id.as_str());
         let subject = work_subject(&self.run);
-        let payload = bytes::Bytes::from(payload);
         // While the server restarts the publish fails; the message id makes a retry safe.
         let deadline = Instant::now() + PUBLISH_PATIENCE;
         loop {
@@ -325,6 +331,11 @@ impl RemoteSlot {
             match &back.event {
                 Event::Started { offset, .. } => seen.started = Some(*offset),
                 Event::Message(FromWorker::MapDone { .. }) => {
+                    if let Some(name) = state.stored.remove(&key) {
+                        let objects = self.bridge.objects.clone();
+                        self.bridge
+                            .spawn(async move { objects.discard(&name).await });
+                    }
                     state.chunks.remove(&key);
                     state.done.insert(key);
                     state.last_seq.remove(&back.reply_to);
@@ -382,6 +393,16 @@ impl RemoteSlot {
     }
 }
 
+impl Drop for RemoteSlot {
+    /// Chunks stored for the slot that never finished are not needed any more.
+    fn drop(&mut self) {
+        let stored = std::mem::take(&mut lock(&self.state).stored);
+        for name in stored.into_values() {
+            self.bridge.wait(self.bridge.objects.discard(&name));
+        }
+    }
+}
+
 impl WorkerLink for RemoteSlot {
     fn label(&self) -> &str {
         &self.label
@@ -399,7 +420,17 @@ impl WorkerLink for RemoteSlot {
                 let Some(reply_to) = reply_to else {
                     return Ok(()); // nobody asked
                 };
-                self.bridge.publish(reply_to, encode(message)?)
+                // The agent deletes what was stored once it read it.
+                let name = format!("{}.reply.{}", self.run, random_hex()?);
+                let bridge = &self.bridge;
+                let parcel = bridge.wait(bridge.objects.pack(encode(message)?, name))?;
+                let sent =
+                    bridge
+                        .client
+                        .publish_with_headers(reply_to, parcel.headers, parcel.payload);
+                bridge
+                    .wait(sent)
+                    .map_err(|e| cluster_error("answering a request", e))
             }
             ToWorker::Shutdown => {
                 let _ = self.close.send(());
