@@ -87,10 +87,10 @@ fn script_report(
         // An error with no position (a stack overflow) has line 0, which `Position` refuses.
         if remote.line > 0 {
             let pos = Position::new(remote.line as u16, remote.column as u16);
-            let origin = format!("raised here in worker {}", remote.pid);
+            let origin = format!("raised here in {}", remote.worker());
             push_label(&mut labels, source, pos, origin);
         }
-        help = Some(format!("the function ran in worker process {}", remote.pid));
+        help = Some(format!("the function ran in {}", remote.worker()));
     } else {
         push_label(&mut labels, source, inner.position(), "here".into());
     }

@@ -46,9 +46,10 @@ pub enum Error {
         source: Box<Error>,
     },
     /// A worker process died (killed by a signal, aborted, exited) while it was running a call.
-    #[error("worker {pid} died: {status}, while running {during}")]
+    #[error("{} died: {status}, while running {during}", worker_name(*pid))]
     WorkerDied {
-        /// The worker's OS process id.
+        /// The worker's OS process id; 0 for a worker on the cluster (its agent is named in
+        /// `status`).
         pid: u32,
         /// How it ended, e.g. `killed by signal 9 (SIGKILL)` or `exit code 3`.
         status: String,
@@ -281,6 +282,13 @@ fn ordinal(n: usize) -> String {
     format!("{n}{suffix}")
 }
 
+fn worker_name(pid: u32) -> String {
+    match pid {
+        0 => "a worker on the cluster".into(),
+        pid => format!("worker {pid}"),
+    }
+}
+
 fn fmt_secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
@@ -289,15 +297,26 @@ fn fmt_secs(d: Duration) -> String {
 ///
 /// ```
 /// use mpscript::RemoteError;
-/// let e = RemoteError { message: "boom".into(), pid: 42, line: 3, column: 9, function: "f".into() };
+/// let mut e = RemoteError {
+///     message: "boom".into(),
+///     pid: 42,
+///     host: String::new(),
+///     line: 3,
+///     column: 9,
+///     function: "f".into(),
+/// };
 /// assert_eq!(e.to_string(), "boom (worker 42, line 3, column 9, in 'f')");
+/// e.host = "host-a".into();
+/// assert_eq!(e.worker(), "worker 42 on host-a");
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemoteError {
     /// The error message (a thrown string is the string itself).
     pub message: String,
-    /// The worker's OS process id.
+    /// The worker's OS process id (on its host).
     pub pid: u32,
+    /// The cluster agent it ran on; empty for this machine.
+    pub host: String,
     /// 1-based line in the script where it was raised, 0 when unknown.
     pub line: u32,
     /// 1-based column, 0 when unknown.
@@ -318,15 +337,26 @@ impl RemoteError {
         RemoteError {
             message: message.into(),
             pid,
+            host: String::new(),
             line: 0,
             column: 0,
             function: String::new(),
         }
     }
 
+    /// Which worker raised it: `worker 42`, `worker 42 on host-a`, or `cluster agent host-a`
+    /// for an agent's own error.
+    pub fn worker(&self) -> String {
+        match (self.pid, self.host.as_str()) {
+            (pid, "") => format!("worker {pid}"),
+            (0, host) => format!("cluster agent {host}"),
+            (pid, host) => format!("worker {pid} on {host}"),
+        }
+    }
+
     /// Where it was raised, e.g. `worker 42, line 3, column 9, in 'f'`.
     pub fn location(&self) -> String {
-        let mut at = format!("worker {}", self.pid);
+        let mut at = self.worker();
         if self.line > 0 {
             at += &format!(", line {}, column {}", self.line, self.column);
         }
@@ -356,6 +386,7 @@ impl RemoteError {
         RemoteError {
             message,
             pid: std::process::id(),
+            host: String::new(),
             line: position.line().unwrap_or(0) as u32,
             column: position.position().unwrap_or(0) as u32,
             function,

@@ -7,6 +7,7 @@ mod common;
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -63,16 +64,29 @@ impl Nats {
 
     /// An agent whose scripts get `grants` (`--allow-read=...`) at most.
     fn agent_granting(&self, name: &str, slots: usize, grants: &[&str]) -> Agent {
-        let mut child = Command::new(BIN)
+        self.agent_of(BIN.as_ref(), name, slots, grants)
+    }
+
+    /// An agent run by the mpscript binary at `bin`.
+    fn agent_of(&self, bin: &Path, name: &str, slots: usize, grants: &[&str]) -> Agent {
+        let mut command = Command::new(bin);
+        command
             .args(["worker", "--cluster", &self.url, "--name", name])
             .args(grants)
             .args(["--cluster-ack-wait", "2", "-j"])
             .arg(slots.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mpscript worker starts");
+            .stderr(Stdio::piped());
+        // A binary just written is busy while a process forked meanwhile still holds it open.
+        let mut child = loop {
+            match command.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                started => break started.expect("mpscript worker starts"),
+            }
+        };
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let ready = lines.next().expect("a first line").expect("text");
         assert_eq!(
@@ -195,6 +209,13 @@ fn remote_output_reaches_the_parent_and_errors_name_the_item() {
     );
     assert_eq!(run.code, Some(1));
     assert!(run.stderr.contains("two is bad"), "{}", run.stderr);
+    let help = run.stderr.split("the function ran in worker ").nth(1);
+    let pid_then = help.map(|h| h.trim_start_matches(|c: char| c.is_ascii_digit()));
+    assert!(
+        pid_then.is_some_and(|h| h.starts_with(" on host-a")),
+        "the error names the worker and its host: {}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -416,4 +437,39 @@ fn values_over_the_server_s_message_limit_travel_through_its_object_store() {
         "true",
         "[2000000, 2000000, 2000000]",
     ]);
+}
+
+#[test]
+fn an_agent_of_another_build_refuses_the_run_visibly() {
+    let Some(nats) = Nats::start() else { return };
+    // Another build: this binary with the message format's number in its build id changed.
+    let build = concat!(
+        "mpscript ",
+        env!("CARGO_PKG_VERSION"),
+        " (rhai 1.27, wire 1)"
+    );
+    let other = build.replace("wire 1", "wire 9");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("mpscript-other");
+    let mut code = std::fs::read(BIN).unwrap();
+    let spots: Vec<usize> = (0..code.len() - build.len())
+        .filter(|&i| code[i..].starts_with(build.as_bytes()))
+        .collect();
+    assert!(!spots.is_empty(), "the build id is in the binary");
+    for i in spots {
+        code[i..i + other.len()].copy_from_slice(other.as_bytes());
+    }
+    std::fs::write(&bin, code).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let _old = nats.agent_of(&bin, "host-old", 1, &[]);
+    let script = Script::new("print(pool_map(|x| x + 1, [1, 2]));\n");
+    let run = nats.run(&script, &["--cluster-only"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let said = flat(&run.stderr);
+    assert!(
+        said.contains(&format!(
+            "refused the run: this agent is {other}, the run is {build} (cluster agent host-old)"
+        )),
+        "{said}"
+    );
 }

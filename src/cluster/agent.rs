@@ -21,9 +21,8 @@ use async_nats::jetstream::{
 use futures_util::StreamExt;
 
 use super::{
-    AGENT_TTL, AGENTS, CONSUMER, Cluster, REFRESH, RUN_TTL, RUNS, STREAM,
+    AGENT_TTL, AGENTS, BUILD, CONSUMER, Cluster, REFRESH, RUN_TTL, RUNS, STREAM,
     bridge::{Bridge, cluster_error},
-    build_id,
     envelope::{Back, Event, Work, decode, encode},
     parcel::Parcel,
     slot_subject,
@@ -250,11 +249,10 @@ impl Host {
             };
             teller.tell(&inbox, Event::Refused { job, chunk, why })
         };
-        if work.build != build_id() {
+        if work.build != BUILD {
             return refuse(format!(
                 "this agent is {}, the run is {}",
-                build_id(),
-                work.build
+                BUILD, work.build
             ));
         }
         if !self.run_alive(&work.run) {

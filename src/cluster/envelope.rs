@@ -11,7 +11,7 @@ use crate::{
 /// A chunk on the work queue (or a worker's reply to a request, on that worker's own subject).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Work {
-    /// The parent's [`super::build_id`]: an agent of another build refuses the chunk.
+    /// The parent's [`super::BUILD`]: an agent of another build refuses the chunk.
     pub(crate) build: String,
     pub(crate) run: String,
     /// The program's key in the programs bucket.

@@ -263,11 +263,13 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// What an agent's and a parent's builds must share to run each other's chunks: the version and
-/// the wire format's shape.
-fn build_id() -> String {
-    format!("mpscript {} (rhai 1.27)", env!("CARGO_PKG_VERSION"))
-}
+/// What an agent's and a parent's builds must share to run each other's chunks: the version, the
+/// interpreter's, and the shape of the messages (raise `wire` when it changes).
+const BUILD: &str = concat!(
+    "mpscript ",
+    env!("CARGO_PKG_VERSION"),
+    " (rhai 1.27, wire 1)"
+);
 
 #[cfg(test)]
 mod tests {

@@ -18,9 +18,8 @@ use crossbeam_channel::{Receiver, Sender, select, unbounded};
 use futures_util::StreamExt;
 
 use super::{
-    AGENTS, Cluster, PROGRAMS, REFRESH, RUN_TTL, RUNS,
+    AGENTS, BUILD, Cluster, PROGRAMS, REFRESH, RUN_TTL, RUNS,
     bridge::{Bridge, cluster_error},
-    build_id,
     envelope::{Back, Event, Work, decode, encode},
     parcel::Parcel,
     slot_subject, work_subject,
@@ -244,7 +243,7 @@ impl RemoteSlot {
             setups.get(&job).cloned()
         };
         let work = Work {
-            build: build_id(),
+            build: BUILD.to_string(),
             run: self.run.clone(),
             program: self.program.clone(),
             slot: self.slot,
@@ -355,6 +354,15 @@ impl RemoteSlot {
                     text: format!("[{}] {text}", back.host),
                 }))
             }
+            Event::Message(FromWorker::MapDone {
+                job,
+                chunk,
+                result: Err(mut failure),
+            }) => {
+                failure.error.host = back.host;
+                let result = Err(failure);
+                Ok(Some(FromWorker::MapDone { job, chunk, result }))
+            }
             Event::Message(message) => Ok(Some(message)),
             Event::Died {
                 status,
@@ -377,10 +385,11 @@ impl RemoteSlot {
             }
             // Another agent would likely refuse too: the chunk fails at its first item, visibly.
             Event::Refused { job, chunk, why } => {
-                let message = format!("the cluster agent {} refused the run: {why}", back.host);
+                let mut error = crate::RemoteError::unplaced(format!("refused the run: {why}"), 0);
+                error.host = back.host;
                 let failure = crate::wire::ItemFailure {
                     offset: 0,
-                    error: crate::RemoteError::unplaced(message, 0),
+                    error,
                     timed_out: false,
                 };
                 Ok(Some(FromWorker::MapDone {

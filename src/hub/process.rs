@@ -181,13 +181,10 @@ impl ProcSlot {
             State::Ended(Outcome::Threw(e)) => Err(Error::Remote(Box::new(e.clone()))),
             State::Ended(Outcome::Exited(0)) => Ok(Value::Unit),
             State::Ended(Outcome::Exited(code)) => {
-                Err(Error::Remote(Box::new(crate::RemoteError {
-                    message: format!("process called exit({code})"),
-                    pid: self.pid,
-                    line: 0,
-                    column: 0,
-                    function: String::new(),
-                })))
+                let message = format!("process called exit({code})");
+                Err(Error::Remote(Box::new(crate::RemoteError::unplaced(
+                    message, self.pid,
+                ))))
             }
             State::Died(death) => Err(Error::WorkerDied {
                 pid: self.pid,

@@ -248,6 +248,7 @@ impl FakeWorker {
                     let error = RemoteError {
                         message: format!("item {n} threw"),
                         pid: self.pid,
+                        host: String::new(),
                         line: 1,
                         column: 1,
                         function: "f".into(),

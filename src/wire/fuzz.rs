@@ -132,6 +132,7 @@ fn from_worker() -> impl Strategy<Value = FromWorker> {
                 error: RemoteError {
                     message,
                     pid: 1,
+                    host: String::new(),
                     line: 2,
                     column: 3,
                     function: "f".into(),
