@@ -98,7 +98,8 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
     /// The runtime cannot be set up as configured (a cluster server off this machine without TLS
-    /// or credentials, a URL carrying a password): nothing was started. Exit status 2, as for
+    /// or credentials, a URL carrying a password, a cluster server that cannot be reached or
+    /// refuses the credentials or is not trusted): nothing was started. Exit status 2, as for
     /// command-line misuse.
     #[error("{0}")]
     Config(String),

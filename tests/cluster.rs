@@ -20,17 +20,46 @@ struct Nats {
     url: String,
     port: u16,
     store: tempfile::TempDir,
+    /// The server's options beyond its address and store.
+    options: Vec<String>,
+    /// What every mpscript process started against it gets beyond the URL.
+    flags: Vec<String>,
+    /// The token every mpscript process started against it has in its environment.
+    token: Option<String>,
 }
 
 impl Nats {
     /// Starts one, or `None` where nats-server is not installed (`.ci/run` installs it).
     fn start() -> Option<Nats> {
+        Nats::start_with(Vec::new())
+    }
+
+    /// One that takes only TLS connections (`tls`'s certificate) with `token`; mpscript processes
+    /// get the CA by flag and the token in their environment.
+    fn start_tls(tls: &Certificates, token: &str) -> Option<Nats> {
+        let options = [
+            "--tls",
+            "--tlscert",
+            &tls.server_cert,
+            "--tlskey",
+            &tls.server_key,
+            "--auth",
+            token,
+        ];
+        let mut nats = Nats::start_with(options.map(String::from).to_vec())?;
+        nats.url = format!("tls://localhost:{}", nats.port);
+        nats.flags = vec!["--cluster-ca".into(), tls.ca.clone()];
+        nats.token = Some(token.into());
+        Some(nats)
+    }
+
+    fn start_with(options: Vec<String>) -> Option<Nats> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let store = tempfile::tempdir().unwrap();
-        let Ok(child) = server(port, store.path()) else {
+        let Ok(child) = server(port, store.path(), &options) else {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "nats-server is missing; .ci/run installs it"
@@ -44,7 +73,24 @@ impl Nats {
             url: format!("nats://127.0.0.1:{port}"),
             port,
             store,
+            options,
+            flags: Vec::new(),
+            token: None,
         })
+    }
+
+    /// `mpscript ARGS --cluster URL` with this server's flags and token.
+    fn mpscript(&self, bin: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(bin);
+        command
+            .args(args)
+            .args(["--cluster", &self.url])
+            .args(&self.flags)
+            .env_remove("MPSCRIPT_CLUSTER_TOKEN");
+        if let Some(token) = &self.token {
+            command.env("MPSCRIPT_CLUSTER_TOKEN", token);
+        }
+        command
     }
 
     /// Stops the server (SIGKILL) and starts it again on the same port and store after `down`.
@@ -52,7 +98,8 @@ impl Nats {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         std::thread::sleep(down);
-        self.child = server(self.port, self.store.path()).expect("nats-server restarts");
+        let restarted = server(self.port, self.store.path(), &self.options);
+        self.child = restarted.expect("nats-server restarts");
         wait_for(self.port);
     }
 
@@ -69,9 +116,9 @@ impl Nats {
 
     /// An agent run by the mpscript binary at `bin`.
     fn agent_of(&self, bin: &Path, name: &str, slots: usize, grants: &[&str]) -> Agent {
-        let mut command = Command::new(bin);
+        let mut command = self.mpscript(bin, &["worker"]);
         command
-            .args(["worker", "--cluster", &self.url, "--name", name])
+            .args(["--name", name])
             .args(grants)
             .args(["--cluster-ack-wait", "2", "-j"])
             .arg(slots.to_string())
@@ -105,8 +152,7 @@ impl Nats {
     }
 
     fn start_run(&self, script: &Script, extra: &[&str]) -> Child {
-        Command::new(BIN)
-            .args(["run", "--cluster", &self.url])
+        self.mpscript(BIN.as_ref(), &["run"])
             .args(extra)
             .arg(&script.path)
             .stdin(Stdio::null())
@@ -129,10 +175,11 @@ fn finished(child: Child) -> Run {
     }
 }
 
-fn server(port: u16, store: &std::path::Path) -> std::io::Result<Child> {
+fn server(port: u16, store: &Path, options: &[String]) -> std::io::Result<Child> {
     Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(store)
+        .args(options)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -472,4 +519,92 @@ fn an_agent_of_another_build_refuses_the_run_visibly() {
         )),
         "{said}"
     );
+}
+
+/// A CA and a server certificate it signed for `localhost` and 127.0.0.1, made with openssl.
+struct Certificates {
+    _dir: tempfile::TempDir,
+    ca: String,
+    server_cert: String,
+    server_key: String,
+}
+
+impl Certificates {
+    fn make() -> Certificates {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name).display().to_string();
+        let (ca, ca_key) = (at("ca.pem"), at("ca.key"));
+        let (server_cert, server_key, request) = (at("server.pem"), at("server.key"), at("req"));
+        let names = at("names");
+        std::fs::write(&names, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+        let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        openssl(&format!(
+            "req -x509 -days 2 -subj /CN=ca {key} -keyout {ca_key} -out {ca}"
+        ));
+        openssl(&format!(
+            "req -subj /CN=localhost {key} -keyout {server_key} -out {request}"
+        ));
+        openssl(&format!(
+            "x509 -req -days 2 -in {request} -CA {ca} -CAkey {ca_key} -CAcreateserial \
+             -extfile {names} -out {server_cert}"
+        ));
+        Certificates {
+            _dir: dir,
+            ca,
+            server_cert,
+            server_key,
+        }
+    }
+}
+
+/// Runs `openssl ARGS` (the temporary paths in them have no spaces).
+fn openssl(args: &str) {
+    let made = Command::new("openssl")
+        .args(args.split_whitespace())
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl is installed (.ci/run installs it)");
+    assert!(made.status.success(), "openssl {args}: {made:?}");
+}
+
+#[test]
+fn tls_and_a_token_carry_a_run_end_to_end_and_a_wrong_one_is_a_clear_error() {
+    let tls = Certificates::make();
+    let Some(nats) = Nats::start_tls(&tls, "s3cret-token") else {
+        return;
+    };
+    let _a = nats.agent("host-a", 2);
+    let script = Script::new("print(pool_map(|x| [x * x, host()], [1, 2, 3]));\n");
+    nats.run(&script, &["--cluster-only"])
+        .assert_printed(&["[[1, \"host-a\"], [4, \"host-a\"], [9, \"host-a\"]]"]);
+
+    // The token from a file works as well as from the environment; a wrong one is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("token");
+    std::fs::write(&wrong, "not-the-token\n").unwrap();
+    let mut run = nats.mpscript(BIN.as_ref(), &["run"]);
+    let run = run.arg("--cluster-token-file").arg(&wrong);
+    let run = run.arg(&script.path).output().unwrap();
+    let said = flat(&String::from_utf8_lossy(&run.stderr));
+    assert_eq!(run.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("cannot reach the cluster at"),
+        "{said}"
+    );
+    assert!(said.contains("authorization violation"), "{said}");
+
+    // Without the CA the server's certificate is not trusted.
+    let untrusting = Command::new(BIN)
+        .args(["run", "--cluster", &nats.url])
+        .arg(&script.path)
+        .env("MPSCRIPT_CLUSTER_TOKEN", "s3cret-token")
+        .output()
+        .unwrap();
+    let said = flat(&String::from_utf8_lossy(&untrusting.stderr));
+    assert_eq!(untrusting.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("cannot reach the cluster at"),
+        "{said}"
+    );
+    assert!(said.contains("certificate"), "{said}");
 }

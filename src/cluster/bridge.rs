@@ -49,7 +49,7 @@ impl Bridge {
         let client = handle
             .block_on(options.connect(cluster.url()))
             .map_err(|e| {
-                Error::WorkerStart(format!(
+                Error::Config(format!(
                     "cannot reach the cluster at {}: {e}",
                     cluster.url()
                 ))
