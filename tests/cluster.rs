@@ -329,6 +329,33 @@ fn an_agent_killed_mid_chunk_loses_nothing_and_with_no_retries_fails_its_running
     assert!(stderr.contains(why), "{stderr}");
 }
 
+#[test]
+fn a_dead_agent_s_chunk_is_not_run_again_whole_only_its_unfinished_items_are() {
+    let Some(nats) = Nats::start() else { return };
+    let mut a = nats.agent("host-a", 1);
+    // One chunk of four 1-second items on host-a, killed while it runs the third.
+    let script = Script::new(
+        "let runs = shared_map();\n\
+         let out = pool_map(|x| { runs.add(`${x}`, 1); sleep(1); [x, host()] }, [0, 1, 2, 3], \
+         #{chunk_size: 4, retries: 1});\n\
+         print(out.map(|r| r[0]));\n\
+         print(out.map(|r| r[1]));\n\
+         print([runs[\"0\"], runs[\"1\"], runs[\"2\"], runs[\"3\"]]);\n",
+    );
+    let run = nats.start_run(&script, &["--cluster-only"]);
+    let _b = nats.agent("host-b", 1);
+    std::thread::sleep(Duration::from_millis(2500));
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    // Its finished items are kept, the running one runs again and the last one for the first
+    // time, both on host-b (a cluster slot replaces a cluster slot under --cluster-only).
+    finished(run).assert_printed(&[
+        "[0, 1, 2, 3]",
+        r#"["host-a", "host-a", "host-b", "host-b"]"#,
+        "[1, 1, 2, 1]",
+    ]);
+}
+
 /// A report as one line: miette wraps long messages to the terminal's width.
 fn flat(report: &str) -> String {
     let lines = report
@@ -587,10 +614,7 @@ fn tls_and_a_token_carry_a_run_end_to_end_and_a_wrong_one_is_a_clear_error() {
     let run = run.arg(&script.path).output().unwrap();
     let said = flat(&String::from_utf8_lossy(&run.stderr));
     assert_eq!(run.status.code(), Some(2), "{said}");
-    assert!(
-        said.contains("cannot reach the cluster at"),
-        "{said}"
-    );
+    assert!(said.contains("cannot reach the cluster at"), "{said}");
     assert!(said.contains("authorization violation"), "{said}");
 
     // Without the CA the server's certificate is not trusted.
@@ -602,9 +626,62 @@ fn tls_and_a_token_carry_a_run_end_to_end_and_a_wrong_one_is_a_clear_error() {
         .unwrap();
     let said = flat(&String::from_utf8_lossy(&untrusting.stderr));
     assert_eq!(untrusting.status.code(), Some(2), "{said}");
+    assert!(said.contains("cannot reach the cluster at"), "{said}");
+    assert!(said.contains("certificate"), "{said}");
+}
+
+#[test]
+fn functions_typed_in_the_repl_run_on_the_agents() {
+    let Some(nats) = Nats::start() else { return };
+    let _a = nats.agent("host-a", 2);
+    let mut repl = nats.mpscript(BIN.as_ref(), &["repl"]);
+    let repl = repl
+        .arg("--cluster-only")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The second function is typed after the agent's workers started with the first.
+    let input = b"fn sq(x) { x * x }\n\
+        pool_map(|x| [sq(x), host()], [1, 2, 3])\n\
+        fn cube(x) { x * sq(x) }\n\
+        pool_map(cube, [1, 2, 3])\n";
+    std::io::Write::write_all(&mut repl.stdin.as_ref().unwrap(), input).unwrap();
+    let run = finished(repl);
+    assert_eq!(
+        run.lines(),
+        [
+            r#"=> [[1, "host-a"], [4, "host-a"], [9, "host-a"]]"#,
+            "=> [1, 8, 27]"
+        ],
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn with_no_agent_connected_the_local_pool_does_the_work_or_the_run_says_it_waits() {
+    let Some(nats) = Nats::start() else { return };
+    let script = Script::new("print(pool_map(|x| [x + 1, host()], [1, 2]));\n");
+    nats.run(&script, &[])
+        .assert_printed(&[r#"[[2, "local"], [3, "local"]]"#]);
+
+    let mut run = nats.start_run(&script, &["--cluster-only"]);
+    let mut stderr = BufReader::new(run.stderr.take().unwrap()).lines();
+    let said = stderr.next().unwrap().unwrap();
     assert!(
-        said.contains("cannot reach the cluster at"),
+        said.starts_with(&format!(
+            "mpscript: no cluster agent is connected to {}",
+            nats.url
+        )),
         "{said}"
     );
-    assert!(said.contains("certificate"), "{said}");
+    let _a = nats.agent("host-a", 1);
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[[2, \"host-a\"], [3, \"host-a\"]]\n"
+    );
 }

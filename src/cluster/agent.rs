@@ -243,10 +243,7 @@ impl Host {
         // Names this delivery of the chunk to the parent, and takes the replies to its requests.
         let inbox = self.bridge.client.new_inbox();
         let refuse = |why: String| {
-            let (job, chunk) = match &work.message {
-                ToWorker::Map { job, chunk, .. } => (*job, *chunk),
-                _ => (0, 0),
-            };
+            let (job, chunk) = chunk_key(&work.message);
             teller.tell(&inbox, Event::Refused { job, chunk, why })
         };
         if work.build != BUILD {
@@ -257,6 +254,12 @@ impl Host {
         }
         if !self.run_alive(&work.run) {
             return Ok(()); // its parent is gone: drop it
+        }
+        if delivery > 1 {
+            // The agent that had it died or stopped: the parent retries item by item what it
+            // has not heard the end of, so a chunk never runs twice (nor kills agent after agent).
+            let (job, chunk) = chunk_key(&work.message);
+            return teller.tell(&inbox, Event::Redelivered { job, chunk });
         }
         let worker = match self.worker(&work.program) {
             Ok(worker) => worker,
@@ -527,6 +530,14 @@ impl Teller {
                 Err(_) => return Err(cluster_error("telling the run", "no answer")),
             }
         }
+    }
+}
+
+/// Which job and chunk a chunk message is.
+fn chunk_key(message: &ToWorker) -> (u64, u32) {
+    match message {
+        ToWorker::Map { job, chunk, .. } => (*job, *chunk),
+        _ => (0, 0),
     }
 }
 

@@ -49,6 +49,9 @@ pub(crate) enum Event {
         code: i64,
         started: Option<(u64, u64, u64)>,
     },
+    /// This chunk came again after the ack wait: the agent that had it died or stopped. It is not
+    /// run again; the parent decides what does.
+    Redelivered { job: u64, chunk: u32 },
     /// The agent cannot run this chunk (another build, a program that does not compile there).
     Refused { job: u64, chunk: u32, why: String },
 }

@@ -7,7 +7,7 @@ use std::{
     hash::{Hash, Hasher},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -41,6 +41,10 @@ pub(crate) struct ClusterTransport {
     run: String,
     next_slot: AtomicU64,
     only: bool,
+    /// The server's URL, for messages.
+    url: String,
+    /// Whether the run was told no agent is connected.
+    said_no_agents: AtomicBool,
 }
 
 impl ClusterTransport {
@@ -64,6 +68,8 @@ impl ClusterTransport {
             run,
             next_slot: AtomicU64::new(1),
             only: cluster.is_only(),
+            url: cluster.url().to_string(),
+            said_no_agents: AtomicBool::new(false),
         })
     }
 
@@ -72,9 +78,26 @@ impl ClusterTransport {
         self.only
     }
 
-    /// How many slots the agents connected now offer (at least one, so work waits for an agent
-    /// rather than failing).
+    /// How many slots a map takes on the cluster: those the agents connected now offer. With no
+    /// local pool it is at least one, so the work waits for an agent (saying so once).
     pub(crate) fn slots(&self) -> usize {
+        let offered = self.offered();
+        if offered > 0 || !self.only {
+            return offered;
+        }
+        if !self.said_no_agents.swap(true, Ordering::Relaxed) {
+            let url = &self.url;
+            let waiting = format!(
+                "mpscript: no cluster agent is connected to {url}; the work waits for one \
+                 (start one with `mpscript worker --cluster {url}`)"
+            );
+            crate::output::write_line(crate::OutStream::Stderr, &waiting);
+        }
+        1
+    }
+
+    /// How many slots the agents connected now offer.
+    fn offered(&self) -> usize {
         let counted = self.bridge.wait(async {
             let store = self.bridge.jetstream.get_key_value(AGENTS).await.ok()?;
             let mut keys = store.keys().await.ok()?;
@@ -89,26 +112,10 @@ impl ClusterTransport {
             }
             Some(total)
         });
-        counted.unwrap_or(0).max(1)
+        counted.unwrap_or(0)
     }
 
-    /// Stores `program` in the programs bucket (once) and gives its key.
-    fn store(&self, program: &Program) -> Result<String, Error> {
-        let bytes = encode(program)?;
-        let mut hasher = std::hash::DefaultHasher::new();
-        bytes.hash(&mut hasher);
-        let key = format!("{:016x}", hasher.finish());
-        self.bridge.wait(async {
-            let store = programs_bucket(&self.bridge).await?;
-            store
-                .put(&key, bytes.into())
-                .await
-                .map_err(|e| cluster_error("storing the program", e))
-        })?;
-        Ok(key)
-    }
-
-    fn slot(&self, program: &str) -> Result<RemoteSlot, Error> {
+    fn slot(&self, program: &Program, key: &str) -> Result<RemoteSlot, Error> {
         let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
         let subject = slot_subject(&self.run, slot);
         let mut subscriber = self
@@ -138,7 +145,7 @@ impl ClusterTransport {
             label: format!("cluster slot {slot}"),
             bridge: self.bridge.clone(),
             run: self.run.clone(),
-            program: program.to_string(),
+            program: Mutex::new((program.clone(), key.to_string())),
             slot,
             messages,
             close,
@@ -147,6 +154,22 @@ impl ClusterTransport {
             state: Mutex::default(),
         })
     }
+}
+
+/// Stores `program` in the programs bucket (once) and gives its key.
+fn store(bridge: &Bridge, program: &Program) -> Result<String, Error> {
+    let bytes = encode(program)?;
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    let key = format!("{:016x}", hasher.finish());
+    bridge.wait(async {
+        let store = programs_bucket(bridge).await?;
+        store
+            .put(&key, bytes.into())
+            .await
+            .map_err(|e| cluster_error("storing the program", e))
+    })?;
+    Ok(key)
 }
 
 /// The programs bucket, made by whoever needs it first.
@@ -167,9 +190,12 @@ impl Drop for ClusterTransport {
 
 impl Transport for ClusterTransport {
     fn start(&self, count: usize, program: &Program) -> Result<Vec<Box<dyn WorkerLink>>, Error> {
-        let key = self.store(program)?;
+        let key = store(&self.bridge, program)?;
         (0..count)
-            .map(|_| self.slot(&key).map(|s| Box::new(s) as Box<dyn WorkerLink>))
+            .map(|_| {
+                self.slot(program, &key)
+                    .map(|s| Box::new(s) as Box<dyn WorkerLink>)
+            })
             .collect()
     }
 }
@@ -179,7 +205,8 @@ struct RemoteSlot {
     label: String,
     bridge: Arc<Bridge>,
     run: String,
-    program: String,
+    /// What its chunks run (grown by the REPL's inputs), and its key in the programs bucket.
+    program: Mutex<(Program, String)>,
     slot: u64,
     messages: Receiver<Vec<u8>>,
     close: Sender<()>,
@@ -219,7 +246,8 @@ fn chunk_of(event: &Event) -> Option<(u64, u32)> {
     match event {
         Event::Message(FromWorker::MapPart { job, chunk, .. })
         | Event::Message(FromWorker::MapDone { job, chunk, .. })
-        | Event::Started { job, chunk, .. } => Some((*job, *chunk)),
+        | Event::Started { job, chunk, .. }
+        | Event::Redelivered { job, chunk } => Some((*job, *chunk)),
         _ => None,
     }
 }
@@ -245,7 +273,7 @@ impl RemoteSlot {
         let work = Work {
             build: BUILD.to_string(),
             run: self.run.clone(),
-            program: self.program.clone(),
+            program: lock(&self.program).1.clone(),
             slot: self.slot,
             message: ToWorker::Map {
                 job,
@@ -285,7 +313,8 @@ impl RemoteSlot {
 
     /// What the agent said, as the hub reads a worker (`None`: nothing for the hub): output to
     /// stderr names the host. A chunk delivered again means the agent that had it died or
-    /// stopped: the slot dies as a local worker would, the item it had started named.
+    /// stopped (unless the chunk is done): the slot dies as a local worker would, the item it had
+    /// started named, and the scheduler retries item by item.
     fn received(&self, back: Back) -> Result<Option<FromWorker>, Error> {
         let mut state = lock(&self.state);
         if back.seq > 0 {
@@ -299,34 +328,33 @@ impl RemoteSlot {
             if state.done.contains(&key) {
                 return Ok(None);
             }
+            match state.chunks.get(&key) {
+                Some(seen) if back.delivery < seen.number => {
+                    return Ok(None); // a late word from an agent the chunk was taken from
+                }
+                Some(seen) if back.delivery > seen.number => {
+                    let status = format!(
+                        "stopped answering on {} (its chunk went to {} after the ack wait)",
+                        seen.host, back.host
+                    );
+                    let started = seen.started;
+                    return Err(self.lost(&mut state, key, started, status));
+                }
+                None if matches!(back.event, Event::Redelivered { .. }) => {
+                    let status = format!(
+                        "its agent took the chunk and stopped answering before it said anything \
+                         (the chunk went to {} after the ack wait)",
+                        back.host
+                    );
+                    return Err(self.lost(&mut state, key, None, status));
+                }
+                _ => {}
+            }
             let seen = state.chunks.entry(key).or_insert_with(|| Delivery {
                 number: back.delivery,
                 host: back.host.clone(),
                 started: None,
             });
-            if back.delivery < seen.number {
-                return Ok(None); // a late word from an agent the chunk was taken from
-            }
-            if back.delivery > seen.number {
-                let (job, chunk) = key;
-                let (host, started) = (seen.host.clone(), seen.started);
-                state.progress = started.map(|offset| Progress {
-                    job,
-                    chunk: chunk as u64,
-                    offset: offset as u64,
-                    started_ns: 0,
-                });
-                state.death = Some(Death {
-                    status: format!(
-                        "stopped answering on {host} (its chunk went to {} after the ack wait)",
-                        back.host
-                    ),
-                    code: -1,
-                });
-                return Err(Error::Disconnected {
-                    peer: self.label.clone(),
-                });
-            }
             match &back.event {
                 Event::Started { offset, .. } => seen.started = Some(*offset),
                 Event::Message(FromWorker::MapDone { .. }) => {
@@ -345,7 +373,7 @@ impl RemoteSlot {
         state.reply_to = Some(back.reply_to);
         state.host = Some(back.host.clone());
         match back.event {
-            Event::Started { .. } => Ok(None),
+            Event::Started { .. } | Event::Redelivered { .. } => Ok(None),
             Event::Message(FromWorker::Output { stream, text })
                 if stream != crate::OutStream::Stdout =>
             {
@@ -412,6 +440,29 @@ impl Drop for RemoteSlot {
     }
 }
 
+impl RemoteSlot {
+    /// The slot dies as a local worker would, with the item its agent had started, if it said.
+    fn lost(
+        &self,
+        state: &mut SlotState,
+        key: (u64, u32),
+        started: Option<u32>,
+        status: String,
+    ) -> Error {
+        let (job, chunk) = key;
+        state.progress = started.map(|offset| Progress {
+            job,
+            chunk: chunk as u64,
+            offset: offset as u64,
+            started_ns: 0,
+        });
+        state.death = Some(Death { status, code: -1 });
+        Error::Disconnected {
+            peer: self.label.clone(),
+        }
+    }
+}
+
 impl WorkerLink for RemoteSlot {
     fn label(&self) -> &str {
         &self.label
@@ -445,7 +496,14 @@ impl WorkerLink for RemoteSlot {
                 let _ = self.close.send(());
                 Ok(())
             }
-            ToWorker::AddChunk(_) | ToWorker::Program(_) => Ok(()),
+            ToWorker::AddChunk(chunk) => {
+                // Functions typed in the REPL: agents fetch the grown program by its new key.
+                let mut program = lock(&self.program);
+                program.0.chunks.push(chunk.clone());
+                program.1 = store(&self.bridge, &program.0)?;
+                Ok(())
+            }
+            ToWorker::Program(_) => Ok(()),
             ToWorker::Call { .. } => Err(Error::InvalidArgument(
                 "spawned processes run in this process's pool, not on the cluster".into(),
             )),

@@ -174,7 +174,13 @@ impl<'a> MapRun<'a> {
     pub(crate) fn run(&mut self, events: &Receiver<JobEvent>) -> Result<Value, Error> {
         self.dispatch_all();
         if self.slots.iter().all(|s| !s.alive) {
-            self.replace_worker();
+            let only_cluster = self
+                .hub
+                .config
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.is_only());
+            self.replace_worker(only_cluster);
         }
         while self.slots.iter().any(|s| !s.in_flight.is_empty()) {
             match events.recv_timeout(TICK) {
@@ -369,7 +375,7 @@ impl<'a> MapRun<'a> {
         let lost: Vec<usize> = slot.in_flight.drain(..).collect();
         let killed_for = slot.killed_for.take();
         let progress = slot.worker.link.progress();
-        let pid = slot.worker.pid;
+        let (pid, remote) = (slot.worker.pid, slot.worker.link.is_remote());
         for (position, id) in lost.into_iter().enumerate() {
             let c = &mut self.chunks[id];
             let (start, end, resume) = (c.start, c.end, c.start + c.received);
@@ -395,7 +401,7 @@ impl<'a> MapRun<'a> {
             self.lost_item(running, pid, death, killed_for.is_some());
         }
         if self.remaining() && self.failure.is_none() {
-            self.replace_worker();
+            self.replace_worker(remote);
         }
         self.dispatch_all();
     }
@@ -424,9 +430,14 @@ impl<'a> MapRun<'a> {
         }
     }
 
-    /// Starts a worker in place of a dead one, so the pool keeps its size.
-    fn replace_worker(&mut self) {
-        match self.hub.start_workers(1) {
+    /// Starts a worker in place of a dead one (a cluster slot for a cluster slot), so the pool
+    /// keeps its size and shape.
+    fn replace_worker(&mut self, remote: bool) {
+        let started = match &self.hub.config.cluster {
+            Some(cluster) if remote => self.hub.start_on(&**cluster, 1),
+            _ => self.hub.start_workers(1),
+        };
+        match started {
             Ok(mut started) => {
                 let worker = started.remove(0);
                 self.slots.push(Slot {
