@@ -249,11 +249,12 @@ def profile_rows():
 def cluster_rows():
     """The cluster path on this machine: a nats-server on a free port and agents started here.
     Per-chunk cost against the local pool and the broker's floor, and the scaling of a
-    sleep-bound map over 1, 2 and 3 agents of 4 slots against the ideal (items x time / slots)."""
+    sleep-bound map over 1, 2 and 3 agents of 4 slots against the ideal (items x time / slots);
+    the primes map to 1M through 2 agents of 1 slot against the local pool (2 workers)."""
     import shutil
     import socket
     import tempfile
-    names = {"cluster_chunks", "cluster_scaling"}
+    names = {"cluster_chunks", "cluster_scaling", "cluster_primes"}
     if ONLY and not (ONLY & names):
         return []
     if not shutil.which("nats-server"):
@@ -316,6 +317,23 @@ def cluster_rows():
                              "mpscript": took, "python": None, "ideal": ideal, "ratio": ideal / took,
                              "target": ">= 0.9", "met": ideal / took >= 0.9})
                 stop_agents()
+        if not ONLY or "cluster_primes" in ONLY:
+            agent("bench-p1", 1)
+            agent("bench-p2", 1)
+            remote = [str(MPSCRIPT), "run", "--cluster", url, "--cluster-only",
+                      str(WORKLOADS / "primes_pool.rhai"), "1000000"]
+            local = mps("primes_pool.rhai", "1000000")
+            ours, theirs, ours_all, theirs_all = measure(wall, remote, local, RUNS)
+            ratio = ours / theirs
+            print(f"{'cluster_primes':<20} {'s':<6} {fmt(ours):>10} {fmt(theirs):>10} "
+                  f"{ratio:>7.3f} {'<= 1.2':>7}  {'yes' if ratio <= 1.2 else 'NO'}"
+                  f"   (primes to 1M: 2 agents x 1 slot vs the local pool, whole runs)", flush=True)
+            rows.append({"workload": "cluster_primes", "what": "primes map to 1M, 2 agents of 1 slot "
+                         "vs the local pool of 2", "unit": "s", "lower_is_better": True,
+                         "mpscript": ours, "python": None, "local_pool": theirs, "ratio": ratio,
+                         "target": "<= 1.2", "met": ratio <= 1.2, "mpscript_runs": ours_all,
+                         "local_runs": theirs_all})
+            stop_agents()
     finally:
         stop_agents()
         server.terminate()

@@ -685,3 +685,25 @@ fn with_no_agent_connected_the_local_pool_does_the_work_or_the_run_says_it_waits
         "[[2, \"host-a\"], [3, \"host-a\"]]\n"
     );
 }
+
+#[test]
+fn futures_and_unordered_maps_run_on_the_agents() {
+    let Some(nats) = Nats::start() else { return };
+    let _a = nats.agent("host-a", 2);
+    let script = Script::new(
+        "let fs = [];\n\
+         for x in 0..4 { fs.push(pool_submit(|x, y| [x * y, host()], x, 10)); }\n\
+         print(fs.map(|f| f.get()));\n\
+         let bad = pool_submit(|| throw \"nope\");\n\
+         try { bad.get(); } catch (e) { print(e.contains(\"nope\") && e.contains(\" on host-a\")); }\n\
+         let got = [];\n\
+         for r in pool_map_unordered(|x| [x, host()], [1, 2, 3]) { got.push(r); }\n\
+         got.sort(|a, b| a[0] - b[0]);\n\
+         print(got);\n",
+    );
+    nats.run(&script, &["--cluster-only"]).assert_printed(&[
+        r#"[[0, "host-a"], [10, "host-a"], [20, "host-a"], [30, "host-a"]]"#,
+        "true",
+        r#"[[1, "host-a"], [2, "host-a"], [3, "host-a"]]"#,
+    ]);
+}

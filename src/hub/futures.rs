@@ -9,16 +9,17 @@ use std::{
     time::Instant,
 };
 
-use super::{Caller, Inner, deadline, parked, profiling, timed_out, wait::wait};
+use super::{Caller, Inner, deadline, parked, process::ProcSlot, profiling, timed_out, wait::wait};
 use crate::{
-    Error, Interrupt, Value,
+    Error, Interrupt, RemoteError, Value,
     profile::Frame,
     stop::Wake,
+    transport::Death,
     value::{FnValue, ProcessHandle},
-    wire::Reply,
+    wire::{Items, MapOptions, Outcome, Reply},
 };
 
-use std::sync::Arc;
+use std::{sync::Arc, thread};
 
 /// A call waiting for a free slot.
 pub(crate) struct Call {
@@ -352,9 +353,63 @@ impl Inner {
                 let function = profiling::frame_of(&call.f, call.args.len());
                 book.submitted(process, function, at.clone());
             }
-            if let Err(e) = self.spawn(process, call.f, call.args, call.parent, call.at) {
+            let only_cluster = self.config.cluster.as_ref().is_some_and(|c| c.is_only());
+            let started = if only_cluster {
+                self.submit_to_cluster(process, call)
+            } else {
+                self.spawn(process, call.f, call.args, call.parent, call.at)
+                    .map(|_| ())
+            };
+            if let Err(e) = started {
                 self.executor.failed(future, process, e.to_string());
             }
         }
+    }
+
+    /// Runs a future's call on the cluster, as a map of one item on an agent's slot, recorded as
+    /// process `process` (which has no pid here and cannot be signalled) so `get` finds it.
+    fn submit_to_cluster(self: &Arc<Self>, process: u64, call: Call) -> Result<(), Error> {
+        let slot = self.woken(Arc::new(ProcSlot::elsewhere()));
+        lock(&self.procs).insert(process, slot.clone());
+        self.actors.open(process);
+        let hub = self.clone();
+        let spawned = thread::Builder::new()
+            .name("mpscript-cluster-future".into())
+            .spawn(move || {
+                let options = MapOptions {
+                    workers: Some(1),
+                    spread: true,
+                    progress: Some(false),
+                    ..MapOptions::default()
+                };
+                let items = Items::Values(Value::Array(vec![Value::Array(call.args)]));
+                let ran = hub.map_beside(call.f, &items, options, call.at);
+                match ran {
+                    Ok(Value::Array(mut values)) if values.len() == 1 => {
+                        slot.finish(Outcome::Returned(values.remove(0)), || {})
+                    }
+                    Ok(other) => unreachable!("a map of one item gave {other:?}"),
+                    Err(e) => match *unwrap_item(e) {
+                        Error::Remote(e) => slot.finish(Outcome::Threw(*e), || {}),
+                        Error::WorkerDied { status, .. } => slot.died(Death { status, code: -9 }),
+                        e => slot.finish(
+                            Outcome::Threw(RemoteError::unplaced(e.to_string(), 0)),
+                            || {},
+                        ),
+                    },
+                }
+                hub.process_ended(process);
+                slot.wake();
+            });
+        spawned.map_err(|e| Error::io("starting a cluster future's thread", e))?;
+        Ok(())
+    }
+}
+
+/// The reason a map's item failed, without the map's framing.
+fn unwrap_item(e: Error) -> Box<Error> {
+    match e {
+        Error::MapItem { source, .. } => source,
+        e => Box::new(e),
     }
 }

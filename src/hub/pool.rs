@@ -606,6 +606,21 @@ impl Inner {
         result
     }
 
+    /// A map that holds the pool only while it takes its workers, so others run beside it (a
+    /// future's call on the cluster).
+    pub(super) fn map_beside(
+        self: &Arc<Self>,
+        f: FnValue,
+        items: &Items,
+        options: MapOptions,
+        at: Option<Vec<Frame>>,
+    ) -> Result<Value, Error> {
+        let workers = self.take_pool_workers(&mut lock(&self.pool), options, items.len())?;
+        let (result, kept) = self.run_map(f, items, options, workers, None, at);
+        lock(&self.pool).extend(kept);
+        result
+    }
+
     /// `pool_map_unordered`: the map runs on its own thread, handing results to the script as
     /// chunks finish; its workers leave the pool until it ends, so the loop body may `pool_map`.
     pub(super) fn map_unordered(

@@ -71,9 +71,19 @@ impl Wake for ProcSlot {
 
 impl ProcSlot {
     pub(crate) fn new(worker: Arc<Worker>) -> ProcSlot {
+        let slot = ProcSlot::elsewhere();
+        *lock(&slot.worker) = Some(worker.clone());
         ProcSlot {
             pid: worker.pid,
-            worker: Mutex::new(Some(worker)),
+            ..slot
+        }
+    }
+
+    /// A process that runs on no worker of this machine (a future on the cluster).
+    pub(crate) fn elsewhere() -> ProcSlot {
+        ProcSlot {
+            pid: 0,
+            worker: Mutex::new(None),
             state: Mutex::new(State::Running),
             ended: Condvar::new(),
             doom: Mutex::default(),
