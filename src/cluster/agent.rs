@@ -75,32 +75,44 @@ pub(crate) fn serve(agent: Agent) -> Result<(), Error> {
         launcher: Launcher::new(exe, Arc::new(write_line))?,
         programs: Mutex::default(),
         idle: Mutex::default(),
-        running: AtomicUsize::new(0),
+        busy: AtomicUsize::new(0),
     });
     // A finished chunk says so at once: the next pull starts without a polling delay.
     let (finished, freed) = crossbeam_channel::unbounded::<()>();
+    let (chunks, taken) = crossbeam_channel::unbounded::<jetstream::Message>();
+    // Twice the slots: a thread still telling the run its last results leaves its slot free.
+    let threads = (0..2 * agent.slots)
+        .map(|_| {
+            let (host, taken, finished) = (host.clone(), taken.clone(), finished.clone());
+            thread::Builder::new()
+                .name("mpscript-chunk".into())
+                .spawn(move || {
+                    for message in taken {
+                        let slot = Slot {
+                            host: host.clone(),
+                            freed: finished.clone(),
+                        };
+                        host.run(message, slot);
+                    }
+                })
+                .map_err(|e| Error::io("starting a chunk thread", e))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     while agent.interrupt.signal().is_none() {
         host.retire_idle();
-        let free = agent.slots - host.running.load(Ordering::Relaxed);
+        let free = agent.slots - host.busy.load(Ordering::Relaxed);
         if free == 0 {
             let _ = freed.recv_timeout(Duration::from_secs(1));
             continue;
         }
         for message in take(&bridge, &consumer, free) {
-            host.running.fetch_add(1, Ordering::Relaxed);
-            let (host, finished) = (host.clone(), finished.clone());
-            thread::Builder::new()
-                .name("mpscript-chunk".into())
-                .spawn(move || {
-                    host.run(message);
-                    host.running.fetch_sub(1, Ordering::Relaxed);
-                    let _ = finished.send(());
-                })
-                .map_err(|e| Error::io("starting a chunk thread", e))?;
+            host.busy.fetch_add(1, Ordering::Relaxed);
+            let _ = chunks.send(message);
         }
     }
-    while host.running.load(Ordering::Relaxed) > 0 {
-        thread::sleep(Duration::from_millis(20));
+    drop(chunks); // the chunk threads finish what they run, then end
+    for thread in threads {
+        let _ = thread.join();
     }
     let _ = bridge.wait(agents.delete(&agent.name)); // runs stop counting its slots now
     Ok(())
@@ -196,16 +208,32 @@ struct Host {
     programs: Mutex<HashMap<String, Program>>,
     /// Warm workers by program key, and since when each waits.
     idle: Mutex<HashMap<String, Vec<Idle>>>,
-    running: AtomicUsize,
+    /// Slots taken: a chunk's worker is at work in each (a freed slot's thread may still be
+    /// telling the run its last results).
+    busy: AtomicUsize,
+}
+
+/// A slot taken by a chunk, free again when dropped: the agent pulls the next chunk then, while
+/// the last results still travel to the run.
+struct Slot {
+    host: Arc<Host>,
+    freed: crossbeam_channel::Sender<()>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.host.busy.fetch_sub(1, Ordering::Relaxed);
+        let _ = self.freed.send(());
+    }
 }
 
 impl Host {
     /// Runs one chunk and acknowledges it once its last message is sent (or its worker died:
     /// the run's scheduler then decides what runs again).
-    fn run(self: &Arc<Self>, message: jetstream::Message) {
+    fn run(self: &Arc<Self>, message: jetstream::Message, slot: Slot) {
         let ended = self.fetch(&message).and_then(|payload| {
             match decode::<Work>(&payload, "a parent") {
-                Ok(work) => self.relay(work, &message),
+                Ok(work) => self.relay(work, &message, slot),
                 Err(_) => Ok(()), // not ours to read: drop it
             }
         });
@@ -228,7 +256,12 @@ impl Host {
         }
     }
 
-    fn relay(self: &Arc<Self>, work: Work, message: &jetstream::Message) -> Result<(), Error> {
+    fn relay(
+        self: &Arc<Self>,
+        work: Work,
+        message: &jetstream::Message,
+        slot: Slot,
+    ) -> Result<(), Error> {
         let back_to = slot_subject(&work.run, work.slot);
         let delivery = message
             .info()
@@ -272,15 +305,17 @@ impl Host {
         let _replying = self.forward_replies(replies, worker.clone());
         worker.send(&work.message)?;
         let heartbeat = self.heartbeat(message, &work.run, worker.clone(), teller.clone(), &inbox);
-        let alive = loop {
+        loop {
             match worker.recv() {
-                Ok(reply) => {
-                    let done = matches!(reply, FromWorker::MapDone { .. });
-                    teller.tell(&inbox, Event::Message(reply))?;
-                    if done {
-                        break true;
-                    }
+                Ok(reply @ FromWorker::MapDone { .. }) => {
+                    // The worker is free: the next chunk may come while this result travels.
+                    drop(heartbeat);
+                    let idle = (worker.clone(), Instant::now());
+                    lock(&self.idle).entry(work.program).or_default().push(idle);
+                    drop(slot);
+                    return teller.tell(&inbox, Event::Message(reply));
                 }
+                Ok(reply) => teller.tell(&inbox, Event::Message(reply))?,
                 Err(_) => {
                     let death = worker.reap(Duration::from_secs(1));
                     let started = worker.progress().map(|p| (p.job, p.chunk, p.offset));
@@ -289,17 +324,11 @@ impl Host {
                         code: death.code,
                         started,
                     };
-                    teller.tell(&inbox, died)?;
-                    break false;
+                    drop(heartbeat);
+                    return teller.tell(&inbox, died);
                 }
             }
-        };
-        heartbeat.store(false, Ordering::Relaxed);
-        if alive {
-            let idle = (worker, Instant::now());
-            lock(&self.idle).entry(work.program).or_default().push(idle);
         }
-        Ok(())
     }
 
     /// Shuts down workers that waited longer than [`IDLE_LIMIT`] (their run is likely over).
@@ -380,8 +409,6 @@ impl Host {
         mut replies: async_nats::Subscriber,
         worker: Arc<dyn WorkerLink>,
     ) -> tokio::sync::oneshot::Sender<()> {
-        let label = self.name.clone();
-        let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
         let (end, mut ended) = tokio::sync::oneshot::channel::<()>();
         let (objects, agent) = (self.bridge.objects.clone(), self.name.clone());
         self.bridge.spawn(async move {
@@ -400,24 +427,16 @@ impl Host {
                         if let Some(name) = stored {
                             objects.discard(&name).await;
                         }
-                        if tx.send(payload.to_vec()).is_err() {
-                            break;
+                        // A short write to a local socket the worker is reading, waiting.
+                        match decode::<ToWorker>(&payload, "the parent") {
+                            Ok(reply) => drop(worker.send(&reply)),
+                            Err(e) => write_line(OutStream::Stderr, &format!("{agent}: {e}")),
                         }
                     }
                     _ => break,
                 }
             }
             let _ = replies.unsubscribe().await;
-        });
-        thread::spawn(move || {
-            for bytes in rx {
-                match decode::<ToWorker>(&bytes, "the parent") {
-                    Ok(reply) => {
-                        let _ = worker.send(&reply);
-                    }
-                    Err(e) => write_line(OutStream::Stderr, &format!("{label}: {e}")),
-                }
-            }
         });
         end
     }
@@ -432,7 +451,7 @@ impl Host {
         worker: Arc<dyn WorkerLink>,
         teller: Teller,
         inbox: &str,
-    ) -> Arc<AtomicBool> {
+    ) -> Heartbeat {
         let beating = Arc::new(AtomicBool::new(true));
         let (flag, host) = (beating.clone(), self.clone());
         let (message, run, inbox) = (message.clone(), run.to_string(), inbox.to_string());
@@ -461,7 +480,16 @@ impl Host {
                 }
             }
         });
-        beating
+        Heartbeat(beating)
+    }
+}
+
+/// A chunk's heartbeat, which stops when this is dropped.
+struct Heartbeat(Arc<AtomicBool>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 
