@@ -399,6 +399,9 @@ impl Host {
             .permissions
             .within(self.permissions.clone());
         program.settings.host = self.name.clone();
+        // An embedding host's own functions live in its binary, not in this one: a call of one
+        // on an agent fails as a function not found, naming it, rather than every chunk failing.
+        program.host_functions = false;
         lock(&self.programs).insert(key.to_string(), program.clone());
         Ok(program)
     }
