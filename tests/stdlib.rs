@@ -81,3 +81,41 @@ fn a_script_function_of_the_same_name_wins() {
         run("fn sum(xs) { \"mine\" }\nprint(sum([1, 2]));\nprint(pool_map(|x| sum([x]), [1]));");
     out.assert_printed(&["mine", r#"["mine"]"#]);
 }
+
+#[test]
+fn join_and_sort_by_key_work_on_arrays_of_any_values() {
+    let out = run(r#"
+        let people = [#{age: 31, name: "cy"}, #{age: 25, name: "al"}, #{age: 31, name: "bo"}, #{age: 27.5, name: "di"}];
+        people.sort_by_key(|p| p.age);
+        print(people.map(|p| p.name).join(","));
+        people.sort_by_key(|p| p.name);
+        print(people.map(|p| p.name).join(""));
+        print([1, "x", 2.5, 'c'].join(", "));
+        print([].join("-") == "");
+        let calls = 0;
+        let counted = [5, 3, 9, 1];
+        counted.sort_by_key(|x| { calls += 1; -x });
+        print(counted);
+        print(calls);
+        try { [1, "a"].sort_by_key(|x| x); } catch (e) { print(e); }
+        let kept = [3, 1, 2];
+        try { kept.sort_by_key(|x| if x == 2 { throw "no key" } else { x }); } catch (e) { print(e); }
+        print(kept);
+    "#);
+    assert_eq!(
+        out.lines(),
+        [
+            "al,di,cy,bo",
+            "albocydi",
+            "1, x, 2.5, c",
+            "true",
+            "[9, 5, 3, 1]",
+            "4",
+            "sort_by_key: cannot order a number key and a string key",
+            "no key",
+            "[3, 1, 2]",
+        ],
+        "{}",
+        out.stderr
+    );
+}

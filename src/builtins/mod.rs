@@ -2,6 +2,7 @@
 //! every worker; only the [`Backend`] behind them differs.
 
 mod actor;
+mod collections;
 mod futures;
 mod log;
 mod pool;
@@ -285,6 +286,7 @@ pub(crate) fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     shared::register(engine);
     shared::register_map(engine, ctx);
     system::register(engine, ctx);
+    collections::register(engine);
 }
 
 /// `name(f, a1, ..., aN)` is registered for N up to this many arguments.
