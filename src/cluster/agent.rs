@@ -32,10 +32,7 @@ use crate::{
     Error, Interrupt, OutStream, Permissions,
     locks::lock,
     output::write_line,
-    transport::{
-        Transport, WorkerLink,
-        local::{Launcher, random_hex},
-    },
+    transport::{Transport, WorkerLink, local::Launcher},
     wire::{FromWorker, Program, ToWorker},
 };
 
@@ -534,8 +531,8 @@ impl Teller {
         if hint {
             return bridge.publish(self.subject.clone(), encode(&back)?);
         }
-        let name = format!("{}.back.{}", self.run, random_hex()?);
-        let parcel = bridge.wait(bridge.objects.pack(encode(&back)?, name))?;
+        let prefix = format!("{}.back", self.run);
+        let parcel = bridge.wait(bridge.objects.pack(encode(&back)?, &prefix))?;
         let told = self.until_confirmed(&parcel);
         if let Some(name) = parcel.stored {
             bridge.wait(bridge.objects.discard(&name)); // read by the parent, or never will be

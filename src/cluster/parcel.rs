@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::{io::AsyncReadExt, sync::OnceCell};
 
 use super::bridge::cluster_error;
-use crate::Error;
+use crate::{Error, transport::local::random_hex};
 
 /// The object store that carries big messages.
 const OBJECTS: &str = "MPS_OBJECTS";
@@ -51,8 +51,9 @@ impl Objects {
         }
     }
 
-    /// Wraps `bytes` for one message; if they are too big for it, they are stored as `name`.
-    pub(crate) async fn pack(&self, bytes: Vec<u8>, name: String) -> Result<Parcel, Error> {
+    /// Wraps `bytes` for one message; if they are too big for it, they are stored under a new
+    /// name that starts with `prefix` (named only then: most messages are small).
+    pub(crate) async fn pack(&self, bytes: Vec<u8>, prefix: &str) -> Result<Parcel, Error> {
         let mut headers = HeaderMap::new();
         if bytes.len() + HEADROOM <= self.client.server_info().max_payload {
             let payload = bytes.into();
@@ -62,6 +63,7 @@ impl Objects {
                 stored: None,
             });
         }
+        let name = format!("{prefix}.{}", random_hex()?);
         let objects = self.store().await?;
         let put = objects.put(name.as_str(), &mut bytes.as_slice()).await;
         put.map_err(|e| cluster_error(&format!("storing a message of {} bytes", bytes.len()), e))?;

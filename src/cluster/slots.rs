@@ -283,7 +283,7 @@ impl RemoteSlot {
             },
         };
         let id = format!("{}.{}.{job}.{chunk}", self.run, self.slot);
-        let parcel = self.bridge.objects.pack(encode(&work)?, id.clone());
+        let parcel = self.bridge.objects.pack(encode(&work)?, &id);
         let Parcel {
             mut headers,
             payload,
@@ -481,9 +481,9 @@ impl WorkerLink for RemoteSlot {
                     return Ok(()); // nobody asked
                 };
                 // The agent deletes what was stored once it read it.
-                let name = format!("{}.reply.{}", self.run, random_hex()?);
+                let prefix = format!("{}.reply", self.run);
                 let bridge = &self.bridge;
-                let parcel = bridge.wait(bridge.objects.pack(encode(message)?, name))?;
+                let parcel = bridge.wait(bridge.objects.pack(encode(message)?, &prefix))?;
                 let sent =
                     bridge
                         .client
