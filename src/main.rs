@@ -442,7 +442,6 @@ fn serve_as_agent(
             "mpscript worker needs --cluster nats://HOST:PORT".into(),
         ));
     };
-    cluster.check()?;
     if let Some(wait) = ack_wait {
         cluster = cluster.ack_wait(wait);
     }

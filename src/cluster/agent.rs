@@ -73,7 +73,10 @@ pub(crate) fn serve(agent: Agent) -> Result<(), Error> {
         programs: Mutex::default(),
         idle: Mutex::default(),
         busy: AtomicUsize::new(0),
+        beats: Mutex::default(),
+        next_beat: AtomicU64::new(0),
     });
+    let beating = heartbeats(&host)?;
     // A finished chunk says so at once: the next pull starts without a polling delay.
     let (finished, freed) = crossbeam_channel::unbounded::<()>();
     let (chunks, taken) = crossbeam_channel::unbounded::<jetstream::Message>();
@@ -111,8 +114,30 @@ pub(crate) fn serve(agent: Agent) -> Result<(), Error> {
     for thread in threads {
         let _ = thread.join();
     }
+    beating.store(false, Ordering::Relaxed);
     let _ = bridge.wait(agents.delete(&agent.name)); // runs stop counting its slots now
     Ok(())
+}
+
+/// Starts the agent's heartbeat thread, which beats every second until the returned flag is
+/// cleared.
+fn heartbeats(host: &Arc<Host>) -> Result<Arc<AtomicBool>, Error> {
+    let beating = Arc::new(AtomicBool::new(true));
+    let (flag, host) = (beating.clone(), host.clone());
+    let every = (REFRESH.as_secs() as usize).max(1);
+    thread::Builder::new()
+        .name("mpscript-heartbeat".into())
+        .spawn(move || {
+            for n in 1.. {
+                thread::sleep(Duration::from_secs(1));
+                if !flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                host.beat(n % every == 0);
+            }
+        })
+        .map_err(|e| Error::io("starting the heartbeat thread", e))?;
+    Ok(beating)
 }
 
 /// The work queue and the consumer all agents share, made by the first agent.
@@ -208,6 +233,9 @@ struct Host {
     /// Slots taken: a chunk's worker is at work in each (a freed slot's thread may still be
     /// telling the run its last results).
     busy: AtomicUsize,
+    /// The running chunks' heartbeats, by number.
+    beats: Mutex<HashMap<u64, Beat>>,
+    next_beat: AtomicU64,
 }
 
 /// A slot taken by a chunk, free again when dropped: the agent pulls the next chunk then, while
@@ -259,13 +287,12 @@ impl Host {
         message: &jetstream::Message,
         slot: Slot,
     ) -> Result<(), Error> {
-        let back_to = slot_subject(&work.run, work.slot);
         let delivery = message
             .info()
             .map_or(1, |info| info.delivered.max(1) as u64);
         let teller = Teller {
             host: self.clone(),
-            subject: back_to.clone(),
+            subject: slot_subject(&work.run, work.slot),
             run: work.run.clone(),
             delivery,
             sent: Arc::default(),
@@ -328,16 +355,21 @@ impl Host {
         }
     }
 
-    /// Shuts down workers that waited longer than [`IDLE_LIMIT`] (their run is likely over).
+    /// Shuts down workers that waited longer than [`IDLE_LIMIT`] (their run is likely over),
+    /// and forgets programs no idle worker runs (fetched again if a chunk of one comes).
     fn retire_idle(&self) {
         let mut retired = Vec::new();
-        for workers in lock(&self.idle).values_mut() {
+        let mut idle = lock(&self.idle);
+        for workers in idle.values_mut() {
             let (old, young) = workers
                 .drain(..)
                 .partition(|(_, since)| since.elapsed() > IDLE_LIMIT);
             *workers = young;
             retired.extend(old.into_iter().map(|(worker, _)| worker));
         }
+        idle.retain(|_, workers| !workers.is_empty());
+        lock(&self.programs).retain(|key, _| idle.contains_key(key));
+        drop(idle);
         for worker in retired {
             let _ = worker.send(&ToWorker::Shutdown);
             worker.reap(Duration::from_secs(1));
@@ -377,7 +409,7 @@ impl Host {
             .ok_or_else(|| Error::WorkerStart("no worker started".into()))
     }
 
-    /// The program stored under `key`, with this host's grants in place of the run's.
+    /// The program stored under `key`, its grants within this host's.
     fn program(&self, key: &str) -> Result<Program, Error> {
         if let Some(program) = lock(&self.programs).get(key) {
             return Ok(program.clone());
@@ -441,9 +473,7 @@ impl Host {
         end
     }
 
-    /// Every second, until the returned flag is cleared: tells the broker the chunk is still
-    /// being worked on, tells the parent which item runs (so a death of this whole agent fails
-    /// that item, not the others), and stops `worker` if the run's parent is gone.
+    /// Beats for this chunk until the returned guard is dropped (see [`Host::beat`]).
     fn heartbeat(
         self: &Arc<Self>,
         message: &jetstream::Message,
@@ -452,44 +482,74 @@ impl Host {
         teller: Teller,
         inbox: &str,
     ) -> Heartbeat {
-        let beating = Arc::new(AtomicBool::new(true));
-        let (flag, host) = (beating.clone(), self.clone());
-        let (message, run, inbox) = (message.clone(), run.to_string(), inbox.to_string());
-        thread::spawn(move || {
-            let mut since_look = Duration::ZERO;
-            let mut told = None;
-            while flag.load(Ordering::Relaxed) {
-                thread::sleep(Duration::from_secs(1));
-                since_look += Duration::from_secs(1);
-                if !flag.load(Ordering::Relaxed) {
-                    break;
-                }
-                let _ = host.bridge.wait(message.ack_with(AckKind::Progress));
-                let started = worker
+        let id = self.next_beat.fetch_add(1, Ordering::Relaxed);
+        let beat = Beat {
+            message: message.clone(),
+            run: run.to_string(),
+            worker,
+            teller,
+            inbox: inbox.to_string(),
+            told: None,
+        };
+        lock(&self.beats).insert(id, beat);
+        Heartbeat {
+            host: self.clone(),
+            id,
+        }
+    }
+
+    /// One beat for every running chunk, from the agent's one heartbeat thread, every second:
+    /// tells the broker the chunk is still worked on, tells the parent which item runs (so a
+    /// death of this whole agent fails that item, not the others), and, every `look`-th beat,
+    /// stops the worker if the run's parent is gone.
+    fn beat(&self, look: bool) {
+        let due: Vec<_> = lock(&self.beats)
+            .values_mut()
+            .map(|beat| {
+                let started = beat
+                    .worker
                     .progress()
                     .map(|p| (p.job, p.chunk as u32, p.offset as u32));
-                if let Some((job, chunk, offset)) = started.filter(|s| Some(*s) != told) {
-                    let _ = teller.tell(&inbox, Event::Started { job, chunk, offset });
-                    told = started;
-                }
-                if since_look >= REFRESH {
-                    since_look = Duration::ZERO;
-                    if !host.run_alive(&run) {
-                        worker.kill();
-                    }
-                }
+                let news = started.filter(|s| Some(*s) != beat.told);
+                beat.told = started.or(beat.told);
+                (beat.clone(), news)
+            })
+            .collect();
+        for (beat, news) in due {
+            let _ = self.bridge.wait(beat.message.ack_with(AckKind::Progress));
+            if let Some((job, chunk, offset)) = news {
+                let _ = beat
+                    .teller
+                    .tell(&beat.inbox, Event::Started { job, chunk, offset });
             }
-        });
-        Heartbeat(beating)
+            if look && !self.run_alive(&beat.run) {
+                beat.worker.kill();
+            }
+        }
     }
 }
 
+/// What the heartbeat thread keeps of a running chunk.
+#[derive(Clone)]
+struct Beat {
+    message: jetstream::Message,
+    run: String,
+    worker: Arc<dyn WorkerLink>,
+    teller: Teller,
+    inbox: String,
+    /// The item last said to have started.
+    told: Option<(u64, u32, u32)>,
+}
+
 /// A chunk's heartbeat, which stops when this is dropped.
-struct Heartbeat(Arc<AtomicBool>);
+struct Heartbeat {
+    host: Arc<Host>,
+    id: u64,
+}
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
+        lock(&self.host.beats).remove(&self.id);
     }
 }
 

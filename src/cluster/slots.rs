@@ -31,6 +31,8 @@ use crate::{
     wire::{FromWorker, MapSetup, Program, ToWorker},
 };
 
+/// How long a count of the agents' slots is used.
+const OFFERED_FRESH: Duration = Duration::from_secs(1);
 /// How long a chunk's publish is retried while the server cannot be reached.
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -45,6 +47,8 @@ pub(crate) struct ClusterTransport {
     url: String,
     /// Whether the run was told no agent is connected.
     said_no_agents: AtomicBool,
+    /// The agents' slots when last counted, and when.
+    offered: Mutex<Option<(Instant, usize)>>,
 }
 
 impl ClusterTransport {
@@ -70,6 +74,7 @@ impl ClusterTransport {
             only: cluster.is_only(),
             url: cluster.url().to_string(),
             said_no_agents: AtomicBool::new(false),
+            offered: Mutex::default(),
         })
     }
 
@@ -96,8 +101,21 @@ impl ClusterTransport {
         1
     }
 
-    /// How many slots the agents connected now offer.
+    /// How many slots the agents connected now offer, counted at most once a second: listing
+    /// the agents costs a round trip per agent, and a loop of small maps would pay it each time.
     fn offered(&self) -> usize {
+        let mut counted = lock(&self.offered);
+        match *counted {
+            Some((at, slots)) if at.elapsed() < OFFERED_FRESH => slots,
+            _ => {
+                let slots = self.count_offered();
+                *counted = Some((Instant::now(), slots));
+                slots
+            }
+        }
+    }
+
+    fn count_offered(&self) -> usize {
         let counted = self.bridge.wait(async {
             let store = self.bridge.jetstream.get_key_value(AGENTS).await.ok()?;
             let mut keys = store.keys().await.ok()?;
