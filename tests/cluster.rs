@@ -164,15 +164,7 @@ impl Nats {
 }
 
 fn finished(child: Child) -> Run {
-    let out = child.wait_with_output().expect("the run ends");
-    {
-        Run {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code(),
-            elapsed: Duration::ZERO,
-        }
-    }
+    common::finish(child, "mpscript against the cluster")
 }
 
 fn server(port: u16, store: &Path, options: &[String]) -> std::io::Result<Child> {
@@ -343,8 +335,10 @@ fn a_dead_agent_s_chunk_is_not_run_again_whole_only_its_unfinished_items_are() {
          print([runs[\"0\"], runs[\"1\"], runs[\"2\"], runs[\"3\"]]);\n",
     );
     let run = nats.start_run(&script, &["--cluster-only"]);
+    // host-b joins once host-a has the chunk (were both pulling, either could get it).
+    std::thread::sleep(Duration::from_millis(1000));
     let _b = nats.agent("host-b", 1);
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(1500));
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     // Its finished items are kept, the running one runs again and the last one for the first

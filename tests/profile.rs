@@ -13,20 +13,13 @@ const FIB: &str = "fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }
 /// `mpscript run -j 2 ARGS... FILE` in the script's directory (so rows name it as `FILE`), with
 /// `MPSCRIPT_FAST` set to `fast`.
 fn profiled(script: &Script, args: &[&str], fast: &str) -> Run {
-    let out = Command::new(BIN)
-        .current_dir(script.path.parent().unwrap())
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(script.path.parent().unwrap())
         .args(["run", "-j", "2"])
         .args(args)
         .arg(script.path.file_name().unwrap())
-        .env("MPSCRIPT_FAST", fast)
-        .output()
-        .expect("mpscript runs");
-    Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code(),
-        elapsed: std::time::Duration::ZERO,
-    }
+        .env("MPSCRIPT_FAST", fast);
+    common::capture(cmd)
 }
 
 /// The table row whose label ends with `(name)`: its columns.

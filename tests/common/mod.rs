@@ -116,7 +116,8 @@ pub fn run(source: &str) -> Run {
 /// How long one run of the binary may take before the test fails instead of hanging CI.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
-fn capture(cmd: Command) -> Run {
+/// Runs `cmd` with nothing on stdin; fails the test past [`RUN_LIMIT`].
+pub fn capture(cmd: Command) -> Run {
     capture_with(cmd, None)
 }
 
@@ -138,6 +139,17 @@ fn capture_with(mut cmd: Command, input: Option<&[u8]>) -> Run {
         let mut stdin = child.stdin.take().expect("piped stdin");
         stdin.write_all(input).expect("write stdin");
     }
+    let run = finish(child, &format!("{cmd:?}"));
+    Run {
+        elapsed: started.elapsed(),
+        ..run
+    }
+}
+
+/// Waits for a started `child` (stdout and stderr piped), closing its stdin first; kills it and
+/// fails the test past [`RUN_LIMIT`]. `elapsed` counts from this call.
+pub fn finish(child: std::process::Child, what: &str) -> Run {
+    let started = Instant::now();
     let pid = child.id();
     let (done, finished) = std::sync::mpsc::channel();
     let waiter = std::thread::spawn(move || {
@@ -148,7 +160,7 @@ fn capture_with(mut cmd: Command, input: Option<&[u8]>) -> Run {
     if finished.recv_timeout(RUN_LIMIT).is_err() {
         // SAFETY: kill(2) of the child this test started.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        panic!("mpscript ran longer than {RUN_LIMIT:?}: {cmd:?}");
+        panic!("mpscript ran longer than {RUN_LIMIT:?}: {what}");
     }
     let Output {
         status,
