@@ -688,6 +688,7 @@ fn futures_and_unordered_maps_run_on_the_agents() {
         "let fs = [];\n\
          for x in 0..4 { fs.push(pool_submit(|x, y| [x * y, host()], x, 10)); }\n\
          print(fs.map(|f| f.get()));\n\
+         print([pool_submit(|x| x * 2, 21).get(), pool_submit(|x| x / 2.0, 21).get()]);\n\
          let bad = pool_submit(|| throw \"nope\");\n\
          try { bad.get(); } catch (e) { print(e.contains(\"nope\") && e.contains(\" on host-a\")); }\n\
          let got = [];\n\
@@ -697,6 +698,7 @@ fn futures_and_unordered_maps_run_on_the_agents() {
     );
     nats.run(&script, &["--cluster-only"]).assert_printed(&[
         r#"[[0, "host-a"], [10, "host-a"], [20, "host-a"], [30, "host-a"]]"#,
+        "[42, 10.5]",
         "true",
         r#"[[1, "host-a"], [2, "host-a"], [3, "host-a"]]"#,
     ]);

@@ -9,7 +9,9 @@ use std::{
     time::Instant,
 };
 
-use super::{Caller, Inner, deadline, parked, process::ProcSlot, profiling, timed_out, wait::wait};
+use super::{
+    Caller, Inner, deadline, parked, pool, process::ProcSlot, profiling, timed_out, wait::wait,
+};
 use crate::{
     Error, Interrupt, RemoteError, Value,
     profile::Frame,
@@ -385,10 +387,11 @@ impl Inner {
                 let items = Items::Values(Value::Array(vec![Value::Array(call.args)]));
                 let ran = hub.map_beside(call.f, &items, options, call.at);
                 match ran {
-                    Ok(Value::Array(mut values)) if values.len() == 1 => {
-                        slot.finish(Outcome::Returned(values.remove(0)), || {})
+                    Ok(values) => {
+                        // One item, in whichever array form the map gives.
+                        let value = pool::array_items(values).pop().unwrap_or(Value::Unit);
+                        slot.finish(Outcome::Returned(value), || {})
                     }
-                    Ok(other) => unreachable!("a map of one item gave {other:?}"),
                     Err(e) => match *unwrap_item(e) {
                         Error::Remote(e) => slot.finish(Outcome::Threw(*e), || {}),
                         Error::WorkerDied { status, .. } => slot.died(Death { status, code: -9 }),

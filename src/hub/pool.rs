@@ -541,7 +541,8 @@ fn concat(parts: impl Iterator<Item = Value>) -> Value {
     Value::Array(parts.into_iter().flat_map(array_items).collect())
 }
 
-fn array_items(v: Value) -> Vec<Value> {
+/// The elements of a map's result, whichever array form it has.
+pub(super) fn array_items(v: Value) -> Vec<Value> {
     match v {
         Value::IntArray(v) => v.into_iter().map(Value::Int).collect(),
         Value::FloatArray(v) => v.into_iter().map(Value::Float).collect(),
