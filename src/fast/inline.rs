@@ -49,7 +49,9 @@ impl VisitMut for Into<'_> {
             return;
         };
         let callee = &self.functions[*callee];
-        if self.copies < MAX_COPIES && !callee.body.jumps() && callee.body.size() <= MAX_SIZE {
+        // A callee with heap slots keeps its own (they are numbered apart and freed on return).
+        let small = callee.heap_slots == 0 && callee.body.size() <= MAX_SIZE;
+        if self.copies < MAX_COPIES && !callee.body.jumps() && small {
             *e = self.copy(callee, std::mem::take(args));
         }
     }

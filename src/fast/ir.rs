@@ -2,6 +2,8 @@
 //! operator has operands of one type (promotions are explicit), and control flow is structured.
 //! A second back end (Cranelift) would read this and nothing else.
 
+pub(crate) use super::native::{Native, SwitchKey};
+
 /// The types the tier compiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Ty {
@@ -13,6 +15,16 @@ pub(crate) enum Ty {
     /// by index with its element type (an array argument is the callee's own copy in Rhai).
     IntArray,
     FloatArray,
+    /// A character: its code point in a slot.
+    Char,
+    /// Values kept as Rhai's own `Dynamic`, in the frame's heap slots: a string, an array of
+    /// any values, an object map, or a value whose type is known only when it runs (`Dyn`: an
+    /// array's element, a map's value). Operations on them check the type they need when they
+    /// run; any other type sends the call back to Rhai.
+    Str,
+    Array,
+    Map,
+    Dyn,
 }
 
 impl Ty {
@@ -23,6 +35,11 @@ impl Ty {
             Ty::FloatArray => Some(Ty::Float),
             _ => None,
         }
+    }
+
+    /// Whether values of this type live in heap slots (as `Dynamic`).
+    pub(crate) fn is_heap(self) -> bool {
+        matches!(self, Ty::Str | Ty::Array | Ty::Map | Ty::Dyn)
     }
 }
 
@@ -38,6 +55,8 @@ pub(crate) struct Function {
     pub(crate) params: Vec<Ty>,
     pub(crate) ret: Ty,
     pub(crate) slots: usize,
+    /// Heap slots (see [`Ty::is_heap`]), numbered apart from the others.
+    pub(crate) heap_slots: usize,
     pub(crate) body: Block,
     /// Operations charged per call, for the operation limit (the body outside its loops).
     pub(crate) entry_cost: u64,
@@ -85,6 +104,24 @@ pub(crate) enum Stmt {
         body: Block,
         cost: u64,
     },
+    /// `slot = value` for a heap slot (a value of any type is kept as a `Dynamic`).
+    StoreHeap(Slot, Expr),
+    /// `target[key] = value` on the array or map in a heap slot.
+    SetItem {
+        target: Slot,
+        key: Expr,
+        value: Expr,
+    },
+    /// `for var in over`: an array's elements (`var` a `Dyn` heap slot) or a string's
+    /// characters (`var` a `Char` slot, when `over` is known to be a string).
+    ForEach {
+        var: Slot,
+        var_ty: Ty,
+        counter: Option<Slot>,
+        over: Expr,
+        body: Block,
+        cost: u64,
+    },
     /// `array[index] = value`, `value` of the element type.
     SetIndex {
         array: Slot,
@@ -102,6 +139,9 @@ pub(crate) enum Expr {
     Float(f64),
     Bool(bool),
     Unit,
+    Char(char),
+    Str(rhai::ImmutableString),
+    /// A slot's value; a heap slot's when `Ty::is_heap`.
     Load(Slot, Ty),
     /// Both operands have type `operand`; the result type follows from `op`.
     Binary {
@@ -136,6 +176,43 @@ pub(crate) enum Expr {
     },
     /// `array.len()`.
     Len(Slot),
+    /// A native function resolved when compiling; a method's receiver is `args[0]` (changed in
+    /// place when it is a heap slot, as Rhai changes the variable).
+    Native {
+        op: Native,
+        args: Vec<Expr>,
+        ret: Ty,
+    },
+    /// A `Dyn` value used as `Ty` (checked when it runs).
+    Guard(Box<Expr>, Ty),
+    /// `lhs ?? rhs`.
+    Coalesce {
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+        ty: Ty,
+    },
+    /// An operator on values of which one at least is a heap value or a char, as Rhai's
+    /// built-in operators do it (string joining and comparing, `Dyn` numbers).
+    Mixed {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+        ret: Ty,
+    },
+    /// `` `text ${value} text` ``: the parts' strings joined.
+    Interpolate(Vec<Expr>),
+    /// `[a, b]`.
+    Array(Vec<Expr>),
+    /// `#{a: x, b: y}`.
+    Map(Vec<(rhai::ImmutableString, Expr)>),
+    /// `switch value { .. }`: the block of the case equal to the value (same type), else
+    /// `default`.
+    Switch {
+        value: Box<Expr>,
+        cases: Vec<(SwitchKey, usize)>,
+        blocks: Vec<Block>,
+        default: Box<Block>,
+    },
     /// A call whose callee's body was copied in place (see `inline.rs`): the arguments are
     /// stored in `params` (slots of the caller), then `body` runs one call level deeper,
     /// charged `entry_cost` as the call would be.
@@ -198,6 +275,13 @@ impl Expr {
             Expr::Float(_) => Ty::Float,
             Expr::Bool(_) | Expr::And(..) | Expr::Or(..) => Ty::Bool,
             Expr::Unit => Ty::Unit,
+            Expr::Char(_) => Ty::Char,
+            Expr::Str(_) | Expr::Interpolate(_) => Ty::Str,
+            Expr::Array(_) => Ty::Array,
+            Expr::Map(_) => Ty::Map,
+            Expr::Native { ret, .. } | Expr::Mixed { ret, .. } => *ret,
+            Expr::Guard(_, ty) | Expr::Coalesce { ty, .. } => *ty,
+            Expr::Switch { default, .. } => default.ty(),
             Expr::Load(_, ty) => *ty,
             Expr::Binary { op, .. } if op.is_comparison() => Ty::Bool,
             Expr::Binary { operand, .. } => *operand,
@@ -223,8 +307,24 @@ impl Expr {
             | Expr::Float(_)
             | Expr::Bool(_)
             | Expr::Unit
+            | Expr::Char(_)
+            | Expr::Str(_)
             | Expr::Load(..)
             | Expr::Len(_) => false,
+            Expr::Native { args, .. } | Expr::Interpolate(args) | Expr::Array(args) => {
+                args.iter().any(Expr::jumps)
+            }
+            Expr::Map(items) => items.iter().any(|(_, e)| e.jumps()),
+            Expr::Guard(e, _) => e.jumps(),
+            Expr::Coalesce { lhs, rhs, .. } | Expr::Mixed { lhs, rhs, .. } => {
+                lhs.jumps() || rhs.jumps()
+            }
+            Expr::Switch {
+                value,
+                blocks,
+                default,
+                ..
+            } => value.jumps() || default.jumps() || blocks.iter().any(Block::jumps),
             Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) => {
                 lhs.jumps() || rhs.jumps()
             }
@@ -245,8 +345,24 @@ impl Expr {
             | Expr::Float(_)
             | Expr::Bool(_)
             | Expr::Unit
+            | Expr::Char(_)
+            | Expr::Str(_)
             | Expr::Load(..)
             | Expr::Len(_) => 0,
+            Expr::Native { args, .. } | Expr::Interpolate(args) | Expr::Array(args) => {
+                args.iter().map(Expr::size).sum()
+            }
+            Expr::Map(items) => items.iter().map(|(_, e)| e.size()).sum(),
+            Expr::Guard(e, _) => e.size(),
+            Expr::Coalesce { lhs, rhs, .. } | Expr::Mixed { lhs, rhs, .. } => {
+                lhs.size() + rhs.size()
+            }
+            Expr::Switch {
+                value,
+                blocks,
+                default,
+                ..
+            } => value.size() + default.size() + blocks.iter().map(Block::size).sum::<usize>(),
             Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) => {
                 lhs.size() + rhs.size()
             }
@@ -267,8 +383,11 @@ impl Block {
     pub(crate) fn jumps(&self) -> bool {
         self.value.jumps()
             || self.stmts.iter().any(|s| match s {
-                Stmt::Store(_, e) | Stmt::Eval(e) => e.jumps(),
-                Stmt::SetIndex { index, value, .. } => index.jumps() || value.jumps(),
+                Stmt::Store(_, e) | Stmt::StoreHeap(_, e) | Stmt::Eval(e) => e.jumps(),
+                Stmt::SetIndex { index, value, .. }
+                | Stmt::SetItem {
+                    key: index, value, ..
+                } => index.jumps() || value.jumps(),
                 _ => true,
             })
     }
@@ -279,8 +398,11 @@ impl Block {
             .stmts
             .iter()
             .map(|s| match s {
-                Stmt::Store(_, e) | Stmt::Eval(e) => e.size(),
-                Stmt::SetIndex { index, value, .. } => index.size() + value.size(),
+                Stmt::Store(_, e) | Stmt::StoreHeap(_, e) | Stmt::Eval(e) => e.size(),
+                Stmt::SetIndex { index, value, .. }
+                | Stmt::SetItem {
+                    key: index, value, ..
+                } => index.size() + value.size(),
                 _ => 1,
             })
             .sum();
@@ -307,8 +429,17 @@ impl Block {
 impl Stmt {
     pub(crate) fn visit_mut(&mut self, v: &mut impl VisitMut) {
         match self {
-            Stmt::Store(_, e) | Stmt::Eval(e) | Stmt::Return(e) => e.visit_mut(v),
-            Stmt::SetIndex { index, value, .. } => {
+            Stmt::Store(_, e) | Stmt::StoreHeap(_, e) | Stmt::Eval(e) | Stmt::Return(e) => {
+                e.visit_mut(v)
+            }
+            Stmt::ForEach { over, body, .. } => {
+                over.visit_mut(v);
+                body.visit_mut(v);
+            }
+            Stmt::SetIndex { index, value, .. }
+            | Stmt::SetItem {
+                key: index, value, ..
+            } => {
                 index.visit_mut(v);
                 value.visit_mut(v);
             }
@@ -340,8 +471,29 @@ impl Expr {
             | Expr::Float(_)
             | Expr::Bool(_)
             | Expr::Unit
+            | Expr::Char(_)
+            | Expr::Str(_)
             | Expr::Load(..)
             | Expr::Len(_) => {}
+            Expr::Native { args, .. } | Expr::Interpolate(args) | Expr::Array(args) => {
+                args.iter_mut().for_each(|a| a.visit_mut(v))
+            }
+            Expr::Map(items) => items.iter_mut().for_each(|(_, e)| e.visit_mut(v)),
+            Expr::Guard(e, _) => e.visit_mut(v),
+            Expr::Coalesce { lhs, rhs, .. } | Expr::Mixed { lhs, rhs, .. } => {
+                lhs.visit_mut(v);
+                rhs.visit_mut(v);
+            }
+            Expr::Switch {
+                value,
+                blocks,
+                default,
+                ..
+            } => {
+                value.visit_mut(v);
+                blocks.iter_mut().for_each(|b| b.visit_mut(v));
+                default.visit_mut(v);
+            }
             Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) => {
                 lhs.visit_mut(v);
                 rhs.visit_mut(v);

@@ -12,6 +12,7 @@ mod dispatch;
 mod inline;
 mod ir;
 mod lower;
+mod native;
 mod ops;
 mod shape;
 mod source;
@@ -172,9 +173,12 @@ impl FastTier {
             };
             let ints = (name.to_string(), types(Ty::Int, Ty::IntArray));
             let floats = (name.to_string(), types(Ty::Float, Ty::FloatArray));
+            // Strings, arrays and maps: every parameter a value whose type is checked as it runs.
+            let values = (name.to_string(), vec![Ty::Dyn; source.params.len()]);
+            let compiles = |key: &SpecKey| lower::lower(&self.source, key).is_ok();
             match lower::lower(&self.source, &ints) {
                 Ok(_) => return true,
-                Err(why) if lower::lower(&self.source, &floats).is_err() => {
+                Err(why) if !compiles(&floats) && !compiles(&values) => {
                     // Both tries assumed numbers: name the parameters, not types nobody passed.
                     match why.strip_prefix(&lower::label(&ints)) {
                         Some(rest) => format!("{name}({}){rest}", source.params.join(", ")),
@@ -221,25 +225,39 @@ impl FastTier {
         // Fixed arrays: a call the tier refuses should cost next to nothing.
         let mut scalars = [Scalar::Unit; MAX_ARGS];
         let mut types = [Ty::Unit; MAX_ARGS];
-        // An array argument is copied in, unboxed; its scalar is its place in `arrays`.
+        // An array of numbers is copied in, unboxed; its scalar is its place in `arrays`.
         let mut arrays = Vec::new();
+        // A string, an array of other values or a map is passed as it is (Rhai passes a copy:
+        // a clone shares a string, and copies an array or map only when changed).
+        let mut heap = Vec::new();
         for (i, a) in captured.iter().chain(args).enumerate() {
             (scalars[i], types[i]) = match scalar(a) {
                 Some(s) => (s, scalar_ty(&s)),
-                None => {
-                    let (ty, values) = numeric_array(a)?;
-                    arrays.push(values);
-                    (Scalar::Int(arrays.len() as i64 - 1), ty)
-                }
+                None => match numeric_array(a) {
+                    Some((ty, values)) => {
+                        arrays.push(values);
+                        (Scalar::Int(arrays.len() as i64 - 1), ty)
+                    }
+                    None => {
+                        heap.push(a.clone());
+                        (Scalar::Unit, heap_ty(a)?)
+                    }
+                },
             };
         }
-        let program = self.program(name, &types[..count])?;
+        let mut program = self.program(name, &types[..count]);
+        if program.is_none() && !arrays.is_empty() {
+            // Not compiled for arrays of numbers: as arrays of any values, then.
+            (heap, arrays) = rebox(captured.iter().chain(args), &mut types[..count])?;
+            program = self.program(name, &types[..count]);
+        }
+        let program = program?;
         let limits = limits();
         if limits.max_depth == 0 {
             return None;
         }
-        match program.call(&scalars[..count], arrays, &limits) {
-            Ok(value) => Some(Ok(dynamic(value))),
+        match program.call(&scalars[..count], heap, arrays, &limits) {
+            Ok(value) => Some(Ok(value)),
             Err(Bail::Stop(error)) => Some(Err(error)),
             Err(Bail::Fallback | Bail::Escape(_)) => None,
         }
@@ -360,6 +378,39 @@ impl FastTier {
     }
 }
 
+/// The heap type an argument is compiled for: a string, an array or a map, not shared with a
+/// closure (a change through it would be seen outside).
+fn heap_ty(d: &Dynamic) -> Option<Ty> {
+    if d.is_shared() {
+        None
+    } else if d.is_string() {
+        Some(Ty::Str)
+    } else if d.is_array() {
+        Some(Ty::Array)
+    } else if d.is_map() {
+        Some(Ty::Map)
+    } else {
+        None
+    }
+}
+
+/// Every array argument as an array of any values (heap), the others as they were typed.
+fn rebox<'a>(
+    args: impl Iterator<Item = &'a Dynamic>,
+    types: &mut [Ty],
+) -> Option<(Vec<Dynamic>, Vec<Vec<i64>>)> {
+    let mut heap = Vec::new();
+    for (a, ty) in args.zip(types.iter_mut()) {
+        if ty.elem().is_some() {
+            *ty = Ty::Array;
+        }
+        if ty.is_heap() {
+            heap.push(a.clone());
+        }
+    }
+    Some((heap, Vec::new()))
+}
+
 fn scalar(d: &Dynamic) -> Option<Scalar> {
     if let Ok(i) = d.as_int() {
         Some(Scalar::Int(i))
@@ -367,6 +418,8 @@ fn scalar(d: &Dynamic) -> Option<Scalar> {
         Some(Scalar::Float(f))
     } else if let Ok(b) = d.as_bool() {
         Some(Scalar::Bool(b))
+    } else if let Ok(c) = d.as_char() {
+        Some(Scalar::Char(c))
     } else if d.is_unit() {
         Some(Scalar::Unit)
     } else {
@@ -397,6 +450,7 @@ fn scalar_ty(s: &Scalar) -> Ty {
         Scalar::Int(_) => Ty::Int,
         Scalar::Float(_) => Ty::Float,
         Scalar::Bool(_) => Ty::Bool,
+        Scalar::Char(_) => Ty::Char,
         Scalar::Unit => Ty::Unit,
     }
 }
@@ -406,15 +460,33 @@ fn dynamic(s: Scalar) -> Dynamic {
         Scalar::Int(i) => i.into(),
         Scalar::Float(f) => f.into(),
         Scalar::Bool(b) => b.into(),
+        Scalar::Char(c) => c.into(),
         Scalar::Unit => Dynamic::UNIT,
     }
 }
 
-/// Same type and same bits (so NaN equals NaN and -0.0 differs from 0.0).
+/// Same type and same bits (so NaN equals NaN and -0.0 differs from 0.0), element by element
+/// in arrays and maps.
 fn same_value(a: &Dynamic, b: &Dynamic) -> bool {
+    if let (Ok(x), Ok(y)) = (a.as_array_ref(), b.as_array_ref()) {
+        return x.len() == y.len() && x.iter().zip(y.iter()).all(|(x, y)| same_value(x, y));
+    }
+    if let (Ok(x), Ok(y)) = (a.as_map_ref(), b.as_map_ref()) {
+        return x.len() == y.len()
+            && x.iter()
+                .zip(y.iter())
+                .all(|((kx, x), (ky, y))| kx == ky && same_value(x, y));
+    }
+    if let (Some(x), Some(y)) = (
+        a.read_lock::<rhai::ImmutableString>(),
+        b.read_lock::<rhai::ImmutableString>(),
+    ) {
+        return *x == *y;
+    }
     match (scalar(a), scalar(b)) {
         (Some(Scalar::Float(x)), Some(Scalar::Float(y))) => x.to_bits() == y.to_bits(),
         (Some(x), Some(y)) => x == y,
+        (None, None) => a.type_name() == b.type_name() && format!("{a:?}") == format!("{b:?}"),
         _ => false,
     }
 }

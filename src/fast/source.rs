@@ -5,7 +5,9 @@ use std::{
     collections::{HashMap, HashSet},
 };
 
-use rhai::{AST, ASTNode, Array, Engine, Expr, FLOAT, INT, Stmt};
+use rhai::{AST, ASTNode, Array, Dynamic, Engine, Expr, FLOAT, INT, ImmutableString, Map, Stmt};
+
+use super::native::Native;
 
 /// One script function.
 pub(crate) struct FnSource {
@@ -29,6 +31,8 @@ pub(crate) struct Source {
     /// Native functions by name and arity: a script function sharing one stays in Rhai, whose
     /// resolution (script first) a stand-in with untyped parameters would not keep.
     natives: HashSet<(String, usize)>,
+    /// Why strings, arrays and maps are not compiled in this program, if they are not.
+    pub(crate) no_heap: Option<String>,
 }
 
 /// The numeric functions the tier compiles inline.
@@ -64,6 +68,10 @@ impl Source {
             TypeId::of::<INT>(),
             TypeId::of::<FLOAT>(),
             TypeId::of::<Array>(),
+            TypeId::of::<ImmutableString>(),
+            TypeId::of::<Map>(),
+            TypeId::of::<char>(),
+            TypeId::of::<Dynamic>(),
         ];
         let overridden = engine
             .collect_fn_metadata(
@@ -72,7 +80,8 @@ impl Source {
                     let name = info.metadata.name.as_str();
                     let first = info.metadata.param_types.first();
                     let applies = first.is_none_or(|ty| compiled.contains(ty));
-                    (INTRINSICS.contains(&name) && applies).then(|| name.to_string())
+                    let compiles = INTRINSICS.contains(&name) || Native::NAMES.contains(&name);
+                    (compiles && applies).then(|| name.to_string())
                 },
                 false,
             )
@@ -93,10 +102,12 @@ impl Source {
             )
             .into_iter()
             .collect();
+        let no_heap = heap_refusal(engine, &fns);
         Source {
             fns,
             overridden,
             natives,
+            no_heap,
         }
     }
 
@@ -111,6 +122,22 @@ impl Source {
 
     pub(crate) fn overridden(&self, name: &str) -> bool {
         self.overridden.contains(name)
+    }
+}
+
+/// Why this engine and program rule out compiling strings, arrays and maps: size limits (checked
+/// on every change in Rhai), a failing missing property, or a script's own `to_string` (which
+/// interpolation and `string + value` call).
+fn heap_refusal(engine: &Engine, fns: &HashMap<(String, usize), FnSource>) -> Option<String> {
+    let limited = engine.max_string_size() + engine.max_array_size() + engine.max_map_size() > 0;
+    if limited {
+        Some("the engine limits string, array or map sizes".into())
+    } else if engine.fail_on_invalid_map_property() {
+        Some("the engine fails on a missing map property".into())
+    } else if fns.contains_key(&("to_string".to_string(), 1)) {
+        Some("the script defines its own `to_string`".into())
+    } else {
+        None
     }
 }
 

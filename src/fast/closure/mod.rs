@@ -1,7 +1,9 @@
 //! The first back end: the typed form compiled to nested closures over a frame of unboxed 64-bit
 //! slots (floats as their bits, bools as 0/1). Pure safe Rust; compiles in microseconds.
 
-use rhai::EvalAltResult;
+mod heap;
+
+use rhai::{Dynamic, EvalAltResult};
 
 use super::{
     inline,
@@ -40,7 +42,7 @@ pub(crate) enum Flow {
 
 pub(super) type R<T> = Result<T, Bail>;
 pub(super) type Ev<T> = Box<dyn Fn(&mut Frame<'_>) -> R<T> + Send + Sync>;
-type St = Box<dyn Fn(&mut Frame<'_>) -> Flow + Send + Sync>;
+pub(super) type St = Box<dyn Fn(&mut Frame<'_>) -> Flow + Send + Sync>;
 
 thread_local! {
     /// The slot stack, kept between calls so a call allocates nothing.
@@ -91,6 +93,13 @@ pub(crate) struct Frame<'p> {
     slots: *mut i64,
     top: usize,
     ret: i64,
+    /// The heap slots (see [`Ty::is_heap`]) of every active call; the running function's start
+    /// at `heap_base`, the next call's at `heap_top`.
+    heap: Vec<Dynamic>,
+    heap_base: usize,
+    heap_top: usize,
+    /// A heap value returned.
+    ret_heap: Dynamic,
     /// Why a statement answered [`Flow::Bail`].
     bail: Option<Bail>,
     /// The entry call's array arguments, unboxed; an array parameter's slot holds its place here
@@ -113,6 +122,16 @@ impl Frame<'_> {
         // SAFETY: lowering numbers a function's locals `0..slots`, `enter` made the stack at least
         // `base + slots` long, and `self.slots` points at `stack[base]` of the current allocation.
         unsafe { self.slots.add(slot).read() }
+    }
+
+    #[inline(always)]
+    fn heap(&self, slot: usize) -> &Dynamic {
+        &self.heap[self.heap_base + slot]
+    }
+
+    #[inline(always)]
+    fn heap_mut(&mut self, slot: usize) -> &mut Dynamic {
+        &mut self.heap[self.heap_base + slot]
     }
 
     #[inline(always)]
@@ -220,6 +239,7 @@ fn next_check(ops: u64, limits: &Budget) -> u64 {
 /// One compiled specialization.
 struct FnCode {
     slots: usize,
+    heap_slots: usize,
     entry_cost: u64,
     /// Runs the body; answers the return value's bits.
     body: Ev<i64>,
@@ -240,6 +260,7 @@ pub(crate) enum Scalar {
     Int(i64),
     Float(f64),
     Bool(bool),
+    Char(char),
     Unit,
 }
 
@@ -249,6 +270,7 @@ impl Scalar {
             Scalar::Int(i) => i,
             Scalar::Float(f) => f.to_bits() as i64,
             Scalar::Bool(b) => b as i64,
+            Scalar::Char(c) => c as i64,
             Scalar::Unit => 0,
         }
     }
@@ -258,8 +280,8 @@ impl Scalar {
             Ty::Int => Scalar::Int(bits),
             Ty::Float => Scalar::Float(f64::from_bits(bits as u64)),
             Ty::Bool => Scalar::Bool(bits != 0),
-            Ty::Unit => Scalar::Unit,
-            Ty::IntArray | Ty::FloatArray => unreachable!("functions do not return arrays"),
+            Ty::Char => Scalar::Char(char::from_u32(bits as u32).unwrap_or_default()),
+            _ => Scalar::Unit,
         }
     }
 }
@@ -287,6 +309,7 @@ impl Program {
             .iter()
             .map(|f| FnCode {
                 slots: f.slots,
+                heap_slots: f.heap_slots,
                 entry_cost: f.entry_cost,
                 body: function_body(f),
             })
@@ -302,15 +325,21 @@ impl Program {
     }
 
     /// Runs the entry function on `args` (whose types match its parameters; an array
-    /// argument is given by its place in `arrays`).
+    /// argument is given by its place in `arrays`, a heap value by its place in `heap`).
     pub(crate) fn call(
         &self,
         args: &[Scalar],
+        heap: Vec<Dynamic>,
         arrays: Vec<Vec<i64>>,
         limits: &Budget,
-    ) -> R<Scalar> {
+    ) -> R<Dynamic> {
         debug_assert_eq!(args.len(), self.params.len());
         let entry = &self.fns[self.entry];
+        let mut heap_slots = vec![Dynamic::UNIT; entry.heap_slots];
+        let heap_params = self.params.iter().filter(|t| t.is_heap());
+        for ((slot, value), _) in heap_slots.iter_mut().zip(heap).zip(heap_params) {
+            *slot = value;
+        }
         let mut stack = STACK.with(|s| std::mem::take(&mut *s.borrow_mut()));
         let need = entry.slots.max(args.len()) + 64;
         if stack.len() < need {
@@ -323,6 +352,10 @@ impl Program {
             slots: std::ptr::null_mut(),
             top: entry.slots,
             ret: 0,
+            heap_top: heap_slots.len(),
+            heap: heap_slots,
+            heap_base: 0,
+            ret_heap: Dynamic::UNIT,
             bail: None,
             arrays,
             depth: 1,
@@ -335,7 +368,8 @@ impl Program {
                 None
             },
         };
-        for (i, a) in args.iter().enumerate() {
+        let scalars = args.iter().zip(&self.params).filter(|(_, t)| !t.is_heap());
+        for (i, (a, _)) in scalars.enumerate() {
             frame.stack[i] = a.bits();
         }
         frame.enter_at(0);
@@ -348,13 +382,25 @@ impl Program {
         if let Some(record) = frame.record {
             profile::absorb(*record);
         }
-        Ok(Scalar::from_bits(self.ret, bits))
+        Ok(match self.ret {
+            ty if ty.is_heap() => frame.ret_heap,
+            ty => super::dynamic(Scalar::from_bits(ty, bits)),
+        })
     }
 }
 
 /// A function's body; a `return` from inside an expression is caught here.
 fn function_body(f: &Function) -> Ev<i64> {
-    let value = bits(&f.body.value);
+    let value = match f.ret.is_heap() {
+        true => {
+            let value = heap::dynamic(&f.body.value);
+            Box::new(move |fr: &mut Frame<'_>| {
+                fr.ret_heap = value(fr)?;
+                Ok(0)
+            })
+        }
+        false => bits(&f.body.value),
+    };
     let value = if f.body.value.jumps() {
         Box::new(move |fr: &mut Frame<'_>| returned(value(fr), fr))
     } else {
@@ -423,6 +469,9 @@ fn charged(fr: &mut Frame<'_>, cost: u64) -> Option<Flow> {
 }
 
 fn statement(stmt: &Stmt) -> St {
+    if let Some(heap) = heap::statement(stmt) {
+        return heap;
+    }
     match stmt {
         Stmt::Store(slot, e) if e.ty() == Ty::Int => shape::wide(e, StoreTo(*slot)),
         Stmt::Store(slot, e) if e.ty() == Ty::Float => shape::float_wide(e, StoreTo(*slot)),
@@ -546,6 +595,9 @@ fn statement(stmt: &Stmt) -> St {
                 }
             })
         }
+        Stmt::StoreHeap(..) | Stmt::SetItem { .. } | Stmt::ForEach { .. } => {
+            unreachable!("heap statements are built by `heap::statement`")
+        }
         Stmt::Break => Box::new(|_| Flow::Break),
         Stmt::Continue => Box::new(|_| Flow::Continue),
         Stmt::Return(e) => {
@@ -562,7 +614,7 @@ fn statement(stmt: &Stmt) -> St {
 }
 
 /// A block in statement position: its statements, then its value (evaluated for its errors).
-fn block_statements(block: &Block) -> Vec<St> {
+pub(super) fn block_statements(block: &Block) -> Vec<St> {
     let mut stmts = statements(&block.stmts);
     if !matches!(block.value, Expr::Unit) {
         stmts.push(statement(&Stmt::Eval(block.value.clone())));
@@ -593,9 +645,10 @@ pub(super) fn block_value<T: 'static>(block: &Block, value: Ev<T>) -> Ev<T> {
     })
 }
 
-/// Any expression, as the bits of its value.
+/// Any scalar expression, as the bits of its value.
 fn bits(e: &Expr) -> Ev<i64> {
     match e.ty() {
+        Ty::Char => code(e),
         Ty::Int => int(e),
         Ty::Float => {
             let f = float(e);
@@ -610,12 +663,16 @@ fn bits(e: &Expr) -> Ev<i64> {
             Box::new(move |fr| u(fr).map(|()| 0))
         }
         Ty::IntArray | Ty::FloatArray => unreachable!("arrays are only indexed and measured"),
+        ty => unreachable!("a heap value ({ty:?}) has no bits"),
     }
 }
 
 /// The forms every type shares: slots, `if`, blocks and calls.
 macro_rules! common {
     ($e:expr, $this:ident, $from_bits:expr) => {
+        if let Some(value) = heap::scalar_bits($e) {
+            return Box::new(move |fr| value(fr).map($from_bits));
+        }
         match $e {
             Expr::Load(slot, _) => {
                 let slot = *slot;
@@ -731,6 +788,27 @@ pub(super) fn boolean(e: &Expr) -> Ev<bool> {
             lhs,
             rhs,
         } => shape::compare(*op, lhs, rhs),
+        Expr::Binary {
+            op,
+            operand: Ty::Char,
+            lhs,
+            rhs,
+        } => {
+            let (a, b) = (code(lhs), code(rhs));
+            let f: fn(&i64, &i64) -> bool = match op {
+                BinOp::Eq => i64::eq,
+                BinOp::Ne => i64::ne,
+                BinOp::Lt => i64::lt,
+                BinOp::Le => i64::le,
+                BinOp::Gt => i64::gt,
+                BinOp::Ge => i64::ge,
+                other => unreachable!("{other:?} on chars"),
+            };
+            Box::new(move |fr| {
+                let x = a(fr)?;
+                Ok(f(&x, &b(fr)?))
+            })
+        }
         Expr::Binary {
             op,
             operand: Ty::Float,
@@ -864,6 +942,10 @@ fn enter(
         fr.enter_at(base); // the stack moved
     }
     pass(fr, top)?;
+    let heap_slots = f.heap_slots;
+    if heap_slots > 0 {
+        return enter_with_heap(fr, callee, base, top, need);
+    }
     fr.enter_at(top);
     fr.top = need;
     fr.depth += 1;
@@ -871,6 +953,37 @@ fn enter(
     fr.depth -= 1;
     fr.enter_at(base);
     fr.top = top;
+    result
+}
+
+/// [`enter`] for a callee with heap slots: they follow the caller's, and are emptied on return
+/// (so what they held is freed then).
+#[cold]
+fn enter_with_heap(
+    fr: &mut Frame<'_>,
+    callee: usize,
+    base: usize,
+    top: usize,
+    need: usize,
+) -> R<i64> {
+    let f = &fr.program[callee];
+    let (heap_base, heap_top) = (fr.heap_base, fr.heap_top);
+    let heap_need = heap_top + f.heap_slots;
+    if fr.heap.len() < heap_need {
+        fr.heap.resize(heap_need, Dynamic::UNIT);
+    }
+    fr.heap_base = heap_top;
+    fr.heap_top = heap_need;
+    fr.enter_at(top);
+    fr.top = need;
+    fr.depth += 1;
+    let result = fr.tick(f.entry_cost).and_then(|()| (f.body)(fr));
+    fr.depth -= 1;
+    fr.enter_at(base);
+    fr.top = top;
+    fr.heap[heap_top..heap_need].fill(Dynamic::UNIT);
+    fr.heap_base = heap_base;
+    fr.heap_top = heap_top;
     result
 }
 
@@ -1067,4 +1180,13 @@ impl<T: Bits> Sink<T> for StoreTo {
             Err(e) => fr.stopped(e),
         })
     }
+}
+
+/// A character's code point.
+fn code(e: &Expr) -> Ev<i64> {
+    if let Some(code) = heap::char_code(e) {
+        return code;
+    }
+    common!(e, code, |b: i64| b);
+    unreachable!("not a char expression: {e:?}")
 }

@@ -1,6 +1,8 @@
 //! Lowers Rhai's AST to the typed form, one specialization at a time: argument types fix every
 //! local's type, so a function is either fully typed or refused, with the reason.
 
+mod heap;
+
 use std::collections::HashMap;
 
 use rhai::{ASTFlags, Dynamic, Expr as RExpr, FnCallExpr, INT, Stmt as RStmt, StmtBlock, Token};
@@ -8,6 +10,7 @@ use rhai::{ASTFlags, Dynamic, Expr as RExpr, FnCallExpr, INT, Stmt as RStmt, Stm
 use super::{
     closure::Scalar,
     ir::{BinOp, Block, Expr, Function, Slot, Stmt, Ty, UnOp},
+    native::Native,
     source::{FnSource, Source},
 };
 
@@ -102,6 +105,11 @@ pub(crate) fn ty_name(ty: Ty) -> &'static str {
         Ty::Unit => "()",
         Ty::IntArray => "[int]",
         Ty::FloatArray => "[float]",
+        Ty::Char => "char",
+        Ty::Str => "string",
+        Ty::Array => "array",
+        Ty::Map => "map",
+        Ty::Dyn => "any value",
     }
 }
 
@@ -164,6 +172,7 @@ struct FnLowerer<'s, 'a> {
     params: Vec<Ty>,
     scope: Vec<Local>,
     slots: usize,
+    heap_slots: usize,
     returns: Vec<Ty>,
     /// Nodes counted so far in the innermost loop body (or the function body outside loops).
     cost: Vec<u64>,
@@ -179,6 +188,7 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             params: key.1.clone(),
             scope: Vec::new(),
             slots: 0,
+            heap_slots: 0,
             returns: Vec::new(),
             cost: vec![1],
             loops: 0,
@@ -212,14 +222,19 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             params: self.params.clone(),
             ret,
             slots: self.slots,
+            heap_slots: self.heap_slots,
             body,
             entry_cost: self.cost[0],
         })
     }
 
     fn declare(&mut self, name: &str, ty: Ty, constant: bool) -> Slot {
-        let slot = self.slots;
-        self.slots += 1;
+        let counter = match ty.is_heap() {
+            true => &mut self.heap_slots,
+            false => &mut self.slots,
+        };
+        let slot = *counter;
+        *counter += 1;
         self.scope.push(Local {
             name: name.to_string(),
             slot,
@@ -276,8 +291,12 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             RStmt::Var(var, flags, _) => {
                 let (ident, init, _) = &**var;
                 let init = self.expr(init)?;
-                let slot = self.declare(&ident.name, init.ty(), flags.contains(ASTFlags::CONSTANT));
-                Lowered1::Stmt(Stmt::Store(slot, init))
+                let ty = init.ty();
+                let slot = self.declare(&ident.name, ty, flags.contains(ASTFlags::CONSTANT));
+                Lowered1::Stmt(match ty.is_heap() {
+                    true => Stmt::StoreHeap(slot, init),
+                    false => Stmt::Store(slot, init),
+                })
             }
             RStmt::Assignment(assign) => Lowered1::Stmt(self.assignment(&assign.0, &assign.1)?),
             RStmt::While(flow, _) => {
@@ -298,7 +317,10 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
                     cost,
                 })
             }
-            RStmt::For(f, _) => Lowered1::Stmt(self.for_loop(&f.0.name, f.1.as_ref(), &f.2)?),
+            RStmt::For(f, _) if is_range(&f.2.expr) => {
+                Lowered1::Stmt(self.for_loop(&f.0.name, f.1.as_ref(), &f.2)?)
+            }
+            RStmt::For(f, _) => Lowered1::Stmt(self.for_each(&f.0.name, f.1.as_ref(), &f.2)?),
             RStmt::BreakLoop(value, flags, _) => {
                 if value.is_some() {
                     return self.refuse("`break` with a value");
@@ -323,7 +345,10 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
                 self.returns.push(value.ty());
                 Lowered1::Stmt(Stmt::Return(value))
             }
-            other => return self.refuse(format!("uses {}", stmt_kind(other))),
+            other => match self.heap_stmt(other, want_value) {
+                Some(e) => Lowered1::Value(e?),
+                None => return self.refuse(format!("uses {}", stmt_kind(other))),
+            },
         })
     }
 
@@ -376,7 +401,9 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
                 ) && call.args.len() == 2 =>
             {
                 let from = self.expr(&call.args[0])?;
+                let from = self.coerce(from, Ty::Int, "a range's start")?;
                 let to = self.expr(&call.args[1])?;
+                let to = self.coerce(to, Ty::Int, "a range's end")?;
                 if from.ty() != Ty::Int || to.ty() != Ty::Int {
                     return self.refuse("`for` over a range that is not of integers");
                 }
@@ -391,7 +418,10 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
     }
 
     fn condition(&mut self, e: &RExpr) -> R<Expr> {
-        let cond = self.expr(e)?;
+        let mut cond = self.expr(e)?;
+        if cond.ty() == Ty::Dyn {
+            cond = Expr::Guard(Box::new(cond), Ty::Bool);
+        }
         if cond.ty() != Ty::Bool {
             return self.refuse(format!("a condition of type {}", ty_name(cond.ty())));
         }
@@ -440,10 +470,24 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
         }
         let (slot, ty) = (local.slot, local.ty);
         let rhs = self.expr(&target.rhs)?;
-        let value = match op.get_op_assignment_info() {
+        let info = op.get_op_assignment_info();
+        if ty == Ty::Str
+            && matches!(info, Some((_, _, _, _, Token::Plus, _)))
+            && let Some(append) = self.native_append(slot, rhs.clone())?
+        {
+            return Ok(append);
+        }
+        let value = match info {
             None => rhs,
             Some((_, _, _, _, base, _)) => self.binary(base, Expr::Load(slot, ty), rhs)?,
         };
+        if ty.is_heap() || value.ty() == Ty::Dyn {
+            let value = self.coerce(value, ty, &format!("`{name}`"))?;
+            return Ok(match ty.is_heap() {
+                true => Stmt::StoreHeap(slot, value),
+                false => Stmt::Store(slot, value),
+            });
+        }
         if value.ty() != ty {
             return self.refuse(format!(
                 "changes the type of `{name}` from {} to {}",
@@ -464,6 +508,9 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
     ) -> R<Stmt> {
         if !flags.contains(ASTFlags::BREAK) {
             return self.refuse("assigns into an element of an array element or a property");
+        }
+        if !self.is_numeric_array(&x.lhs) {
+            return self.set_item(op, x, rhs);
         }
         let (array, elem) = self.array(&x.lhs, flags)?;
         let index = self.int_index(&x.rhs)?;
@@ -495,21 +542,36 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
 
     /// `a[i]`, or `a[i].f()` when the chain goes on (`x.rhs` is then the index and the rest).
     fn index(&mut self, x: &rhai::BinaryExpr, flags: ASTFlags) -> R<Expr> {
-        let (array, elem) = self.array(&x.lhs, flags)?;
         let (index, rest) = match &x.rhs {
             _ if flags.contains(ASTFlags::BREAK) => (&x.rhs, None),
             RExpr::Dot(dot, _, _) => (&dot.lhs, Some(&dot.rhs)),
-            _ => return self.refuse("indexes an element of an array (nested arrays)"),
+            _ => return self.refuse("indexes an element of an element (nested indexing)"),
         };
-        let element = Expr::Index {
-            array,
-            index: Box::new(self.int_index(index)?),
-            elem,
+        let element = if self.is_numeric_array(&x.lhs) {
+            let (array, elem) = self.array(&x.lhs, flags)?;
+            Expr::Index {
+                array,
+                index: Box::new(self.int_index(index)?),
+                elem,
+            }
+        } else {
+            if flags.contains(ASTFlags::NEGATED) {
+                return self.refuse("uses `?[`");
+            }
+            let target = self.value(&x.lhs)?;
+            let key = self.value(index)?;
+            self.heap_index(target, key)?
         };
         match rest {
             Some(rest) => self.method_chain(element, rest),
             None => Ok(element),
         }
+    }
+
+    /// Whether `e` names an array-of-numbers parameter.
+    fn is_numeric_array(&self, e: &RExpr) -> bool {
+        matches!(e, RExpr::Variable(var, _, _)
+            if self.lookup(var.1.as_str()).is_some_and(|l| l.ty.elem().is_some()))
     }
 
     /// The slot and element type of the array parameter `e` names.
@@ -546,6 +608,9 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
 
     fn any_expr(&mut self, e: &RExpr) -> R<Expr> {
         self.tick();
+        if let Some(heap) = self.heap_expr(e) {
+            return heap;
+        }
         Ok(match e {
             RExpr::IntegerConstant(i, _) => Expr::Int(*i),
             RExpr::FloatConstant(f, _) => Expr::Float(**f),
@@ -621,14 +686,32 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             .iter()
             .map(|a| self.any_expr(a))
             .collect::<R<Vec<_>>>()?;
-        let name = call.name.as_str();
+        self.named_call(call.name.as_str(), args)
+    }
+
+    /// A call of `name` on lowered `args` (a method's receiver first): a script function first,
+    /// as Rhai resolves it, then the natives the tier has.
+    fn named_call(&mut self, name: &str, args: Vec<Expr>) -> R<Expr> {
         if self.session.source.get(name, args.len()).is_some() {
-            if args.iter().any(|a| a.ty().elem().is_some()) {
-                return self.refuse(format!("passes an array to `{name}`"));
+            if args
+                .iter()
+                .any(|a| a.ty().elem().is_some() || a.ty().is_heap())
+            {
+                return self.refuse(format!("passes an array, string or map to `{name}`"));
             }
             let key = (name.to_string(), args.iter().map(Expr::ty).collect());
             let (callee, ret) = self.session.spec(&key)?;
+            if ret.is_heap() {
+                return self.refuse(format!("calls `{name}`, which returns {}", ty_name(ret)));
+            }
             return Ok(Expr::Call { callee, args, ret });
+        }
+        let heap = args.iter().any(|a| a.ty().is_heap() || a.ty() == Ty::Char);
+        if heap || (name == "to_string" && args.len() == 1) {
+            if let Some(native) = self.native(name, args)? {
+                return Ok(native);
+            }
+            return self.refuse(format!("calls the native function `{name}` on these types"));
         }
         match <[Expr; 1]>::try_from(args) {
             Ok([arg]) => self.intrinsic(name, arg),
@@ -636,19 +719,53 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
         }
     }
 
-    /// `x.f().g()`: intrinsics in method style, applied in order.
+    /// `string += value` in place, when the value has a text the tier makes.
+    fn native_append(&mut self, slot: Slot, value: Expr) -> R<Option<Stmt>> {
+        if matches!(value.ty(), Ty::Array | Ty::Map) || value.ty().elem().is_some() {
+            return Ok(None);
+        }
+        if self.session.source.get("+", 2).is_some() {
+            return Ok(None);
+        }
+        Ok(Some(Stmt::Eval(Expr::Native {
+            op: Native::Append,
+            args: vec![Expr::Load(slot, Ty::Str), value],
+            ret: Ty::Unit,
+        })))
+    }
+
+    /// `x.f(a).g`: methods and properties, applied in order.
     fn method_chain(&mut self, receiver: Expr, rest: &RExpr) -> R<Expr> {
         match rest {
-            RExpr::MethodCall(call, _) if call.args.is_empty() => {
-                self.intrinsic(&call.name, receiver)
+            RExpr::Dot(dot, _, _) => {
+                let value = self.method(receiver, &dot.lhs)?;
+                self.method_chain(value, &dot.rhs)
             }
-            RExpr::Dot(dot, _, _) => match &dot.lhs {
-                RExpr::MethodCall(call, _) if call.args.is_empty() => {
-                    let value = self.intrinsic(&call.name, receiver)?;
-                    self.method_chain(value, &dot.rhs)
+            one => self.method(receiver, one),
+        }
+    }
+
+    /// One link of a chain: `.f(args)` or `.name`.
+    fn method(&mut self, receiver: Expr, link: &RExpr) -> R<Expr> {
+        match link {
+            RExpr::MethodCall(call, _) if call.args.is_empty() && !receiver.ty().is_heap() => {
+                match receiver.ty() {
+                    Ty::Char => self.named_call(&call.name, vec![receiver]),
+                    _ => self.intrinsic(&call.name, receiver),
                 }
-                _ => self.refuse("uses a property or a method call"),
-            },
+            }
+            RExpr::MethodCall(call, _) => {
+                if !call.namespace.is_empty() || call.capture_parent_scope {
+                    return self
+                        .refuse(format!("calls `{}` in a way the tier does not", call.name));
+                }
+                let mut args = vec![receiver];
+                for a in call.args.iter() {
+                    args.push(self.value(a)?);
+                }
+                self.named_call(&call.name, args)
+            }
+            RExpr::Property(p, _) => self.property(receiver, &p.2),
             _ => self.refuse("uses a property or a method call"),
         }
     }
@@ -702,6 +819,10 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
     fn binary(&mut self, op: &Token, lhs: Expr, rhs: Expr) -> R<Expr> {
         let Some(bin) = bin_op(op) else {
             return self.refuse(format!("uses the operator `{}`", op.literal_syntax()));
+        };
+        let (lhs, rhs) = match self.mixed(bin, lhs, rhs)? {
+            Ok(mixed) => return Ok(mixed),
+            Err(scalars) => scalars,
         };
         let (lt, rt) = (lhs.ty(), rhs.ty());
         let arithmetic = matches!(
@@ -783,6 +904,7 @@ fn scalar_constant(d: &Dynamic) -> Option<Expr> {
         Scalar::Int(i) => Expr::Int(i),
         Scalar::Float(f) => Expr::Float(f),
         Scalar::Bool(b) => Expr::Bool(b),
+        Scalar::Char(c) => Expr::Char(c),
         Scalar::Unit => Expr::Unit,
     })
 }
@@ -810,10 +932,19 @@ fn falls_off_never(body: &Block) -> bool {
 fn has_break(stmts: &[Stmt]) -> bool {
     stmts.iter().any(|s| match s {
         Stmt::Break => true,
-        Stmt::Eval(e) | Stmt::Store(_, e) | Stmt::Return(e) => expr_has_break(e),
-        Stmt::SetIndex { index, value, .. } => expr_has_break(index) || expr_has_break(value),
+        Stmt::Eval(e) | Stmt::Store(_, e) | Stmt::StoreHeap(_, e) | Stmt::Return(e) => {
+            expr_has_break(e)
+        }
+        Stmt::SetIndex { index, value, .. }
+        | Stmt::SetItem {
+            key: index, value, ..
+        } => expr_has_break(index) || expr_has_break(value),
         // A nested loop's own `break` leaves only that loop.
-        Stmt::While { .. } | Stmt::Do { .. } | Stmt::For { .. } | Stmt::Continue => false,
+        Stmt::While { .. }
+        | Stmt::Do { .. }
+        | Stmt::For { .. }
+        | Stmt::ForEach { .. }
+        | Stmt::Continue => false,
     })
 }
 
@@ -821,6 +952,18 @@ fn expr_has_break(e: &Expr) -> bool {
     match e {
         Expr::If { then, other, .. } => has_break(&then.stmts) || has_break(&other.stmts),
         Expr::Block(b) => has_break(&b.stmts),
+        _ => false,
+    }
+}
+
+/// Whether a `for` goes over a range of integers (else over an array or a string).
+fn is_range(e: &RExpr) -> bool {
+    match e {
+        RExpr::FnCall(call, _) => matches!(
+            call.op_token,
+            Some(Token::ExclusiveRange | Token::InclusiveRange)
+        ),
+        RExpr::DynamicConstant(d, _) => constant_range(d).is_some(),
         _ => false,
     }
 }

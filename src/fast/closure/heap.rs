@@ -1,0 +1,319 @@
+//! The back end's heap values: strings, arrays, maps and `Dyn` values as Rhai's own `Dynamic`,
+//! in heap slots beside the frame's unboxed ones. A native whose receiver is a heap slot works on
+//! the slot in place, as Rhai works on the variable.
+
+use rhai::{Dynamic, ImmutableString};
+
+use super::{
+    Bail, Ev, Flow, Frame, R, St, after_body, bits, block_statements, block_value, boolean,
+    charged, run,
+};
+use crate::fast::{
+    ir::{Expr, Stmt, SwitchKey, Ty},
+    native::{self, Native},
+};
+
+/// Any expression's value as a `Dynamic`.
+pub(super) fn dynamic(e: &Expr) -> Ev<Dynamic> {
+    match e {
+        Expr::Str(s) => {
+            let s = Dynamic::from(s.clone());
+            Box::new(move |_| Ok(s.clone()))
+        }
+        Expr::Load(slot, ty) if ty.is_heap() => {
+            let slot = *slot;
+            Box::new(move |fr| Ok(fr.heap(slot).clone()))
+        }
+        Expr::Native { op, args, .. } => call(*op, args),
+        Expr::Guard(inner, ty) => {
+            let (inner, ty) = (dynamic(inner), *ty);
+            Box::new(move |fr| {
+                let value = inner(fr)?;
+                if is_of(&value, ty) {
+                    Ok(value)
+                } else {
+                    Err(Bail::Fallback)
+                }
+            })
+        }
+        Expr::Coalesce { lhs, rhs, .. } => {
+            let (lhs, rhs) = (dynamic(lhs), dynamic(rhs));
+            Box::new(move |fr| match lhs(fr)? {
+                value if value.is_unit() => rhs(fr),
+                value => Ok(value),
+            })
+        }
+        Expr::Mixed { op, lhs, rhs, .. } => {
+            let (op, lhs, rhs) = (*op, dynamic(lhs), dynamic(rhs));
+            Box::new(move |fr| {
+                let x = lhs(fr)?;
+                native::mixed(op, &x, &rhs(fr)?).ok_or(Bail::Fallback)
+            })
+        }
+        Expr::Interpolate(parts) => {
+            let parts: Vec<Ev<Dynamic>> = parts.iter().map(dynamic).collect();
+            Box::new(move |fr| {
+                let mut text = String::new();
+                for part in &parts {
+                    let value = part(fr)?;
+                    text.push_str(&native::display(&value).ok_or(Bail::Fallback)?);
+                }
+                Ok(ImmutableString::from(text).into())
+            })
+        }
+        Expr::Array(items) => {
+            let items: Vec<Ev<Dynamic>> = items.iter().map(dynamic).collect();
+            Box::new(move |fr| {
+                let array = items.iter().map(|i| i(fr)).collect::<R<rhai::Array>>()?;
+                Ok(array.into())
+            })
+        }
+        Expr::Map(items) => {
+            let items: Vec<(ImmutableString, Ev<Dynamic>)> =
+                items.iter().map(|(k, v)| (k.clone(), dynamic(v))).collect();
+            Box::new(move |fr| {
+                let values = items
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), v(fr)?)))
+                    .collect::<R<Vec<_>>>()?;
+                Ok(native::map_of(values.into_iter()))
+            })
+        }
+        Expr::Switch {
+            value,
+            cases,
+            blocks,
+            default,
+        } => switch(value, cases, blocks, default),
+        Expr::If { cond, then, other } if e.ty().is_heap() => {
+            let cond = boolean(cond);
+            let then = block_value(then, dynamic(&then.value));
+            let other = block_value(other, dynamic(&other.value));
+            Box::new(move |fr| if cond(fr)? { then(fr) } else { other(fr) })
+        }
+        Expr::Block(block) if e.ty().is_heap() => block_value(block, dynamic(&block.value)),
+        scalar => from_scalar(scalar),
+    }
+}
+
+/// A scalar expression's value as a `Dynamic`.
+fn from_scalar(e: &Expr) -> Ev<Dynamic> {
+    let ty = e.ty();
+    let value = bits(e);
+    Box::new(move |fr| {
+        let b = value(fr)?;
+        Ok(match ty {
+            Ty::Int => b.into(),
+            Ty::Float => f64::from_bits(b as u64).into(),
+            Ty::Bool => (b != 0).into(),
+            Ty::Char => char::from_u32(b as u32).ok_or(Bail::Fallback)?.into(),
+            _ => Dynamic::UNIT,
+        })
+    })
+}
+
+/// A heap-subset expression of scalar type `ty` (a native's result, a checked `Dyn`, a `??`, a
+/// `switch`), as bits; `None` for the other forms.
+pub(super) fn scalar_bits(e: &Expr) -> Option<Ev<i64>> {
+    if !matches!(
+        e,
+        Expr::Native { .. }
+            | Expr::Guard(..)
+            | Expr::Coalesce { .. }
+            | Expr::Mixed { .. }
+            | Expr::Switch { .. }
+    ) {
+        return None;
+    }
+    let ty = e.ty();
+    let value = dynamic(e);
+    Some(Box::new(move |fr| {
+        let v = value(fr)?;
+        let bits = match ty {
+            Ty::Int => v.as_int().ok(),
+            Ty::Float => v.as_float().ok().map(|f| f.to_bits() as i64),
+            Ty::Bool => v.as_bool().ok().map(i64::from),
+            Ty::Char => v.as_char().ok().map(|c| c as i64),
+            _ => v.is_unit().then_some(0),
+        };
+        bits.ok_or(Bail::Fallback)
+    }))
+}
+
+/// Whether `value` is of type `ty` (what a guard checks).
+fn is_of(value: &Dynamic, ty: Ty) -> bool {
+    match ty {
+        Ty::Int => value.is_int(),
+        Ty::Float => value.is_float(),
+        Ty::Bool => value.is_bool(),
+        Ty::Char => value.is_char(),
+        Ty::Unit => value.is_unit(),
+        Ty::Str => value.is_string(),
+        Ty::Array => value.is_array(),
+        Ty::Map => value.is_map(),
+        Ty::Dyn => true,
+        Ty::IntArray | Ty::FloatArray => false,
+    }
+}
+
+/// A native call; a receiver in a heap slot is worked on in place.
+fn call(op: Native, args: &[Expr]) -> Ev<Dynamic> {
+    let rest: Vec<Ev<Dynamic>> = args[1..].iter().map(dynamic).collect();
+    let values = move |fr: &mut Frame<'_>| -> R<rhai::StaticVec<Dynamic>> {
+        rest.iter().map(|a| a(fr)).collect()
+    };
+    match &args[0] {
+        Expr::Load(slot, ty) if ty.is_heap() => {
+            let slot = *slot;
+            Box::new(move |fr| {
+                let args = values(fr)?;
+                op.call(fr.heap_mut(slot), &args).ok_or(Bail::Fallback)
+            })
+        }
+        receiver => {
+            let receiver = dynamic(receiver);
+            Box::new(move |fr| {
+                let mut this = receiver(fr)?;
+                let args = values(fr)?;
+                op.call(&mut this, &args).ok_or(Bail::Fallback)
+            })
+        }
+    }
+}
+
+/// `switch`: the case of the value's key.
+fn switch(
+    value: &Expr,
+    cases: &[(SwitchKey, usize)],
+    blocks: &[crate::fast::ir::Block],
+    default: &crate::fast::ir::Block,
+) -> Ev<Dynamic> {
+    let value = dynamic(value);
+    let cases: std::collections::HashMap<SwitchKey, usize> = cases.iter().cloned().collect();
+    let blocks: Vec<Ev<Dynamic>> = blocks
+        .iter()
+        .map(|b| block_value(b, dynamic(&b.value)))
+        .collect();
+    let default = block_value(default, dynamic(&default.value));
+    Box::new(move |fr| {
+        let v = value(fr)?;
+        let key = SwitchKey::of(&v).ok_or(Bail::Fallback)?;
+        match cases.get(&key) {
+            Some(&at) => blocks[at](fr),
+            None => default(fr),
+        }
+    })
+}
+
+/// Statements of the heap subset; `None` for the others.
+pub(super) fn statement(stmt: &Stmt) -> Option<St> {
+    Some(match stmt {
+        Stmt::StoreHeap(slot, e) => {
+            let (slot, value) = (*slot, dynamic(e));
+            Box::new(move |fr| match value(fr) {
+                Ok(v) => {
+                    *fr.heap_mut(slot) = v;
+                    Flow::Next
+                }
+                Err(e) => fr.stopped(e),
+            })
+        }
+        Stmt::SetItem { target, key, value } => {
+            let (target, key, value) = (*target, dynamic(key), dynamic(value));
+            Box::new(move |fr| {
+                let stored = key(fr).and_then(|k| {
+                    let v = value(fr)?;
+                    native::set_item(fr.heap_mut(target), &k, v).ok_or(Bail::Fallback)
+                });
+                match stored {
+                    Ok(()) => Flow::Next,
+                    Err(e) => fr.stopped(e),
+                }
+            })
+        }
+        Stmt::ForEach {
+            var,
+            var_ty,
+            counter,
+            over,
+            body,
+            cost,
+        } => for_each(*var, *var_ty, *counter, over, block_statements(body), *cost),
+        Stmt::Eval(e) | Stmt::Return(e) if e.ty().is_heap() => {
+            let value = dynamic(e);
+            let returns = matches!(stmt, Stmt::Return(_));
+            Box::new(move |fr| match value(fr) {
+                Ok(v) if returns => {
+                    fr.ret_heap = v;
+                    Flow::Return
+                }
+                Ok(_) => Flow::Next,
+                Err(e) => fr.stopped(e),
+            })
+        }
+        _ => return None,
+    })
+}
+
+/// `for var in over`: an array's elements, or a string's characters.
+fn for_each(
+    var: usize,
+    var_ty: Ty,
+    counter: Option<usize>,
+    over: &Expr,
+    body: Vec<St>,
+    cost: u64,
+) -> St {
+    let over = dynamic(over);
+    Box::new(move |fr| {
+        let value = match over(fr) {
+            Ok(v) => v,
+            Err(e) => return fr.stopped(e),
+        };
+        let mut n = 0;
+        let mut step = |fr: &mut Frame<'_>, item: Dynamic| -> Option<Flow> {
+            if let Some(flow) = charged(fr, cost) {
+                return Some(flow);
+            }
+            match var_ty {
+                Ty::Char => fr.set(var, item.as_char().map_or(0, |c| c as i64)),
+                _ => *fr.heap_mut(var) = item,
+            }
+            if let Some(c) = counter {
+                fr.set(c, n);
+            }
+            n += 1;
+            after_body(run(&body, fr))
+        };
+        if value.is_array() {
+            let Ok(items) = value.into_array() else {
+                return fr.stopped(Bail::Fallback);
+            };
+            for item in items {
+                if let Some(flow) = step(fr, item) {
+                    return flow;
+                }
+            }
+        } else if let Some(text) = value.read_lock::<ImmutableString>().map(|s| s.clone()) {
+            for c in text.chars() {
+                if let Some(flow) = step(fr, c.into()) {
+                    return flow;
+                }
+            }
+        } else {
+            return fr.stopped(Bail::Fallback);
+        }
+        Flow::Next
+    })
+}
+
+/// A `Char` expression's code point, for the forms only the heap subset makes.
+pub(super) fn char_code(e: &Expr) -> Option<Ev<i64>> {
+    match e {
+        Expr::Char(c) => {
+            let c = *c as i64;
+            Some(Box::new(move |_| Ok(c)))
+        }
+        _ => scalar_bits(e),
+    }
+}

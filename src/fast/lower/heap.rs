@@ -1,0 +1,429 @@
+//! Lowering of strings, characters, arrays of any values and object maps: literals, natives
+//! resolved by name and receiver type, indexing, `??`, `for` over arrays and strings, `switch`.
+//! A value whose type is known only when it runs is `Dyn`, and is checked where a type is needed.
+
+use rhai::{Expr as RExpr, ImmutableString, Stmt as RStmt};
+
+use super::{FnLowerer, R, ty_name};
+use crate::fast::ir::{BinOp, Block, Expr, Native, Slot, Stmt, SwitchKey, Ty};
+
+impl FnLowerer<'_, '_> {
+    /// Refuses when this program may not compile heap values (see `Source::no_heap`).
+    pub(super) fn heap_allowed(&self, what: &str) -> R<()> {
+        match &self.session.source.no_heap {
+            Some(why) => self.refuse(format!("uses {what}, and {why}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Literals and other expressions of the heap subset; `None` when `e` is not one of them.
+    pub(super) fn heap_expr(&mut self, e: &RExpr) -> Option<R<Expr>> {
+        Some(match e {
+            RExpr::StringConstant(s, _) => {
+                self.heap_allowed("a string").map(|()| Expr::Str(s.clone()))
+            }
+            RExpr::CharConstant(c, _) => Ok(Expr::Char(*c)),
+            RExpr::InterpolatedString(parts, _) => self.interpolate(parts),
+            RExpr::Array(items, _) => self.array_literal(items),
+            RExpr::Map(map, _) => self.map_literal(&map.0),
+            RExpr::Coalesce(chain, _) => self.coalesce(chain),
+            RExpr::DynamicConstant(d, _) if super::scalar_constant(d).is_none() => self
+                .heap_allowed(&format!("a constant {}", d.type_name()))
+                .and_then(|()| self.constant(d)),
+            _ => return None,
+        })
+    }
+
+    /// A constant the parser folded (`[]`, `#{}`, `[1, 2]`), built afresh where it is used.
+    fn constant(&self, d: &rhai::Dynamic) -> R<Expr> {
+        if let Some(scalar) = super::scalar_constant(d) {
+            return Ok(scalar);
+        }
+        if let Some(s) = d.read_lock::<ImmutableString>() {
+            return Ok(Expr::Str(s.clone()));
+        }
+        if let Ok(array) = d.as_array_ref() {
+            let items = array
+                .iter()
+                .map(|i| self.constant(i))
+                .collect::<R<Vec<_>>>()?;
+            return Ok(Expr::Array(items));
+        }
+        if let Ok(map) = d.as_map_ref() {
+            let items = map
+                .iter()
+                .map(|(k, v)| Ok((ImmutableString::from(k.as_str()), self.constant(v)?)))
+                .collect::<R<Vec<_>>>()?;
+            return Ok(Expr::Map(items));
+        }
+        self.refuse(format!("a constant of type {}", d.type_name()))
+    }
+
+    fn interpolate(&mut self, parts: &[RExpr]) -> R<Expr> {
+        self.heap_allowed("a string")?;
+        let parts = parts
+            .iter()
+            .map(|p| self.any_expr(p))
+            .collect::<R<Vec<_>>>()?;
+        if let Some(bad) = parts.iter().find(|p| !shows(p.ty())) {
+            return self.refuse(format!("interpolates {}", ty_name(bad.ty())));
+        }
+        Ok(Expr::Interpolate(parts))
+    }
+
+    fn array_literal(&mut self, items: &[RExpr]) -> R<Expr> {
+        self.heap_allowed("an array")?;
+        let items = items.iter().map(|i| self.value(i)).collect::<R<Vec<_>>>()?;
+        Ok(Expr::Array(items))
+    }
+
+    fn map_literal(&mut self, items: &[(rhai::Ident, RExpr)]) -> R<Expr> {
+        self.heap_allowed("an object map")?;
+        let items = items
+            .iter()
+            .map(|(k, v)| Ok((k.name.clone(), self.value(v)?)))
+            .collect::<R<Vec<_>>>()?;
+        Ok(Expr::Map(items))
+    }
+
+    /// A value to keep (in an array, a map or a heap slot): any type but a numeric array
+    /// parameter.
+    pub(super) fn value(&mut self, e: &RExpr) -> R<Expr> {
+        self.expr(e)
+    }
+
+    fn coalesce(&mut self, chain: &[RExpr]) -> R<Expr> {
+        let mut parts = chain.iter();
+        let Some(first) = parts.next() else {
+            return Ok(Expr::Unit);
+        };
+        let mut acc = self.value(first)?;
+        for part in parts {
+            let rhs = self.value(part)?;
+            let ty = if acc.ty() == rhs.ty() {
+                rhs.ty()
+            } else {
+                Ty::Dyn
+            };
+            acc = Expr::Coalesce {
+                lhs: Box::new(acc),
+                rhs: Box::new(rhs),
+                ty,
+            };
+        }
+        Ok(acc)
+    }
+
+    /// `value` as a `ty`: a `Dyn` is checked when it runs; any type goes into a `Dyn`.
+    pub(super) fn coerce(&self, value: Expr, ty: Ty, what: &str) -> R<Expr> {
+        match (value.ty(), ty) {
+            (from, to) if from == to => Ok(value),
+            (_, Ty::Dyn) if value.ty().elem().is_none() => Ok(value),
+            (Ty::Dyn, to) if to.elem().is_none() => Ok(Expr::Guard(Box::new(value), to)),
+            (from, to) => self.refuse(format!(
+                "changes the type of {what} from {} to {}",
+                ty_name(to),
+                ty_name(from)
+            )),
+        }
+    }
+
+    /// The native function `name` on `args` (a method's receiver first), resolved by its
+    /// receiver's type, `None` when the tier does not have it.
+    pub(super) fn native(&mut self, name: &str, args: Vec<Expr>) -> R<Option<Expr>> {
+        let Some(op) = Native::named(name, args.len()) else {
+            return Ok(None);
+        };
+        if self.session.source.overridden(name) {
+            return self.refuse(format!("calls `{name}`, which the host redefined"));
+        }
+        let this = args[0].ty();
+        let text = |t: Ty| matches!(t, Ty::Str | Ty::Dyn);
+        let ret = match op {
+            Native::Len if this.is_heap() => Ty::Int,
+            Native::Split if text(this) && pattern(args[1].ty()) => Ty::Array,
+            Native::Contains if matches!(this, Ty::Map | Ty::Dyn) && text(args[1].ty()) => Ty::Bool,
+            Native::Contains | Native::StartsWith | Native::EndsWith
+                if text(this) && pattern(args[1].ty()) =>
+            {
+                Ty::Bool
+            }
+            Native::IndexOf if text(this) && pattern(args[1].ty()) => Ty::Int,
+            Native::SubString if text(this) && ints(&args[1..]) => Ty::Str,
+            Native::SubStringFrom if text(this) && ints(&args[1..]) => Ty::Str,
+            Native::Trim if text(this) => Ty::Unit,
+            Native::ToUpper | Native::ToLower if text(this) => Ty::Str,
+            Native::Replace if text(this) && strs(&args[1..]) => Ty::Unit,
+            Native::ParseInt if text(this) => Ty::Int,
+            Native::ParseFloat if text(this) => Ty::Float,
+            Native::ToString if shows(this) => Ty::Str,
+            Native::Push | Native::Pad if matches!(this, Ty::Array | Ty::Dyn) => {
+                if op == Native::Pad && !ints(&args[1..2]) {
+                    return Ok(None);
+                }
+                Ty::Unit
+            }
+            Native::Keys | Native::Values if matches!(this, Ty::Map | Ty::Dyn) => Ty::Array,
+            _ => return Ok(None),
+        };
+        if op.changes_receiver() && !matches!(args[0], Expr::Load(_, ty) if ty.is_heap()) {
+            return self.refuse(format!("calls `{name}` on a value that is not a variable"));
+        }
+        self.heap_allowed("strings, arrays or maps")?;
+        Ok(Some(Expr::Native { op, args, ret }))
+    }
+
+    /// `target[key]` on a string, an array of any values or a map.
+    pub(super) fn heap_index(&mut self, target: Expr, key: Expr) -> R<Expr> {
+        let ret = match (target.ty(), key.ty()) {
+            (Ty::Str, Ty::Int) => Ty::Char,
+            (Ty::Array, Ty::Int) | (Ty::Map, Ty::Str) => Ty::Dyn,
+            (Ty::Array | Ty::Map | Ty::Str | Ty::Dyn, Ty::Int | Ty::Str | Ty::Dyn) => Ty::Dyn,
+            (t, k) => {
+                return self.refuse(format!("indexes {} with {}", ty_name(t), ty_name(k)));
+            }
+        };
+        Ok(Expr::Native {
+            op: Native::Index,
+            args: vec![target, key],
+            ret,
+        })
+    }
+
+    /// `target.name`: a map's value, or the `len` of a string or array.
+    pub(super) fn property(&mut self, target: Expr, name: &ImmutableString) -> R<Expr> {
+        match target.ty() {
+            Ty::Map | Ty::Dyn => self.heap_index(target, Expr::Str(name.clone())),
+            Ty::Str | Ty::Array if name == "len" => Ok(Expr::Native {
+                op: Native::Len,
+                args: vec![target],
+                ret: Ty::Int,
+            }),
+            ty => self.refuse(format!("reads the property `{name}` of {}", ty_name(ty))),
+        }
+    }
+
+    /// `target[key] = value` (or `op=`) on an array or map variable.
+    pub(super) fn set_item(
+        &mut self,
+        op: &rhai::OpAssignment,
+        x: &rhai::BinaryExpr,
+        rhs: &RExpr,
+    ) -> R<Stmt> {
+        let RExpr::Variable(var, _, _) = &x.lhs else {
+            return self.refuse("assigns into an element of something other than a variable");
+        };
+        let Some(local) = self.lookup(var.1.as_str()) else {
+            return self.refuse(format!("assigns into `{}`, which is not a local", var.1));
+        };
+        let (target, ty) = (local.slot, local.ty);
+        if !matches!(ty, Ty::Array | Ty::Map | Ty::Dyn) {
+            return self.refuse(format!("assigns into an element of {}", ty_name(ty)));
+        }
+        let key = self.value(&x.rhs)?;
+        let rhs = self.value(rhs)?;
+        let value = match op.get_op_assignment_info() {
+            None => rhs,
+            Some((_, _, _, _, base, _)) => {
+                let element = self.heap_index(Expr::Load(target, ty), key.clone())?;
+                self.binary(base, element, rhs)?
+            }
+        };
+        Ok(Stmt::SetItem { target, key, value })
+    }
+
+    /// `for var in over` where `over` is an array or a string.
+    pub(super) fn for_each(
+        &mut self,
+        var: &str,
+        counter: Option<&rhai::Ident>,
+        flow: &rhai::FlowControl,
+    ) -> R<Stmt> {
+        let over = self.value(&flow.expr)?;
+        let var_ty = match over.ty() {
+            Ty::Str => Ty::Char,
+            Ty::Array | Ty::Dyn => Ty::Dyn,
+            ty => return self.refuse(format!("`for` over {}", ty_name(ty))),
+        };
+        self.heap_allowed("`for` over an array or string")?;
+        let mut slots: (Slot, Option<Slot>) = (0, None);
+        let (body, cost) = self.loop_body(&flow.body, |this| {
+            slots.0 = this.declare(var, var_ty, false);
+            slots.1 = counter.map(|c| this.declare(&c.name, Ty::Int, false));
+            Ok(())
+        })?;
+        Ok(Stmt::ForEach {
+            var: slots.0,
+            var_ty,
+            counter: slots.1,
+            over,
+            body,
+            cost,
+        })
+    }
+
+    /// `switch` on constants (no ranges, no conditions). The case values are in the AST with
+    /// Rhai's `grain` feature (mpscript's default); without it, only their hashes are.
+    #[cfg(feature = "grain")]
+    pub(super) fn switch(
+        &mut self,
+        x: &(RExpr, rhai::SwitchCasesCollection),
+        want_value: bool,
+    ) -> R<Expr> {
+        let (value, cases) = x;
+        if !cases.ranges.is_empty() {
+            return self.refuse("`switch` with a range case");
+        }
+        let value = self.value(value)?;
+        let mut blocks = Vec::new();
+        let mut table = Vec::new();
+        for list in cases.cases.values() {
+            let [index] = list.blocks.as_slice() else {
+                return self.refuse("`switch` with two cases of the same value");
+            };
+            let case = &cases.expressions[*index];
+            if !matches!(case.lhs, RExpr::BoolConstant(true, _)) {
+                return self.refuse("`switch` with a condition on a case");
+            }
+            let Some(key) = SwitchKey::of(&list.value) else {
+                return self.refuse(format!(
+                    "`switch` with a case of type {}",
+                    list.value.type_name()
+                ));
+            };
+            table.push((key, blocks.len()));
+            blocks.push(self.case(&case.rhs, want_value)?);
+        }
+        let default = match cases.def_case {
+            Some(index) => self.case(&cases.expressions[index].rhs, want_value)?,
+            None => Block {
+                stmts: Vec::new(),
+                value: Expr::Unit,
+            },
+        };
+        if let Some(other) = blocks.iter().find(|b| b.ty() != default.ty()) {
+            return self.refuse(format!(
+                "a `switch` whose cases have different types ({} and {})",
+                ty_name(other.ty()),
+                ty_name(default.ty())
+            ));
+        }
+        Ok(Expr::Switch {
+            value: Box::new(value),
+            cases: table,
+            blocks,
+            default: Box::new(default),
+        })
+    }
+
+    /// One case's expression as a block (its value dropped in statement position).
+    fn case(&mut self, e: &RExpr, want_value: bool) -> R<Block> {
+        let block = match e {
+            RExpr::Stmt(block) => self.stmt_block(block, want_value)?,
+            e => {
+                let value = self.value(e)?;
+                if want_value {
+                    Block {
+                        stmts: Vec::new(),
+                        value,
+                    }
+                } else {
+                    Block {
+                        stmts: vec![Stmt::Eval(value)],
+                        value: Expr::Unit,
+                    }
+                }
+            }
+        };
+        Ok(block)
+    }
+
+    /// A binary operator with a heap value or a character on one side at least; `None` when
+    /// the scalar rules apply (after any `Dyn` was checked as the other side's type).
+    pub(super) fn mixed(
+        &mut self,
+        op: BinOp,
+        lhs: Expr,
+        rhs: Expr,
+    ) -> R<Result<Expr, (Expr, Expr)>> {
+        let (lt, rt) = (lhs.ty(), rhs.ty());
+        let number = |t: Ty| matches!(t, Ty::Int | Ty::Float | Ty::Bool);
+        // A `Dyn` against a number is that number's type, or the call goes back to Rhai.
+        match (lt, rt) {
+            (Ty::Dyn, t) if number(t) => {
+                return Ok(Err((Expr::Guard(Box::new(lhs), t), rhs)));
+            }
+            (t, Ty::Dyn) if number(t) => {
+                return Ok(Err((lhs, Expr::Guard(Box::new(rhs), t))));
+            }
+            _ => {}
+        }
+        let comparison = op.is_comparison();
+        let ret = match (lt, rt) {
+            (Ty::Char, Ty::Char) if comparison => {
+                return Ok(Ok(Expr::Binary {
+                    op,
+                    operand: Ty::Char,
+                    lhs: Box::new(lhs),
+                    rhs: Box::new(rhs),
+                }));
+            }
+            (Ty::Str, t) | (t, Ty::Str) if op == BinOp::Add && shows(t) => Ty::Str,
+            (Ty::Char | Ty::Dyn, Ty::Char | Ty::Dyn) if op == BinOp::Add && lt != rt => Ty::Str,
+            (Ty::Char, Ty::Char) if op == BinOp::Add => Ty::Str,
+            (Ty::Str | Ty::Dyn, Ty::Str | Ty::Dyn) | (Ty::Char | Ty::Dyn, Ty::Char | Ty::Dyn)
+                if comparison =>
+            {
+                Ty::Bool
+            }
+            (Ty::Dyn, Ty::Dyn) => Ty::Dyn,
+            _ if !lt.is_heap() && !rt.is_heap() && lt != Ty::Char && rt != Ty::Char => {
+                return Ok(Err((lhs, rhs)));
+            }
+            _ => {
+                return self.refuse(format!(
+                    "uses an operator on {} and {}",
+                    ty_name(lt),
+                    ty_name(rt)
+                ));
+            }
+        };
+        self.heap_allowed("strings")?;
+        Ok(Ok(Expr::Mixed {
+            op,
+            lhs: Box::new(lhs),
+            rhs: Box::new(rhs),
+            ret,
+        }))
+    }
+
+    /// `switch`, `for` over an array or string: the statements of the subset, `None` for others.
+    pub(super) fn heap_stmt(&mut self, stmt: &RStmt, want_value: bool) -> Option<R<Expr>> {
+        match stmt {
+            #[cfg(feature = "grain")]
+            RStmt::Switch(x, _) => Some(self.switch(x, want_value)),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a value of this type has a text the tier makes (see `native::display`).
+fn shows(ty: Ty) -> bool {
+    matches!(
+        ty,
+        Ty::Str | Ty::Char | Ty::Int | Ty::Float | Ty::Bool | Ty::Unit | Ty::Dyn
+    )
+}
+
+/// What `split`, `contains` and their kin search for: a string or a character.
+fn pattern(ty: Ty) -> bool {
+    matches!(ty, Ty::Str | Ty::Char | Ty::Dyn)
+}
+
+fn ints(args: &[Expr]) -> bool {
+    args.iter().all(|a| a.ty() == Ty::Int)
+}
+
+fn strs(args: &[Expr]) -> bool {
+    args.iter().all(|a| a.ty() == Ty::Str)
+}

@@ -1,0 +1,489 @@
+//! The native functions compiled code calls directly: Rhai's string, array and map functions the
+//! tier resolves when compiling instead of by hash on every call, each written to give what
+//! Rhai's own gives. A receiver or argument of another type, and any case where Rhai would raise
+//! an error, answers `None`: the call then runs again in Rhai, which raises it.
+
+use rhai::{Array, Dynamic, ImmutableString, Map};
+
+use super::{ir::BinOp, ops};
+
+/// A `switch` case's value: Rhai finds a case by the value's hash, which is equal for values of
+/// the same type that are equal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum SwitchKey {
+    Unit,
+    Bool(bool),
+    Int(i64),
+    Char(char),
+    Str(ImmutableString),
+}
+
+impl SwitchKey {
+    /// The key of a value of a type the tier matches (`None` for the others: floats, arrays...).
+    pub(crate) fn of(d: &Dynamic) -> Option<SwitchKey> {
+        Some(if d.is_unit() {
+            SwitchKey::Unit
+        } else if let Ok(b) = d.as_bool() {
+            SwitchKey::Bool(b)
+        } else if let Ok(i) = d.as_int() {
+            SwitchKey::Int(i)
+        } else if let Ok(c) = d.as_char() {
+            SwitchKey::Char(c)
+        } else {
+            SwitchKey::Str(d.read_lock::<ImmutableString>()?.clone())
+        })
+    }
+}
+
+/// A native function, by Rhai's name and arity (a method's receiver counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Native {
+    Len,
+    Split,
+    Contains,
+    StartsWith,
+    EndsWith,
+    IndexOf,
+    SubString,
+    SubStringFrom,
+    Trim,
+    ToUpper,
+    ToLower,
+    Replace,
+    ParseInt,
+    ParseFloat,
+    ToString,
+    Push,
+    Pad,
+    Keys,
+    Values,
+    /// `target[key]` (and `map.key`).
+    Index,
+    /// `string += value`.
+    Append,
+}
+
+/// What a call answers: a value, or `None` to run the call in Rhai.
+pub(crate) type Out = Option<Dynamic>;
+
+impl Native {
+    /// The native Rhai resolves for a call of `name` with `arity` arguments, if the tier has it.
+    pub(crate) fn named(name: &str, arity: usize) -> Option<Native> {
+        Some(match (name, arity) {
+            ("len", 1) => Native::Len,
+            ("split", 2) => Native::Split,
+            ("contains", 2) => Native::Contains,
+            ("starts_with", 2) => Native::StartsWith,
+            ("ends_with", 2) => Native::EndsWith,
+            ("index_of", 2) => Native::IndexOf,
+            ("sub_string", 3) => Native::SubString,
+            ("sub_string", 2) => Native::SubStringFrom,
+            ("trim", 1) => Native::Trim,
+            ("to_upper", 1) => Native::ToUpper,
+            ("to_lower", 1) => Native::ToLower,
+            ("replace", 3) => Native::Replace,
+            ("parse_int", 1) => Native::ParseInt,
+            ("parse_float", 1) => Native::ParseFloat,
+            ("to_string", 1) => Native::ToString,
+            ("push", 2) => Native::Push,
+            ("pad", 3) => Native::Pad,
+            ("keys", 1) => Native::Keys,
+            ("values", 1) => Native::Values,
+            _ => return None,
+        })
+    }
+
+    /// Every name [`Native::named`] knows: a host that registers one of them keeps it in Rhai.
+    pub(crate) const NAMES: &'static [&'static str] = &[
+        "len",
+        "split",
+        "contains",
+        "starts_with",
+        "ends_with",
+        "index_of",
+        "sub_string",
+        "trim",
+        "to_upper",
+        "to_lower",
+        "replace",
+        "parse_int",
+        "parse_float",
+        "to_string",
+        "push",
+        "pad",
+        "keys",
+        "values",
+    ];
+
+    /// Whether it changes its receiver (which must then be a variable for the change to count).
+    pub(crate) fn changes_receiver(self) -> bool {
+        matches!(
+            self,
+            Native::Trim | Native::Replace | Native::Push | Native::Pad | Native::Append
+        )
+    }
+
+    /// Calls it on `this` (the receiver, changed in place by the methods that change it) and
+    /// the other arguments.
+    pub(crate) fn call(self, this: &mut Dynamic, args: &[Dynamic]) -> Out {
+        match (self, args) {
+            (Native::Len, []) => len(this),
+            (Native::Split, [by]) => split(&str_of(this)?, by),
+            (Native::Contains, [what]) => contains(this, what),
+            (Native::StartsWith, [what]) => {
+                let s = str_of(this)?;
+                Some(
+                    match pattern(what)? {
+                        Pattern::Str(p) => s.starts_with(p.as_str()),
+                        Pattern::Char(c) => s.starts_with(c),
+                    }
+                    .into(),
+                )
+            }
+            (Native::EndsWith, [what]) => {
+                let s = str_of(this)?;
+                Some(
+                    match pattern(what)? {
+                        Pattern::Str(p) => s.ends_with(p.as_str()),
+                        Pattern::Char(c) => s.ends_with(c),
+                    }
+                    .into(),
+                )
+            }
+            (Native::IndexOf, [what]) => index_of(&str_of(this)?, what),
+            (Native::SubString, [start, count]) => {
+                sub_string(&str_of(this)?, start.as_int().ok()?, count.as_int().ok()?)
+            }
+            (Native::SubStringFrom, [start]) => {
+                let s = str_of(this)?;
+                sub_string(&s, start.as_int().ok()?, i64::MAX)
+            }
+            (Native::Trim, []) => {
+                let s = str_of(this)?;
+                let trimmed = s.trim();
+                if trimmed != s.as_str() {
+                    *this = ImmutableString::from(trimmed).into();
+                }
+                Some(Dynamic::UNIT)
+            }
+            (Native::ToUpper, []) => {
+                let s = str_of(this)?;
+                Some(match s.chars().all(char::is_uppercase) {
+                    true => s.into(),
+                    false => s.to_uppercase().into(),
+                })
+            }
+            (Native::ToLower, []) => {
+                let s = str_of(this)?;
+                Some(match s.is_empty() || s.chars().all(char::is_lowercase) {
+                    true => s.into(),
+                    false => s.to_lowercase().into(),
+                })
+            }
+            (Native::Replace, [find, with]) => {
+                let s = str_of(this)?;
+                let (find, with) = (
+                    find.read_lock::<ImmutableString>()?,
+                    with.read_lock::<ImmutableString>()?,
+                );
+                if !s.is_empty() {
+                    *this = s.replace(find.as_str(), with.as_str()).into();
+                }
+                Some(Dynamic::UNIT)
+            }
+            (Native::ParseInt, []) => str_of(this)?.trim().parse::<i64>().ok().map(Dynamic::from),
+            (Native::ParseFloat, []) => str_of(this)?.trim().parse::<f64>().ok().map(Dynamic::from),
+            (Native::ToString, []) => display(this).map(Dynamic::from),
+            (Native::Push, [item]) => {
+                let mut array = this.as_array_mut().ok()?;
+                array.push(item.clone());
+                Some(Dynamic::UNIT)
+            }
+            (Native::Pad, [to, item]) => {
+                let mut array = this.as_array_mut().ok()?;
+                if let Ok(to) = usize::try_from(to.as_int().ok()?)
+                    && to > array.len()
+                {
+                    array.resize(to, item.clone());
+                }
+                Some(Dynamic::UNIT)
+            }
+            (Native::Keys, []) => {
+                let map = this.as_map_ref().ok()?;
+                Some(
+                    map.keys()
+                        .map(|k| Dynamic::from(ImmutableString::from(k.as_str())))
+                        .collect::<Array>()
+                        .into(),
+                )
+            }
+            (Native::Values, []) => {
+                let map = this.as_map_ref().ok()?;
+                Some(map.values().cloned().collect::<Array>().into())
+            }
+            (Native::Index, [key]) => index(this, key),
+            (Native::Append, [value]) => append(this, value),
+            _ => None,
+        }
+    }
+}
+
+/// `this[key]`: an array's element (negative counts from the end), a string's character, a map's
+/// value (`()` when missing: the tier is off for an engine that fails on a missing property).
+pub(crate) fn index(this: &Dynamic, key: &Dynamic) -> Out {
+    if let Ok(array) = this.as_array_ref() {
+        let at = ops::element_at(array.len(), key.as_int().ok()?)?;
+        return Some(array[at].clone());
+    }
+    if let Ok(map) = this.as_map_ref() {
+        let key = key.read_lock::<ImmutableString>()?;
+        return Some(map.get(key.as_str()).cloned().unwrap_or(Dynamic::UNIT));
+    }
+    let s = this.read_lock::<ImmutableString>()?;
+    let i = key.as_int().ok()?;
+    let c = if i >= 0 {
+        s.chars().nth(usize::try_from(i).ok()?)
+    } else {
+        s.chars()
+            .rev()
+            .nth(usize::try_from(i.unsigned_abs() - 1).ok()?)
+    };
+    c.map(Dynamic::from)
+}
+
+/// `this[key] = value` on an array or a map (a missing key is added).
+pub(crate) fn set_item(this: &mut Dynamic, key: &Dynamic, value: Dynamic) -> Option<()> {
+    if this.is_array() {
+        let mut array = this.as_array_mut().ok()?;
+        let at = ops::element_at(array.len(), key.as_int().ok()?)?;
+        array[at] = value;
+        return Some(());
+    }
+    let mut map = this.as_map_mut().ok()?;
+    let key = key.read_lock::<ImmutableString>()?;
+    match map.get_mut(key.as_str()) {
+        Some(slot) => *slot = value,
+        None => {
+            map.insert(key.as_str().into(), value);
+        }
+    }
+    Some(())
+}
+
+/// A string's own `ImmutableString` (shared, not copied).
+fn str_of(d: &Dynamic) -> Option<ImmutableString> {
+    d.read_lock::<ImmutableString>().map(|s| s.clone())
+}
+
+fn len(this: &Dynamic) -> Out {
+    let n = if let Some(s) = this.read_lock::<ImmutableString>() {
+        s.chars().count()
+    } else if let Ok(array) = this.as_array_ref() {
+        array.len()
+    } else {
+        this.as_map_ref().ok()?.len()
+    };
+    Some((n as i64).into())
+}
+
+enum Pattern {
+    Str(ImmutableString),
+    Char(char),
+}
+
+fn pattern(d: &Dynamic) -> Option<Pattern> {
+    match d.as_char() {
+        Ok(c) => Some(Pattern::Char(c)),
+        Err(_) => str_of(d).map(Pattern::Str),
+    }
+}
+
+fn split(s: &ImmutableString, by: &Dynamic) -> Out {
+    let parts: Array = match pattern(by)? {
+        Pattern::Str(by) if s.is_empty() || (!by.is_empty() && !s.contains(by.as_str())) => {
+            vec![s.clone().into()]
+        }
+        Pattern::Str(by) => s.split(by.as_str()).map(Into::into).collect(),
+        Pattern::Char(c) if s.is_empty() || !s.contains(c) => vec![s.clone().into()],
+        Pattern::Char(c) => s.split(c).map(Into::into).collect(),
+    };
+    Some(parts.into())
+}
+
+fn contains(this: &Dynamic, what: &Dynamic) -> Out {
+    if let Ok(map) = this.as_map_ref() {
+        let key = what.read_lock::<ImmutableString>()?;
+        return Some(map.contains_key(key.as_str()).into());
+    }
+    let s = this.read_lock::<ImmutableString>()?;
+    Some(
+        match pattern(what)? {
+            Pattern::Str(p) => s.contains(p.as_str()),
+            Pattern::Char(c) => s.contains(c),
+        }
+        .into(),
+    )
+}
+
+fn index_of(s: &str, what: &Dynamic) -> Out {
+    if s.is_empty() {
+        return Some((-1_i64).into());
+    }
+    let found = match pattern(what)? {
+        Pattern::Str(p) => s.find(p.as_str()),
+        Pattern::Char(c) => s.find(c),
+    };
+    let at = found.map_or(-1, |at| {
+        i64::try_from(s[..at].chars().count()).unwrap_or(-1)
+    });
+    Some(at.into())
+}
+
+/// Rhai's `sub_string(start, len)`, characters counted; `len` `i64::MAX` for "to the end".
+fn sub_string(s: &str, start: i64, len: i64) -> Out {
+    let empty = || Some(ImmutableString::new().into());
+    if s.is_empty() || len <= 0 {
+        return empty();
+    }
+    let chars: Vec<char> = s.chars().collect();
+    let offset = if start < 0 {
+        let Ok(back) = usize::try_from(start.unsigned_abs()) else {
+            return empty();
+        };
+        chars.len().saturating_sub(back)
+    } else {
+        let start = usize::try_from(start).ok()?;
+        if start >= chars.len() {
+            return empty();
+        }
+        start
+    };
+    let len =
+        usize::try_from(len).map_or(chars.len() - offset, |len| match len.checked_add(offset) {
+            Some(end) if end <= chars.len() => len,
+            _ => chars.len() - offset,
+        });
+    let text: String = chars[offset..offset + len].iter().collect();
+    Some(text.into())
+}
+
+/// What `to_string` (and so interpolation and `string + value`) makes of a value the tier
+/// knows how to show: a string, a character, a number, a bool or `()`; `None` for the rest,
+/// whose text Rhai builds with functions a script may redefine.
+pub(crate) fn display(d: &Dynamic) -> Option<ImmutableString> {
+    if let Some(s) = d.read_lock::<ImmutableString>() {
+        return Some(s.clone());
+    }
+    if d.is_unit() {
+        return Some(ImmutableString::new());
+    }
+    let simple = d.is_int() || d.is_float() || d.is_bool() || d.is_char();
+    simple.then(|| d.to_string().into())
+}
+
+/// `string += value` in place (the string is not copied when nothing else holds it).
+fn append(this: &mut Dynamic, value: &Dynamic) -> Out {
+    let mut s = this.as_immutable_string_mut().ok()?;
+    if let Ok(c) = value.as_char() {
+        s.make_mut().push(c);
+    } else {
+        let text = display(value)?;
+        *s += text.as_str();
+    }
+    Some(Dynamic::UNIT)
+}
+
+/// A map literal's keys and values.
+pub(crate) fn map_of(items: impl Iterator<Item = (ImmutableString, Dynamic)>) -> Dynamic {
+    let map: Map = items.map(|(k, v)| (k.as_str().into(), v)).collect();
+    map.into()
+}
+
+/// `lhs op rhs` where the types are known only when it runs: numbers (an int meeting a float
+/// becomes a float), strings and characters joined or compared, bools compared.
+pub(crate) fn mixed(op: BinOp, lhs: &Dynamic, rhs: &Dynamic) -> Out {
+    if let (Ok(x), Ok(y)) = (lhs.as_int(), rhs.as_int()) {
+        return ints(op, x, y);
+    }
+    if let (Some(x), Some(y)) = (number(lhs), number(rhs)) {
+        return floats(op, x, y);
+    }
+    if op == BinOp::Add {
+        return join(lhs, rhs);
+    }
+    let ordering = if let (Some(x), Some(y)) = (
+        lhs.read_lock::<ImmutableString>(),
+        rhs.read_lock::<ImmutableString>(),
+    ) {
+        x.as_str().cmp(y.as_str())
+    } else if let (Ok(x), Ok(y)) = (lhs.as_char(), rhs.as_char()) {
+        x.cmp(&y)
+    } else if let (Ok(x), Ok(y)) = (lhs.as_bool(), rhs.as_bool()) {
+        x.cmp(&y)
+    } else {
+        return None;
+    };
+    compared(op, ordering)
+}
+
+fn number(d: &Dynamic) -> Option<f64> {
+    d.as_float()
+        .ok()
+        .or_else(|| d.as_int().ok().map(|i| i as f64))
+}
+
+fn ints(op: BinOp, x: i64, y: i64) -> Out {
+    let value = match op {
+        BinOp::Add => x.checked_add(y)?,
+        BinOp::Sub => x.checked_sub(y)?,
+        BinOp::Mul => x.checked_mul(y)?,
+        BinOp::Div => ops::int_div(x, y)?,
+        BinOp::Rem => x.checked_rem(y)?,
+        op if op.is_comparison() => return compared(op, x.cmp(&y)),
+        _ => return None,
+    };
+    Some(value.into())
+}
+
+fn floats(op: BinOp, x: f64, y: f64) -> Out {
+    let value = match op {
+        BinOp::Add => x + y,
+        BinOp::Sub => x - y,
+        BinOp::Mul => x * y,
+        BinOp::Div => x / y,
+        BinOp::Rem => x % y,
+        BinOp::Eq => return Some(ops::float_eq(x, y).into()),
+        BinOp::Ne => return Some(ops::float_ne(x, y).into()),
+        BinOp::Lt => return Some(ops::float_lt(x, y).into()),
+        BinOp::Le => return Some(ops::float_le(x, y).into()),
+        BinOp::Gt => return Some(ops::float_gt(x, y).into()),
+        BinOp::Ge => return Some(ops::float_ge(x, y).into()),
+        _ => return None,
+    };
+    Some(value.into())
+}
+
+fn compared(op: BinOp, ordering: std::cmp::Ordering) -> Out {
+    use std::cmp::Ordering::*;
+    let answer = match op {
+        BinOp::Eq => ordering == Equal,
+        BinOp::Ne => ordering != Equal,
+        BinOp::Lt => ordering == Less,
+        BinOp::Le => ordering != Greater,
+        BinOp::Gt => ordering == Greater,
+        BinOp::Ge => ordering != Less,
+        _ => return None,
+    };
+    Some(answer.into())
+}
+
+/// `lhs + rhs` with a string or a character on one side at least: the other side's text joined.
+fn join(lhs: &Dynamic, rhs: &Dynamic) -> Out {
+    let chars = lhs.is_char() && rhs.is_char();
+    if !lhs.is_string() && !rhs.is_string() && !chars {
+        return None;
+    }
+    let (mut text, tail) = (display(lhs)?.to_string(), display(rhs)?);
+    text.push_str(&tail);
+    Some(text.into())
+}
