@@ -175,17 +175,17 @@ impl FastTier {
             let floats = (name.to_string(), types(Ty::Float, Ty::FloatArray));
             // Strings, arrays and maps: every parameter a value whose type is checked as it runs.
             let values = (name.to_string(), vec![Ty::Dyn; source.params.len()]);
-            let compiles = |key: &SpecKey| lower::lower(&self.source, key).is_ok();
-            match lower::lower(&self.source, &ints) {
-                Ok(_) => return true,
-                Err(why) if !compiles(&floats) && !compiles(&values) => {
-                    // Both tries assumed numbers: name the parameters, not types nobody passed.
-                    match why.strip_prefix(&lower::label(&ints)) {
-                        Some(rest) => format!("{name}({}){rest}", source.params.join(", ")),
-                        None => why,
-                    }
-                }
-                Err(_) => return true,
+            let refusal = |key: &SpecKey| lower::lower(&self.source, key).err();
+            let (Some(_), Some(_), Some(why)) =
+                (refusal(&ints), refusal(&floats), refusal(&values))
+            else {
+                return true;
+            };
+            // The last try takes any value: its reason is the one no argument type avoids. Name
+            // the parameters, not types nobody passed.
+            match why.strip_prefix(&lower::label(&values)) {
+                Some(rest) => format!("{name}({}){rest}", source.params.join(", ")),
+                None => why,
             }
         };
         // The standard library's functions are in every program; say nothing of them.
