@@ -248,7 +248,8 @@ impl FastTier {
         let mut program = self.program(name, &types[..count]);
         if program.is_none() && !arrays.is_empty() {
             // Not compiled for arrays of numbers: as arrays of any values, then.
-            (heap, arrays) = rebox(captured.iter().chain(args), &mut types[..count])?;
+            heap = rebox(captured.iter().chain(args), &mut types[..count]);
+            arrays = Vec::new();
             program = self.program(name, &types[..count]);
         }
         let program = program?;
@@ -395,10 +396,7 @@ fn heap_ty(d: &Dynamic) -> Option<Ty> {
 }
 
 /// Every array argument as an array of any values (heap), the others as they were typed.
-fn rebox<'a>(
-    args: impl Iterator<Item = &'a Dynamic>,
-    types: &mut [Ty],
-) -> Option<(Vec<Dynamic>, Vec<Vec<i64>>)> {
+fn rebox<'a>(args: impl Iterator<Item = &'a Dynamic>, types: &mut [Ty]) -> Vec<Dynamic> {
     let mut heap = Vec::new();
     for (a, ty) in args.zip(types.iter_mut()) {
         if ty.elem().is_some() {
@@ -408,7 +406,7 @@ fn rebox<'a>(
             heap.push(a.clone());
         }
     }
-    Some((heap, Vec::new()))
+    heap
 }
 
 fn scalar(d: &Dynamic) -> Option<Scalar> {

@@ -131,24 +131,10 @@ impl Native {
             (Native::Split, [by]) => split(&str_of(this)?, by),
             (Native::Contains, [what]) => contains(this, what),
             (Native::StartsWith, [what]) => {
-                let s = str_of(this)?;
-                Some(
-                    match pattern(what)? {
-                        Pattern::Str(p) => s.starts_with(p.as_str()),
-                        Pattern::Char(c) => s.starts_with(c),
-                    }
-                    .into(),
-                )
+                Some(str_of(this)?.starts_with(pattern(what)?.as_str()).into())
             }
             (Native::EndsWith, [what]) => {
-                let s = str_of(this)?;
-                Some(
-                    match pattern(what)? {
-                        Pattern::Str(p) => s.ends_with(p.as_str()),
-                        Pattern::Char(c) => s.ends_with(c),
-                    }
-                    .into(),
-                )
+                Some(str_of(this)?.ends_with(pattern(what)?.as_str()).into())
             }
             (Native::IndexOf, [what]) => index_of(&str_of(this)?, what),
             (Native::SubString, [start, count]) => {
@@ -286,26 +272,21 @@ fn len(this: &Dynamic) -> Out {
     Some((n as i64).into())
 }
 
-enum Pattern {
-    Str(ImmutableString),
-    Char(char),
-}
-
-fn pattern(d: &Dynamic) -> Option<Pattern> {
+/// What `split`, `contains` and their kin look for, a string or a character, as text (Rhai's
+/// functions for a character do what those for a one-character string do).
+fn pattern(d: &Dynamic) -> Option<ImmutableString> {
     match d.as_char() {
-        Ok(c) => Some(Pattern::Char(c)),
-        Err(_) => str_of(d).map(Pattern::Str),
+        Ok(c) => Some(c.to_string().into()),
+        Err(_) => str_of(d),
     }
 }
 
 fn split(s: &ImmutableString, by: &Dynamic) -> Out {
-    let parts: Array = match pattern(by)? {
-        Pattern::Str(by) if s.is_empty() || (!by.is_empty() && !s.contains(by.as_str())) => {
-            vec![s.clone().into()]
-        }
-        Pattern::Str(by) => s.split(by.as_str()).map(Into::into).collect(),
-        Pattern::Char(c) if s.is_empty() || !s.contains(c) => vec![s.clone().into()],
-        Pattern::Char(c) => s.split(c).map(Into::into).collect(),
+    let by = pattern(by)?;
+    let parts: Array = if s.is_empty() || (!by.is_empty() && !s.contains(by.as_str())) {
+        vec![s.clone().into()]
+    } else {
+        s.split(by.as_str()).map(Into::into).collect()
     };
     Some(parts.into())
 }
@@ -316,24 +297,14 @@ fn contains(this: &Dynamic, what: &Dynamic) -> Out {
         return Some(map.contains_key(key.as_str()).into());
     }
     let s = this.read_lock::<ImmutableString>()?;
-    Some(
-        match pattern(what)? {
-            Pattern::Str(p) => s.contains(p.as_str()),
-            Pattern::Char(c) => s.contains(c),
-        }
-        .into(),
-    )
+    Some(s.contains(pattern(what)?.as_str()).into())
 }
 
 fn index_of(s: &str, what: &Dynamic) -> Out {
     if s.is_empty() {
         return Some((-1_i64).into());
     }
-    let found = match pattern(what)? {
-        Pattern::Str(p) => s.find(p.as_str()),
-        Pattern::Char(c) => s.find(c),
-    };
-    let at = found.map_or(-1, |at| {
+    let at = s.find(pattern(what)?.as_str()).map_or(-1, |at| {
         i64::try_from(s[..at].chars().count()).unwrap_or(-1)
     });
     Some(at.into())

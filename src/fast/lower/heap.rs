@@ -73,7 +73,7 @@ impl FnLowerer<'_, '_> {
 
     fn array_literal(&mut self, items: &[RExpr]) -> R<Expr> {
         self.heap_allowed("an array")?;
-        let items = items.iter().map(|i| self.value(i)).collect::<R<Vec<_>>>()?;
+        let items = items.iter().map(|i| self.expr(i)).collect::<R<Vec<_>>>()?;
         Ok(Expr::Array(items))
     }
 
@@ -81,15 +81,9 @@ impl FnLowerer<'_, '_> {
         self.heap_allowed("an object map")?;
         let items = items
             .iter()
-            .map(|(k, v)| Ok((k.name.clone(), self.value(v)?)))
+            .map(|(k, v)| Ok((k.name.clone(), self.expr(v)?)))
             .collect::<R<Vec<_>>>()?;
         Ok(Expr::Map(items))
-    }
-
-    /// A value to keep (in an array, a map or a heap slot): any type but a numeric array
-    /// parameter.
-    pub(super) fn value(&mut self, e: &RExpr) -> R<Expr> {
-        self.expr(e)
     }
 
     fn coalesce(&mut self, chain: &[RExpr]) -> R<Expr> {
@@ -97,9 +91,9 @@ impl FnLowerer<'_, '_> {
         let Some(first) = parts.next() else {
             return Ok(Expr::Unit);
         };
-        let mut acc = self.value(first)?;
+        let mut acc = self.expr(first)?;
         for part in parts {
-            let rhs = self.value(part)?;
+            let rhs = self.expr(part)?;
             let ty = if acc.ty() == rhs.ty() {
                 rhs.ty()
             } else {
@@ -220,8 +214,8 @@ impl FnLowerer<'_, '_> {
         if !matches!(ty, Ty::Array | Ty::Map | Ty::Dyn) {
             return self.refuse(format!("assigns into an element of {}", ty_name(ty)));
         }
-        let key = self.value(&x.rhs)?;
-        let rhs = self.value(rhs)?;
+        let key = self.expr(&x.rhs)?;
+        let rhs = self.expr(rhs)?;
         let value = match op.get_op_assignment_info() {
             None => rhs,
             Some((_, _, _, _, base, _)) => {
@@ -239,7 +233,7 @@ impl FnLowerer<'_, '_> {
         counter: Option<&rhai::Ident>,
         flow: &rhai::FlowControl,
     ) -> R<Stmt> {
-        let over = self.value(&flow.expr)?;
+        let over = self.expr(&flow.expr)?;
         let var_ty = match over.ty() {
             Ty::Str => Ty::Char,
             Ty::Array | Ty::Dyn => Ty::Dyn,
@@ -274,7 +268,7 @@ impl FnLowerer<'_, '_> {
         if !cases.ranges.is_empty() {
             return self.refuse("`switch` with a range case");
         }
-        let value = self.value(value)?;
+        let value = self.expr(value)?;
         let mut blocks = Vec::new();
         let mut table = Vec::new();
         for list in cases.cases.values() {
@@ -321,7 +315,7 @@ impl FnLowerer<'_, '_> {
         let block = match e {
             RExpr::Stmt(block) => self.stmt_block(block, want_value)?,
             e => {
-                let value = self.value(e)?;
+                let value = self.expr(e)?;
                 if want_value {
                     Block {
                         stmts: Vec::new(),

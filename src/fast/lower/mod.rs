@@ -558,8 +558,8 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             if flags.contains(ASTFlags::NEGATED) {
                 return self.refuse("uses `?[`");
             }
-            let target = self.value(&x.lhs)?;
-            let key = self.value(index)?;
+            let target = self.expr(&x.lhs)?;
+            let key = self.expr(index)?;
             self.heap_index(target, key)?
         };
         match rest {
@@ -761,7 +761,7 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
                 }
                 let mut args = vec![receiver];
                 for a in call.args.iter() {
-                    args.push(self.value(a)?);
+                    args.push(self.expr(a)?);
                 }
                 self.named_call(&call.name, args)
             }
