@@ -768,5 +768,54 @@ fn strings_arrays_and_maps_agree_with_rhai() {
     );
     for script in &cases[..7] {
         compiles(script, "f", vec!["abc".into()]);
+    } // Changing a constant is Rhai's error; a script method may be what `s.f()` calls.
+    let refused = [
+        "fn f(s) { const a = [1]; a.push(s); a }",
+        "fn f(s) { const t = s; t.trim(); t }",
+        "fn len() { 7 } fn f(s) { s.len() }",
+        "fn split(x) { 8 } fn f(s) { s.split(\",\") }",
+        "fn split(a, b) { 9 } fn f(s) { s.split(\",\") }",
+    ];
+    for script in refused {
+        falls_back(script, "f", vec!["a,b".into()]);
+    }
+}
+
+/// Where Rhai checks every change of a string, array or map (size limits) or fails on a missing
+/// property, or the script has its own `to_string`, heap values stay in Rhai; numbers still
+/// compile.
+#[test]
+fn engines_and_scripts_that_rule_out_heap_values_keep_them_in_rhai() {
+    let script = "fn words(s) { s.split(\" \").len() } fn sq(x) { x * x }";
+    let with = |set: fn(&mut Engine)| {
+        let mut engine = engine();
+        set(&mut engine);
+        engine
+    };
+    let own_to_string = format!("{script} fn to_string(x) {{ \"!\" }}");
+    let runs = [
+        (
+            with(|e| _ = e.set_max_string_size(1000)),
+            script.to_string(),
+        ),
+        (with(|e| _ = e.set_max_array_size(1000)), script.to_string()),
+        (
+            with(|e| _ = e.set_fail_on_invalid_map_property(true)),
+            script.to_string(),
+        ),
+        (engine(), own_to_string),
+    ];
+    let mode = Mode {
+        on: true,
+        ..Mode::default()
+    };
+    for (i, (engine, script)) in runs.iter().enumerate() {
+        let ast = engine.compile(script).unwrap();
+        let tier = FastTier::new(&ast, engine, mode, false);
+        assert!(
+            tier.call("words", &[], &["a b".into()], limits).is_none(),
+            "{i}"
+        );
+        assert!(tier.call("sq", &[], &[3.into()], limits).is_some(), "{i}");
     }
 }

@@ -2,16 +2,16 @@
 //! resolved by name and receiver type, indexing, `??`, `for` over arrays and strings, `switch`.
 //! A value whose type is known only when it runs is `Dyn`, and is checked where a type is needed.
 
-use rhai::{Expr as RExpr, ImmutableString, Stmt as RStmt};
+use rhai::{Expr as RExpr, ImmutableString};
 
 use super::{FnLowerer, R, ty_name};
 use crate::fast::ir::{BinOp, Block, Expr, Native, Slot, Stmt, SwitchKey, Ty};
 
 impl FnLowerer<'_, '_> {
     /// Refuses when this program may not compile heap values (see `Source::no_heap`).
-    pub(super) fn heap_allowed(&self, what: &str) -> R<()> {
+    pub(super) fn heap_allowed(&self) -> R<()> {
         match &self.session.source.no_heap {
-            Some(why) => self.refuse(format!("uses {what}, and {why}")),
+            Some(why) => self.refuse(format!("uses strings, arrays or maps, and {why}")),
             None => Ok(()),
         }
     }
@@ -19,17 +19,13 @@ impl FnLowerer<'_, '_> {
     /// Literals and other expressions of the heap subset; `None` when `e` is not one of them.
     pub(super) fn heap_expr(&mut self, e: &RExpr) -> Option<R<Expr>> {
         Some(match e {
-            RExpr::StringConstant(s, _) => {
-                self.heap_allowed("a string").map(|()| Expr::Str(s.clone()))
-            }
+            RExpr::StringConstant(s, _) => Ok(Expr::Str(s.clone())),
             RExpr::CharConstant(c, _) => Ok(Expr::Char(*c)),
             RExpr::InterpolatedString(parts, _) => self.interpolate(parts),
             RExpr::Array(items, _) => self.array_literal(items),
             RExpr::Map(map, _) => self.map_literal(&map.0),
             RExpr::Coalesce(chain, _) => self.coalesce(chain),
-            RExpr::DynamicConstant(d, _) if super::scalar_constant(d).is_none() => self
-                .heap_allowed(&format!("a constant {}", d.type_name()))
-                .and_then(|()| self.constant(d)),
+            RExpr::DynamicConstant(d, _) if super::scalar_constant(d).is_none() => self.constant(d),
             _ => return None,
         })
     }
@@ -60,7 +56,6 @@ impl FnLowerer<'_, '_> {
     }
 
     fn interpolate(&mut self, parts: &[RExpr]) -> R<Expr> {
-        self.heap_allowed("a string")?;
         let parts = parts
             .iter()
             .map(|p| self.any_expr(p))
@@ -72,13 +67,11 @@ impl FnLowerer<'_, '_> {
     }
 
     fn array_literal(&mut self, items: &[RExpr]) -> R<Expr> {
-        self.heap_allowed("an array")?;
         let items = items.iter().map(|i| self.expr(i)).collect::<R<Vec<_>>>()?;
         Ok(Expr::Array(items))
     }
 
     fn map_literal(&mut self, items: &[(rhai::Ident, RExpr)]) -> R<Expr> {
-        self.heap_allowed("an object map")?;
         let items = items
             .iter()
             .map(|(k, v)| Ok((k.name.clone(), self.expr(v)?)))
@@ -122,9 +115,23 @@ impl FnLowerer<'_, '_> {
         }
     }
 
+    /// Whether `e` is a variable a method may change: a heap local that is not a constant
+    /// (Rhai refuses a changing method on a constant).
+    fn is_variable(&self, e: &Expr) -> bool {
+        let Expr::Load(slot, ty) = e else {
+            return false;
+        };
+        let local = self
+            .scope
+            .iter()
+            .rev()
+            .find(|l| l.slot == *slot && l.ty.is_heap() == ty.is_heap());
+        ty.is_heap() && local.is_some_and(|l| !l.constant)
+    }
+
     /// The native function `name` on `args` (a method's receiver first), resolved by its
     /// receiver's type, `None` when the tier does not have it.
-    pub(super) fn native(&mut self, name: &str, args: Vec<Expr>) -> R<Option<Expr>> {
+    pub(super) fn native(&mut self, name: &str, args: &[Expr]) -> R<Option<Expr>> {
         let Some(op) = Native::named(name, args.len()) else {
             return Ok(None);
         };
@@ -160,18 +167,20 @@ impl FnLowerer<'_, '_> {
             Native::Keys | Native::Values if matches!(this, Ty::Map | Ty::Dyn) => Ty::Array,
             _ => return Ok(None),
         };
-        if op.changes_receiver() && !matches!(args[0], Expr::Load(_, ty) if ty.is_heap()) {
+        if op.changes_receiver() && !self.is_variable(&args[0]) {
             return self.refuse(format!("calls `{name}` on a value that is not a variable"));
         }
-        self.heap_allowed("strings, arrays or maps")?;
-        Ok(Some(Expr::Native { op, args, ret }))
+        Ok(Some(Expr::Native {
+            op,
+            args: args.to_vec(),
+            ret,
+        }))
     }
 
     /// `target[key]` on a string, an array of any values or a map.
     pub(super) fn heap_index(&mut self, target: Expr, key: Expr) -> R<Expr> {
         let ret = match (target.ty(), key.ty()) {
             (Ty::Str, Ty::Int) => Ty::Char,
-            (Ty::Array, Ty::Int) | (Ty::Map, Ty::Str) => Ty::Dyn,
             (Ty::Array | Ty::Map | Ty::Str | Ty::Dyn, Ty::Int | Ty::Str | Ty::Dyn) => Ty::Dyn,
             (t, k) => {
                 return self.refuse(format!("indexes {} with {}", ty_name(t), ty_name(k)));
@@ -210,6 +219,9 @@ impl FnLowerer<'_, '_> {
         let Some(local) = self.lookup(var.1.as_str()) else {
             return self.refuse(format!("assigns into `{}`, which is not a local", var.1));
         };
+        if local.constant {
+            return self.refuse(format!("assigns into the constant `{}`", var.1));
+        }
         let (target, ty) = (local.slot, local.ty);
         if !matches!(ty, Ty::Array | Ty::Map | Ty::Dyn) {
             return self.refuse(format!("assigns into an element of {}", ty_name(ty)));
@@ -239,7 +251,6 @@ impl FnLowerer<'_, '_> {
             Ty::Array | Ty::Dyn => Ty::Dyn,
             ty => return self.refuse(format!("`for` over {}", ty_name(ty))),
         };
-        self.heap_allowed("`for` over an array or string")?;
         let mut slots: (Slot, Option<Slot>) = (0, None);
         let (body, cost) = self.loop_body(&flow.body, |this| {
             slots.0 = this.declare(var, var_ty, false);
@@ -382,22 +393,12 @@ impl FnLowerer<'_, '_> {
                 ));
             }
         };
-        self.heap_allowed("strings")?;
         Ok(Ok(Expr::Mixed {
             op,
             lhs: Box::new(lhs),
             rhs: Box::new(rhs),
             ret,
         }))
-    }
-
-    /// `switch`, `for` over an array or string: the statements of the subset, `None` for others.
-    pub(super) fn heap_stmt(&mut self, stmt: &RStmt, want_value: bool) -> Option<R<Expr>> {
-        match stmt {
-            #[cfg(feature = "grain")]
-            RStmt::Switch(x, _) => Some(self.switch(x, want_value)),
-            _ => None,
-        }
     }
 }
 

@@ -345,10 +345,9 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
                 self.returns.push(value.ty());
                 Lowered1::Stmt(Stmt::Return(value))
             }
-            other => match self.heap_stmt(other, want_value) {
-                Some(e) => Lowered1::Value(e?),
-                None => return self.refuse(format!("uses {}", stmt_kind(other))),
-            },
+            #[cfg(feature = "grain")]
+            RStmt::Switch(x, _) => Lowered1::Value(self.switch(x, want_value)?),
+            other => return self.refuse(format!("uses {}", stmt_kind(other))),
         })
     }
 
@@ -471,31 +470,26 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
         let (slot, ty) = (local.slot, local.ty);
         let rhs = self.expr(&target.rhs)?;
         let info = op.get_op_assignment_info();
+        // `s += x` changes the string in place (it would be copied whole otherwise).
         if ty == Ty::Str
             && matches!(info, Some((_, _, _, _, Token::Plus, _)))
-            && let Some(append) = self.native_append(slot, rhs.clone())?
+            && !matches!(rhs.ty(), Ty::Array | Ty::Map)
         {
-            return Ok(append);
+            return Ok(Stmt::Eval(Expr::Native {
+                op: Native::Append,
+                args: vec![Expr::Load(slot, ty), rhs],
+                ret: Ty::Unit,
+            }));
         }
         let value = match info {
             None => rhs,
             Some((_, _, _, _, base, _)) => self.binary(base, Expr::Load(slot, ty), rhs)?,
         };
-        if ty.is_heap() || value.ty() == Ty::Dyn {
-            let value = self.coerce(value, ty, &format!("`{name}`"))?;
-            return Ok(match ty.is_heap() {
-                true => Stmt::StoreHeap(slot, value),
-                false => Stmt::Store(slot, value),
-            });
-        }
-        if value.ty() != ty {
-            return self.refuse(format!(
-                "changes the type of `{name}` from {} to {}",
-                ty_name(ty),
-                ty_name(value.ty())
-            ));
-        }
-        Ok(Stmt::Store(slot, value))
+        let value = self.coerce(value, ty, &format!("`{name}`"))?;
+        Ok(match ty.is_heap() {
+            true => Stmt::StoreHeap(slot, value),
+            false => Stmt::Store(slot, value),
+        })
     }
 
     /// `array[index] = rhs` (or `op=`), keeping the element type.
@@ -608,9 +602,18 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
 
     fn any_expr(&mut self, e: &RExpr) -> R<Expr> {
         self.tick();
-        if let Some(heap) = self.heap_expr(e) {
-            return heap;
+        let value = match self.heap_expr(e) {
+            Some(heap) => heap?,
+            None => self.scalar_expr(e)?,
+        };
+        if value.ty().is_heap() {
+            self.heap_allowed()?;
         }
+        Ok(value)
+    }
+
+    /// The expressions of the numeric subset (and variables, calls, indexing of any type).
+    fn scalar_expr(&mut self, e: &RExpr) -> R<Expr> {
         Ok(match e {
             RExpr::IntegerConstant(i, _) => Expr::Int(*i),
             RExpr::FloatConstant(f, _) => Expr::Float(**f),
@@ -706,32 +709,19 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             }
             return Ok(Expr::Call { callee, args, ret });
         }
-        let heap = args.iter().any(|a| a.ty().is_heap() || a.ty() == Ty::Char);
-        if heap || (name == "to_string" && args.len() == 1) {
-            if let Some(native) = self.native(name, args)? {
-                return Ok(native);
-            }
-            return self.refuse(format!("calls the native function `{name}` on these types"));
+        self.native_call(name, args)
+    }
+
+    /// A call of the native `name`: one of the tier's natives for these types, else an
+    /// intrinsic.
+    fn native_call(&mut self, name: &str, args: Vec<Expr>) -> R<Expr> {
+        if let Some(native) = self.native(name, &args)? {
+            return Ok(native);
         }
         match <[Expr; 1]>::try_from(args) {
             Ok([arg]) => self.intrinsic(name, arg),
             Err(_) => self.refuse(format!("calls the native function `{name}`")),
         }
-    }
-
-    /// `string += value` in place, when the value has a text the tier makes.
-    fn native_append(&mut self, slot: Slot, value: Expr) -> R<Option<Stmt>> {
-        if matches!(value.ty(), Ty::Array | Ty::Map) || value.ty().elem().is_some() {
-            return Ok(None);
-        }
-        if self.session.source.get("+", 2).is_some() {
-            return Ok(None);
-        }
-        Ok(Some(Stmt::Eval(Expr::Native {
-            op: Native::Append,
-            args: vec![Expr::Load(slot, Ty::Str), value],
-            ret: Ty::Unit,
-        })))
     }
 
     /// `x.f(a).g`: methods and properties, applied in order.
@@ -748,22 +738,21 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
     /// One link of a chain: `.f(args)` or `.name`.
     fn method(&mut self, receiver: Expr, link: &RExpr) -> R<Expr> {
         match link {
-            RExpr::MethodCall(call, _) if call.args.is_empty() && !receiver.ty().is_heap() => {
-                match receiver.ty() {
-                    Ty::Char => self.named_call(&call.name, vec![receiver]),
-                    _ => self.intrinsic(&call.name, receiver),
-                }
-            }
             RExpr::MethodCall(call, _) => {
+                let name = call.name.as_str();
                 if !call.namespace.is_empty() || call.capture_parent_scope {
-                    return self
-                        .refuse(format!("calls `{}` in a way the tier does not", call.name));
+                    return self.refuse(format!("calls `{name}` in a way the tier does not"));
+                }
+                // A script function of that name may be what Rhai calls, with `this` bound.
+                let arity = call.args.len();
+                if (arity..=arity + 1).any(|n| self.session.source.get(name, n).is_some()) {
+                    return self.refuse(format!("calls the script function `{name}` as a method"));
                 }
                 let mut args = vec![receiver];
                 for a in call.args.iter() {
                     args.push(self.expr(a)?);
                 }
-                self.named_call(&call.name, args)
+                self.native_call(name, args)
             }
             RExpr::Property(p, _) => self.property(receiver, &p.2),
             _ => self.refuse("uses a property or a method call"),
