@@ -93,27 +93,10 @@ impl Native {
         })
     }
 
-    /// Every name [`Native::named`] knows: a host that registers one of them keeps it in Rhai.
-    pub(crate) const NAMES: &'static [&'static str] = &[
-        "len",
-        "split",
-        "contains",
-        "starts_with",
-        "ends_with",
-        "index_of",
-        "sub_string",
-        "trim",
-        "to_upper",
-        "to_lower",
-        "replace",
-        "parse_int",
-        "parse_float",
-        "to_string",
-        "push",
-        "pad",
-        "keys",
-        "values",
-    ];
+    /// Whether the tier has a native of this name (a host that registers one keeps it in Rhai).
+    pub(crate) fn is_named(name: &str) -> bool {
+        (1..=3).any(|arity| Native::named(name, arity).is_some())
+    }
 
     /// Whether it changes its receiver (which must then be a variable for the change to count).
     pub(crate) fn changes_receiver(self) -> bool {
@@ -128,22 +111,27 @@ impl Native {
     pub(crate) fn call(self, this: &mut Dynamic, args: &[Dynamic]) -> Out {
         match (self, args) {
             (Native::Len, []) => len(this),
-            (Native::Split, [by]) => split(&str_of(this)?, by),
+            (Native::Split, [by]) => split(&*this.read_lock::<ImmutableString>()?, by),
             (Native::Contains, [what]) => contains(this, what),
             (Native::StartsWith, [what]) => {
-                Some(str_of(this)?.starts_with(pattern(what)?.as_str()).into())
+                let s = this.read_lock::<ImmutableString>()?;
+                with_pattern(what, |p| s.starts_with(p)).map(Dynamic::from)
             }
             (Native::EndsWith, [what]) => {
-                Some(str_of(this)?.ends_with(pattern(what)?.as_str()).into())
+                let s = this.read_lock::<ImmutableString>()?;
+                with_pattern(what, |p| s.ends_with(p)).map(Dynamic::from)
             }
-            (Native::IndexOf, [what]) => index_of(&str_of(this)?, what),
-            (Native::SubString, [start, count]) => {
-                sub_string(&str_of(this)?, start.as_int().ok()?, count.as_int().ok()?)
-            }
-            (Native::SubStringFrom, [start]) => {
-                let s = str_of(this)?;
-                sub_string(&s, start.as_int().ok()?, i64::MAX)
-            }
+            (Native::IndexOf, [what]) => index_of(&this.read_lock::<ImmutableString>()?, what),
+            (Native::SubString, [start, count]) => sub_string(
+                &this.read_lock::<ImmutableString>()?,
+                start.as_int().ok()?,
+                count.as_int().ok()?,
+            ),
+            (Native::SubStringFrom, [start]) => sub_string(
+                &this.read_lock::<ImmutableString>()?,
+                start.as_int().ok()?,
+                i64::MAX,
+            ),
             (Native::Trim, []) => {
                 let s = str_of(this)?;
                 let trimmed = s.trim();
@@ -177,8 +165,14 @@ impl Native {
                 }
                 Some(Dynamic::UNIT)
             }
-            (Native::ParseInt, []) => str_of(this)?.trim().parse::<i64>().ok().map(Dynamic::from),
-            (Native::ParseFloat, []) => str_of(this)?.trim().parse::<f64>().ok().map(Dynamic::from),
+            (Native::ParseInt, []) => {
+                let s = this.read_lock::<ImmutableString>()?;
+                s.trim().parse::<i64>().ok().map(Dynamic::from)
+            }
+            (Native::ParseFloat, []) => {
+                let s = this.read_lock::<ImmutableString>()?;
+                s.trim().parse::<f64>().ok().map(Dynamic::from)
+            }
             (Native::ToString, []) => display(this).map(Dynamic::from),
             (Native::Push, [item]) => {
                 let mut array = this.as_array_mut().ok()?;
@@ -272,22 +266,24 @@ fn len(this: &Dynamic) -> Out {
     Some((n as i64).into())
 }
 
-/// What `split`, `contains` and their kin look for, a string or a character, as text (Rhai's
-/// functions for a character do what those for a one-character string do).
-fn pattern(d: &Dynamic) -> Option<ImmutableString> {
+/// `f` on what `split`, `contains` and their kin look for, a string or a character, as text
+/// (Rhai's functions for a character do what those for a one-character string do); a character
+/// is encoded on the stack, as these run once per character in a scan.
+fn with_pattern<T>(d: &Dynamic, f: impl FnOnce(&str) -> T) -> Option<T> {
     match d.as_char() {
-        Ok(c) => Some(c.to_string().into()),
-        Err(_) => str_of(d),
+        Ok(c) => Some(f(c.encode_utf8(&mut [0; 4]))),
+        Err(_) => Some(f(d.read_lock::<ImmutableString>()?.as_str())),
     }
 }
 
 fn split(s: &ImmutableString, by: &Dynamic) -> Out {
-    let by = pattern(by)?;
-    let parts: Array = if s.is_empty() || (!by.is_empty() && !s.contains(by.as_str())) {
-        vec![s.clone().into()]
-    } else {
-        s.split(by.as_str()).map(Into::into).collect()
-    };
+    let parts: Array = with_pattern(by, |by| {
+        if s.is_empty() || (!by.is_empty() && !s.contains(by)) {
+            vec![s.clone().into()]
+        } else {
+            s.split(by).map(Into::into).collect()
+        }
+    })?;
     Some(parts.into())
 }
 
@@ -297,14 +293,14 @@ fn contains(this: &Dynamic, what: &Dynamic) -> Out {
         return Some(map.contains_key(key.as_str()).into());
     }
     let s = this.read_lock::<ImmutableString>()?;
-    Some(s.contains(pattern(what)?.as_str()).into())
+    with_pattern(what, |p| s.contains(p)).map(Dynamic::from)
 }
 
 fn index_of(s: &str, what: &Dynamic) -> Out {
     if s.is_empty() {
         return Some((-1_i64).into());
     }
-    let at = s.find(pattern(what)?.as_str()).map_or(-1, |at| {
+    let at = with_pattern(what, |p| s.find(p))?.map_or(-1, |at| {
         i64::try_from(s[..at].chars().count()).unwrap_or(-1)
     });
     Some(at.into())

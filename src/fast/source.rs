@@ -80,7 +80,7 @@ impl Source {
                     let name = info.metadata.name.as_str();
                     let first = info.metadata.param_types.first();
                     let applies = first.is_none_or(|ty| compiled.contains(ty));
-                    let compiles = INTRINSICS.contains(&name) || Native::NAMES.contains(&name);
+                    let compiles = INTRINSICS.contains(&name) || Native::is_named(name);
                     (compiles && applies).then(|| name.to_string())
                 },
                 false,

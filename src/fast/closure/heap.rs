@@ -126,7 +126,11 @@ pub(super) fn scalar_bits(e: &Expr) -> Option<Ev<i64>> {
         return None;
     }
     let ty = e.ty();
-    let value = dynamic(e);
+    // The conversion below checks a guard's type itself.
+    let value = match e {
+        Expr::Guard(inner, _) => dynamic(inner),
+        e => dynamic(e),
+    };
     Some(Box::new(move |fr| {
         let v = value(fr)?;
         let bits = match ty {
@@ -271,13 +275,10 @@ fn for_each(
             Err(e) => return fr.stopped(e),
         };
         let mut n = 0;
-        let mut step = |fr: &mut Frame<'_>, item: Dynamic| -> Option<Flow> {
+        // One iteration, its variable already set.
+        let mut step = |fr: &mut Frame<'_>| -> Option<Flow> {
             if let Some(flow) = charged(fr, cost) {
                 return Some(flow);
-            }
-            match var_ty {
-                Ty::Char => fr.set(var, item.as_char().map_or(0, |c| c as i64)),
-                _ => *fr.heap_mut(var) = item,
             }
             if let Some(c) = counter {
                 fr.set(c, n);
@@ -290,13 +291,18 @@ fn for_each(
                 return fr.stopped(Bail::Fallback);
             };
             for item in items {
-                if let Some(flow) = step(fr, item) {
+                *fr.heap_mut(var) = item;
+                if let Some(flow) = step(fr) {
                     return flow;
                 }
             }
         } else if let Some(text) = value.read_lock::<ImmutableString>().map(|s| s.clone()) {
             for c in text.chars() {
-                if let Some(flow) = step(fr, c.into()) {
+                match var_ty {
+                    Ty::Char => fr.set(var, c as i64),
+                    _ => *fr.heap_mut(var) = c.into(),
+                }
+                if let Some(flow) = step(fr) {
                     return flow;
                 }
             }

@@ -335,11 +335,9 @@ impl Program {
     ) -> R<Dynamic> {
         debug_assert_eq!(args.len(), self.params.len());
         let entry = &self.fns[self.entry];
-        let mut heap_slots = vec![Dynamic::UNIT; entry.heap_slots];
-        let heap_params = self.params.iter().filter(|t| t.is_heap());
-        for ((slot, value), _) in heap_slots.iter_mut().zip(heap).zip(heap_params) {
-            *slot = value;
-        }
+        // Heap parameters are the first heap slots.
+        let mut heap_slots = heap;
+        heap_slots.resize(entry.heap_slots, Dynamic::UNIT);
         let mut stack = STACK.with(|s| std::mem::take(&mut *s.borrow_mut()));
         let need = entry.slots.max(args.len()) + 64;
         if stack.len() < need {
@@ -793,29 +791,17 @@ pub(super) fn boolean(e: &Expr) -> Ev<bool> {
             operand: Ty::Char,
             lhs,
             rhs,
-        } => {
-            let (a, b) = (code(lhs), code(rhs));
-            let f: fn(&i64, &i64) -> bool = match op {
-                BinOp::Eq => i64::eq,
-                BinOp::Ne => i64::ne,
-                BinOp::Lt => i64::lt,
-                BinOp::Le => i64::le,
-                BinOp::Gt => i64::gt,
-                BinOp::Ge => i64::ge,
-                other => unreachable!("{other:?} on chars"),
-            };
-            Box::new(move |fr| {
-                let x = a(fr)?;
-                Ok(f(&x, &b(fr)?))
-            })
-        }
+        } => both(
+            code(lhs),
+            code(rhs),
+            ordered(*op).expect("a char comparison"),
+        ),
         Expr::Binary {
             op,
             operand: Ty::Float,
             lhs,
             rhs,
         } => {
-            let (a, b) = (float(lhs), float(rhs));
             let f: fn(f64, f64) -> bool = match op {
                 BinOp::Eq => ops::float_eq,
                 BinOp::Ne => ops::float_ne,
@@ -825,10 +811,7 @@ pub(super) fn boolean(e: &Expr) -> Ev<bool> {
                 BinOp::Ge => ops::float_ge,
                 other => unreachable!("{other:?} does not give a bool"),
             };
-            Box::new(move |fr| {
-                let x = a(fr)?;
-                Ok(f(x, b(fr)?))
-            })
+            both(float(lhs), float(rhs), f)
         }
         Expr::Binary {
             op,
@@ -836,26 +819,38 @@ pub(super) fn boolean(e: &Expr) -> Ev<bool> {
             lhs,
             rhs,
         } => {
-            let (a, b) = (boolean(lhs), boolean(rhs));
-            let f: fn(bool, bool) -> bool = match op {
-                BinOp::Eq => |x, y| x == y,
-                BinOp::Ne => |x, y| x != y,
-                BinOp::Lt => |x, y| !x & y,
-                BinOp::Le => |x, y| x <= y,
-                BinOp::Gt => |x, y| x & !y,
-                BinOp::Ge => |x, y| x >= y,
+            let f = ordered(*op).unwrap_or_else(|| match op {
                 BinOp::BitAnd => |x, y| x & y,
                 BinOp::BitOr => |x, y| x | y,
                 BinOp::BitXor => |x, y| x ^ y,
                 other => unreachable!("{other:?} on bools"),
-            };
-            Box::new(move |fr| {
-                let x = a(fr)?;
-                Ok(f(x, b(fr)?))
-            })
+            });
+            both(boolean(lhs), boolean(rhs), f)
         }
         other => unreachable!("not a bool expression: {other:?}"),
     }
+}
+
+/// A comparison operator on values whose order is Rust's (characters by code point, `false`
+/// before `true`); `None` for other operators.
+fn ordered<T: PartialOrd>(op: BinOp) -> Option<fn(T, T) -> bool> {
+    Some(match op {
+        BinOp::Eq => |x, y| x == y,
+        BinOp::Ne => |x, y| x != y,
+        BinOp::Lt => |x, y| x < y,
+        BinOp::Le => |x, y| x <= y,
+        BinOp::Gt => |x, y| x > y,
+        BinOp::Ge => |x, y| x >= y,
+        _ => return None,
+    })
+}
+
+/// `f(a, b)`, `a` evaluated first.
+fn both<T: 'static>(a: Ev<T>, b: Ev<T>, f: fn(T, T) -> bool) -> Ev<bool> {
+    Box::new(move |fr| {
+        let x = a(fr)?;
+        Ok(f(x, b(fr)?))
+    })
 }
 
 fn unit(e: &Expr) -> Ev<()> {
@@ -942,10 +937,7 @@ fn enter(
         fr.enter_at(base); // the stack moved
     }
     pass(fr, top)?;
-    let heap_slots = f.heap_slots;
-    if heap_slots > 0 {
-        return enter_with_heap(fr, callee, base, top, need);
-    }
+    let heap = (f.heap_slots > 0).then(|| fr.enter_heap(f.heap_slots));
     fr.enter_at(top);
     fr.top = need;
     fr.depth += 1;
@@ -953,38 +945,33 @@ fn enter(
     fr.depth -= 1;
     fr.enter_at(base);
     fr.top = top;
+    if let Some(saved) = heap {
+        fr.leave_heap(saved);
+    }
     result
 }
 
-/// [`enter`] for a callee with heap slots: they follow the caller's, and are emptied on return
-/// (so what they held is freed then).
-#[cold]
-fn enter_with_heap(
-    fr: &mut Frame<'_>,
-    callee: usize,
-    base: usize,
-    top: usize,
-    need: usize,
-) -> R<i64> {
-    let f = &fr.program[callee];
-    let (heap_base, heap_top) = (fr.heap_base, fr.heap_top);
-    let heap_need = heap_top + f.heap_slots;
-    if fr.heap.len() < heap_need {
-        fr.heap.resize(heap_need, Dynamic::UNIT);
+impl Frame<'_> {
+    /// Makes room for a callee's `count` heap slots after the caller's; answers the caller's
+    /// heap base, for [`Frame::leave_heap`].
+    #[cold]
+    fn enter_heap(&mut self, count: usize) -> usize {
+        let saved = self.heap_base;
+        self.heap_base = self.heap_top;
+        self.heap_top += count;
+        if self.heap.len() < self.heap_top {
+            self.heap.resize(self.heap_top, Dynamic::UNIT);
+        }
+        saved
     }
-    fr.heap_base = heap_top;
-    fr.heap_top = heap_need;
-    fr.enter_at(top);
-    fr.top = need;
-    fr.depth += 1;
-    let result = fr.tick(f.entry_cost).and_then(|()| (f.body)(fr));
-    fr.depth -= 1;
-    fr.enter_at(base);
-    fr.top = top;
-    fr.heap[heap_top..heap_need].fill(Dynamic::UNIT);
-    fr.heap_base = heap_base;
-    fr.heap_top = heap_top;
-    result
+
+    /// Empties the callee's heap slots (what they held is freed now) and returns to the caller's.
+    #[cold]
+    fn leave_heap(&mut self, saved: usize) {
+        self.heap[self.heap_base..self.heap_top].fill(Dynamic::UNIT);
+        self.heap_top = self.heap_base;
+        self.heap_base = saved;
+    }
 }
 
 /// `if` as a value.
