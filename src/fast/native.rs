@@ -106,9 +106,8 @@ impl Native {
         )
     }
 
-    /// Calls it on `this` (the receiver, changed in place by the methods that change it) and
-    /// the other arguments.
-    pub(crate) fn call(self, this: &mut Dynamic, args: &[Dynamic]) -> Out {
+    /// Calls a native that only reads its receiver `this`, with the other arguments.
+    pub(crate) fn read(self, this: &Dynamic, args: &[Dynamic]) -> Out {
         match (self, args) {
             (Native::Len, []) => len(this),
             (Native::Split, [by]) => split(&*this.read_lock::<ImmutableString>()?, by),
@@ -132,14 +131,6 @@ impl Native {
                 start.as_int().ok()?,
                 i64::MAX,
             ),
-            (Native::Trim, []) => {
-                let s = str_of(this)?;
-                let trimmed = s.trim();
-                if trimmed != s.as_str() {
-                    *this = ImmutableString::from(trimmed).into();
-                }
-                Some(Dynamic::UNIT)
-            }
             (Native::ToUpper, []) => {
                 let s = str_of(this)?;
                 Some(match s.chars().all(char::is_uppercase) {
@@ -154,17 +145,6 @@ impl Native {
                     false => s.to_lowercase().into(),
                 })
             }
-            (Native::Replace, [find, with]) => {
-                let s = str_of(this)?;
-                let (find, with) = (
-                    find.read_lock::<ImmutableString>()?,
-                    with.read_lock::<ImmutableString>()?,
-                );
-                if !s.is_empty() {
-                    *this = s.replace(find.as_str(), with.as_str()).into();
-                }
-                Some(Dynamic::UNIT)
-            }
             (Native::ParseInt, []) => {
                 let s = this.read_lock::<ImmutableString>()?;
                 s.trim().parse::<i64>().ok().map(Dynamic::from)
@@ -174,11 +154,44 @@ impl Native {
                 s.trim().parse::<f64>().ok().map(Dynamic::from)
             }
             (Native::ToString, []) => display(this).map(Dynamic::from),
-            (Native::Push, [item]) => {
-                let mut array = this.as_array_mut().ok()?;
-                array.push(item.clone());
-                Some(Dynamic::UNIT)
+            (Native::Keys, []) => {
+                let map = this.as_map_ref().ok()?;
+                let keys = map
+                    .keys()
+                    .map(|k| Dynamic::from(ImmutableString::from(k.as_str())));
+                Some(keys.collect::<Array>().into())
             }
+            (Native::Values, []) => {
+                let map = this.as_map_ref().ok()?;
+                Some(map.values().cloned().collect::<Array>().into())
+            }
+            (Native::Index, [key]) => index(this, key),
+            _ => None,
+        }
+    }
+
+    /// Calls a native that changes its receiver `this` in place (see
+    /// [`Native::changes_receiver`]), with the other arguments.
+    pub(crate) fn change(self, this: &mut Dynamic, args: &[Dynamic]) -> Out {
+        match (self, args) {
+            (Native::Trim, []) => {
+                let s = str_of(this)?;
+                let trimmed = s.trim();
+                if trimmed != s.as_str() {
+                    *this = ImmutableString::from(trimmed).into();
+                }
+            }
+            (Native::Replace, [find, with]) => {
+                let s = str_of(this)?;
+                let (find, with) = (
+                    find.read_lock::<ImmutableString>()?,
+                    with.read_lock::<ImmutableString>()?,
+                );
+                if !s.is_empty() {
+                    *this = s.replace(find.as_str(), with.as_str()).into();
+                }
+            }
+            (Native::Push, [item]) => this.as_array_mut().ok()?.push(item.clone()),
             (Native::Pad, [to, item]) => {
                 let mut array = this.as_array_mut().ok()?;
                 if let Ok(to) = usize::try_from(to.as_int().ok()?)
@@ -186,25 +199,11 @@ impl Native {
                 {
                     array.resize(to, item.clone());
                 }
-                Some(Dynamic::UNIT)
             }
-            (Native::Keys, []) => {
-                let map = this.as_map_ref().ok()?;
-                Some(
-                    map.keys()
-                        .map(|k| Dynamic::from(ImmutableString::from(k.as_str())))
-                        .collect::<Array>()
-                        .into(),
-                )
-            }
-            (Native::Values, []) => {
-                let map = this.as_map_ref().ok()?;
-                Some(map.values().cloned().collect::<Array>().into())
-            }
-            (Native::Index, [key]) => index(this, key),
-            (Native::Append, [value]) => append(this, value),
-            _ => None,
+            (Native::Append, [value]) => append(this, value)?,
+            _ => return None,
         }
+        Some(Dynamic::UNIT)
     }
 }
 
@@ -349,7 +348,7 @@ pub(crate) fn display(d: &Dynamic) -> Option<ImmutableString> {
 }
 
 /// `string += value` in place (the string is not copied when nothing else holds it).
-fn append(this: &mut Dynamic, value: &Dynamic) -> Out {
+fn append(this: &mut Dynamic, value: &Dynamic) -> Option<()> {
     let mut s = this.as_immutable_string_mut().ok()?;
     if let Ok(c) = value.as_char() {
         s.make_mut().push(c);
@@ -357,7 +356,7 @@ fn append(this: &mut Dynamic, value: &Dynamic) -> Out {
         let text = display(value)?;
         *s += text.as_str();
     }
-    Some(Dynamic::UNIT)
+    Some(())
 }
 
 /// A map literal's keys and values.

@@ -160,26 +160,59 @@ fn is_of(value: &Dynamic, ty: Ty) -> bool {
     }
 }
 
-/// A native call; a receiver in a heap slot is worked on in place.
+/// A native call: on the receiver where it is (a heap slot, a constant), changed in place by the
+/// natives that change it. Its other arguments (two at most) are evaluated into an array.
 fn call(op: Native, args: &[Expr]) -> Ev<Dynamic> {
-    let rest: Vec<Ev<Dynamic>> = args[1..].iter().map(dynamic).collect();
-    let values = move |fr: &mut Frame<'_>| -> R<rhai::StaticVec<Dynamic>> {
-        rest.iter().map(|a| a(fr)).collect()
-    };
-    match &args[0] {
+    let this = &args[0];
+    match &args[1..] {
+        [] => on_receiver(op, this, |_| Ok::<_, Bail>([])),
+        [a] => {
+            let a = dynamic(a);
+            on_receiver(op, this, move |fr| Ok([a(fr)?]))
+        }
+        [a, b] => {
+            let (a, b) = (dynamic(a), dynamic(b));
+            on_receiver(op, this, move |fr| {
+                let x = a(fr)?;
+                Ok([x, b(fr)?])
+            })
+        }
+        more => unreachable!("natives take at most two arguments besides the receiver: {more:?}"),
+    }
+}
+
+/// [`call`] with the arguments made by `values`, evaluated before the receiver is taken.
+fn on_receiver<A: AsRef<[Dynamic]> + 'static>(
+    op: Native,
+    this: &Expr,
+    values: impl Fn(&mut Frame<'_>) -> R<A> + Send + Sync + 'static,
+) -> Ev<Dynamic> {
+    let done = |out: Option<Dynamic>| out.ok_or(Bail::Fallback);
+    match this {
+        // Lowering keeps a changing native to a variable receiver.
+        Expr::Load(slot, _) if op.changes_receiver() => {
+            let slot = *slot;
+            Box::new(move |fr| {
+                let args = values(fr)?;
+                done(op.change(fr.heap_mut(slot), args.as_ref()))
+            })
+        }
         Expr::Load(slot, ty) if ty.is_heap() => {
             let slot = *slot;
             Box::new(move |fr| {
                 let args = values(fr)?;
-                op.call(fr.heap_mut(slot), &args).ok_or(Bail::Fallback)
+                done(op.read(fr.heap(slot), args.as_ref()))
             })
+        }
+        Expr::Str(s) => {
+            let this = Dynamic::from(s.clone());
+            Box::new(move |fr| done(op.read(&this, values(fr)?.as_ref())))
         }
         receiver => {
             let receiver = dynamic(receiver);
             Box::new(move |fr| {
-                let mut this = receiver(fr)?;
-                let args = values(fr)?;
-                op.call(&mut this, &args).ok_or(Bail::Fallback)
+                let this = receiver(fr)?;
+                done(op.read(&this, values(fr)?.as_ref()))
             })
         }
     }
