@@ -792,6 +792,9 @@ impl<'r> Session<'r> {
             .engine
             .compile(text)
             .map_err(|e| self.script_error(name, text, e.into()))?;
+        if let Some(error) = assignment_into_constant(&ast, text) {
+            return Err(self.script_error(name, text, error));
+        }
         self.fns.add(&ast);
         if self.book.is_some() {
             let mut sources = lock(&self.sources);
@@ -1005,6 +1008,40 @@ fn runs_on_at(input: &str, pos: rhai::Position) -> bool {
         Some('"') => input.trim_end_matches(['\n', '\r']).ends_with('\\'),
         _ => false,
     }
+}
+
+/// Rhai 1.27's optimizer puts a constant's value in place of its name, so an element assignment
+/// like `const m = #{}; m["x"] = 1` reaches the interpreter as an assignment into a literal, where
+/// it panics. Such an assignment is Rhai's "Cannot modify constant" error instead, found here.
+fn assignment_into_constant(ast: &rhai::AST, text: &str) -> Option<Box<EvalAltResult>> {
+    use rhai::{ASTNode, Expr, Stmt};
+    let mut found = None;
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Stmt(Stmt::Assignment(x))) = path.last() {
+            let mut target = &x.1.lhs;
+            while let Expr::Index(inner, ..) | Expr::Dot(inner, ..) = target {
+                target = &inner.lhs;
+            }
+            if !matches!(target, Expr::Variable(..) | Expr::ThisPtr(..)) {
+                found = Some(target.position());
+            }
+        }
+        found.is_none()
+    });
+    let at = found?;
+    // The constant's name is gone from the tree; the text at its place still has it.
+    let line = text
+        .lines()
+        .nth(at.line()?.checked_sub(1)?)
+        .unwrap_or_default();
+    let rest = line
+        .get(at.position().unwrap_or(1).saturating_sub(1)..)
+        .unwrap_or_default();
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    Some(EvalAltResult::ErrorAssignmentToConstant(name, at).into())
 }
 
 #[cfg(test)]

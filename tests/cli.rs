@@ -50,6 +50,33 @@ fn a_runtime_error_is_a_report_with_file_line_column_and_caret() {
     assert!(err.contains("in call to 'half'"), "{err}");
 }
 
+/// Rhai's optimizer puts a constant's value in place of its name, and Rhai 1.27 then panics on an
+/// assignment into an element of it; mpscript reports it as the error it is, before running.
+#[test]
+fn an_assignment_into_a_constant_is_a_report_not_a_panic() {
+    let cases = [
+        (
+            "const m = #{};\nm[\"x\"] = 1;\n",
+            "Cannot modify constant m",
+            "constant.rhai:3:1",
+        ),
+        (
+            "fn f(s) { const a = #{}; a[\"y\"] = s; a }\nprint(f(2));\n",
+            "Cannot modify constant a",
+            "constant.rhai:2:26",
+        ),
+    ];
+    for (source, message, place) in cases {
+        let script = Script::named("constant.rhai", &format!("print(\"never\");\n{source}"));
+        let out = script.run(&[]);
+        let err = out.fails_with(1);
+        assert_eq!(out.stdout, "");
+        assert!(err.contains(message), "{err}");
+        assert!(err.contains(place), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
 #[test]
 fn check_reports_syntax_errors_without_running() {
     let bad = Script::named("bad.rhai", "print(\"x\");\nlet y = (1 + ;\n");
