@@ -62,6 +62,145 @@ pub(crate) struct Function {
     pub(crate) entry_cost: u64,
 }
 
+impl Function {
+    /// Whether the body never changes a heap parameter: a caller may then lend it a value and
+    /// take the value back after the call, instead of giving it a copy.
+    pub(crate) fn keeps_heap_params(&self) -> bool {
+        !self.heap_param_uses().changed
+    }
+
+    /// Whether the body only reads from its heap parameters, so that nothing of theirs but a
+    /// copied part leaves the call: they may then be handles shared with the caller's values.
+    pub(crate) fn only_reads_heap_params(&self) -> bool {
+        let uses = self.heap_param_uses();
+        !uses.changed && uses.loads == uses.reads
+    }
+
+    fn heap_param_uses(&self) -> ParamUses {
+        let mut uses = ParamUses {
+            params: self.params.iter().filter(|t| t.is_heap()).count(),
+            changed: false,
+            loads: 0,
+            reads: 0,
+        };
+        self.body.clone().visit_mut(&mut uses);
+        uses
+    }
+}
+
+/// A comparer `|a, b| op(left, right)` whose operands each read one parameter, a different one
+/// (`b.score - a.score`): each operand can be computed once per element instead of once per
+/// comparison.
+pub(crate) struct KeyedComparer<'f> {
+    pub(crate) op: BinOp,
+    /// The operand that reads the first parameter, then the one that reads the second.
+    pub(crate) keys: [&'f Expr; 2],
+    /// Whether `left` is the operand that reads the second parameter.
+    pub(crate) swapped: bool,
+}
+
+impl Function {
+    /// This function as a [`KeyedComparer`], if it is one.
+    pub(crate) fn keyed_comparer(&self) -> Option<KeyedComparer<'_>> {
+        let (Ty::Dyn, Ty::Dyn) = (self.params.first()?, self.params.get(1)?) else {
+            return None;
+        };
+        let Expr::Mixed { op, lhs, rhs, .. } = &self.body.value else {
+            return None;
+        };
+        if self.params.len() != 2 || !self.body.stmts.is_empty() {
+            return None;
+        }
+        match (only_param_read(lhs)?, only_param_read(rhs)?) {
+            (0, 1) => Some(KeyedComparer {
+                op: *op,
+                keys: [lhs, rhs],
+                swapped: false,
+            }),
+            (1, 0) => Some(KeyedComparer {
+                op: *op,
+                keys: [rhs, lhs],
+                swapped: true,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The one heap parameter (of two) that `e` reads, if it reads exactly one.
+fn only_param_read(e: &Expr) -> Option<Slot> {
+    struct Reads(Vec<Slot>);
+    impl VisitMut for Reads {
+        fn expr(&mut self, e: &mut Expr) {
+            if let Expr::Load(slot, ty) = e
+                && ty.is_heap()
+                && *slot < 2
+                && !self.0.contains(slot)
+            {
+                self.0.push(*slot);
+            }
+        }
+    }
+    let mut reads = Reads(Vec::new());
+    e.clone().visit_mut(&mut reads);
+    match reads.0[..] {
+        [param] => Some(param),
+        _ => None,
+    }
+}
+
+/// How a body uses its heap parameters (the heap slots below `params`): whether it changes one,
+/// how often it loads one, and how many of those loads only read from it (a native's receiver
+/// that does not change it, a guarded scalar, an operand of an operator other than `+`).
+struct ParamUses {
+    params: Slot,
+    changed: bool,
+    loads: usize,
+    reads: usize,
+}
+
+impl ParamUses {
+    fn is_param(&self, e: &Expr) -> bool {
+        matches!(e, Expr::Load(slot, ty) if ty.is_heap() && *slot < self.params)
+    }
+}
+
+impl VisitMut for ParamUses {
+    fn stmt(&mut self, s: &mut Stmt) {
+        if let Stmt::StoreHeap(slot, _) | Stmt::SetItem { target: slot, .. } = s {
+            self.changed |= *slot < self.params;
+        }
+    }
+
+    fn expr(&mut self, e: &mut Expr) {
+        let read = match e {
+            _ if self.is_param(e) => {
+                self.loads += 1;
+                0
+            }
+            Expr::Native { op, args, .. } if op.changes_receiver() => {
+                self.changed |= self.is_param(&args[0]);
+                0
+            }
+            Expr::Each {
+                op: EachOp::Sort,
+                args,
+                ..
+            } => {
+                self.changed |= self.is_param(&args[0]);
+                0
+            }
+            Expr::Native { args, .. } => usize::from(self.is_param(&args[0])),
+            Expr::Guard(inner, ty) if !ty.is_heap() => usize::from(self.is_param(inner)),
+            Expr::Mixed { op, lhs, rhs, .. } if *op != BinOp::Add => {
+                usize::from(self.is_param(lhs)) + usize::from(self.is_param(rhs))
+            }
+            _ => 0,
+        };
+        self.reads += read;
+    }
+}
+
 /// Statements, then the block's value.
 #[derive(Debug, Clone)]
 pub(crate) struct Block {
@@ -213,6 +352,15 @@ pub(crate) enum Expr {
         blocks: Vec<Block>,
         default: Box<Block>,
     },
+    /// `array.op(f)`: Rhai's array method `op`, calling specialization `callee` (a closure or a
+    /// script function, given as a function pointer) on each element, with the element's index
+    /// as its last argument when `index`. `args`: the receiver, then `reduce`'s initial value.
+    Each {
+        op: EachOp,
+        args: Vec<Expr>,
+        callee: usize,
+        index: bool,
+    },
     /// A call whose callee's body was copied in place (see `inline.rs`): the arguments are
     /// stored in `params` (slots of the caller), then `body` runs one call level deeper,
     /// charged `entry_cost` as the call would be.
@@ -221,6 +369,47 @@ pub(crate) enum Expr {
         body: Box<Block>,
         entry_cost: u64,
     },
+}
+
+/// The array methods that take a function, as Rhai 1.27 defines them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EachOp {
+    /// A new array of the results.
+    Map,
+    /// A new array of the elements whose result is `true` (any other value counts as `false`).
+    Filter,
+    /// The results folded from the initial value (`()` if none): `f(result, element)`.
+    Reduce,
+    /// The array sorted in place by the comparer's result (see `closure/each.rs`).
+    Sort,
+    /// Whether every element's result is `true`.
+    All,
+    /// Whether some element's result is `true`.
+    Some,
+}
+
+impl EachOp {
+    /// The method `name` with `args` arguments after the receiver.
+    pub(crate) fn named(name: &str, args: usize) -> Option<EachOp> {
+        Some(match (name, args) {
+            ("map", 1) => EachOp::Map,
+            ("filter", 1) => EachOp::Filter,
+            ("reduce", 1 | 2) => EachOp::Reduce,
+            ("sort", 1) => EachOp::Sort,
+            ("all", 1) => EachOp::All,
+            ("some", 1) => EachOp::Some,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn ret(self) -> Ty {
+        match self {
+            EachOp::Map | EachOp::Filter => Ty::Array,
+            EachOp::Reduce => Ty::Dyn,
+            EachOp::Sort => Ty::Unit,
+            EachOp::All | EachOp::Some => Ty::Bool,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,6 +483,7 @@ impl Expr {
             Expr::If { then, .. } => then.ty(),
             Expr::Block(block) => block.ty(),
             Expr::Call { ret, .. } => *ret,
+            Expr::Each { op, .. } => op.ret(),
             Expr::Inlined { body, .. } => body.ty(),
             Expr::Index { elem, .. } => *elem,
             Expr::Len(_) => Ty::Int,
@@ -331,7 +521,7 @@ impl Expr {
             Expr::Unary { arg, .. } | Expr::Index { index: arg, .. } => arg.jumps(),
             Expr::If { cond, then, other } => cond.jumps() || then.jumps() || other.jumps(),
             Expr::Block(block) => block.jumps(),
-            Expr::Call { args, .. } => args.iter().any(Expr::jumps),
+            Expr::Call { args, .. } | Expr::Each { args, .. } => args.iter().any(Expr::jumps),
             Expr::Inlined { params, body, .. } => {
                 params.iter().any(|(_, e)| e.jumps()) || body.jumps()
             }
@@ -369,7 +559,7 @@ impl Expr {
             Expr::Unary { arg, .. } | Expr::Index { index: arg, .. } => arg.size(),
             Expr::If { cond, then, other } => cond.size() + then.size() + other.size(),
             Expr::Block(block) => block.size(),
-            Expr::Call { args, .. } => args.iter().map(Expr::size).sum(),
+            Expr::Call { args, .. } | Expr::Each { args, .. } => args.iter().map(Expr::size).sum(),
             Expr::Inlined { params, body, .. } => {
                 params.iter().map(|(_, e)| e.size()).sum::<usize>() + body.size()
             }
@@ -505,7 +695,9 @@ impl Expr {
                 other.visit_mut(v);
             }
             Expr::Block(block) => block.visit_mut(v),
-            Expr::Call { args, .. } => args.iter_mut().for_each(|a| a.visit_mut(v)),
+            Expr::Call { args, .. } | Expr::Each { args, .. } => {
+                args.iter_mut().for_each(|a| a.visit_mut(v))
+            }
             Expr::Inlined { params, body, .. } => {
                 params.iter_mut().for_each(|(_, a)| a.visit_mut(v));
                 body.visit_mut(v);

@@ -57,6 +57,10 @@ pub(crate) enum Native {
     Pad,
     Keys,
     Values,
+    /// `array.extract(start, len)`: a copy of part of an array.
+    Extract,
+    /// `array.extract(start)`: from `start` to the end.
+    ExtractFrom,
     /// `target[key]` (and `map.key`).
     Index,
     /// `string += value`.
@@ -89,6 +93,8 @@ impl Native {
             ("pad", 3) => Native::Pad,
             ("keys", 1) => Native::Keys,
             ("values", 1) => Native::Values,
+            ("extract", 3) => Native::Extract,
+            ("extract", 2) => Native::ExtractFrom,
             _ => return None,
         })
     }
@@ -165,14 +171,18 @@ impl Native {
                 let map = this.as_map_ref().ok()?;
                 Some(map.values().cloned().collect::<Array>().into())
             }
+            (Native::Extract, [start, len]) => {
+                extract(this, start.as_int().ok()?, len.as_int().ok()?)
+            }
+            (Native::ExtractFrom, [start]) => extract(this, start.as_int().ok()?, i64::MAX),
             (Native::Index, [key]) => index(this, key),
             _ => None,
         }
     }
 
     /// Calls a native that changes its receiver `this` in place (see
-    /// [`Native::changes_receiver`]), with the other arguments.
-    pub(crate) fn change(self, this: &mut Dynamic, args: &[Dynamic]) -> Out {
+    /// [`Native::changes_receiver`]), with the other arguments (which it may take).
+    pub(crate) fn change(self, this: &mut Dynamic, args: &mut [Dynamic]) -> Out {
         match (self, args) {
             (Native::Trim, []) => {
                 let s = str_of(this)?;
@@ -191,7 +201,7 @@ impl Native {
                     *this = s.replace(find.as_str(), with.as_str()).into();
                 }
             }
-            (Native::Push, [item]) => this.as_array_mut().ok()?.push(item.clone()),
+            (Native::Push, [item]) => this.as_array_mut().ok()?.push(std::mem::take(item)),
             (Native::Pad, [to, item]) => {
                 let mut array = this.as_array_mut().ok()?;
                 if let Ok(to) = usize::try_from(to.as_int().ok()?)
@@ -207,6 +217,13 @@ impl Native {
     }
 }
 
+/// `map.key` (and `map["key"]`): the key's value, `()` when it is missing; `None` on anything but
+/// a map, where Rhai raises an error.
+pub(crate) fn property(this: &Dynamic, key: &str) -> Out {
+    let map = this.read_lock::<Map>()?;
+    Some(map.get(key).cloned().unwrap_or(Dynamic::UNIT))
+}
+
 /// `this[key]`: an array's element (negative counts from the end), a string's character, a map's
 /// value (`()` when missing: the tier is off for an engine that fails on a missing property).
 pub(crate) fn index(this: &Dynamic, key: &Dynamic) -> Out {
@@ -214,9 +231,8 @@ pub(crate) fn index(this: &Dynamic, key: &Dynamic) -> Out {
         let at = ops::element_at(array.len(), key.as_int().ok()?)?;
         return Some(array[at].clone());
     }
-    if let Ok(map) = this.as_map_ref() {
-        let key = key.read_lock::<ImmutableString>()?;
-        return Some(map.get(key.as_str()).cloned().unwrap_or(Dynamic::UNIT));
+    if this.is_map() {
+        return property(this, &key.read_lock::<ImmutableString>()?);
     }
     let s = this.read_lock::<ImmutableString>()?;
     let i = key.as_int().ok()?;
@@ -303,6 +319,22 @@ fn index_of(s: &str, what: &Dynamic) -> Out {
         i64::try_from(s[..at].chars().count()).unwrap_or(-1)
     });
     Some(at.into())
+}
+
+/// Rhai's `extract`: a negative start counts from the end, a length past the end stops there.
+fn extract(this: &Dynamic, start: i64, len: i64) -> Out {
+    let array = this.as_array_ref().ok()?;
+    if array.is_empty() || len <= 0 {
+        return Some(Array::new().into());
+    }
+    let size = array.len();
+    let start = match usize::try_from(start) {
+        Ok(start) if start >= size => return Some(Array::new().into()),
+        Ok(start) => start,
+        Err(_) => size - usize::try_from(start.unsigned_abs()).map_or(size, |back| back.min(size)),
+    };
+    let len = usize::try_from(len).map_or(size - start, |len| len.min(size - start));
+    Some(array[start..start + len].to_vec().into())
 }
 
 /// Rhai's `sub_string(start, len)`, characters counted; `len` `i64::MAX` for "to the end".

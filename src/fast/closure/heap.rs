@@ -25,6 +25,19 @@ pub(super) fn dynamic(e: &Expr) -> Ev<Dynamic> {
             Box::new(move |fr| Ok(fr.heap(slot).clone()))
         }
         Expr::Native { op, args, .. } => call(*op, args),
+        Expr::Each {
+            op,
+            args,
+            callee,
+            index,
+        } => super::each::each(*op, args, *callee, *index),
+        Expr::Call { callee, args, ret } if ret.is_heap() => {
+            let call = super::call(*callee, args);
+            Box::new(move |fr| {
+                call(fr)?;
+                Ok(std::mem::take(&mut fr.ret_heap))
+            })
+        }
         Expr::Guard(inner, ty) => {
             let (inner, ty) = (dynamic(inner), *ty);
             Box::new(move |fr| {
@@ -122,6 +135,7 @@ pub(super) fn scalar_bits(e: &Expr) -> Option<Ev<i64>> {
             | Expr::Coalesce { .. }
             | Expr::Mixed { .. }
             | Expr::Switch { .. }
+            | Expr::Each { .. }
     ) {
         return None;
     }
@@ -165,6 +179,7 @@ fn is_of(value: &Dynamic, ty: Ty) -> bool {
 fn call(op: Native, args: &[Expr]) -> Ev<Dynamic> {
     let this = &args[0];
     match &args[1..] {
+        [Expr::Str(key)] if op == Native::Index => property(this, key.clone()),
         [] => on_receiver(op, this, |_| Ok::<_, Bail>([])),
         [a] => {
             let a = dynamic(a);
@@ -182,7 +197,7 @@ fn call(op: Native, args: &[Expr]) -> Ev<Dynamic> {
 }
 
 /// [`call`] with the arguments made by `values`, evaluated before the receiver is taken.
-fn on_receiver<A: AsRef<[Dynamic]> + 'static>(
+fn on_receiver<A: AsRef<[Dynamic]> + AsMut<[Dynamic]> + 'static>(
     op: Native,
     this: &Expr,
     values: impl Fn(&mut Frame<'_>) -> R<A> + Send + Sync + 'static,
@@ -193,8 +208,8 @@ fn on_receiver<A: AsRef<[Dynamic]> + 'static>(
         Expr::Load(slot, _) if op.changes_receiver() => {
             let slot = *slot;
             Box::new(move |fr| {
-                let args = values(fr)?;
-                done(op.change(fr.heap_mut(slot), args.as_ref()))
+                let mut args = values(fr)?;
+                done(op.change(fr.heap_mut(slot), args.as_mut()))
             })
         }
         Expr::Load(slot, ty) if ty.is_heap() => {
@@ -214,6 +229,21 @@ fn on_receiver<A: AsRef<[Dynamic]> + 'static>(
                 let this = receiver(fr)?;
                 done(op.read(&this, values(fr)?.as_ref()))
             })
+        }
+    }
+}
+
+/// `this.key` with a constant key, read where the map is.
+fn property(this: &Expr, key: ImmutableString) -> Ev<Dynamic> {
+    let read = move |map: &Dynamic| native::property(map, &key).ok_or(Bail::Fallback);
+    match this {
+        Expr::Load(slot, ty) if ty.is_heap() => {
+            let slot = *slot;
+            Box::new(move |fr| read(fr.heap(slot)))
+        }
+        this => {
+            let this = dynamic(this);
+            Box::new(move |fr| read(&this(fr)?))
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The first back end: the typed form compiled to nested closures over a frame of unboxed 64-bit
 //! slots (floats as their bits, bools as 0/1). Pure safe Rust; compiles in microseconds.
 
+mod each;
 mod heap;
 
 use rhai::{Dynamic, EvalAltResult};
@@ -238,6 +239,13 @@ fn next_check(ops: u64, limits: &Budget) -> u64 {
 
 /// One compiled specialization.
 struct FnCode {
+    ret: Ty,
+    /// See [`Function::keeps_heap_params`] and [`Function::only_reads_heap_params`].
+    keeps_heap_params: bool,
+    only_reads_heap_params: bool,
+    /// The function as a comparer whose operands are computed once per element (not in a
+    /// profiled program, which counts every call).
+    keyed: Option<each::Keyed>,
     slots: usize,
     heap_slots: usize,
     entry_cost: u64,
@@ -308,6 +316,10 @@ impl Program {
         let fns = functions
             .iter()
             .map(|f| FnCode {
+                ret: f.ret,
+                keeps_heap_params: f.keeps_heap_params(),
+                only_reads_heap_params: f.only_reads_heap_params(),
+                keyed: (!profiled).then(|| each::Keyed::of(f)).flatten(),
                 slots: f.slots,
                 heap_slots: f.heap_slots,
                 entry_cost: f.entry_cost,
@@ -862,7 +874,7 @@ fn unit(e: &Expr) -> Ev<()> {
 }
 
 /// A call of specialization `callee`, recorded if the program is profiled.
-fn call(callee: usize, args: &[Expr]) -> Ev<i64> {
+pub(super) fn call(callee: usize, args: &[Expr]) -> Ev<i64> {
     let call = unrecorded_call(callee, args);
     let Some(frame) = RECORDED_FRAMES.with_borrow(|f| f.as_ref().map(|f| f[callee])) else {
         return call;
@@ -886,19 +898,40 @@ fn unrecorded_call(callee: usize, args: &[Expr]) -> Ev<i64> {
     {
         return shape::leafy(arg, OneArgCall(callee));
     }
-    let args: Vec<Ev<i64>> = args.iter().map(bits).collect();
+    let args: Vec<Arg> = args
+        .iter()
+        .map(|a| match a.ty().is_heap() {
+            true => Arg::Heap(heap::dynamic(a)),
+            false => Arg::Bits(bits(a)),
+        })
+        .collect();
     Box::new(move |fr| {
         enter(fr, callee, |fr, _| {
             // Each argument is pushed before the next is evaluated: a call inside one builds
-            // its frame above the arguments already written.
+            // its frame above the arguments already written. Heap arguments are the callee's
+            // first heap slots, pushed the same way.
             for arg in &args {
-                let v = arg(fr)?;
-                fr.write(fr.top, v);
-                fr.top += 1;
+                match arg {
+                    Arg::Bits(arg) => {
+                        let v = arg(fr)?;
+                        fr.write(fr.top, v);
+                        fr.top += 1;
+                    }
+                    Arg::Heap(arg) => {
+                        let v = arg(fr)?;
+                        fr.push_heap(v);
+                    }
+                }
             }
             Ok(())
         })
     })
+}
+
+/// An argument of a call: the bits of a scalar, or a heap value.
+enum Arg {
+    Bits(Ev<i64>),
+    Heap(Ev<Dynamic>),
 }
 
 /// A call with one integer argument, shaped in place (`fib(n - 1)`).
@@ -926,43 +959,81 @@ fn enter(
     callee: usize,
     pass: impl FnOnce(&mut Frame<'_>, usize) -> R<()>,
 ) -> R<i64> {
+    let program = fr.program;
+    enter_running(fr, callee, pass, |fr| (program[callee].body)(fr), |_| ())
+}
+
+/// [`enter`], running `run` in the callee's frame (its body, or a part of it); `keep` runs when
+/// it returns, while the callee's heap slots still hold its parameters (to take back a value
+/// lent to it).
+#[inline(always)]
+fn enter_running<T>(
+    fr: &mut Frame<'_>,
+    callee: usize,
+    pass: impl FnOnce(&mut Frame<'_>, usize) -> R<()>,
+    run: impl FnOnce(&mut Frame<'_>) -> R<T>,
+    keep: impl FnOnce(&mut Frame<'_>),
+) -> R<T> {
     let f = &fr.program[callee];
     if fr.depth >= fr.limits.max_depth {
         return Err(Bail::Fallback); // Rhai's "Stack overflow", raised by the re-run
     }
-    let (base, top) = (fr.base, fr.top);
+    let (base, top, heap_top) = (fr.base, fr.top, fr.heap_top);
     let need = top + f.slots;
     if fr.stack.len() < need {
         fr.stack.resize(need * 2, 0);
         fr.enter_at(base); // the stack moved
     }
-    pass(fr, top)?;
-    let heap = (f.heap_slots > 0).then(|| fr.enter_heap(f.heap_slots));
+    if let Err(stopped) = pass(fr, top) {
+        fr.top = top;
+        fr.drop_heap_from(heap_top);
+        return Err(stopped);
+    }
+    let heap = (f.heap_slots > 0).then(|| fr.enter_heap(heap_top, f.heap_slots));
     fr.enter_at(top);
     fr.top = need;
     fr.depth += 1;
-    let result = fr.tick(f.entry_cost).and_then(|()| (f.body)(fr));
+    let result = fr.tick(f.entry_cost).and_then(|()| run(fr));
     fr.depth -= 1;
     fr.enter_at(base);
     fr.top = top;
     if let Some(saved) = heap {
+        keep(fr);
         fr.leave_heap(saved);
     }
     result
 }
 
 impl Frame<'_> {
-    /// Makes room for a callee's `count` heap slots after the caller's; answers the caller's
-    /// heap base, for [`Frame::leave_heap`].
+    /// Makes a callee's `count` heap slots start at `start` (its heap arguments are there
+    /// already); answers the caller's heap base, for [`Frame::leave_heap`].
     #[cold]
-    fn enter_heap(&mut self, count: usize) -> usize {
+    fn enter_heap(&mut self, start: usize, count: usize) -> usize {
         let saved = self.heap_base;
-        self.heap_base = self.heap_top;
-        self.heap_top += count;
+        self.heap_base = start;
+        self.heap_top = start + count;
         if self.heap.len() < self.heap_top {
             self.heap.resize(self.heap_top, Dynamic::UNIT);
         }
         saved
+    }
+
+    /// Pushes a callee's heap argument after the heap slots in use.
+    fn push_heap(&mut self, value: Dynamic) {
+        if self.heap.len() <= self.heap_top {
+            self.heap.resize(self.heap_top + 1, Dynamic::UNIT);
+        }
+        self.heap[self.heap_top] = value;
+        self.heap_top += 1;
+    }
+
+    /// Frees the heap values pushed from `start` on (a call's arguments, when one stopped).
+    #[cold]
+    fn drop_heap_from(&mut self, start: usize) {
+        if self.heap_top > start {
+            self.heap[start..self.heap_top].fill(Dynamic::UNIT);
+            self.heap_top = start;
+        }
     }
 
     /// Empties the callee's heap slots (what they held is freed now) and returns to the caller's.

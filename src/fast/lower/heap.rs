@@ -117,7 +117,7 @@ impl FnLowerer<'_, '_> {
 
     /// Whether `e` is a variable a method may change: a heap local that is not a constant
     /// (Rhai refuses a changing method on a constant).
-    fn is_variable(&self, e: &Expr) -> bool {
+    pub(super) fn is_variable(&self, e: &Expr) -> bool {
         let Expr::Load(slot, ty) = e else {
             return false;
         };
@@ -165,6 +165,11 @@ impl FnLowerer<'_, '_> {
                 Ty::Unit
             }
             Native::Keys | Native::Values if matches!(this, Ty::Map | Ty::Dyn) => Ty::Array,
+            Native::Extract | Native::ExtractFrom
+                if matches!(this, Ty::Array | Ty::Dyn) && ints(&args[1..]) =>
+            {
+                Ty::Array
+            }
             _ => return Ok(None),
         };
         if op.changes_receiver() && !self.is_variable(&args[0]) {

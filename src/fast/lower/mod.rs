@@ -1,6 +1,7 @@
 //! Lowers Rhai's AST to the typed form, one specialization at a time: argument types fix every
 //! local's type, so a function is either fully typed or refused, with the reason.
 
+mod each;
 mod heap;
 
 use std::collections::HashMap;
@@ -696,17 +697,12 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
     /// as Rhai resolves it, then the natives the tier has.
     fn named_call(&mut self, name: &str, args: Vec<Expr>) -> R<Expr> {
         if self.session.source.get(name, args.len()).is_some() {
-            if args
-                .iter()
-                .any(|a| a.ty().elem().is_some() || a.ty().is_heap())
-            {
-                return self.refuse(format!("passes an array, string or map to `{name}`"));
+            // Numeric arrays are unboxed for the entry call only.
+            if args.iter().any(|a| a.ty().elem().is_some()) {
+                return self.refuse(format!("passes a numeric array to `{name}`"));
             }
             let key = (name.to_string(), args.iter().map(Expr::ty).collect());
             let (callee, ret) = self.session.spec(&key)?;
-            if ret.is_heap() {
-                return self.refuse(format!("calls `{name}`, which returns {}", ty_name(ret)));
-            }
             return Ok(Expr::Call { callee, args, ret });
         }
         self.native_call(name, args)
@@ -747,6 +743,9 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
                 let arity = call.args.len();
                 if (arity..=arity + 1).any(|n| self.session.source.get(name, n).is_some()) {
                     return self.refuse(format!("calls the script function `{name}` as a method"));
+                }
+                if let Some(each) = self.each(name, receiver.clone(), &call.args) {
+                    return each;
                 }
                 let mut args = vec![receiver];
                 for a in call.args.iter() {
