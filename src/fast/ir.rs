@@ -245,11 +245,14 @@ pub(crate) enum Stmt {
     },
     /// `slot = value` for a heap slot (a value of any type is kept as a `Dynamic`).
     StoreHeap(Slot, Expr),
-    /// `target[key] = value` on the array or map in a heap slot.
+    /// `target[key] = value` on the array or map in a heap slot. `update`: `value` reads the
+    /// element as [`Expr::Item`] (`m[k] = (m[k] ?? 0) + 1`, `a[i] += 1`), and the element is
+    /// found once.
     SetItem {
         target: Slot,
         key: Expr,
         value: Expr,
+        update: bool,
     },
     /// `for var in over`: an array's elements (`var` a `Dyn` heap slot) or a string's
     /// characters (`var` a `Char` slot, when `over` is known to be a string).
@@ -342,6 +345,8 @@ pub(crate) enum Expr {
     Interpolate(Vec<Expr>),
     /// `[a, b]`.
     Array(Vec<Expr>),
+    /// The element an updating [`Stmt::SetItem`] replaces, as it was.
+    Item,
     /// `#{a: x, b: y}`.
     Map(Vec<(rhai::ImmutableString, Expr)>),
     /// `switch value { .. }`: the block of the case equal to the value (same type), else
@@ -467,6 +472,7 @@ impl Expr {
             Expr::Char(_) => Ty::Char,
             Expr::Str(_) | Expr::Interpolate(_) => Ty::Str,
             Expr::Array(_) => Ty::Array,
+            Expr::Item => Ty::Dyn,
             Expr::Map(_) => Ty::Map,
             Expr::Native { ret, .. } | Expr::Mixed { ret, .. } => *ret,
             Expr::Guard(_, ty) | Expr::Coalesce { ty, .. } => *ty,
@@ -499,6 +505,7 @@ impl Expr {
             | Expr::Unit
             | Expr::Char(_)
             | Expr::Str(_)
+            | Expr::Item
             | Expr::Load(..)
             | Expr::Len(_) => false,
             Expr::Native { args, .. } | Expr::Interpolate(args) | Expr::Array(args) => {
@@ -537,6 +544,7 @@ impl Expr {
             | Expr::Unit
             | Expr::Char(_)
             | Expr::Str(_)
+            | Expr::Item
             | Expr::Load(..)
             | Expr::Len(_) => 0,
             Expr::Native { args, .. } | Expr::Interpolate(args) | Expr::Array(args) => {
@@ -663,6 +671,7 @@ impl Expr {
             | Expr::Unit
             | Expr::Char(_)
             | Expr::Str(_)
+            | Expr::Item
             | Expr::Load(..)
             | Expr::Len(_) => {}
             Expr::Native { args, .. } | Expr::Interpolate(args) | Expr::Array(args) => {

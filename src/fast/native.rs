@@ -246,6 +246,30 @@ pub(crate) fn index(this: &Dynamic, key: &Dynamic) -> Out {
     c.map(Dynamic::from)
 }
 
+/// `this[key] = make(element)` on an array or a map, the element found once (a missing key is
+/// added, and `make` gets `()`, what reading it gives).
+pub(crate) fn update_item<E>(
+    this: &mut Dynamic,
+    key: &Dynamic,
+    make: impl FnOnce(Dynamic) -> Result<Dynamic, E>,
+) -> Result<(), Option<E>> {
+    let place = |slot: &mut Dynamic| {
+        let item = std::mem::take(slot);
+        *slot = make(item).map_err(Some)?;
+        Ok(())
+    };
+    if let Some(mut map) = this.write_lock::<Map>() {
+        let key = key.read_lock::<ImmutableString>().ok_or(None)?;
+        return match map.get_mut(key.as_str()) {
+            Some(slot) => place(slot),
+            None => place(map.entry(key.as_str().into()).or_default()),
+        };
+    }
+    let mut array = this.write_lock::<Array>().ok_or(None)?;
+    let at = ops::element_at(array.len(), key.as_int().map_err(|_| None)?).ok_or(None)?;
+    place(&mut array[at])
+}
+
 /// `this[key] = value` on an array or a map (a missing key is added).
 pub(crate) fn set_item(this: &mut Dynamic, key: &Dynamic, value: Dynamic) -> Option<()> {
     if this.is_array() {
@@ -372,11 +396,22 @@ pub(crate) fn display(d: &Dynamic) -> Option<ImmutableString> {
     if let Some(s) = d.read_lock::<ImmutableString>() {
         return Some(s.clone());
     }
-    if d.is_unit() {
-        return Some(ImmutableString::new());
+    let mut text = String::new();
+    display_into(&mut text, d)?;
+    Some(text.into())
+}
+
+/// [`display`], written at the end of `out`.
+pub(crate) fn display_into(out: &mut String, d: &Dynamic) -> Option<()> {
+    use std::fmt::Write;
+    if let Some(s) = d.read_lock::<ImmutableString>() {
+        out.push_str(&s);
+    } else if d.is_int() || d.is_float() || d.is_bool() || d.is_char() {
+        write!(out, "{d}").ok()?;
+    } else if !d.is_unit() {
+        return None;
     }
-    let simple = d.is_int() || d.is_float() || d.is_bool() || d.is_char();
-    simple.then(|| d.to_string().into())
+    Some(())
 }
 
 /// `string += value` in place (the string is not copied when nothing else holds it).
@@ -389,12 +424,6 @@ fn append(this: &mut Dynamic, value: &Dynamic) -> Option<()> {
         *s += text.as_str();
     }
     Some(())
-}
-
-/// A map literal's keys and values.
-pub(crate) fn map_of(items: impl Iterator<Item = (ImmutableString, Dynamic)>) -> Dynamic {
-    let map: Map = items.map(|(k, v)| (k.as_str().into(), v)).collect();
-    map.into()
 }
 
 /// `lhs op rhs` where the types are known only when it runs: numbers (an int meeting a float

@@ -835,6 +835,10 @@ fn strings_arrays_and_maps_agree_with_rhai() {
         "fn f(s) { let v = [\"a\", 1]; v[0] + v[1] }",
         "fn f(s) { let v = [2, 3]; v[0] * v[1] - v[0] / v[1] }",
         "fn f(s) { let m = #{a: 1}; m.a + m.b }",
+        "fn f(s) { let a = [0, 0, 0]; let i = 0; for c in s { a[i % 3] += 1; a[-1] += i; i += 1; } a }",
+        "fn f(s) { let m = #{a: 1}; m.a = m.a * m.a + m[\"a\"]; m.b = m.b ?? s; m[s] = (m[s] ?? \"\") + s; m }",
+        "fn f(s) { let m = #{}; m[s] = m[s] + 1; m }",
+        "fn f(s) { let m = #{x: s}; m.x += m.x; m.y = m.x.len() + m.len(); m }",
     ];
     let inputs = ["abc", "", " a b a ", "日本語 a", "12", " -3 ", "2.5e1", "x"];
     let mut ran_compiled = 0;

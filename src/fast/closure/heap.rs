@@ -2,7 +2,7 @@
 //! in heap slots beside the frame's unboxed ones. A native whose receiver is a heap slot works on
 //! the slot in place, as Rhai works on the variable.
 
-use rhai::{Dynamic, ImmutableString};
+use rhai::{Dynamic, ImmutableString, Map};
 
 use super::{
     Bail, Ev, Flow, Frame, R, St, after_body, bits, block_statements, block_value, boolean,
@@ -25,6 +25,7 @@ pub(super) fn dynamic(e: &Expr) -> Ev<Dynamic> {
             Box::new(move |fr| Ok(fr.heap(slot).clone()))
         }
         Expr::Native { op, args, .. } => call(*op, args),
+        Expr::Item => Box::new(|fr| Ok(fr.item.clone())),
         Expr::Each {
             op,
             args,
@@ -69,7 +70,7 @@ pub(super) fn dynamic(e: &Expr) -> Ev<Dynamic> {
                 let mut text = String::new();
                 for part in &parts {
                     let value = part(fr)?;
-                    text.push_str(&native::display(&value).ok_or(Bail::Fallback)?);
+                    native::display_into(&mut text, &value).ok_or(Bail::Fallback)?;
                 }
                 Ok(ImmutableString::from(text).into())
             })
@@ -81,17 +82,7 @@ pub(super) fn dynamic(e: &Expr) -> Ev<Dynamic> {
                 Ok(array.into())
             })
         }
-        Expr::Map(items) => {
-            let items: Vec<(ImmutableString, Ev<Dynamic>)> =
-                items.iter().map(|(k, v)| (k.clone(), dynamic(v))).collect();
-            Box::new(move |fr| {
-                let values = items
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), v(fr)?)))
-                    .collect::<R<Vec<_>>>()?;
-                Ok(native::map_of(values.into_iter()))
-            })
-        }
+        Expr::Map(items) => map_literal(items),
         Expr::Switch {
             value,
             cases,
@@ -107,6 +98,26 @@ pub(super) fn dynamic(e: &Expr) -> Ev<Dynamic> {
         Expr::Block(block) if e.ty().is_heap() => block_value(block, dynamic(&block.value)),
         scalar => from_scalar(scalar),
     }
+}
+
+/// `#{..}`: a copy of a map made once with the keys, its values set in the keys' order (no
+/// sorting of keys per map; the subset has no side effects, so the order is not observable).
+fn map_literal(items: &[(ImmutableString, Expr)]) -> Ev<Dynamic> {
+    let mut sorted: Vec<&(ImmutableString, Expr)> = items.iter().collect();
+    sorted.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    sorted.dedup_by(|a, b| a.0 == b.0); // the parser refuses a key given twice
+    let template: Map = sorted
+        .iter()
+        .map(|(k, _)| (k.as_str().into(), Dynamic::UNIT))
+        .collect();
+    let values: Vec<Ev<Dynamic>> = sorted.iter().map(|(_, v)| dynamic(v)).collect();
+    Box::new(move |fr| {
+        let mut map = template.clone();
+        for (slot, value) in map.values_mut().zip(&values) {
+            *slot = value(fr)?;
+        }
+        Ok(map.into())
+    })
 }
 
 /// A scalar expression's value as a `Dynamic`.
@@ -233,6 +244,30 @@ fn on_receiver<A: AsRef<[Dynamic]> + AsMut<[Dynamic]> + 'static>(
     }
 }
 
+/// `target[key] = value` where `value` reads the element it replaces ([`Expr::Item`]): the
+/// element is found once, taken out for `value` and replaced. The target is out of its slot
+/// meanwhile (lowering made sure `value` does not read it).
+fn update_item(target: usize, key: Ev<Dynamic>, value: Ev<Dynamic>) -> St {
+    Box::new(move |fr| {
+        let key = match key(fr) {
+            Ok(key) => key,
+            Err(e) => return fr.stopped(e),
+        };
+        let mut this = std::mem::take(fr.heap_mut(target));
+        let updated = native::update_item(&mut this, &key, |item| {
+            fr.item = item;
+            let made = value(fr);
+            fr.item = Dynamic::UNIT;
+            made
+        });
+        *fr.heap_mut(target) = this;
+        match updated {
+            Ok(()) => Flow::Next,
+            Err(e) => fr.stopped(e.unwrap_or(Bail::Fallback)),
+        }
+    })
+}
+
 /// `this.key` with a constant key, read where the map is.
 fn property(this: &Expr, key: ImmutableString) -> Ev<Dynamic> {
     let read = move |map: &Dynamic| native::property(map, &key).ok_or(Bail::Fallback);
@@ -285,7 +320,15 @@ pub(super) fn statement(stmt: &Stmt) -> Option<St> {
                 Err(e) => fr.stopped(e),
             })
         }
-        Stmt::SetItem { target, key, value } => {
+        Stmt::SetItem {
+            target,
+            key,
+            value,
+            update: true,
+        } => update_item(*target, dynamic(key), dynamic(value)),
+        Stmt::SetItem {
+            target, key, value, ..
+        } => {
             let (target, key, value) = (*target, dynamic(key), dynamic(value));
             Box::new(move |fr| {
                 let stored = key(fr).and_then(|k| {

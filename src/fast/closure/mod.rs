@@ -101,6 +101,8 @@ pub(crate) struct Frame<'p> {
     heap_top: usize,
     /// A heap value returned.
     ret_heap: Dynamic,
+    /// The element an updating `SetItem` replaces (see [`Expr::Item`]).
+    item: Dynamic,
     /// Why a statement answered [`Flow::Bail`].
     bail: Option<Bail>,
     /// The entry call's array arguments, unboxed; an array parameter's slot holds its place here
@@ -366,6 +368,7 @@ impl Program {
             heap: heap_slots,
             heap_base: 0,
             ret_heap: Dynamic::UNIT,
+            item: Dynamic::UNIT,
             bail: None,
             arrays,
             depth: 1,

@@ -5,7 +5,7 @@
 use rhai::{Expr as RExpr, ImmutableString};
 
 use super::{FnLowerer, R, ty_name};
-use crate::fast::ir::{BinOp, Block, Expr, Native, Slot, Stmt, SwitchKey, Ty};
+use crate::fast::ir::{BinOp, Block, Expr, Native, Slot, Stmt, SwitchKey, Ty, VisitMut};
 
 impl FnLowerer<'_, '_> {
     /// Refuses when this program may not compile heap values (see `Source::no_heap`).
@@ -240,7 +240,20 @@ impl FnLowerer<'_, '_> {
                 self.binary(base, element, rhs)?
             }
         };
-        Ok(Stmt::SetItem { target, key, value })
+        Ok(match updated_item(target, &key, &value) {
+            Some(value) => Stmt::SetItem {
+                target,
+                key,
+                value,
+                update: true,
+            },
+            None => Stmt::SetItem {
+                target,
+                key,
+                value,
+                update: false,
+            },
+        })
     }
 
     /// `for var in over` where `over` is an array or a string.
@@ -426,4 +439,62 @@ fn ints(args: &[Expr]) -> bool {
 
 fn strs(args: &[Expr]) -> bool {
     args.iter().all(|a| a.ty() == Ty::Str)
+}
+
+/// `value` with its reads of `target[key]` made [`Expr::Item`], when it reads the target nowhere
+/// else and has no blocks or calls (nothing else may see the target while its element is being
+/// replaced); `None` otherwise.
+fn updated_item(target: Slot, key: &Expr, value: &Expr) -> Option<Expr> {
+    struct Fuse<'k> {
+        target: Slot,
+        key: &'k Expr,
+        loads: usize,
+        replaced: usize,
+        other: bool,
+    }
+    impl VisitMut for Fuse<'_> {
+        fn expr(&mut self, e: &mut Expr) {
+            match e {
+                Expr::Load(slot, ty) if *slot == self.target && ty.is_heap() => self.loads += 1,
+                Expr::Native {
+                    op: Native::Index,
+                    args,
+                    ..
+                } if matches!(args[0], Expr::Load(slot, _) if slot == self.target)
+                    && same_key(&args[1], self.key) =>
+                {
+                    *e = Expr::Item;
+                    self.replaced += 1;
+                }
+                Expr::Block(_)
+                | Expr::If { .. }
+                | Expr::Switch { .. }
+                | Expr::Call { .. }
+                | Expr::Each { .. }
+                | Expr::Inlined { .. } => self.other = true,
+                _ => {}
+            }
+        }
+    }
+    let mut value = value.clone();
+    let mut fuse = Fuse {
+        target,
+        key,
+        loads: 0,
+        replaced: 0,
+        other: false,
+    };
+    value.visit_mut(&mut fuse);
+    let only_the_item = fuse.replaced > 0 && fuse.loads == fuse.replaced;
+    (only_the_item && !fuse.other).then_some(value)
+}
+
+/// Whether two keys are the same value: one variable, or equal constants.
+fn same_key(a: &Expr, b: &Expr) -> bool {
+    match (a, b) {
+        (Expr::Load(x, tx), Expr::Load(y, ty)) => x == y && tx.is_heap() == ty.is_heap(),
+        (Expr::Str(x), Expr::Str(y)) => x == y,
+        (Expr::Int(x), Expr::Int(y)) => x == y,
+        _ => false,
+    }
 }
