@@ -316,12 +316,20 @@ fn with_pattern<T>(d: &Dynamic, f: impl FnOnce(&str) -> T) -> Option<T> {
 }
 
 fn split(s: &ImmutableString, by: &Dynamic) -> Out {
-    let parts: Array = with_pattern(by, |by| {
-        if s.is_empty() || (!by.is_empty() && !s.contains(by)) {
-            vec![s.clone().into()]
-        } else {
-            s.split(by).map(Into::into).collect()
+    let parts: Array = with_pattern(by, |by| match by.as_bytes() {
+        _ if s.is_empty() => vec![s.clone().into()],
+        // One byte is an ASCII character: found with memchr, and counted first so that the
+        // array is allocated once.
+        &[b] => {
+            let mut parts = Array::with_capacity(1 + s.bytes().filter(|&c| c == b).count());
+            parts.extend(
+                s.split(char::from(b))
+                    .map(|p| Dynamic::from(ImmutableString::from(p))),
+            );
+            parts
         }
+        _ if !by.is_empty() && !s.contains(by) => vec![s.clone().into()],
+        _ => s.split(by).map(Into::into).collect(),
     })?;
     Some(parts.into())
 }
@@ -367,26 +375,29 @@ fn sub_string(s: &str, start: i64, len: i64) -> Out {
     if s.is_empty() || len <= 0 {
         return empty();
     }
-    let chars: Vec<char> = s.chars().collect();
+    let count = s.chars().count();
     let offset = if start < 0 {
         let Ok(back) = usize::try_from(start.unsigned_abs()) else {
             return empty();
         };
-        chars.len().saturating_sub(back)
+        count.saturating_sub(back)
     } else {
         let start = usize::try_from(start).ok()?;
-        if start >= chars.len() {
+        if start >= count {
             return empty();
         }
         start
     };
-    let len =
-        usize::try_from(len).map_or(chars.len() - offset, |len| match len.checked_add(offset) {
-            Some(end) if end <= chars.len() => len,
-            _ => chars.len() - offset,
-        });
-    let text: String = chars[offset..offset + len].iter().collect();
-    Some(text.into())
+    let len = usize::try_from(len).map_or(count - offset, |len| match len.checked_add(offset) {
+        Some(end) if end <= count => len,
+        _ => count - offset,
+    });
+    // The byte where character `at` starts (ASCII text: `at` itself).
+    let byte = |at: usize| match count == s.len() {
+        true => at,
+        false => s.char_indices().nth(at).map_or(s.len(), |(b, _)| b),
+    };
+    Some(ImmutableString::from(&s[byte(offset)..byte(offset + len)]).into())
 }
 
 /// What `to_string` (and so interpolation and `string + value`) makes of a value the tier

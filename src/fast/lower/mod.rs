@@ -126,6 +126,21 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// Whether specialization `key` lowers; nothing of it is kept.
+    fn would_lower(&mut self, key: &SpecKey) -> R<bool> {
+        let (started, guessed) = (self.functions.len(), self.guesses.len());
+        let lowered = match self.spec(key) {
+            Ok(_) => true,
+            Err(Refusal::No(_)) => false,
+            Err(retry) => return Err(retry),
+        };
+        self.functions.truncate(started);
+        self.ids.retain(|_, id| *id < started);
+        self.in_progress.retain(|id, _| *id < started);
+        self.guesses.truncate(guessed);
+        Ok(lowered)
+    }
+
     /// The id and return type of a specialization, lowering it first if needed.
     fn spec(&mut self, key: &SpecKey) -> R<(usize, Ty)> {
         if let Some(&id) = self.ids.get(key) {
@@ -701,11 +716,38 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             if args.iter().any(|a| a.ty().elem().is_some()) {
                 return self.refuse(format!("passes a numeric array to `{name}`"));
             }
-            let key = (name.to_string(), args.iter().map(Expr::ty).collect());
+            let key: SpecKey = (name.to_string(), args.iter().map(Expr::ty).collect());
+            if self.unboxed_is_better(&key)? {
+                return self.refuse(format!(
+                    "passes an array to `{name}`, which runs on unboxed numbers when Rhai calls it"
+                ));
+            }
             let (callee, ret) = self.session.spec(&key)?;
             return Ok(Expr::Call { callee, args, ret });
         }
         self.native_call(name, args)
+    }
+
+    /// Whether `key` passes arrays that its function would take unboxed, as arrays of floats
+    /// or of ints: a call from Rhai unboxes them, and the function runs several times faster
+    /// than on arrays of any values (the caller then stays in Rhai).
+    fn unboxed_is_better(&mut self, key: &SpecKey) -> R<bool> {
+        if !key.1.contains(&Ty::Array) {
+            return Ok(false);
+        }
+        for numbers in [Ty::FloatArray, Ty::IntArray] {
+            let params = key
+                .1
+                .iter()
+                .map(|&t| if t == Ty::Array { numbers } else { t });
+            if self
+                .session
+                .would_lower(&(key.0.clone(), params.collect()))?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// A call of the native `name`: one of the tier's natives for these types, else an
