@@ -49,8 +49,10 @@ impl VisitMut for Into<'_> {
             return;
         };
         let callee = &self.functions[*callee];
-        // A callee with heap slots keeps its own (they are numbered apart and freed on return).
-        let small = callee.heap_slots == 0 && callee.body.size() <= MAX_SIZE;
+        // A callee with heap slots keeps its own (they are numbered apart and freed on return),
+        // and one that returns a heap value returns it through the frame.
+        let scalar = callee.heap_slots == 0 && !callee.ret.is_heap();
+        let small = scalar && callee.body.size() <= MAX_SIZE;
         if self.copies < MAX_COPIES && !callee.body.jumps() && small {
             *e = self.copy(callee, std::mem::take(args));
         }

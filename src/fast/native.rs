@@ -340,6 +340,9 @@ fn contains(this: &Dynamic, what: &Dynamic) -> Out {
         return Some(map.contains_key(key.as_str()).into());
     }
     let s = this.read_lock::<ImmutableString>()?;
+    if let Ok(c) = what.as_char() {
+        return Some(s.contains(c).into());
+    }
     with_pattern(what, |p| s.contains(p)).map(Dynamic::from)
 }
 

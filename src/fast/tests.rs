@@ -816,6 +816,9 @@ fn closures_and_calls_with_heap_values_agree_with_rhai() {
         "fn tail(a) { a.extract(1) } fn f(a) { [tail(a), a.extract(-2, 1), a.extract(0, 100), a.extract(9)] }",
         "fn big(v) { v > 2 } fn f(a) { a.filter(Fn(\"big\")) }",
         "fn label(r) { `#${r}` } fn f(a) { a.map(|v| label(v)) }",
+        // Small callees that return strings (copied in place unless they return heap values).
+        "fn dash(n) { \"-\" + n } fn f(a) { dash(a.len()) + dash(1) }",
+        "fn xs(n) { if n == 0 { \"\" } else { \"x\" + xs(n - 1) } } fn f(a) { xs(a.len()) }",
         "fn f(a) { let e = []; e.sort(|x, y| 1); a.map(|v| [v].map(|w| w)) }",
         // A function that changes its parameter changes a copy, never the caller's element.
         "fn f(a) { let b = a; b.sort(|x, y| { let c = x; c.id = 0; y.id - c.id }); [a, b] }",

@@ -150,6 +150,9 @@ pub(super) fn scalar_bits(e: &Expr) -> Option<Ev<i64>> {
     ) {
         return None;
     }
+    if let Some(test) = char_test(e) {
+        return Some(test);
+    }
     let ty = e.ty();
     // The conversion below checks a guard's type itself.
     let value = match e {
@@ -420,6 +423,52 @@ fn for_each(
 }
 
 /// A `Char` expression's code point, for the forms only the heap subset makes.
+/// `text.contains(c)` (or `starts_with`, `ends_with`) on a character, answered as bits with
+/// no `Dynamic` made for the character or the answer (a char scan's inner test).
+fn char_test(e: &Expr) -> Option<Ev<i64>> {
+    let Expr::Native { op, args, .. } = e else {
+        return None;
+    };
+    let test: fn(&str, char) -> bool = match op {
+        Native::Contains => |s, c| s.contains(c),
+        Native::StartsWith => |s, c| s.starts_with(c),
+        Native::EndsWith => |s, c| s.ends_with(c),
+        _ => return None,
+    };
+    let [this, c] = &args[..] else {
+        return None;
+    };
+    if c.ty() != Ty::Char || !matches!(this.ty(), Ty::Str) {
+        return None;
+    }
+    let c = super::code(c);
+    let answer = move |s: &Dynamic, code: i64| {
+        let s = s.read_lock::<ImmutableString>().ok_or(Bail::Fallback)?;
+        let c = char::from_u32(code as u32).ok_or(Bail::Fallback)?;
+        Ok(i64::from(test(&s, c)))
+    };
+    Some(match this {
+        Expr::Str(s) => {
+            let s = Dynamic::from(s.clone());
+            Box::new(move |fr| answer(&s, c(fr)?))
+        }
+        Expr::Load(slot, _) => {
+            let slot = *slot;
+            Box::new(move |fr| {
+                let code = c(fr)?;
+                answer(fr.heap(slot), code)
+            })
+        }
+        this => {
+            let this = dynamic(this);
+            Box::new(move |fr| {
+                let s = this(fr)?;
+                answer(&s, c(fr)?)
+            })
+        }
+    })
+}
+
 pub(super) fn char_code(e: &Expr) -> Option<Ev<i64>> {
     match e {
         Expr::Char(c) => {
