@@ -76,6 +76,32 @@ impl Function {
         !uses.changed && uses.loads == uses.reads
     }
 
+    /// Whether the body assigns to one of its first `count` parameters.
+    pub(crate) fn changes_params(&self, count: usize) -> bool {
+        let first = &self.params[..count.min(self.params.len())];
+        let heap = first.iter().filter(|t| t.is_heap()).count();
+        let scalars = first.len() - heap;
+        let mut uses = ParamUses {
+            params: heap,
+            changed: false,
+            loads: 0,
+            reads: 0,
+        };
+        let mut body = self.body.clone();
+        body.visit_mut(&mut uses);
+        struct Stores(Slot, bool);
+        impl VisitMut for Stores {
+            fn stmt(&mut self, s: &mut Stmt) {
+                if let Stmt::Store(slot, _) = s {
+                    self.1 |= *slot < self.0;
+                }
+            }
+        }
+        let mut stores = Stores(scalars, false);
+        body.visit_mut(&mut stores);
+        uses.changed || stores.1
+    }
+
     fn heap_param_uses(&self) -> ParamUses {
         let mut uses = ParamUses {
             params: self.params.iter().filter(|t| t.is_heap()).count(),
@@ -359,10 +385,12 @@ pub(crate) enum Expr {
     },
     /// `array.op(f)`: Rhai's array method `op`, calling specialization `callee` (a closure or a
     /// script function, given as a function pointer) on each element, with the element's index
-    /// as its last argument when `index`. `args`: the receiver, then `reduce`'s initial value.
+    /// as its last argument when `index`. `args`: the receiver, the values of the `captured`
+    /// variables of a closure (its first parameters), then `reduce`'s initial value.
     Each {
         op: EachOp,
         args: Vec<Expr>,
+        captured: usize,
         callee: usize,
         index: bool,
     },

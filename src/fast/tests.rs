@@ -670,6 +670,11 @@ fn closure_function() -> impl Strategy<Value = String> {
             ".sort(|a, b| if a.score == b.score { a.id - b.id } else { b.score - a.score })",
             ".sort(|a, b| a.name > b.name)",
             ".sort(|a, b| 0)",
+            // Captured variables (`k` and `tag` are the function's locals).
+            ".filter(|r| (r.score ?? 0) >= k)",
+            ".filter(|r| r.name.contains(tag))",
+            ".sort(|a, b| (a.score ?? k) - (b.score ?? k))",
+            ".map(|r| #{id: r.id, score: (r.score ?? 0) + k, name: `${tag}${r.name}`})",
         ][..],
     );
     let end = select(
@@ -688,7 +693,7 @@ fn closure_function() -> impl Strategy<Value = String> {
                 None => format!("v = v{s};"),
             })
             .collect();
-        format!("fn f(a) {{ let v = a; {steps} {end} }}")
+        format!("fn f(a) {{ let k = 40; let tag = \"b\"; let v = a; {steps} {end} }}")
     })
 }
 
@@ -827,6 +832,13 @@ fn closures_and_calls_with_heap_values_agree_with_rhai() {
         "fn f(a) { [a.filter(|r| { r.score = 1; true }), a] }",
         "fn f(a) { let b = a; b.sort(|x, y| { x += 1; y - x }); [a, b] }",
         "fn f(a) { [a.map(|v| v), a.reduce(|r, v| v, 0), a] }",
+        // Closures that capture variables: scalars, strings, maps, the array itself.
+        "fn f(a) { let k = 2; a.filter(|v| v > k) }",
+        "fn f(a) { let k = 2; let t = \"x\"; a.map(|v| `${t}${v + k}`) }",
+        "fn f(a) { let lim = 5; let b = a; b.sort(|x, y| (x - y) * lim); b }",
+        "fn f(a) { let w = #{k: 1}; [a.map(|v| w.k + v), w] }",
+        "fn f(a) { let n = 1; let r = a.reduce(|s, v| s + v * n, 0); n += 1; [r, n] }",
+        "fn f(a) { let m = #{id: 3}; a.filter(|r| r.id != m.id).map(|r, i| r.id + m.id + i) }",
     ];
     let records = |scores: &[Dynamic]| -> Dynamic {
         let items = scores.iter().enumerate().map(|(id, score)| {
@@ -860,10 +872,15 @@ fn closures_and_calls_with_heap_values_agree_with_rhai() {
     );
     compiles(cases[9], "f", vec![inputs[5].clone()]);
     compiles(cases[12], "f", vec![inputs[6].clone()]);
+    for captures in cases.iter().filter(|c| c.contains("let k = 2")) {
+        compiles(captures, "f", vec![inputs[0].clone()]);
+    }
     // A constant cannot be sorted; a captured variable, `this` and a script `filter` stay Rhai's.
     let refused = [
         "fn f(a) { const b = [2, 1]; b.sort(|x, y| x - y); b }",
-        "fn f(a) { let k = 2; a.filter(|v| v > k) }",
+        "fn f(a) { let k = 0; a.filter(|v| { k += 1; v > k }); k }",
+        "fn f(a) { let m = #{n: 0}; a.filter(|v| { m.n = v; true }); m }",
+        "fn f(a) { a.filter(|v| a.len() > v) }",
         "fn f(a) { a.map(|| this * 2) }",
         "fn filter(a, b) { 1 } fn f(a) { a.filter(|v| true) }",
         "fn f(a) { a.reduce(|r| r) }",

@@ -3,52 +3,102 @@
 //! `array_basic.rs` line by line; anything the compiled function cannot do sends the whole call
 //! back to Rhai, which then does it (and its error handling) itself.
 
-use std::{cmp::Ordering, panic};
+use std::{cell::RefCell, cmp::Ordering, panic};
 
 use rhai::{Array, Dynamic};
 
-use super::{Bail, Ev, Frame, R, RECORDED_FRAMES, Scalar, enter_running, heap::dynamic};
+use super::{Bail, Ev, Frame, R, RECORDED_FRAMES, Scalar, bits, enter_running, heap::dynamic};
 use crate::fast::{
     ir::{BinOp, EachOp, Expr, Function, Ty},
     native,
 };
 
-/// `args[0].op(callee)`; `index`: the callee takes the element's index last.
-pub(super) fn each(op: EachOp, args: &[Expr], callee: usize, index: bool) -> Ev<Dynamic> {
-    let f = Callee {
-        id: callee,
-        index,
-        recorded: RECORDED_FRAMES.with_borrow(|f| f.as_ref().map(|f| f[callee])),
+/// `args[0].op(callee)`, `args[1..=captured]` the values of a closure's captured variables;
+/// `index`: the callee takes the element's index last.
+pub(super) fn each(
+    op: EachOp,
+    args: &[Expr],
+    captured: usize,
+    callee: usize,
+    index: bool,
+) -> Ev<Dynamic> {
+    let recorded = RECORDED_FRAMES.with_borrow(|f| f.as_ref().map(|f| f[callee]));
+    let captures: Vec<Capture> = args[1..=captured]
+        .iter()
+        .map(|a| match a.ty().is_heap() {
+            true => Capture::Heap(dynamic(a)),
+            false => Capture::Bits(bits(a)),
+        })
+        .collect();
+    let initial = args.get(1 + captured).map(dynamic);
+    let before = move |fr: &mut Frame<'_>| -> R<Before> {
+        let mut captured = Captured::default();
+        for capture in &captures {
+            match capture {
+                Capture::Bits(value) => captured.bits.push(value(fr)?),
+                Capture::Heap(value) => captured.heap.get_mut().push(value(fr)?),
+            }
+        }
+        let initial = initial.as_ref().map(|i| i(fr)).transpose()?;
+        Ok(Before { captured, initial })
     };
-    let initial = args.get(1).map(dynamic);
-    on_array(&args[0], initial, move |fr, array, initial| match op {
-        EachOp::Map => f.map(fr, array),
-        EachOp::Filter => f.filter(fr, array),
-        EachOp::Reduce => f.reduce(fr, array, initial.unwrap_or(Dynamic::UNIT)),
-        EachOp::Sort => f.sort(fr, array).map(|()| Dynamic::UNIT),
-        EachOp::All => f.find(fr, array, false).map(|found| (!found).into()),
-        EachOp::Some => f.find(fr, array, true).map(Dynamic::from),
+    on_array(&args[0], before, move |fr, array, before| {
+        let f = Callee {
+            id: callee,
+            index,
+            recorded,
+            captured: &before.captured,
+        };
+        match op {
+            EachOp::Map => f.map(fr, array),
+            EachOp::Filter => f.filter(fr, array),
+            EachOp::Reduce => f.reduce(fr, array, before.initial.unwrap_or(Dynamic::UNIT)),
+            EachOp::Sort => f.sort(fr, array).map(|()| Dynamic::UNIT),
+            EachOp::All => f.find(fr, array, false).map(|found| (!found).into()),
+            EachOp::Some => f.find(fr, array, true).map(Dynamic::from),
+        }
     })
+}
+
+/// A captured variable's value, as the closure's parameter of its type takes it.
+enum Capture {
+    Bits(Ev<i64>),
+    Heap(Ev<Dynamic>),
+}
+
+/// What a method evaluates before it takes its array: the closure's captured values and
+/// `reduce`'s initial value.
+struct Before {
+    captured: Captured,
+    initial: Option<Dynamic>,
+}
+
+/// A closure's captured values, passed before the element on every call (the heap ones lent
+/// when the closure keeps its parameters, hence the cell).
+#[derive(Default)]
+struct Captured {
+    bits: Vec<i64>,
+    heap: RefCell<Vec<Dynamic>>,
 }
 
 /// Runs `f` on the array `receiver`: a variable's own array (taken out of its slot while `f`
 /// runs: the function cannot see the caller's variables) or the value of an expression.
-/// `before`: a value evaluated first, as Rhai evaluates a method's arguments before its target.
+/// `before` is evaluated first (it may read the array's variable), as Rhai evaluates a method's
+/// arguments before its target.
 fn on_array(
     receiver: &Expr,
-    before: Option<Ev<Dynamic>>,
-    f: impl Fn(&mut Frame<'_>, &mut Array, Option<Dynamic>) -> R<Dynamic> + Send + Sync + 'static,
+    before: impl Fn(&mut Frame<'_>) -> R<Before> + Send + Sync + 'static,
+    f: impl Fn(&mut Frame<'_>, &mut Array, Before) -> R<Dynamic> + Send + Sync + 'static,
 ) -> Ev<Dynamic> {
-    let apply = move |fr: &mut Frame<'_>, value: &mut Dynamic, first: Option<Dynamic>| {
+    let apply = move |fr: &mut Frame<'_>, value: &mut Dynamic, first: Before| {
         let mut array = value.as_array_mut().map_err(|_| Bail::Fallback)?;
         f(fr, &mut array, first)
     };
-    let first = move |fr: &mut Frame<'_>| before.as_ref().map(|b| b(fr)).transpose();
     match receiver {
         Expr::Load(slot, ty) if ty.is_heap() => {
             let slot = *slot;
             Box::new(move |fr| {
-                let first = first(fr)?;
+                let first = before(fr)?;
                 let mut value = std::mem::take(fr.heap_mut(slot));
                 let result = apply(fr, &mut value, first);
                 *fr.heap_mut(slot) = value;
@@ -59,7 +109,7 @@ fn on_array(
             let receiver = dynamic(receiver);
             Box::new(move |fr| {
                 let mut value = receiver(fr)?;
-                let first = first(fr)?;
+                let first = before(fr)?;
                 apply(fr, &mut value, first)
             })
         }
@@ -124,17 +174,18 @@ fn ordering(sign: Option<i64>, x: &Dynamic, y: &Dynamic) -> Ordering {
 
 /// The compiled function a method calls.
 #[derive(Clone, Copy)]
-struct Callee {
+struct Callee<'c> {
     id: usize,
     index: bool,
     /// Its profiler frame, in a profiled program.
     recorded: Option<u32>,
+    captured: &'c Captured,
 }
 
 /// Aborts a sort from inside its comparer (without the panic hook's message).
 struct SortStopped;
 
-impl Callee {
+impl Callee<'_> {
     fn map(self, fr: &mut Frame<'_>, array: &mut Array) -> R<Dynamic> {
         let mut out = Array::with_capacity(array.len());
         for at in 0..array.len() {
@@ -303,7 +354,7 @@ impl Callee {
             true => std::mem::take(place),
             false => place.clone(),
         };
-        let param = usize::from(result.is_some());
+        let param = self.captured.heap.borrow().len() + usize::from(result.is_some());
         let take_back = |fr: &mut Frame<'_>| {
             if lend {
                 *place = std::mem::take(fr.heap_mut(param));
@@ -327,15 +378,35 @@ impl Callee {
         if let (Some(frame), Some(record)) = (self.recorded, &mut fr.record) {
             record.enter(frame);
         }
+        let lend = fr.program[self.id].keeps_heap_params;
         let pass = |fr: &mut Frame<'_>, _| {
+            for v in self.captured.heap.borrow_mut().iter_mut() {
+                fr.push_heap(match lend {
+                    true => std::mem::take(v),
+                    false => v.clone(),
+                });
+            }
             for v in values {
                 fr.push_heap(v);
+            }
+            for &bits in &self.captured.bits {
+                fr.write(fr.top, bits);
+                fr.top += 1;
             }
             if self.index {
                 fr.write(fr.top, at as i64);
                 fr.top += 1;
             }
             Ok(())
+        };
+        let keep = |fr: &mut Frame<'_>| {
+            if lend {
+                let mut captured = self.captured.heap.borrow_mut();
+                for (param, v) in captured.iter_mut().enumerate() {
+                    *v = std::mem::take(fr.heap_mut(param));
+                }
+            }
+            keep(fr)
         };
         let program = fr.program;
         let body = |fr: &mut Frame<'_>| (program[self.id].body)(fr);

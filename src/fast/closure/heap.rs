@@ -29,9 +29,10 @@ pub(super) fn dynamic(e: &Expr) -> Ev<Dynamic> {
         Expr::Each {
             op,
             args,
+            captured,
             callee,
             index,
-        } => super::each::each(*op, args, *callee, *index),
+        } => super::each::each(*op, args, *captured, *callee, *index),
         Expr::Call { callee, args, ret } if ret.is_heap() => {
             let call = super::call(*callee, args);
             Box::new(move |fr| {

@@ -141,6 +141,14 @@ impl Session<'_> {
         Ok(lowered)
     }
 
+    /// Whether lowered specialization `id` assigns to one of its first `count` parameters (one
+    /// still being lowered is assumed to).
+    fn changes_params(&self, id: usize, count: usize) -> bool {
+        self.functions[id]
+            .as_ref()
+            .is_none_or(|f| f.changes_params(count))
+    }
+
     /// The id and return type of a specialization, lowering it first if needed.
     fn spec(&mut self, key: &SpecKey) -> R<(usize, Ty)> {
         if let Some(&id) = self.ids.get(key) {
@@ -786,8 +794,8 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
                 if (arity..=arity + 1).any(|n| self.session.source.get(name, n).is_some()) {
                     return self.refuse(format!("calls the script function `{name}` as a method"));
                 }
-                if let Some(each) = self.each(name, receiver.clone(), &call.args) {
-                    return each;
+                if let Some((op, f)) = Self::each_method(name, &call.args) {
+                    return self.each_call(op, name, receiver, &f, &call.args[1..]);
                 }
                 let mut args = vec![receiver];
                 for a in call.args.iter() {
