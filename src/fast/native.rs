@@ -224,6 +224,14 @@ pub(crate) fn property(this: &Dynamic, key: &str) -> Out {
     Some(map.get(key).cloned().unwrap_or(Dynamic::UNIT))
 }
 
+/// `this[at]` on an array (negative counts from the end); `None` on anything else, or out of
+/// bounds, where Rhai raises an error (a string's character is left to [`index`]).
+pub(crate) fn element(this: &Dynamic, at: i64) -> Out {
+    let array = this.read_lock::<Array>()?;
+    let at = ops::element_at(array.len(), at)?;
+    Some(array[at].clone())
+}
+
 /// `this[key]`: an array's element (negative counts from the end), a string's character, a map's
 /// value (`()` when missing: the tier is off for an engine that fails on a missing property).
 pub(crate) fn index(this: &Dynamic, key: &Dynamic) -> Out {
@@ -443,7 +451,7 @@ fn append(this: &mut Dynamic, value: &Dynamic) -> Option<()> {
 /// `lhs op rhs` where the types are known only when it runs: numbers (an int meeting a float
 /// becomes a float), strings and characters joined or compared, bools compared.
 pub(crate) fn mixed(op: BinOp, lhs: &Dynamic, rhs: &Dynamic) -> Out {
-    if let (Ok(x), Ok(y)) = (lhs.as_int(), rhs.as_int()) {
+    if let (Some(x), Some(y)) = (int(lhs), int(rhs)) {
         return ints(op, x, y);
     }
     if let (Some(x), Some(y)) = (number(lhs), number(rhs)) {
@@ -467,10 +475,16 @@ pub(crate) fn mixed(op: BinOp, lhs: &Dynamic, rhs: &Dynamic) -> Out {
     compared(op, ordering)
 }
 
+/// An int's value (checked first: a failed `as_int` builds its error's type name).
+fn int(d: &Dynamic) -> Option<i64> {
+    d.is_int().then(|| d.as_int().ok()).flatten()
+}
+
 fn number(d: &Dynamic) -> Option<f64> {
-    d.as_float()
-        .ok()
-        .or_else(|| d.as_int().ok().map(|i| i as f64))
+    match d.is_float() {
+        true => d.as_float().ok(),
+        false => int(d).map(|i| i as f64),
+    }
 }
 
 fn ints(op: BinOp, x: i64, y: i64) -> Out {

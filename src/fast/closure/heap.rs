@@ -195,6 +195,9 @@ fn call(op: Native, args: &[Expr]) -> Ev<Dynamic> {
     let this = &args[0];
     match &args[1..] {
         [Expr::Str(key)] if op == Native::Index => property(this, key.clone()),
+        [at] if op == Native::Index && at.ty() == Ty::Int && this.ty() == Ty::Array => {
+            element(this, at)
+        }
         [] => on_receiver(op, this, |_| Ok::<_, Bail>([])),
         [a] => {
             let a = dynamic(a);
@@ -270,6 +273,27 @@ fn update_item(target: usize, key: Ev<Dynamic>, value: Ev<Dynamic>) -> St {
             Err(e) => fr.stopped(e.unwrap_or(Bail::Fallback)),
         }
     })
+}
+
+/// `array[at]` with an int index, read where the array is (no `Dynamic` made for the index).
+fn element(this: &Expr, at: &Expr) -> Ev<Dynamic> {
+    let at = super::int(at);
+    match this {
+        Expr::Load(slot, _) => {
+            let slot = *slot;
+            Box::new(move |fr| {
+                let at = at(fr)?;
+                native::element(fr.heap(slot), at).ok_or(Bail::Fallback)
+            })
+        }
+        this => {
+            let this = dynamic(this);
+            Box::new(move |fr| {
+                let array = this(fr)?;
+                native::element(&array, at(fr)?).ok_or(Bail::Fallback)
+            })
+        }
+    }
 }
 
 /// `this.key` with a constant key, read where the map is.
@@ -423,7 +447,6 @@ fn for_each(
     })
 }
 
-/// A `Char` expression's code point, for the forms only the heap subset makes.
 /// `text.contains(c)` (or `starts_with`, `ends_with`) on a character, answered as bits with
 /// no `Dynamic` made for the character or the answer (a char scan's inner test).
 fn char_test(e: &Expr) -> Option<Ev<i64>> {
@@ -470,6 +493,7 @@ fn char_test(e: &Expr) -> Option<Ev<i64>> {
     })
 }
 
+/// A `Char` expression's code point, for the forms only the heap subset makes.
 pub(super) fn char_code(e: &Expr) -> Option<Ev<i64>> {
     match e {
         Expr::Char(c) => {
