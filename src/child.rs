@@ -86,6 +86,7 @@ enum Entry {
 
 /// Serves the parent as a worker (or tells it why not); never returns.
 fn become_worker(entry: Entry) -> ! {
+    crate::memory::reuse_freed_buffers();
     let served = local::child::connect().and_then(|parent| serve(Arc::new(parent), entry));
     let code = match served {
         Ok(()) => 0,

@@ -357,6 +357,7 @@ impl RunOptions {
 }
 
 fn main() -> ExitCode {
+    mpscript::reuse_freed_buffers();
     mpscript::run_worker_if_requested();
     let (ours, script_args) = split_at_script(std::env::args_os().collect());
     let command = match Cli::parse_from(ours).command {
