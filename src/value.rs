@@ -10,7 +10,7 @@ use std::{
     },
 };
 
-use rhai::{Array, Blob, Dynamic, FnPtr, Map, ScriptFuncDef, Shared};
+use rhai::{Array, Blob, Dynamic, FnPtr, ImmutableString, Map, ScriptFuncDef, Shared};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
@@ -35,8 +35,8 @@ pub(crate) enum Value {
     Float(f64),
     /// A character.
     Char(char),
-    /// A string.
-    Str(String),
+    /// A string: Rhai's own, shared, so sending one does not copy it before it is encoded.
+    Str(#[serde(serialize_with = "str_ser", deserialize_with = "str_de")] ImmutableString),
     /// A blob of bytes.
     Blob(#[serde(with = "serde_bytes")] Vec<u8>),
     /// An array whose items are all integers (a compact fast path).
@@ -321,6 +321,16 @@ impl Drop for DepthGuard {
     }
 }
 
+/// A string as postcard's `str` (the wire format of a `String`).
+fn str_ser<S: Serializer>(s: &ImmutableString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(s)
+}
+
+/// A string decoded into its own buffer, which becomes Rhai's string without another copy.
+fn str_de<'de, D: Deserializer<'de>>(d: D) -> Result<ImmutableString, D::Error> {
+    String::deserialize(d).map(ImmutableString::from)
+}
+
 fn nested_ser<T: Serialize, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
     let _guard = DepthGuard::enter().ok_or_else(|| {
         serde::ser::Error::custom(format!("value nested deeper than {MAX_DEPTH} levels"))
@@ -496,7 +506,7 @@ fn to_value(value: &Dynamic, depth: usize) -> Result<Value, Error> {
         return Ok(Value::Char(c));
     }
     if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
-        return Ok(Value::Str(s.to_string()));
+        return Ok(Value::Str(s.clone()));
     }
     if let Some(b) = value.read_lock::<Blob>() {
         return Ok(Value::Blob(b.clone()));

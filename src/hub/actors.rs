@@ -247,7 +247,7 @@ impl Actors {
                     pid: p.pid,
                 },
             ),
-            ("reason".into(), Value::Str(ending.reason.clone())),
+            ("reason".into(), Value::Str(ending.reason.as_str().into())),
         ]));
     }
 }

@@ -36,7 +36,7 @@ impl Inner {
             MapAction::Remove(key) => Reply::Value(map.remove(&key).unwrap_or(Value::Unit)),
             MapAction::Contains(key) => Reply::Bool(map.contains_key(&key)),
             MapAction::Keys => Reply::Value(Value::Array(
-                map.keys().map(|k| Value::Str(k.clone())).collect(),
+                map.keys().map(|k| Value::Str(k.as_str().into())).collect(),
             )),
             MapAction::Len => Reply::Len(map.len() as u64),
             MapAction::ToMap => Reply::Value(Value::Map(

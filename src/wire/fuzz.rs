@@ -19,7 +19,7 @@ fn value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::Int),
         any::<f64>().prop_map(Value::Float),
         any::<char>().prop_map(Value::Char),
-        ".{0,40}".prop_map(Value::Str),
+        ".{0,40}".prop_map(|s| Value::Str(s.into())),
         proptest::collection::vec(any::<u8>(), 0..64).prop_map(Value::Blob),
         proptest::collection::vec(any::<i64>(), 0..32).prop_map(Value::IntArray),
         proptest::collection::vec(any::<f64>(), 0..32).prop_map(Value::FloatArray),
