@@ -63,49 +63,15 @@ pub(crate) struct Function {
 }
 
 impl Function {
-    /// Whether the body never changes a heap parameter: a caller may then lend it a value and
-    /// take the value back after the call, instead of giving it a copy.
-    pub(crate) fn keeps_heap_params(&self) -> bool {
-        !self.heap_param_uses().changed
-    }
-
-    /// Whether the body only reads from its heap parameters, so that nothing of theirs but a
-    /// copied part leaves the call: they may then be handles shared with the caller's values.
-    pub(crate) fn only_reads_heap_params(&self) -> bool {
-        let uses = self.heap_param_uses();
-        !uses.changed && uses.loads == uses.reads
-    }
-
-    /// Whether the body assigns to one of its first `count` parameters.
-    pub(crate) fn changes_params(&self, count: usize) -> bool {
+    /// How the body uses its first `count` parameters (see [`ParamUses`]).
+    pub(crate) fn param_uses(&self, count: usize) -> ParamUses {
         let first = &self.params[..count.min(self.params.len())];
         let heap = first.iter().filter(|t| t.is_heap()).count();
-        let scalars = first.len() - heap;
         let mut uses = ParamUses {
-            params: heap,
-            changed: false,
-            loads: 0,
-            reads: 0,
-        };
-        let mut body = self.body.clone();
-        body.visit_mut(&mut uses);
-        struct Stores(Slot, bool);
-        impl VisitMut for Stores {
-            fn stmt(&mut self, s: &mut Stmt) {
-                if let Stmt::Store(slot, _) = s {
-                    self.1 |= *slot < self.0;
-                }
-            }
-        }
-        let mut stores = Stores(scalars, false);
-        body.visit_mut(&mut stores);
-        uses.changed || stores.1
-    }
-
-    fn heap_param_uses(&self) -> ParamUses {
-        let mut uses = ParamUses {
-            params: self.params.iter().filter(|t| t.is_heap()).count(),
-            changed: false,
+            heap,
+            scalars: first.len() - heap,
+            heap_changed: false,
+            scalar_stored: false,
             loads: 0,
             reads: 0,
         };
@@ -175,26 +141,50 @@ fn only_param_read(e: &Expr) -> Option<Slot> {
     }
 }
 
-/// How a body uses its heap parameters (the heap slots below `params`): whether it changes one,
-/// how often it loads one, and how many of those loads only read from it (a native's receiver
-/// that does not change it, a guarded scalar, an operand of an operator other than `+`).
-struct ParamUses {
-    params: Slot,
-    changed: bool,
+/// How a body uses some of its parameters (the heap slots below `heap`, the scalar slots below
+/// `scalars`): whether it changes a heap one or assigns a scalar one, how often it loads a heap
+/// one, and how many of those loads only read from it (a native's receiver that does not change
+/// it, a guarded scalar, an operand of an operator other than `+`).
+pub(crate) struct ParamUses {
+    heap: Slot,
+    scalars: Slot,
+    heap_changed: bool,
+    scalar_stored: bool,
     loads: usize,
     reads: usize,
 }
 
 impl ParamUses {
+    /// Whether the body never changes a heap parameter: a caller may then lend it a value and
+    /// take the value back after the call, instead of giving it a copy.
+    pub(crate) fn keeps_heap(&self) -> bool {
+        !self.heap_changed
+    }
+
+    /// Whether the body only reads from its heap parameters, so that nothing of theirs but a
+    /// copied part leaves the call: they may then be handles shared with the caller's values.
+    pub(crate) fn only_reads_heap(&self) -> bool {
+        !self.heap_changed && self.loads == self.reads
+    }
+
+    /// Whether the body assigns to any of these parameters.
+    pub(crate) fn changes_any(&self) -> bool {
+        self.heap_changed || self.scalar_stored
+    }
+
     fn is_param(&self, e: &Expr) -> bool {
-        matches!(e, Expr::Load(slot, ty) if ty.is_heap() && *slot < self.params)
+        matches!(e, Expr::Load(slot, ty) if ty.is_heap() && *slot < self.heap)
     }
 }
 
 impl VisitMut for ParamUses {
     fn stmt(&mut self, s: &mut Stmt) {
-        if let Stmt::StoreHeap(slot, _) | Stmt::SetItem { target: slot, .. } = s {
-            self.changed |= *slot < self.params;
+        match s {
+            Stmt::StoreHeap(slot, _) | Stmt::SetItem { target: slot, .. } => {
+                self.heap_changed |= *slot < self.heap
+            }
+            Stmt::Store(slot, _) => self.scalar_stored |= *slot < self.scalars,
+            _ => {}
         }
     }
 
@@ -205,7 +195,7 @@ impl VisitMut for ParamUses {
                 0
             }
             Expr::Native { op, args, .. } if op.changes_receiver() => {
-                self.changed |= self.is_param(&args[0]);
+                self.heap_changed |= self.is_param(&args[0]);
                 0
             }
             Expr::Each {
@@ -213,7 +203,7 @@ impl VisitMut for ParamUses {
                 args,
                 ..
             } => {
-                self.changed |= self.is_param(&args[0]);
+                self.heap_changed |= self.is_param(&args[0]);
                 0
             }
             Expr::Native { args, .. } => usize::from(self.is_param(&args[0])),

@@ -230,22 +230,36 @@ fn on_receiver<A: AsRef<[Dynamic]> + AsMut<[Dynamic]> + 'static>(
                 done(op.change(fr.heap_mut(slot), args.as_mut()))
             })
         }
+        this => reading(this, values, move |this, args| {
+            done(op.read(this, args.as_ref()))
+        }),
+    }
+}
+
+/// Reads the receiver `this` where it is (a variable's slot, a constant) or else as its value,
+/// with `args` evaluated first.
+fn reading<A: 'static, T: 'static>(
+    this: &Expr,
+    args: impl Fn(&mut Frame<'_>) -> R<A> + Send + Sync + 'static,
+    read: impl Fn(&Dynamic, A) -> R<T> + Send + Sync + 'static,
+) -> Ev<T> {
+    match this {
         Expr::Load(slot, ty) if ty.is_heap() => {
             let slot = *slot;
             Box::new(move |fr| {
-                let args = values(fr)?;
-                done(op.read(fr.heap(slot), args.as_ref()))
+                let args = args(fr)?;
+                read(fr.heap(slot), args)
             })
         }
         Expr::Str(s) => {
             let this = Dynamic::from(s.clone());
-            Box::new(move |fr| done(op.read(&this, values(fr)?.as_ref())))
+            Box::new(move |fr| read(&this, args(fr)?))
         }
-        receiver => {
-            let receiver = dynamic(receiver);
+        this => {
+            let this = dynamic(this);
             Box::new(move |fr| {
-                let this = receiver(fr)?;
-                done(op.read(&this, values(fr)?.as_ref()))
+                let args = args(fr)?;
+                read(&this(fr)?, args)
             })
         }
     }
@@ -277,38 +291,18 @@ fn update_item(target: usize, key: Ev<Dynamic>, value: Ev<Dynamic>) -> St {
 
 /// `array[at]` with an int index, read where the array is (no `Dynamic` made for the index).
 fn element(this: &Expr, at: &Expr) -> Ev<Dynamic> {
-    let at = super::int(at);
-    match this {
-        Expr::Load(slot, _) => {
-            let slot = *slot;
-            Box::new(move |fr| {
-                let at = at(fr)?;
-                native::element(fr.heap(slot), at).ok_or(Bail::Fallback)
-            })
-        }
-        this => {
-            let this = dynamic(this);
-            Box::new(move |fr| {
-                let array = this(fr)?;
-                native::element(&array, at(fr)?).ok_or(Bail::Fallback)
-            })
-        }
-    }
+    reading(this, super::int(at), |array, at| {
+        native::element(array, at).ok_or(Bail::Fallback)
+    })
 }
 
 /// `this.key` with a constant key, read where the map is.
 fn property(this: &Expr, key: ImmutableString) -> Ev<Dynamic> {
-    let read = move |map: &Dynamic| native::property(map, &key).ok_or(Bail::Fallback);
-    match this {
-        Expr::Load(slot, ty) if ty.is_heap() => {
-            let slot = *slot;
-            Box::new(move |fr| read(fr.heap(slot)))
-        }
-        this => {
-            let this = dynamic(this);
-            Box::new(move |fr| read(&this(fr)?))
-        }
-    }
+    reading(
+        this,
+        |_| Ok(()),
+        move |map, ()| native::property(map, &key).ok_or(Bail::Fallback),
+    )
 }
 
 /// `switch`: the case of the value's key.
@@ -465,32 +459,11 @@ fn char_test(e: &Expr) -> Option<Ev<i64>> {
     if c.ty() != Ty::Char || !matches!(this.ty(), Ty::Str) {
         return None;
     }
-    let c = super::code(c);
-    let answer = move |s: &Dynamic, code: i64| {
+    Some(reading(this, super::code(c), move |s, code| {
         let s = s.read_lock::<ImmutableString>().ok_or(Bail::Fallback)?;
         let c = char::from_u32(code as u32).ok_or(Bail::Fallback)?;
         Ok(i64::from(test(&s, c)))
-    };
-    Some(match this {
-        Expr::Str(s) => {
-            let s = Dynamic::from(s.clone());
-            Box::new(move |fr| answer(&s, c(fr)?))
-        }
-        Expr::Load(slot, _) => {
-            let slot = *slot;
-            Box::new(move |fr| {
-                let code = c(fr)?;
-                answer(fr.heap(slot), code)
-            })
-        }
-        this => {
-            let this = dynamic(this);
-            Box::new(move |fr| {
-                let s = this(fr)?;
-                answer(&s, c(fr)?)
-            })
-        }
-    })
+    }))
 }
 
 /// A `Char` expression's code point, for the forms only the heap subset makes.

@@ -242,7 +242,8 @@ fn next_check(ops: u64, limits: &Budget) -> u64 {
 /// One compiled specialization.
 struct FnCode {
     ret: Ty,
-    /// See [`Function::keeps_heap_params`] and [`Function::only_reads_heap_params`].
+    /// See [`ParamUses::keeps_heap`](crate::fast::ir::ParamUses::keeps_heap) and
+    /// [`ParamUses::only_reads_heap`](crate::fast::ir::ParamUses::only_reads_heap).
     keeps_heap_params: bool,
     only_reads_heap_params: bool,
     /// The function as a comparer whose operands are computed once per element (not in a
@@ -317,15 +318,18 @@ impl Program {
         RECORDED_FRAMES.set(frames);
         let fns = functions
             .iter()
-            .map(|f| FnCode {
-                ret: f.ret,
-                keeps_heap_params: f.keeps_heap_params(),
-                only_reads_heap_params: f.only_reads_heap_params(),
-                keyed: (!profiled).then(|| each::Keyed::of(f)).flatten(),
-                slots: f.slots,
-                heap_slots: f.heap_slots,
-                entry_cost: f.entry_cost,
-                body: function_body(f),
+            .map(|f| {
+                let uses = f.param_uses(f.params.len());
+                FnCode {
+                    ret: f.ret,
+                    keeps_heap_params: uses.keeps_heap(),
+                    only_reads_heap_params: uses.only_reads_heap(),
+                    keyed: (!profiled).then(|| each::Keyed::of(f)).flatten(),
+                    slots: f.slots,
+                    heap_slots: f.heap_slots,
+                    entry_cost: f.entry_cost,
+                    body: function_body(f),
+                }
             })
             .collect();
         RECORDED_FRAMES.set(None);

@@ -324,12 +324,8 @@ impl FnLowerer<'_, '_> {
                 value: Expr::Unit,
             },
         };
-        if let Some(other) = blocks.iter().find(|b| b.ty() != default.ty()) {
-            return self.refuse(format!(
-                "a `switch` whose cases have different types ({} and {})",
-                ty_name(other.ty()),
-                ty_name(default.ty())
-            ));
+        for block in &blocks {
+            self.same_types("a `switch` whose cases", block.ty(), default.ty())?;
         }
         Ok(Expr::Switch {
             value: Box::new(value),

@@ -146,7 +146,7 @@ impl Session<'_> {
     fn changes_params(&self, id: usize, count: usize) -> bool {
         self.functions[id]
             .as_ref()
-            .is_none_or(|f| f.changes_params(count))
+            .is_none_or(|f| f.param_uses(count).changes_any())
     }
 
     /// The id and return type of a specialization, lowering it first if needed.
@@ -221,6 +221,18 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
 
     fn refuse<T>(&self, why: impl std::fmt::Display) -> R<T> {
         no(format!("{}: {why}", self.label))
+    }
+
+    /// Refuses `what` (branches of one value) when they have different types.
+    fn same_types(&self, what: &str, a: Ty, b: Ty) -> R<()> {
+        match a == b {
+            true => Ok(()),
+            false => self.refuse(format!(
+                "{what} have different types ({} and {})",
+                ty_name(a),
+                ty_name(b)
+            )),
+        }
     }
 
     fn function(mut self, def: &FnSource) -> R<Function> {
@@ -461,13 +473,7 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
         let cond = self.condition(cond)?;
         let then = self.stmt_block(then, want_value)?;
         let other = self.stmt_block(other, want_value)?;
-        if then.ty() != other.ty() {
-            return self.refuse(format!(
-                "an `if` whose branches have different types ({} and {})",
-                ty_name(then.ty()),
-                ty_name(other.ty())
-            ));
-        }
+        self.same_types("an `if` whose branches", then.ty(), other.ty())?;
         Ok(Expr::If {
             cond: Box::new(cond),
             then: Box::new(then),
