@@ -14,18 +14,9 @@ use super::{Result, invalid, method, script_error};
 use crate::permissions::{Permissions, io_error};
 
 pub(super) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
-    let p = permissions.clone();
-    method(engine, "read_file", move |path: &str| read_text(&p, path));
+    // `read_file` and `read_lines` are in `direct.rs`.
     let p = permissions.clone();
     method(engine, "read_blob", move |path: &str| read_bytes(&p, path));
-    let p = permissions.clone();
-    method(engine, "read_lines", move |path: &str| {
-        read_lines(&p, path, Range::default())
-    });
-    let p = permissions.clone();
-    method(engine, "read_lines", move |path: &str, range: Map| {
-        read_lines(&p, path, Range::from_map(&range)?)
-    });
     for (name, append) in [("write_file", false), ("append_file", true)] {
         let p = permissions.clone();
         method(engine, name, move |path: &str, text: ImmutableString| {
@@ -204,7 +195,7 @@ impl Range {
     }
 }
 
-fn read_lines(permissions: &Permissions, path: &str, range: Range) -> Result<Array> {
+pub(super) fn read_lines(permissions: &Permissions, path: &str, range: Range) -> Result<Array> {
     let (absolute, mut file) = permissions
         .open_read(Path::new(path))
         .map_err(script_error)?;

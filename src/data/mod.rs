@@ -2,6 +2,7 @@
 //! environment. They run in the main process and in every worker alike, each access checked
 //! against the run's [`Permissions`] in the process that makes it.
 
+mod direct;
 mod files;
 mod http;
 mod images;
@@ -10,6 +11,8 @@ mod table;
 mod text;
 
 use std::sync::Arc;
+
+pub(crate) use direct::{DIRECT, Direct, Kind};
 
 use rhai::{Engine, EvalAltResult};
 
@@ -22,6 +25,7 @@ use crate::{
 /// Registers every data builtin on `engine`, checking accesses against `permissions`.
 pub(crate) fn register(engine: &mut Engine, permissions: &Arc<Permissions>) {
     files::register(engine, permissions);
+    direct::register(engine, permissions);
     json::register(engine, permissions);
     table::register(engine, permissions);
     http::register(engine, permissions);

@@ -16,17 +16,7 @@ use super::{Result, invalid};
 const CACHED_PATTERNS: usize = 256;
 
 pub(super) fn register(engine: &mut Engine) {
-    engine.register_fn(
-        "regex_is_match",
-        |text: &str, pattern: &str| -> Result<bool> {
-            let pattern = regex(pattern)?;
-            Ok(match &pattern.run {
-                Some(run) => run.is_match(text),
-                None => pattern.regex.is_match(text),
-            })
-        },
-    );
-    engine.register_fn("regex_find_all", find_all);
+    // `regex_is_match` and `regex_find_all` are in `direct.rs`.
     engine.register_fn(
         "regex_captures",
         |text: &str, pattern: &str| -> Result<Dynamic> {
@@ -58,8 +48,17 @@ pub(super) fn register(engine: &mut Engine) {
     );
 }
 
+/// `regex_is_match(text, pattern)`: whether the pattern matches anywhere in the text.
+pub(super) fn is_match(text: &str, pattern: &str) -> Result<bool> {
+    let pattern = regex(pattern)?;
+    Ok(match &pattern.run {
+        Some(run) => run.is_match(text),
+        None => pattern.regex.is_match(text),
+    })
+}
+
 /// `regex_find_all(text, pattern)`: every match, left to right, as strings.
-pub(crate) fn find_all(text: &str, pattern: &str) -> Result<Array> {
+pub(super) fn find_all(text: &str, pattern: &str) -> Result<Array> {
     let pattern = regex(pattern)?;
     Ok(match &pattern.run {
         Some(run) => strings(run.find_iter(text)),

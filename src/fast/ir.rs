@@ -2,7 +2,7 @@
 //! operator has operands of one type (promotions are explicit), and control flow is structured.
 //! A second back end (Cranelift) would read this and nothing else.
 
-pub(crate) use super::native::{Native, SwitchKey};
+pub(crate) use super::native::{DirectCall, Native, SwitchKey};
 
 /// The types the tier compiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -207,6 +207,8 @@ impl VisitMut for ParamUses {
                 0
             }
             Expr::Native { args, .. } => usize::from(self.is_param(&args[0])),
+            // A data builtin makes its result anew from what it reads.
+            Expr::Direct { args, .. } => args.iter().filter(|a| self.is_param(a)).count(),
             Expr::Guard(inner, ty) if !ty.is_heap() => usize::from(self.is_param(inner)),
             Expr::Mixed { op, lhs, rhs, .. } if *op != BinOp::Add => {
                 usize::from(self.is_param(lhs)) + usize::from(self.is_param(rhs))
@@ -338,6 +340,12 @@ pub(crate) enum Expr {
     /// place when it is a heap slot, as Rhai changes the variable).
     Native {
         op: Native,
+        args: Vec<Expr>,
+        ret: Ty,
+    },
+    /// A data builtin called without Rhai (see `data::Direct`).
+    Direct {
+        call: DirectCall,
         args: Vec<Expr>,
         ret: Ty,
     },
@@ -492,7 +500,7 @@ impl Expr {
             Expr::Array(_) => Ty::Array,
             Expr::Item => Ty::Dyn,
             Expr::Map(_) => Ty::Map,
-            Expr::Native { ret, .. } | Expr::Mixed { ret, .. } => *ret,
+            Expr::Native { ret, .. } | Expr::Direct { ret, .. } | Expr::Mixed { ret, .. } => *ret,
             Expr::Guard(_, ty) | Expr::Coalesce { ty, .. } => *ty,
             Expr::Switch { default, .. } => default.ty(),
             Expr::Load(_, ty) => *ty,
@@ -526,9 +534,10 @@ impl Expr {
             | Expr::Item
             | Expr::Load(..)
             | Expr::Len(_) => false,
-            Expr::Native { args, .. } | Expr::Interpolate(args) | Expr::Array(args) => {
-                args.iter().any(Expr::jumps)
-            }
+            Expr::Native { args, .. }
+            | Expr::Direct { args, .. }
+            | Expr::Interpolate(args)
+            | Expr::Array(args) => args.iter().any(Expr::jumps),
             Expr::Map(items) => items.iter().any(|(_, e)| e.jumps()),
             Expr::Guard(e, _) => e.jumps(),
             Expr::Coalesce { lhs, rhs, .. } | Expr::Mixed { lhs, rhs, .. } => {
@@ -565,9 +574,10 @@ impl Expr {
             | Expr::Item
             | Expr::Load(..)
             | Expr::Len(_) => 0,
-            Expr::Native { args, .. } | Expr::Interpolate(args) | Expr::Array(args) => {
-                args.iter().map(Expr::size).sum()
-            }
+            Expr::Native { args, .. }
+            | Expr::Direct { args, .. }
+            | Expr::Interpolate(args)
+            | Expr::Array(args) => args.iter().map(Expr::size).sum(),
             Expr::Map(items) => items.iter().map(|(_, e)| e.size()).sum(),
             Expr::Guard(e, _) => e.size(),
             Expr::Coalesce { lhs, rhs, .. } | Expr::Mixed { lhs, rhs, .. } => {
@@ -692,9 +702,10 @@ impl Expr {
             | Expr::Item
             | Expr::Load(..)
             | Expr::Len(_) => {}
-            Expr::Native { args, .. } | Expr::Interpolate(args) | Expr::Array(args) => {
-                args.iter_mut().for_each(|a| a.visit_mut(v))
-            }
+            Expr::Native { args, .. }
+            | Expr::Direct { args, .. }
+            | Expr::Interpolate(args)
+            | Expr::Array(args) => args.iter_mut().for_each(|a| a.visit_mut(v)),
             Expr::Map(items) => items.iter_mut().for_each(|(_, e)| e.visit_mut(v)),
             Expr::Guard(e, _) => e.visit_mut(v),
             Expr::Coalesce { lhs, rhs, .. } | Expr::Mixed { lhs, rhs, .. } => {

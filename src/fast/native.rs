@@ -3,9 +3,12 @@
 //! Rhai's own gives. A receiver or argument of another type, and any case where Rhai would raise
 //! an error, answers `None`: the call then runs again in Rhai, which raises it.
 
+use std::sync::Arc;
+
 use rhai::{Array, Dynamic, ImmutableString, Map};
 
 use super::{ir::BinOp, ops};
+use crate::{data::Direct, permissions::Permissions};
 
 /// A `switch` case's value: Rhai finds a case by the value's hash, which is equal for values of
 /// the same type that are equal.
@@ -32,6 +35,26 @@ impl SwitchKey {
         } else {
             SwitchKey::Str(d.read_lock::<ImmutableString>()?.clone())
         })
+    }
+}
+
+/// A call of one of mpscript's data builtins (`read_lines`, `regex_find_all`...), with the run's
+/// grants, checked as the registered function checks them.
+#[derive(Debug, Clone)]
+pub(crate) struct DirectCall {
+    pub(crate) f: &'static Direct,
+    pub(crate) grants: Arc<Permissions>,
+}
+
+impl PartialEq for DirectCall {
+    fn eq(&self, other: &DirectCall) -> bool {
+        self.f == other.f
+    }
+}
+
+impl DirectCall {
+    pub(crate) fn call(&self, args: &[Dynamic]) -> Out {
+        (self.f.call)(&self.grants, args)
     }
 }
 

@@ -3,11 +3,13 @@
 use std::{
     any::TypeId,
     collections::{HashMap, HashSet},
+    sync::Arc,
 };
 
 use rhai::{AST, ASTNode, Array, Dynamic, Engine, Expr, FLOAT, INT, ImmutableString, Map, Stmt};
 
-use super::native::Native;
+use super::native::{DirectCall, Native};
+use crate::{data::DIRECT, permissions::Permissions};
 
 /// One script function.
 pub(crate) struct FnSource {
@@ -33,6 +35,9 @@ pub(crate) struct Source {
     natives: HashSet<(String, usize)>,
     /// Why strings, arrays and maps are not compiled in this program, if they are not.
     pub(crate) no_heap: Option<String>,
+    /// The data builtins compiled code may call, by name and arity: those the host did not
+    /// register a function of its own for, when the engine carries the run's grants.
+    direct: HashMap<(String, usize), DirectCall>,
 }
 
 /// The numeric functions the tier compiles inline.
@@ -108,7 +113,13 @@ impl Source {
             overridden,
             natives,
             no_heap,
+            direct: direct_calls(engine),
         }
+    }
+
+    /// The data builtin `name` of `arity` parameters, if compiled code may call it.
+    pub(crate) fn direct(&self, name: &str, arity: usize) -> Option<&DirectCall> {
+        self.direct.get(&(name.to_string(), arity))
     }
 
     pub(crate) fn get(&self, name: &str, arity: usize) -> Option<&FnSource> {
@@ -123,6 +134,34 @@ impl Source {
     pub(crate) fn overridden(&self, name: &str) -> bool {
         self.overridden.contains(name)
     }
+}
+
+/// The data builtins registered once only under their name and arity (a second registration is
+/// the host's, which Rhai calls instead), with the grants `data::register` left on the engine.
+fn direct_calls(engine: &Engine) -> HashMap<(String, usize), DirectCall> {
+    let Some(grants) = engine.default_tag().clone().try_cast::<Arc<Permissions>>() else {
+        return HashMap::new();
+    };
+    let registered: Vec<(String, usize)> = engine.collect_fn_metadata(
+        None,
+        |info| {
+            let (name, arity) = (info.metadata.name.as_str(), info.metadata.num_params);
+            DIRECT
+                .iter()
+                .any(|d| d.name == name && d.params.len() == arity)
+                .then(|| (name.to_string(), arity))
+        },
+        true,
+    );
+    DIRECT
+        .iter()
+        .map(|f| ((f.name.to_string(), f.params.len()), f))
+        .filter(|(key, _)| registered.iter().filter(|r| *r == key).count() == 1)
+        .map(|(key, f)| {
+            let grants = grants.clone();
+            (key, DirectCall { f, grants })
+        })
+        .collect()
 }
 
 /// Why this engine and program rule out compiling strings, arrays and maps: size limits (checked

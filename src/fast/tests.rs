@@ -21,13 +21,17 @@ fn limits() -> Budget {
 
 /// Runs `f(args)` both ways; panics on any disagreement. Returns whether it ran compiled.
 fn check(script: &str, f: &str, args: Vec<Dynamic>) -> bool {
-    let engine = engine();
+    check_on(&engine(), script, f, args)
+}
+
+/// [`check`] on `engine`.
+fn check_on(engine: &Engine, script: &str, f: &str, args: Vec<Dynamic>) -> bool {
     let ast = engine
         .compile(script)
         .unwrap_or_else(|e| panic!("{script}\n{e}"));
     let tier = FastTier::new(
         &ast,
-        &engine,
+        engine,
         Mode {
             on: true,
             verify: false,
@@ -995,4 +999,78 @@ fn engines_and_scripts_that_rule_out_heap_values_keep_them_in_rhai() {
         );
         assert!(tier.call("sq", &[], &[3.into()], limits).is_some(), "{i}");
     }
+}
+
+/// mpscript's data builtins (`read_lines`, `regex_find_all`...) are called directly, with the
+/// run's grants: a denied read, a missing file or a bad pattern goes back to Rhai, which raises
+/// the error; a host's function of the same name and arity keeps the call in Rhai.
+#[test]
+fn data_builtins_are_called_directly_with_the_run_s_grants() {
+    use crate::permissions::{Access, Permissions};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("words.txt");
+    std::fs::write(
+        &file,
+        "The cat's hat\nthe CAT, the hat\n\nÉté: été, the end\n",
+    )
+    .unwrap();
+    let path = Dynamic::from(file.display().to_string());
+    let missing = Dynamic::from(dir.path().join("none.txt").display().to_string());
+    let script = r#"
+        fn count(path, range) {
+            let counts = #{};
+            for line in read_lines(path, range) {
+                for word in regex_find_all(line.to_lower(), `[a-z']+`) {
+                    counts[word] = (counts[word] ?? 0) + 1;
+                }
+            }
+            counts
+        }
+        fn lines(path) { read_lines(path).len() }
+        fn size(path) { read_file(path).len() }
+        fn matching(path, pattern) { read_lines(path).filter(|l| regex_is_match(l, pattern)).len() }
+    "#;
+    let granted = |host: fn(&mut Engine)| {
+        let read = [dir.path().to_str().unwrap()];
+        let grants = Permissions::none().allow(Access::Read, &read).unwrap();
+        let mut engine = engine();
+        crate::data::register(&mut engine, &std::sync::Arc::new(grants));
+        host(&mut engine);
+        engine
+    };
+    let engine = granted(|_| {});
+    let range = |m: &str| engine.eval::<Dynamic>(m).unwrap();
+    for r in ["#{}", "#{start: 4}", "#{start: 0, end: 30}", "#{end: 1000}"] {
+        assert!(
+            check_on(&engine, script, "count", vec![path.clone(), range(r)]),
+            "{r}"
+        );
+    }
+    assert!(check_on(&engine, script, "lines", vec![path.clone()]));
+    assert!(check_on(&engine, script, "size", vec![path.clone()]));
+    for pattern in [r"\w+", "^the", "t$", "[a-z]+h"] {
+        let args = vec![path.clone(), pattern.into()];
+        assert!(check_on(&engine, script, "matching", args), "{pattern}");
+    }
+    // Errors Rhai raises: a bad range, a missing file, a bad pattern, a type it does not take.
+    for (f, args) in [
+        ("count", vec![path.clone(), range("#{start: -1}")]),
+        ("lines", vec![missing.clone()]),
+        ("size", vec![missing]),
+        ("matching", vec![path.clone(), "[".into()]),
+        ("lines", vec![42.into()]),
+    ] {
+        assert!(!check_on(&engine, script, f, args.clone()), "{f}{args:?}");
+    }
+    // No grant: Rhai raises the denial.
+    let mut denied = super::tests::engine();
+    crate::data::register(&mut denied, &std::sync::Arc::new(Permissions::none()));
+    assert!(!check_on(&denied, script, "lines", vec![path.clone()]));
+    // A host's own `regex_find_all` is the one Rhai calls, so the tier keeps the call in Rhai.
+    let host = granted(|e| {
+        e.register_fn("regex_find_all", |_: &str, _: &str| rhai::Array::new());
+    });
+    let args = vec![path.clone(), range("#{}")];
+    assert!(!check_on(&host, script, "count", args));
+    assert!(check_on(&host, script, "lines", vec![path]));
 }

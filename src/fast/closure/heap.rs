@@ -9,7 +9,7 @@ use super::{
     charged, run,
 };
 use crate::fast::{
-    ir::{Expr, Stmt, SwitchKey, Ty},
+    ir::{DirectCall, Expr, Stmt, SwitchKey, Ty},
     native::{self, Native},
 };
 
@@ -25,6 +25,7 @@ pub(super) fn dynamic(e: &Expr) -> Ev<Dynamic> {
             Box::new(move |fr| Ok(fr.heap(slot).clone()))
         }
         Expr::Native { op, args, .. } => call(*op, args),
+        Expr::Direct { call, args, .. } => direct(call.clone(), args),
         Expr::Item => Box::new(|fr| Ok(fr.item.clone())),
         Expr::Each {
             op,
@@ -143,6 +144,7 @@ pub(super) fn scalar_bits(e: &Expr) -> Option<Ev<i64>> {
     if !matches!(
         e,
         Expr::Native { .. }
+            | Expr::Direct { .. }
             | Expr::Guard(..)
             | Expr::Coalesce { .. }
             | Expr::Mixed { .. }
@@ -212,6 +214,15 @@ fn call(op: Native, args: &[Expr]) -> Ev<Dynamic> {
         }
         more => unreachable!("natives take at most two arguments besides the receiver: {more:?}"),
     }
+}
+
+/// A data builtin on its arguments' values.
+fn direct(call: DirectCall, args: &[Expr]) -> Ev<Dynamic> {
+    let args: Vec<Ev<Dynamic>> = args.iter().map(dynamic).collect();
+    Box::new(move |fr| {
+        let values = args.iter().map(|a| a(fr)).collect::<R<Vec<_>>>()?;
+        call.call(&values).ok_or(Bail::Fallback)
+    })
 }
 
 /// [`call`] with the arguments made by `values`, evaluated before the receiver is taken.

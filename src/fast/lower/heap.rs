@@ -5,7 +5,20 @@
 use rhai::{Expr as RExpr, ImmutableString};
 
 use super::{FnLowerer, R, ty_name};
-use crate::fast::ir::{BinOp, Block, Expr, Native, Slot, Stmt, SwitchKey, Ty, VisitMut};
+use crate::{
+    data::Kind,
+    fast::ir::{BinOp, Block, Expr, Native, Slot, Stmt, SwitchKey, Ty, VisitMut},
+};
+
+/// The tier's type for a data builtin's parameter or result.
+fn ty_of(kind: Kind) -> Ty {
+    match kind {
+        Kind::Str => Ty::Str,
+        Kind::Map => Ty::Map,
+        Kind::Array => Ty::Array,
+        Kind::Bool => Ty::Bool,
+    }
+}
 
 impl FnLowerer<'_, '_> {
     /// Refuses when this program may not compile heap values (see `Source::no_heap`).
@@ -133,7 +146,7 @@ impl FnLowerer<'_, '_> {
     /// receiver's type, `None` when the tier does not have it.
     pub(super) fn native(&mut self, name: &str, args: &[Expr]) -> R<Option<Expr>> {
         let Some(op) = Native::named(name, args.len()) else {
-            return Ok(None);
+            return self.direct(name, args);
         };
         if self.session.source.overridden(name) {
             return self.refuse(format!("calls `{name}`, which the host redefined"));
@@ -179,6 +192,23 @@ impl FnLowerer<'_, '_> {
             op,
             args: args.to_vec(),
             ret,
+        }))
+    }
+
+    /// A data builtin (`read_lines`, `regex_find_all`...) on arguments that may be of its types.
+    fn direct(&mut self, name: &str, args: &[Expr]) -> R<Option<Expr>> {
+        let Some(call) = self.session.source.direct(name, args.len()) else {
+            return Ok(None);
+        };
+        let fits = |(arg, kind): (&Expr, &Kind)| arg.ty() == Ty::Dyn || arg.ty() == ty_of(*kind);
+        if !args.iter().zip(call.f.params).all(fits) {
+            return Ok(None);
+        }
+        self.heap_allowed()?;
+        Ok(Some(Expr::Direct {
+            call: call.clone(),
+            args: args.to_vec(),
+            ret: ty_of(call.f.returns),
         }))
     }
 
