@@ -46,6 +46,11 @@ struct State {
     waiting: VecDeque<(u64, Deliver)>,
     /// Joinable: items put and not yet marked done.
     unfinished: u64,
+    /// Threads blocked in `get` and in `put`: a change wakes them only if there are some, since
+    /// every notify is a system call whether anyone waits or not (most gets and puts of a busy
+    /// queue find it ready).
+    getters: usize,
+    putters: usize,
 }
 
 impl State {
@@ -95,7 +100,13 @@ impl Queue {
             return Ok(Put::Done);
         };
         while self.maxsize.is_some_and(|max| state.items.len() >= max) {
-            state = match wait(&self.not_full, state, deadline, interrupt) {
+            state = match self.wait(
+                &self.not_full,
+                state,
+                |s| &mut s.putters,
+                deadline,
+                interrupt,
+            ) {
                 Ok(Some(state)) => state,
                 stopped => {
                     let mut state = self.lock();
@@ -105,8 +116,11 @@ impl Queue {
             };
         }
         state.items.push_back(value);
+        let wake = state.getters > 0;
         drop(state);
-        self.not_empty.notify_one();
+        if wake {
+            self.not_empty.notify_one();
+        }
         parked::changed(self);
         Ok(Put::Done)
     }
@@ -126,8 +140,11 @@ impl Queue {
         let mut state = self.lock();
         if let Some(value) = state.hand_to_waiting(value) {
             store(&mut state.items, value);
+            let wake = state.getters > 0;
             drop(state);
-            self.not_empty.notify_one();
+            if wake {
+                self.not_empty.notify_one();
+            }
             parked::changed(self);
         }
     }
@@ -141,11 +158,16 @@ impl Queue {
         let mut state = self.lock();
         loop {
             if let Some(value) = state.items.pop_front() {
-                drop(state);
-                self.taken();
+                self.taken(state);
                 return Ok(Some(value));
             }
-            state = match wait(&self.not_empty, state, deadline, interrupt)? {
+            state = match self.wait(
+                &self.not_empty,
+                state,
+                |s| &mut s.getters,
+                deadline,
+                interrupt,
+            )? {
                 Some(state) => state,
                 None => return Ok(None),
             };
@@ -157,8 +179,7 @@ impl Queue {
         let mut state = self.lock();
         match state.items.pop_front() {
             Some(value) => {
-                drop(state);
-                self.taken();
+                self.taken(state);
                 Some(value)
             }
             None => {
@@ -169,9 +190,36 @@ impl Queue {
     }
 
     /// A value was taken: there is room for a `put`.
-    fn taken(&self) {
-        self.not_full.notify_one();
+    fn taken(&self, state: MutexGuard<'_, State>) {
+        let wake = state.putters > 0;
+        drop(state);
+        if wake {
+            self.not_full.notify_one();
+        }
         parked::changed(self);
+    }
+
+    /// Waits once on `cv`, counted among the waiters `count` gives (see [`State::getters`]).
+    fn wait<'a>(
+        &'a self,
+        cv: &Condvar,
+        mut state: MutexGuard<'a, State>,
+        count: fn(&mut State) -> &mut usize,
+        deadline: Option<Instant>,
+        interrupt: &Interrupt,
+    ) -> Result<Option<MutexGuard<'a, State>>, Error> {
+        *count(&mut state) += 1;
+        match wait(cv, state, deadline, interrupt) {
+            Ok(Some(mut state)) => {
+                *count(&mut state) -= 1;
+                Ok(Some(state))
+            }
+            // No guard is held here: wait dropped it.
+            gave_up => {
+                *count(&mut self.lock()) -= 1;
+                gave_up
+            }
+        }
     }
 
     /// Drops the parked gets of a worker that died.
