@@ -373,6 +373,10 @@ pub(crate) enum Expr {
     Item,
     /// `#{a: x, b: y}`.
     Map(Vec<(rhai::ImmutableString, Expr)>),
+    /// `#{}` made as a hash table (see `native::Tally`), for a map the function builds by key.
+    Tally,
+    /// A heap variable's value (`Load`) made Rhai's own first where it may hold a `Tally`.
+    Settle(Box<Expr>),
     /// `switch value { .. }`: the block of the case equal to the value (same type), else
     /// `default`.
     Switch {
@@ -499,7 +503,8 @@ impl Expr {
             Expr::Str(_) | Expr::Interpolate(_) => Ty::Str,
             Expr::Array(_) => Ty::Array,
             Expr::Item => Ty::Dyn,
-            Expr::Map(_) => Ty::Map,
+            Expr::Map(_) | Expr::Tally => Ty::Map,
+            Expr::Settle(e) => e.ty(),
             Expr::Native { ret, .. } | Expr::Direct { ret, .. } | Expr::Mixed { ret, .. } => *ret,
             Expr::Guard(_, ty) | Expr::Coalesce { ty, .. } => *ty,
             Expr::Switch { default, .. } => default.ty(),
@@ -532,6 +537,7 @@ impl Expr {
             | Expr::Char(_)
             | Expr::Str(_)
             | Expr::Item
+            | Expr::Tally
             | Expr::Load(..)
             | Expr::Len(_) => false,
             Expr::Native { args, .. }
@@ -539,7 +545,7 @@ impl Expr {
             | Expr::Interpolate(args)
             | Expr::Array(args) => args.iter().any(Expr::jumps),
             Expr::Map(items) => items.iter().any(|(_, e)| e.jumps()),
-            Expr::Guard(e, _) => e.jumps(),
+            Expr::Guard(e, _) | Expr::Settle(e) => e.jumps(),
             Expr::Coalesce { lhs, rhs, .. } | Expr::Mixed { lhs, rhs, .. } => {
                 lhs.jumps() || rhs.jumps()
             }
@@ -572,6 +578,7 @@ impl Expr {
             | Expr::Char(_)
             | Expr::Str(_)
             | Expr::Item
+            | Expr::Tally
             | Expr::Load(..)
             | Expr::Len(_) => 0,
             Expr::Native { args, .. }
@@ -579,7 +586,7 @@ impl Expr {
             | Expr::Interpolate(args)
             | Expr::Array(args) => args.iter().map(Expr::size).sum(),
             Expr::Map(items) => items.iter().map(|(_, e)| e.size()).sum(),
-            Expr::Guard(e, _) => e.size(),
+            Expr::Guard(e, _) | Expr::Settle(e) => e.size(),
             Expr::Coalesce { lhs, rhs, .. } | Expr::Mixed { lhs, rhs, .. } => {
                 lhs.size() + rhs.size()
             }
@@ -700,6 +707,7 @@ impl Expr {
             | Expr::Char(_)
             | Expr::Str(_)
             | Expr::Item
+            | Expr::Tally
             | Expr::Load(..)
             | Expr::Len(_) => {}
             Expr::Native { args, .. }
@@ -707,7 +715,7 @@ impl Expr {
             | Expr::Interpolate(args)
             | Expr::Array(args) => args.iter_mut().for_each(|a| a.visit_mut(v)),
             Expr::Map(items) => items.iter_mut().for_each(|(_, e)| e.visit_mut(v)),
-            Expr::Guard(e, _) => e.visit_mut(v),
+            Expr::Guard(e, _) | Expr::Settle(e) => e.visit_mut(v),
             Expr::Coalesce { lhs, rhs, .. } | Expr::Mixed { lhs, rhs, .. } => {
                 lhs.visit_mut(v);
                 rhs.visit_mut(v);

@@ -3,9 +3,9 @@
 //! Rhai's own gives. A receiver or argument of another type, and any case where Rhai would raise
 //! an error, answers `None`: the call then runs again in Rhai, which raises it.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
-use rhai::{Array, Dynamic, ImmutableString, Map};
+use rhai::{Array, Dynamic, Identifier, ImmutableString, Map};
 
 use super::{ir::BinOp, ops};
 use crate::{data::Direct, permissions::Permissions};
@@ -35,6 +35,26 @@ impl SwitchKey {
         } else {
             SwitchKey::Str(d.read_lock::<ImmutableString>()?.clone())
         })
+    }
+}
+
+/// An object map a compiled function builds by key (`counts[w] = (counts[w] ?? 0) + 1`), kept
+/// as a hash table while only that function's reads, writes and `len`/`contains` see it. Rhai's
+/// maps are B-trees, whose string comparisons took most of a word count's time. Wherever else the
+/// map is used it is first made Rhai's map ([`settle`]): the same entries, in key order.
+#[derive(Clone, Default)]
+pub(crate) struct Tally(HashMap<Identifier, Dynamic, ahash::RandomState>);
+
+/// Makes a [`Tally`] in `value` Rhai's own map, in place; any other value is left as it is.
+pub(crate) fn settle(value: &mut Dynamic) {
+    if value.is::<Tally>() {
+        let mut entries: Vec<(Identifier, Dynamic)> = std::mem::take(value)
+            .cast::<Tally>()
+            .0
+            .into_iter()
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        *value = Map::from_iter(entries).into();
     }
 }
 
@@ -243,6 +263,9 @@ impl Native {
 /// `map.key` (and `map["key"]`): the key's value, `()` when it is missing; `None` on anything but
 /// a map, where Rhai raises an error.
 pub(crate) fn property(this: &Dynamic, key: &str) -> Out {
+    if let Some(tally) = this.read_lock::<Tally>() {
+        return Some(tally.0.get(key).cloned().unwrap_or(Dynamic::UNIT));
+    }
     let map = this.read_lock::<Map>()?;
     Some(map.get(key).cloned().unwrap_or(Dynamic::UNIT))
 }
@@ -262,7 +285,7 @@ pub(crate) fn index(this: &Dynamic, key: &Dynamic) -> Out {
         let at = ops::element_at(array.len(), key.as_int().ok()?)?;
         return Some(array[at].clone());
     }
-    if this.is_map() {
+    if this.is_map() || this.is::<Tally>() {
         return property(this, &key.read_lock::<ImmutableString>()?);
     }
     let s = this.read_lock::<ImmutableString>()?;
@@ -296,6 +319,13 @@ pub(crate) fn update_item<E>(
             None => place(map.entry(key.as_str().into()).or_default()),
         };
     }
+    if let Some(mut tally) = this.write_lock::<Tally>() {
+        let key = key.read_lock::<ImmutableString>().ok_or(None)?;
+        return match tally.0.get_mut(key.as_str()) {
+            Some(slot) => place(slot),
+            None => place(tally.0.entry(key.as_str().into()).or_default()),
+        };
+    }
     let mut array = this.write_lock::<Array>().ok_or(None)?;
     let at = ops::element_at(array.len(), key.as_int().map_err(|_| None)?).ok_or(None)?;
     place(&mut array[at])
@@ -307,6 +337,11 @@ pub(crate) fn set_item(this: &mut Dynamic, key: &Dynamic, value: Dynamic) -> Opt
         let mut array = this.as_array_mut().ok()?;
         let at = ops::element_at(array.len(), key.as_int().ok()?)?;
         array[at] = value;
+        return Some(());
+    }
+    if let Some(mut tally) = this.write_lock::<Tally>() {
+        let key = key.read_lock::<ImmutableString>()?;
+        tally.0.insert(key.as_str().into(), value);
         return Some(());
     }
     let mut map = this.as_map_mut().ok()?;
@@ -330,6 +365,8 @@ fn len(this: &Dynamic) -> Out {
         s.chars().count()
     } else if let Ok(array) = this.as_array_ref() {
         array.len()
+    } else if let Some(tally) = this.read_lock::<Tally>() {
+        tally.0.len()
     } else {
         this.as_map_ref().ok()?.len()
     };
@@ -366,6 +403,10 @@ fn split(s: &ImmutableString, by: &Dynamic) -> Out {
 }
 
 fn contains(this: &Dynamic, what: &Dynamic) -> Out {
+    if let Some(tally) = this.read_lock::<Tally>() {
+        let key = what.read_lock::<ImmutableString>()?;
+        return Some(tally.0.contains_key(key.as_str()).into());
+    }
     if let Ok(map) = this.as_map_ref() {
         let key = what.read_lock::<ImmutableString>()?;
         return Some(map.contains_key(key.as_str()).into());

@@ -934,6 +934,13 @@ fn strings_arrays_and_maps_agree_with_rhai() {
         "fn f(s) { let m = #{a: 1}; m.a = m.a * m.a + m[\"a\"]; m.b = m.b ?? s; m[s] = (m[s] ?? \"\") + s; m }",
         "fn f(s) { let m = #{}; m[s] = m[s] + 1; m }",
         "fn f(s) { let m = #{x: s}; m.x += m.x; m.y = m.x.len() + m.len(); m }",
+        // Maps built from `#{}` (hash tables until they are read as maps).
+        "fn f(s) { let m = #{}; for c in s { m[`${c}`] = c; } [m.len(), m.contains(\"a\"), m.a, m[\"b\"], m.keys(), m] }",
+        "fn f(s) { let m = #{}; m[\"z\"] = 1; m[s] = s; let k = m.keys(); m[\"b\"] = k.len(); [k, m.values(), m] }",
+        "fn f(s) { let m = #{}; let n = m; m[s] = 1; n[s] = 2; [m, n] }",
+        "fn f(s) { let m = #{}; for w in s.split(\" \") { m[w] = (m[w] ?? 0) + 1; } s.split(\" \").filter(|w| m[w] > 1) }",
+        "fn g(m) { m.len() * 10 } fn f(s) { let m = #{}; m[s] = s.len(); g(m) + m.len() }",
+        "fn f(s) { let m = #{}; m[s] = (m[s] ?? 0) + 1; for k in m.keys() { m[k + k] = m[k]; } m }",
     ];
     let inputs = ["abc", "", " a b a ", "日本語 a", "12", " -3 ", "2.5e1", "x"];
     let mut ran_compiled = 0;

@@ -85,6 +85,14 @@ pub(super) fn dynamic(e: &Expr) -> Ev<Dynamic> {
             })
         }
         Expr::Map(items) => map_literal(items),
+        Expr::Tally => Box::new(|_| Ok(Dynamic::from(native::Tally::default()))),
+        Expr::Settle(load) => {
+            let (slot, load) = (settled_slot(load), dynamic(load));
+            Box::new(move |fr| {
+                native::settle(fr.heap_mut(slot));
+                load(fr)
+            })
+        }
         Expr::Switch {
             value,
             cases,
@@ -266,6 +274,14 @@ fn reading<A: 'static, T: 'static>(
             let this = Dynamic::from(s.clone());
             Box::new(move |fr| read(&this, args(fr)?))
         }
+        Expr::Settle(load) => {
+            let slot = settled_slot(load);
+            Box::new(move |fr| {
+                let args = args(fr)?;
+                native::settle(fr.heap_mut(slot));
+                read(fr.heap(slot), args)
+            })
+        }
         this => {
             let this = dynamic(this);
             Box::new(move |fr| {
@@ -273,6 +289,14 @@ fn reading<A: 'static, T: 'static>(
                 read(&this(fr)?, args)
             })
         }
+    }
+}
+
+/// The heap slot a [`Expr::Settle`] reads (lowering wraps only heap variables).
+fn settled_slot(load: &Expr) -> usize {
+    match load {
+        Expr::Load(slot, ty) if ty.is_heap() => *slot,
+        other => unreachable!("only a heap variable is settled: {other:?}"),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod each;
 mod heap;
+mod tally;
 
 use std::collections::HashMap;
 
@@ -253,7 +254,7 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
                 ty_name(ret)
             ));
         }
-        Ok(Function {
+        let mut function = Function {
             name: self.name.clone(),
             params: self.params.clone(),
             ret,
@@ -261,7 +262,9 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             heap_slots: self.heap_slots,
             body,
             entry_cost: self.cost[0],
-        })
+        };
+        tally::hash_built_maps(&mut function);
+        Ok(function)
     }
 
     fn declare(&mut self, name: &str, ty: Ty, constant: bool) -> Slot {
