@@ -99,6 +99,41 @@ fn arrays_of_numbers_give_rhai_results_and_errors() {
 }
 
 #[test]
+fn a_variable_passed_to_a_compiled_function_is_lent_and_comes_back_unchanged() {
+    let out = same_both_ways(
+        r#"
+        fn total(words) { let n = 0; for w in words { n += w.len(); } n }
+        fn grown(words) { words.push("more"); words.len() }
+        fn at(words, i) { words[i].len() }
+        const fixed = ["a", "bc"];
+        let words = ["one", "two", "three"];
+        let m = #{a: "x"};
+        fn keys_of(m) { m.keys().len() + m.a.len() }
+        print(total(words));
+        print(grown(words));
+        print(at(words, 2));
+        print(total(fixed) + total(fixed));
+        print(keys_of(m));
+        print(`${words} ${fixed} ${m}`);
+        let caught = "no"; try { at(words, 7); } catch (e) { caught = "caught"; }
+        print(`${caught} ${words}`);
+        print(at(words, 7));
+        "#,
+    );
+    assert_eq!(out.code, Some(1));
+    out.assert_printed(&[
+        "11",
+        "4",
+        "5",
+        "6",
+        "2",
+        r#"["one", "two", "three"] ["a", "bc"] #{"a": "x"}"#,
+        r#"caught ["one", "two", "three"]"#,
+    ]);
+    assert!(out.stderr.contains("out of bounds"), "{}", out.stderr);
+}
+
+#[test]
 fn an_error_in_compiled_code_is_reported_exactly_as_rhai_reports_it() {
     let out = same_both_ways(
         "fn grow(x) {\n    let y = x;\n    loop { y = y * 3; }\n}\nfn outer(x) { grow(x) + 1 }\nprint(outer(5));\n",

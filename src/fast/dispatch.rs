@@ -84,7 +84,7 @@ impl Accelerated {
     pub(crate) fn call(
         &self,
         f: &FnPtr,
-        args: Vec<Dynamic>,
+        mut args: Vec<Dynamic>,
         engine: &Engine,
         rhai: impl FnOnce(Vec<Dynamic>) -> Result<Dynamic, Box<EvalAltResult>>,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
@@ -94,7 +94,7 @@ impl Accelerated {
         // pool_map and spawn call from the top of a fresh call stack.
         let limits = || Budget::of(engine, Some(self.stop.clone()), 1);
         // A closure's captured values come first, as Rhai passes them.
-        let compiled = self.tier.call(f.fn_name(), f.curry(), &args, limits);
+        let compiled = self.tier.call(f.fn_name(), f.curry(), &mut args, limits);
         match compiled {
             Some(compiled) if self.tier.mode().verify => {
                 FastTier::verify(f.fn_name(), compiled, || rhai(args))
@@ -162,16 +162,27 @@ fn accelerate(ast: &AST, tier: &Arc<FastTier>, stop: &StopCheck, profiled: bool)
     (out, names)
 }
 
-/// Registers `entry`, the native stand-in for its function with `arity` parameters.
+/// Registers `entry`, the native stand-in for its function with `arity` parameters. The first
+/// argument comes by reference, as a method's does (pure: it is never changed), so that Rhai
+/// does not copy a variable's array or map only for the tier to read it.
 fn register(lib: &mut Module, arity: usize, entry: Entry) {
-    let registration = FuncRegistration::new(entry.name.clone()).with_volatility(true);
+    let registration = FuncRegistration::new(entry.name.clone())
+        .with_volatility(true)
+        .with_purity(true);
     macro_rules! arities {
         ($($n:literal => ($($a:ident),*)),*) => {
             match arity {
+                0 => {
+                    registration.set_into_module(lib, move |ctx: NativeCallContext| {
+                        entry.call(&ctx, None, Vec::new())
+                    });
+                }
                 $($n => {
                     registration.set_into_module(
                         lib,
-                        move |ctx: NativeCallContext, $($a: Dynamic),*| entry.call(&ctx, vec![$($a),*]),
+                        move |ctx: NativeCallContext, first: &mut Dynamic, $($a: Dynamic),*| {
+                            entry.call(&ctx, Some(first), vec![$($a),*])
+                        },
                     );
                 })*
                 _ => unreachable!("at most {MAX_PARAMS} parameters"),
@@ -179,8 +190,8 @@ fn register(lib: &mut Module, arity: usize, entry: Entry) {
         };
     }
     arities!(
-        0 => (), 1 => (a), 2 => (a, b), 3 => (a, b, c), 4 => (a, b, c, d), 5 => (a, b, c, d, e),
-        6 => (a, b, c, d, e, f), 7 => (a, b, c, d, e, f, g), 8 => (a, b, c, d, e, f, g, h)
+        1 => (), 2 => (b), 3 => (b, c), 4 => (b, c, d), 5 => (b, c, d, e), 6 => (b, c, d, e, f),
+        7 => (b, c, d, e, f, g), 8 => (b, c, d, e, f, g, h)
     );
 }
 
@@ -196,16 +207,18 @@ struct Entry {
 }
 
 impl Entry {
+    /// Calls the function on `first` (the caller's, only lent) then `rest`.
     fn call(
         &self,
         ctx: &NativeCallContext,
-        args: Vec<Dynamic>,
+        first: Option<&mut Dynamic>,
+        rest: Vec<Dynamic>,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         let Some(frame) = self.frame else {
-            return self.run(ctx, args).0;
+            return self.run(ctx, first, rest).0;
         };
         profile::enter(frame);
-        let (result, compiled) = self.run(ctx, args);
+        let (result, compiled) = self.run(ctx, first, rest);
         profile::exit(compiled);
         result
     }
@@ -214,23 +227,25 @@ impl Entry {
     fn run(
         &self,
         ctx: &NativeCallContext,
-        args: Vec<Dynamic>,
+        first: Option<&mut Dynamic>,
+        rest: Vec<Dynamic>,
     ) -> (Result<Dynamic, Box<EvalAltResult>>, bool) {
+        let mut args = Lent::new(first, rest);
         let Some(tier) = &self.tier else {
-            return (self.walk(ctx, args), false);
+            return (self.walk(ctx, args.copied()), false);
         };
         let engine = ctx.engine();
         // The call itself is at level `call_level()`, as the script function would have been.
         let limits = || Budget::of(engine, Some(self.stop.clone()), ctx.call_level());
-        match tier.call(&self.name, &[], &args, limits) {
+        match tier.call(&self.name, &[], &mut args.values, limits) {
             Some(compiled) if tier.mode().verify => (
                 FastTier::verify(&self.name, compiled, || {
-                    profile::paused(|| self.walk(ctx, args))
+                    profile::paused(|| self.walk(ctx, args.copied()))
                 }),
                 true,
             ),
             Some(compiled) => (compiled, true),
-            None => (self.walk(ctx, args), false),
+            None => (self.walk(ctx, args.copied()), false),
         }
     }
 
@@ -246,6 +261,38 @@ impl Entry {
         let mut refs: Vec<&mut Dynamic> = args.iter_mut().collect();
         ctx.call_fn_raw(&self.walker, false, false, &mut refs)
             .map_err(|e| Box::new(rename(*e)))
+    }
+}
+
+/// A stand-in's arguments, the first taken from the caller's variable and put back on drop.
+struct Lent<'a> {
+    first: Option<&'a mut Dynamic>,
+    values: Vec<Dynamic>,
+}
+
+impl<'a> Lent<'a> {
+    fn new(mut first: Option<&'a mut Dynamic>, rest: Vec<Dynamic>) -> Lent<'a> {
+        let mut values = Vec::with_capacity(rest.len() + 1);
+        values.extend(first.as_deref_mut().map(std::mem::take));
+        values.extend(rest);
+        Lent { first, values }
+    }
+
+    /// The arguments as the function's own copies (Rhai moves them into its scope).
+    fn copied(&mut self) -> Vec<Dynamic> {
+        let values = std::mem::take(&mut self.values);
+        if let Some(first) = self.first.take() {
+            *first = values[0].clone();
+        }
+        values
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(first) = self.first.take() {
+            *first = std::mem::take(&mut self.values[0]);
+        }
     }
 }
 

@@ -37,6 +37,13 @@ impl Ty {
         }
     }
 
+    /// An array of numbers made an array of any values; any other type is left as it is.
+    pub(crate) fn rebox(&mut self) {
+        if self.elem().is_some() {
+            *self = Ty::Array;
+        }
+    }
+
     /// Whether values of this type live in heap slots (as `Dynamic`).
     pub(crate) fn is_heap(self) -> bool {
         matches!(self, Ty::Str | Ty::Array | Ty::Map | Ty::Dyn)

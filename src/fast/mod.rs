@@ -211,11 +211,13 @@ impl FastTier {
     /// Runs script function `name` on a closure's `captured` values then `args`, compiled, if it
     /// can be; `None` means: run it in Rhai (not compilable, or it would raise an error, which
     /// Rhai then raises exactly). `limits` is asked for only when there is compiled code to run.
+    /// A string, array or map in `args` is lent to a function that does not change it, and is
+    /// back in place when this returns.
     pub(crate) fn call(
         &self,
         name: &str,
         captured: &[Dynamic],
-        args: &[Dynamic],
+        args: &mut [Dynamic],
         limits: impl FnOnce() -> Budget,
     ) -> Option<Result<Dynamic, Box<EvalAltResult>>> {
         let count = captured.len() + args.len();
@@ -227,10 +229,7 @@ impl FastTier {
         let mut types = [Ty::Unit; MAX_ARGS];
         // An array of numbers is copied in, unboxed; its scalar is its place in `arrays`.
         let mut arrays = Vec::new();
-        // A string, an array of other values or a map is passed as it is (Rhai passes a copy:
-        // a clone shares a string, and copies an array or map only when changed).
-        let mut heap = Vec::new();
-        for (i, a) in captured.iter().chain(args).enumerate() {
+        for (i, a) in captured.iter().chain(args.iter()).enumerate() {
             (scalars[i], types[i]) = match scalar(a) {
                 Some(s) => (s, scalar_ty(&s)),
                 None => match numeric_array(a) {
@@ -238,17 +237,14 @@ impl FastTier {
                         arrays.push(values);
                         (Scalar::Int(arrays.len() as i64 - 1), ty)
                     }
-                    None => {
-                        heap.push(a.clone());
-                        (Scalar::Unit, heap_ty(a)?)
-                    }
+                    None => (Scalar::Unit, heap_ty(a)?),
                 },
             };
         }
         let mut program = self.program(name, &types[..count]);
         if program.is_none() && !arrays.is_empty() {
             // Not compiled for arrays of numbers: as arrays of any values, then.
-            heap = rebox(captured.iter().chain(args), &mut types[..count]);
+            types[..count].iter_mut().for_each(Ty::rebox);
             arrays = Vec::new();
             program = self.program(name, &types[..count]);
         }
@@ -257,7 +253,30 @@ impl FastTier {
         if limits.max_depth == 0 {
             return None;
         }
-        match program.call(&scalars[..count], heap, arrays, &limits) {
+        // A string, array or map is passed as it is: a copy as Rhai passes it (a clone shares a
+        // string, and copies an array or map only when changed), or lent.
+        let lend = program.keeps_heap_params();
+        let mut heap = Vec::new();
+        for (i, ty) in types[..count].iter().enumerate() {
+            match (i.checked_sub(captured.len()), ty.is_heap()) {
+                (_, false) => {}
+                (Some(arg), true) if lend => heap.push(std::mem::take(&mut args[arg])),
+                (Some(arg), true) => heap.push(args[arg].clone()),
+                (None, true) => heap.push(captured[i].clone()),
+            }
+        }
+        let result = program.call(&scalars[..count], &mut heap, arrays, &limits);
+        if lend {
+            let mut back = heap.into_iter();
+            for (i, ty) in types[..count].iter().enumerate() {
+                if let (Some(arg), true) = (i.checked_sub(captured.len()), ty.is_heap()) {
+                    args[arg] = back.next().expect("a lent value is given back");
+                } else if ty.is_heap() {
+                    back.next();
+                }
+            }
+        }
+        match result {
             Ok(value) => Some(Ok(value)),
             Err(Bail::Stop(error)) => Some(Err(error)),
             Err(Bail::Fallback | Bail::Escape(_)) => None,
@@ -393,20 +412,6 @@ fn heap_ty(d: &Dynamic) -> Option<Ty> {
     } else {
         None
     }
-}
-
-/// Every array argument as an array of any values (heap), the others as they were typed.
-fn rebox<'a>(args: impl Iterator<Item = &'a Dynamic>, types: &mut [Ty]) -> Vec<Dynamic> {
-    let mut heap = Vec::new();
-    for (a, ty) in args.zip(types.iter_mut()) {
-        if ty.elem().is_some() {
-            *ty = Ty::Array;
-        }
-        if ty.is_heap() {
-            heap.push(a.clone());
-        }
-    }
-    heap
 }
 
 fn scalar(d: &Dynamic) -> Option<Scalar> {

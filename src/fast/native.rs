@@ -273,9 +273,18 @@ pub(crate) fn property(this: &Dynamic, key: &str) -> Out {
 /// `this[at]` on an array (negative counts from the end); `None` on anything else, or out of
 /// bounds, where Rhai raises an error (a string's character is left to [`index`]).
 pub(crate) fn element(this: &Dynamic, at: i64) -> Out {
+    with_element(this, at, Dynamic::clone)
+}
+
+/// `read` on the array `this`'s element `at` where it is; `None` as [`element`].
+pub(crate) fn with_element<T>(
+    this: &Dynamic,
+    at: i64,
+    read: impl FnOnce(&Dynamic) -> T,
+) -> Option<T> {
     let array = this.read_lock::<Array>()?;
     let at = ops::element_at(array.len(), at)?;
-    Some(array[at].clone())
+    Some(read(&array[at]))
 }
 
 /// `this[key]`: an array's element (negative counts from the end), a string's character, a map's
@@ -390,10 +399,14 @@ fn split(s: &ImmutableString, by: &Dynamic) -> Out {
         // array is allocated once.
         &[b] => {
             let mut parts = Array::with_capacity(1 + s.bytes().filter(|&c| c == b).count());
-            parts.extend(
-                s.split(char::from(b))
-                    .map(|p| Dynamic::from(ImmutableString::from(p))),
-            );
+            // A byte loop: the pieces of a line are short, and `str::split`'s searcher costs
+            // more to set up at each piece than this takes to reach it.
+            let mut start = 0;
+            for (at, _) in s.bytes().enumerate().filter(|&(_, c)| c == b) {
+                parts.push(ImmutableString::from(&s[start..at]).into());
+                start = at + 1;
+            }
+            parts.push(ImmutableString::from(&s[start..]).into());
             parts
         }
         _ if !by.is_empty() && !s.contains(by) => vec![s.clone().into()],

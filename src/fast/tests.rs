@@ -25,7 +25,7 @@ fn check(script: &str, f: &str, args: Vec<Dynamic>) -> bool {
 }
 
 /// [`check`] on `engine`.
-fn check_on(engine: &Engine, script: &str, f: &str, args: Vec<Dynamic>) -> bool {
+fn check_on(engine: &Engine, script: &str, f: &str, mut args: Vec<Dynamic>) -> bool {
     let ast = engine
         .compile(script)
         .unwrap_or_else(|e| panic!("{script}\n{e}"));
@@ -39,7 +39,7 @@ fn check_on(engine: &Engine, script: &str, f: &str, args: Vec<Dynamic>) -> bool 
         },
         false,
     );
-    let compiled = tier.call(f, &[], &args, limits);
+    let compiled = tier.call(f, &[], &mut args, limits);
     let options = CallFnOptions::new().eval_ast(false);
     let rhai = engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &ast, f, args);
     match compiled {
@@ -437,7 +437,10 @@ fn an_operation_limit_stops_a_compiled_loop() {
         max_operations: 100_000,
         ..limits()
     };
-    let err = tier.call("spin", &[], &[], || limits).unwrap().unwrap_err();
+    let err = tier
+        .call("spin", &[], &mut [], || limits)
+        .unwrap()
+        .unwrap_err();
     assert_eq!(err.to_string(), "Too many operations");
 }
 
@@ -464,7 +467,7 @@ fn a_stop_request_ends_a_compiled_loop() {
         ..limits()
     };
     let err = tier
-        .call("spin", &[], &[1.into()], || limits)
+        .call("spin", &[], &mut [1.into()], || limits)
         .unwrap()
         .unwrap_err();
     assert_eq!(
@@ -1001,10 +1004,14 @@ fn engines_and_scripts_that_rule_out_heap_values_keep_them_in_rhai() {
         let ast = engine.compile(script).unwrap();
         let tier = FastTier::new(&ast, engine, mode, false);
         assert!(
-            tier.call("words", &[], &["a b".into()], limits).is_none(),
+            tier.call("words", &[], &mut ["a b".into()], limits)
+                .is_none(),
             "{i}"
         );
-        assert!(tier.call("sq", &[], &[3.into()], limits).is_some(), "{i}");
+        assert!(
+            tier.call("sq", &[], &mut [3.into()], limits).is_some(),
+            "{i}"
+        );
     }
 }
 

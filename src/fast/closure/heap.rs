@@ -274,6 +274,23 @@ fn reading<A: 'static, T: 'static>(
             let this = Dynamic::from(s.clone());
             Box::new(move |fr| read(&this, args(fr)?))
         }
+        // `a[i].f()`: the element is read where it is, not copied out first.
+        Expr::Native {
+            op: Native::Index,
+            args: array_at,
+            ..
+        } if matches!(array_at.as_slice(), [Expr::Load(_, Ty::Array), at] if at.ty() == Ty::Int) => {
+            let (Expr::Load(slot, _), at) = (&array_at[0], super::int(&array_at[1])) else {
+                unreachable!("matched above")
+            };
+            let slot = *slot;
+            Box::new(move |fr| {
+                let at = at(fr)?;
+                let args = args(fr)?;
+                native::with_element(fr.heap(slot), at, |item| read(item, args))
+                    .ok_or(Bail::Fallback)?
+            })
+        }
         Expr::Settle(load) => {
             let slot = settled_slot(load);
             Box::new(move |fr| {

@@ -342,20 +342,28 @@ impl Program {
         }
     }
 
+    /// Whether the entry function leaves its heap parameters as they came (see
+    /// [`ParamUses::keeps_heap`](crate::fast::ir::ParamUses::keeps_heap)).
+    pub(crate) fn keeps_heap_params(&self) -> bool {
+        self.fns[self.entry].keeps_heap_params
+    }
+
     /// Runs the entry function on `args` (whose types match its parameters; an array
     /// argument is given by its place in `arrays`, a heap value by its place in `heap`).
+    /// `heap` holds the heap parameters again when it returns, as the function left them.
     pub(crate) fn call(
         &self,
         args: &[Scalar],
-        heap: Vec<Dynamic>,
+        heap: &mut Vec<Dynamic>,
         arrays: Vec<Vec<i64>>,
         limits: &Budget,
     ) -> R<Dynamic> {
         debug_assert_eq!(args.len(), self.params.len());
         let entry = &self.fns[self.entry];
         // Heap parameters are the first heap slots.
-        let mut heap_slots = heap;
-        heap_slots.resize(entry.heap_slots, Dynamic::UNIT);
+        let heap_params = heap.len();
+        let mut heap_slots = std::mem::take(heap);
+        heap_slots.resize(entry.heap_slots.max(heap_params), Dynamic::UNIT);
         let mut stack = STACK.with(|s| std::mem::take(&mut *s.borrow_mut()));
         let need = entry.slots.max(args.len()) + 64;
         if stack.len() < need {
@@ -394,6 +402,8 @@ impl Program {
             .tick(entry.entry_cost)
             .and_then(|()| (entry.body)(&mut frame));
         STACK.with(|s| *s.borrow_mut() = frame.stack);
+        *heap = frame.heap;
+        heap.truncate(heap_params);
         let bits = bits?;
         // A run that bailed out is run again in Rhai, which records it then.
         if let Some(record) = frame.record {
