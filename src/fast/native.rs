@@ -321,18 +321,19 @@ pub(crate) fn update_item<E>(
         *slot = make(item).map_err(Some)?;
         Ok(())
     };
-    if let Some(mut map) = this.write_lock::<Map>() {
-        let key = key.read_lock::<ImmutableString>().ok_or(None)?;
-        return match map.get_mut(key.as_str()) {
-            Some(slot) => place(slot),
-            None => place(map.entry(key.as_str().into()).or_default()),
-        };
-    }
+    // A tally first: it is what a counting loop updates.
     if let Some(mut tally) = this.write_lock::<Tally>() {
         let key = key.read_lock::<ImmutableString>().ok_or(None)?;
         return match tally.0.get_mut(key.as_str()) {
             Some(slot) => place(slot),
             None => place(tally.0.entry(key.as_str().into()).or_default()),
+        };
+    }
+    if let Some(mut map) = this.write_lock::<Map>() {
+        let key = key.read_lock::<ImmutableString>().ok_or(None)?;
+        return match map.get_mut(key.as_str()) {
+            Some(slot) => place(slot),
+            None => place(map.entry(key.as_str().into()).or_default()),
         };
     }
     let mut array = this.write_lock::<Array>().ok_or(None)?;
@@ -495,17 +496,20 @@ pub(crate) fn display(d: &Dynamic) -> Option<ImmutableString> {
     if let Some(s) = d.read_lock::<ImmutableString>() {
         return Some(s.clone());
     }
-    let mut text = String::new();
+    // Short text stays inline: one allocation, for the string's own cell.
+    let mut text = Identifier::new();
     display_into(&mut text, d)?;
     Some(text.into())
 }
 
 /// [`display`], written at the end of `out`.
-pub(crate) fn display_into(out: &mut String, d: &Dynamic) -> Option<()> {
-    use std::fmt::Write;
+pub(crate) fn display_into(out: &mut impl std::fmt::Write, d: &Dynamic) -> Option<()> {
     if let Some(s) = d.read_lock::<ImmutableString>() {
-        out.push_str(&s);
-    } else if d.is_int() || d.is_float() || d.is_bool() || d.is_char() {
+        out.write_str(&s).ok()?;
+    } else if let Ok(i) = d.as_int() {
+        // Rhai shows an int as Rust does; itoa writes the same digits without `fmt`'s machinery.
+        out.write_str(itoa::Buffer::new().format(i)).ok()?;
+    } else if d.is_float() || d.is_bool() || d.is_char() {
         write!(out, "{d}").ok()?;
     } else if !d.is_unit() {
         return None;
@@ -516,13 +520,7 @@ pub(crate) fn display_into(out: &mut String, d: &Dynamic) -> Option<()> {
 /// `string += value` in place (the string is not copied when nothing else holds it).
 fn append(this: &mut Dynamic, value: &Dynamic) -> Option<()> {
     let mut s = this.as_immutable_string_mut().ok()?;
-    if let Ok(c) = value.as_char() {
-        s.make_mut().push(c);
-    } else {
-        let text = display(value)?;
-        *s += text.as_str();
-    }
-    Some(())
+    display_into(s.make_mut(), value)
 }
 
 /// `lhs op rhs` where the types are known only when it runs: numbers (an int meeting a float

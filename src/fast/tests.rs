@@ -937,6 +937,14 @@ fn strings_arrays_and_maps_agree_with_rhai() {
         "fn f(s) { let m = #{a: 1}; m.a = m.a * m.a + m[\"a\"]; m.b = m.b ?? s; m[s] = (m[s] ?? \"\") + s; m }",
         "fn f(s) { let m = #{}; m[s] = m[s] + 1; m }",
         "fn f(s) { let m = #{x: s}; m.x += m.x; m.y = m.x.len() + m.len(); m }",
+        // `text += `..``: parts appended in one go, the text itself not read meanwhile.
+        "fn f(s) { let t = \"\"; for c in s { t += `${c}:${s.len() * 3} ${c == 'a'} ${1.5}|`; } t }",
+        "fn f(s) { let t = s; let u = t; for c in s { t += `${t.len()}${c}`; } [t, u] }",
+        "fn f(s) { let t = s; t += 'c'; t += 3; t += (); t += 2.5; t += `${s}${()}`; t }",
+        // Split pieces read in place (`fields[1].parse_int()`).
+        "fn f(s) { let p = `${s},${s.len()},x`.split(\",\"); [p[1].parse_int(), p[0].len(), p[-1].to_upper(), p] }",
+        // The key of an update read in place, unless the new value reads it too.
+        "fn f(s) { let m = #{}; for w in s.split(\" \") { m[w] = (m[w] ?? \"\") + w; m[w] = (m[w] ?? \"\") + 1; } m }",
         // Maps built from `#{}` (hash tables until they are read as maps).
         "fn f(s) { let m = #{}; for c in s { m[`${c}`] = c; } [m.len(), m.contains(\"a\"), m.a, m[\"b\"], m.keys(), m] }",
         "fn f(s) { let m = #{}; m[\"z\"] = 1; m[s] = s; let k = m.keys(); m[\"b\"] = k.len(); [k, m.values(), m] }",

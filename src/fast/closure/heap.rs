@@ -9,7 +9,7 @@ use super::{
     charged, run,
 };
 use crate::fast::{
-    ir::{DirectCall, Expr, Stmt, SwitchKey, Ty},
+    ir::{DirectCall, Expr, Stmt, SwitchKey, Ty, VisitMut},
     native::{self, Native},
 };
 
@@ -69,7 +69,8 @@ pub(super) fn dynamic(e: &Expr) -> Ev<Dynamic> {
         Expr::Interpolate(parts) => {
             let parts: Vec<Ev<Dynamic>> = parts.iter().map(dynamic).collect();
             Box::new(move |fr| {
-                let mut text = String::new();
+                // Short text stays inline: one allocation, for the string's own cell.
+                let mut text = rhai::Identifier::new();
                 for part in &parts {
                     let value = part(fr)?;
                     native::display_into(&mut text, &value).ok_or(Bail::Fallback)?;
@@ -208,6 +209,15 @@ fn call(op: Native, args: &[Expr]) -> Ev<Dynamic> {
         [at] if op == Native::Index && at.ty() == Ty::Int && this.ty() == Ty::Array => {
             element(this, at)
         }
+        [Expr::Interpolate(parts)] if op == Native::Append => match this {
+            Expr::Load(slot, _) if parts.iter().all(|p| stands_apart(p, *slot)) => {
+                append_parts(*slot, parts)
+            }
+            _ => on_receiver(op, this, {
+                let a = dynamic(&args[1]);
+                move |fr| Ok([a(fr)?])
+            }),
+        },
         [] => on_receiver(op, this, |_| Ok::<_, Bail>([])),
         [a] => {
             let a = dynamic(a);
@@ -222,6 +232,50 @@ fn call(op: Native, args: &[Expr]) -> Ev<Dynamic> {
         }
         more => unreachable!("natives take at most two arguments besides the receiver: {more:?}"),
     }
+}
+
+/// `text += `...${x}...``: the parts written into the frame's scratch buffer, then appended in
+/// one go, with no string made for them. One append, not one per part: Rhai's long strings
+/// (`smartstring`'s boxed ones) call `realloc` on every append, even when they have room.
+fn append_parts(slot: usize, parts: &[Expr]) -> Ev<Dynamic> {
+    let parts: Vec<Ev<Dynamic>> = parts.iter().map(dynamic).collect();
+    Box::new(move |fr| {
+        let mut scratch = std::mem::take(&mut fr.scratch);
+        scratch.clear();
+        for part in &parts {
+            let value = part(fr)?;
+            native::display_into(&mut scratch, &value).ok_or(Bail::Fallback)?;
+        }
+        match fr.heap_mut(slot).as_immutable_string_mut() {
+            Ok(mut text) => text.make_mut().push_str(&scratch),
+            Err(_) => return Err(Bail::Fallback),
+        }
+        fr.scratch = scratch;
+        Ok(Dynamic::UNIT)
+    })
+}
+
+/// Whether `e` can be evaluated while the heap variable in `slot` is out of its place or half
+/// written: it does not read the variable, and nothing in it (a block, a branch, a call) can.
+fn stands_apart(e: &Expr, slot: usize) -> bool {
+    struct Apart(usize, bool);
+    impl VisitMut for Apart {
+        fn expr(&mut self, e: &mut Expr) {
+            self.1 &= match e {
+                Expr::Load(s, ty) => !(ty.is_heap() && *s == self.0),
+                Expr::Block(_)
+                | Expr::If { .. }
+                | Expr::Switch { .. }
+                | Expr::Call { .. }
+                | Expr::Each { .. }
+                | Expr::Inlined { .. } => false,
+                _ => true,
+            };
+        }
+    }
+    let mut apart = Apart(slot, true);
+    e.clone().visit_mut(&mut apart);
+    apart.1
 }
 
 /// A data builtin on its arguments' values.
@@ -320,25 +374,38 @@ fn settled_slot(load: &Expr) -> usize {
 /// `target[key] = value` where `value` reads the element it replaces ([`Expr::Item`]): the
 /// element is found once, taken out for `value` and replaced. The target is out of its slot
 /// meanwhile (lowering made sure `value` does not read it).
-fn update_item(target: usize, key: Ev<Dynamic>, value: Ev<Dynamic>) -> St {
+fn update_item(target: usize, key: Key, value: Ev<Dynamic>) -> St {
     Box::new(move |fr| {
-        let key = match key(fr) {
+        let made = match &key {
+            Key::Lent(slot) => Ok(std::mem::take(fr.heap_mut(*slot))),
+            Key::Made(key) => key(fr),
+        };
+        let made_key = match made {
             Ok(key) => key,
             Err(e) => return fr.stopped(e),
         };
         let mut this = std::mem::take(fr.heap_mut(target));
-        let updated = native::update_item(&mut this, &key, |item| {
+        let updated = native::update_item(&mut this, &made_key, |item| {
             fr.item = item;
             let made = value(fr);
             fr.item = Dynamic::UNIT;
             made
         });
         *fr.heap_mut(target) = this;
+        if let Key::Lent(slot) = key {
+            *fr.heap_mut(slot) = made_key;
+        }
         match updated {
             Ok(()) => Flow::Next,
             Err(e) => fr.stopped(e.unwrap_or(Bail::Fallback)),
         }
     })
+}
+
+/// Where [`update_item`] finds its key: taken from a variable and put back, or made.
+enum Key {
+    Lent(usize),
+    Made(Ev<Dynamic>),
 }
 
 /// `array[at]` with an int index, read where the array is (no `Dynamic` made for the index).
@@ -399,7 +466,18 @@ pub(super) fn statement(stmt: &Stmt) -> Option<St> {
             key,
             value,
             update: true,
-        } => update_item(*target, dynamic(key), dynamic(value)),
+        } => {
+            // A variable key is read where it is, unless `value` might read it meanwhile.
+            let key = match key {
+                Expr::Load(slot, ty)
+                    if ty.is_heap() && slot != target && stands_apart(value, *slot) =>
+                {
+                    Key::Lent(*slot)
+                }
+                key => Key::Made(dynamic(key)),
+            };
+            update_item(*target, key, dynamic(value))
+        }
         Stmt::SetItem {
             target, key, value, ..
         } => {

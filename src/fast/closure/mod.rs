@@ -103,6 +103,9 @@ pub(crate) struct Frame<'p> {
     ret_heap: Dynamic,
     /// The element an updating `SetItem` replaces (see [`Expr::Item`]).
     item: Dynamic,
+    /// Where `text += `..`` writes its parts before appending them in one go (see
+    /// `heap::append_parts`), kept for the next one.
+    scratch: String,
     /// Why a statement answered [`Flow::Bail`].
     bail: Option<Bail>,
     /// The entry call's array arguments, unboxed; an array parameter's slot holds its place here
@@ -381,6 +384,7 @@ impl Program {
             heap_base: 0,
             ret_heap: Dynamic::UNIT,
             item: Dynamic::UNIT,
+            scratch: String::new(),
             bail: None,
             arrays,
             depth: 1,
