@@ -36,6 +36,19 @@ impl SwitchKey {
             SwitchKey::Str(d.read_lock::<ImmutableString>()?.clone())
         })
     }
+
+    /// The place in `keys` of the one equal to `d`'s key, found without copying a string
+    /// (cases are few: a scan beats hashing); `None` for a value of a type the tier does not
+    /// match.
+    pub(crate) fn find(keys: &[SwitchKey], d: &Dynamic) -> Option<Option<usize>> {
+        if let Some(s) = d.read_lock::<ImmutableString>() {
+            let same =
+                |k: &SwitchKey| matches!(k, SwitchKey::Str(key) if key.as_str() == s.as_str());
+            return Some(keys.iter().position(same));
+        }
+        let key = SwitchKey::of(d)?;
+        Some(keys.iter().position(|k| *k == key))
+    }
 }
 
 /// An object map a compiled function builds by key (`counts[w] = (counts[w] ?? 0) + 1`), kept

@@ -431,20 +431,23 @@ fn switch(
     blocks: &[crate::fast::ir::Block],
     default: &crate::fast::ir::Block,
 ) -> Ev<Dynamic> {
-    let value = dynamic(value);
-    let cases: std::collections::HashMap<SwitchKey, usize> = cases.iter().cloned().collect();
+    let (keys, at): (Vec<SwitchKey>, Vec<usize>) = cases.iter().cloned().unzip();
+    let case = reading(
+        value,
+        |_| Ok(()),
+        move |v, ()| {
+            let found = SwitchKey::find(&keys, v).ok_or(Bail::Fallback)?;
+            Ok(found.map(|k| at[k]))
+        },
+    );
     let blocks: Vec<Ev<Dynamic>> = blocks
         .iter()
         .map(|b| block_value(b, dynamic(&b.value)))
         .collect();
     let default = block_value(default, dynamic(&default.value));
-    Box::new(move |fr| {
-        let v = value(fr)?;
-        let key = SwitchKey::of(&v).ok_or(Bail::Fallback)?;
-        match cases.get(&key) {
-            Some(&at) => blocks[at](fr),
-            None => default(fr),
-        }
+    Box::new(move |fr| match case(fr)? {
+        Some(at) => blocks[at](fr),
+        None => default(fr),
     })
 }
 
