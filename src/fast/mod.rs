@@ -253,27 +253,27 @@ impl FastTier {
         if limits.max_depth == 0 {
             return None;
         }
-        // A string, array or map is passed as it is: a copy as Rhai passes it (a clone shares a
-        // string, and copies an array or map only when changed), or lent.
+        // A string, array or map is passed as it is: lent (and given back), or a copy as Rhai
+        // passes it (a clone shares a string, and copies an array or map only when changed).
         let lend = program.keeps_heap_params();
-        let mut heap = Vec::new();
-        for (i, ty) in types[..count].iter().enumerate() {
-            match (i.checked_sub(captured.len()), ty.is_heap()) {
-                (_, false) => {}
-                (Some(arg), true) if lend => heap.push(std::mem::take(&mut args[arg])),
-                (Some(arg), true) => heap.push(args[arg].clone()),
-                (None, true) => heap.push(captured[i].clone()),
-            }
+        let (mut heap, mut lent) = (Vec::new(), Vec::new());
+        for (i, _) in types[..count]
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.is_heap())
+        {
+            let arg = i.checked_sub(captured.len());
+            heap.push(match arg {
+                Some(arg) if lend => std::mem::take(&mut args[arg]),
+                Some(arg) => args[arg].clone(),
+                None => captured[i].clone(),
+            });
+            lent.push(arg.filter(|_| lend));
         }
         let result = program.call(&scalars[..count], &mut heap, arrays, &limits);
-        if lend {
-            let mut back = heap.into_iter();
-            for (i, ty) in types[..count].iter().enumerate() {
-                if let (Some(arg), true) = (i.checked_sub(captured.len()), ty.is_heap()) {
-                    args[arg] = back.next().expect("a lent value is given back");
-                } else if ty.is_heap() {
-                    back.next();
-                }
+        for (value, arg) in heap.into_iter().zip(lent) {
+            if let Some(arg) = arg {
+                args[arg] = value;
             }
         }
         match result {

@@ -204,20 +204,17 @@ fn is_of(value: &Dynamic, ty: Ty) -> bool {
 /// natives that change it. Its other arguments (two at most) are evaluated into an array.
 fn call(op: Native, args: &[Expr]) -> Ev<Dynamic> {
     let this = &args[0];
+    if let (Native::Append, Expr::Load(slot, _), [Expr::Interpolate(parts)]) =
+        (op, this, &args[1..])
+        && parts.iter().all(|p| stands_apart(p, *slot))
+    {
+        return append_parts(*slot, parts);
+    }
     match &args[1..] {
         [Expr::Str(key)] if op == Native::Index => property(this, key.clone()),
         [at] if op == Native::Index && at.ty() == Ty::Int && this.ty() == Ty::Array => {
             element(this, at)
         }
-        [Expr::Interpolate(parts)] if op == Native::Append => match this {
-            Expr::Load(slot, _) if parts.iter().all(|p| stands_apart(p, *slot)) => {
-                append_parts(*slot, parts)
-            }
-            _ => on_receiver(op, this, {
-                let a = dynamic(&args[1]);
-                move |fr| Ok([a(fr)?])
-            }),
-        },
         [] => on_receiver(op, this, |_| Ok::<_, Bail>([])),
         [a] => {
             let a = dynamic(a);
@@ -316,6 +313,23 @@ fn reading<A: 'static, T: 'static>(
     args: impl Fn(&mut Frame<'_>) -> R<A> + Send + Sync + 'static,
     read: impl Fn(&Dynamic, A) -> R<T> + Send + Sync + 'static,
 ) -> Ev<T> {
+    // `a[i].f()`: the element is read where it is, not copied out first.
+    if let Expr::Native {
+        op: Native::Index,
+        args: array_at,
+        ..
+    } = this
+        && let [Expr::Load(slot, Ty::Array), at] = array_at.as_slice()
+        && at.ty() == Ty::Int
+    {
+        let (slot, at) = (*slot, super::int(at));
+        return Box::new(move |fr| {
+            let at = at(fr)?;
+            let args = args(fr)?;
+            native::with_element(fr.heap(slot), at, |item| read(item, args))
+                .ok_or(Bail::Fallback)?
+        });
+    }
     match this {
         Expr::Load(slot, ty) if ty.is_heap() => {
             let slot = *slot;
@@ -327,23 +341,6 @@ fn reading<A: 'static, T: 'static>(
         Expr::Str(s) => {
             let this = Dynamic::from(s.clone());
             Box::new(move |fr| read(&this, args(fr)?))
-        }
-        // `a[i].f()`: the element is read where it is, not copied out first.
-        Expr::Native {
-            op: Native::Index,
-            args: array_at,
-            ..
-        } if matches!(array_at.as_slice(), [Expr::Load(_, Ty::Array), at] if at.ty() == Ty::Int) => {
-            let (Expr::Load(slot, _), at) = (&array_at[0], super::int(&array_at[1])) else {
-                unreachable!("matched above")
-            };
-            let slot = *slot;
-            Box::new(move |fr| {
-                let at = at(fr)?;
-                let args = args(fr)?;
-                native::with_element(fr.heap(slot), at, |item| read(item, args))
-                    .ok_or(Bail::Fallback)?
-            })
         }
         Expr::Settle(load) => {
             let slot = settled_slot(load);
