@@ -47,19 +47,13 @@ pub(crate) const DIRECT: &[Direct] = &[
         name: "read_file",
         params: &[Kind::Str],
         returns: Kind::Str,
-        call: |p, args| Some(files::read_text(p, &str(&args[0])?).ok()?.into()),
+        call: |p, args| done(files::read_text(p, &str(&args[0])?)),
     },
     Direct {
         name: "read_lines",
         params: &[Kind::Str],
         returns: Kind::Array,
-        call: |p, args| {
-            Some(
-                files::read_lines(p, &str(&args[0])?, Range::default())
-                    .ok()?
-                    .into(),
-            )
-        },
+        call: |p, args| done(files::read_lines(p, &str(&args[0])?, Range::default())),
     },
     Direct {
         name: "read_lines",
@@ -67,34 +61,28 @@ pub(crate) const DIRECT: &[Direct] = &[
         returns: Kind::Array,
         call: |p, args| {
             let range = Range::from_map(&*args[1].read_lock::<Map>()?).ok()?;
-            Some(files::read_lines(p, &str(&args[0])?, range).ok()?.into())
+            done(files::read_lines(p, &str(&args[0])?, range))
         },
     },
     Direct {
         name: "regex_find_all",
         params: &[Kind::Str, Kind::Str],
         returns: Kind::Array,
-        call: |_, args| {
-            Some(
-                text::find_all(&str(&args[0])?, &str(&args[1])?)
-                    .ok()?
-                    .into(),
-            )
-        },
+        call: |_, args| done(text::find_all(&str(&args[0])?, &str(&args[1])?)),
     },
     Direct {
         name: "regex_is_match",
         params: &[Kind::Str, Kind::Str],
         returns: Kind::Bool,
-        call: |_, args| {
-            Some(
-                text::is_match(&str(&args[0])?, &str(&args[1])?)
-                    .ok()?
-                    .into(),
-            )
-        },
+        call: |_, args| done(text::is_match(&str(&args[0])?, &str(&args[1])?)),
     },
 ];
+
+/// A builtin's result as compiled code takes it: its value, or `None` for an error, which Rhai
+/// then raises by running the call itself.
+fn done<T: Into<Dynamic>>(result: super::Result<T>) -> Option<Dynamic> {
+    result.ok().map(Into::into)
+}
 
 fn str(value: &Dynamic) -> Option<ImmutableString> {
     value.read_lock::<ImmutableString>().map(|s| s.clone())

@@ -174,14 +174,14 @@ fn register(lib: &mut Module, arity: usize, entry: Entry) {
             match arity {
                 0 => {
                     registration.set_into_module(lib, move |ctx: NativeCallContext| {
-                        entry.call(&ctx, None, Vec::new())
+                        entry.call(&ctx, None, &mut [])
                     });
                 }
                 $($n => {
                     registration.set_into_module(
                         lib,
                         move |ctx: NativeCallContext, first: &mut Dynamic, $($a: Dynamic),*| {
-                            entry.call(&ctx, Some(first), vec![$($a),*])
+                            entry.call(&ctx, Some(first), &mut [$($a),*])
                         },
                     );
                 })*
@@ -212,7 +212,7 @@ impl Entry {
         &self,
         ctx: &NativeCallContext,
         first: Option<&mut Dynamic>,
-        rest: Vec<Dynamic>,
+        rest: &mut [Dynamic],
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         let Some(frame) = self.frame else {
             return self.run(ctx, first, rest).0;
@@ -228,7 +228,7 @@ impl Entry {
         &self,
         ctx: &NativeCallContext,
         first: Option<&mut Dynamic>,
-        rest: Vec<Dynamic>,
+        rest: &mut [Dynamic],
     ) -> (Result<Dynamic, Box<EvalAltResult>>, bool) {
         let mut args = Lent::new(first, rest);
         let Some(tier) = &self.tier else {
@@ -271,10 +271,10 @@ struct Lent<'a> {
 }
 
 impl<'a> Lent<'a> {
-    fn new(mut first: Option<&'a mut Dynamic>, rest: Vec<Dynamic>) -> Lent<'a> {
+    fn new(mut first: Option<&'a mut Dynamic>, rest: &mut [Dynamic]) -> Lent<'a> {
         let mut values = Vec::with_capacity(rest.len() + 1);
         values.extend(first.as_deref_mut().map(std::mem::take));
-        values.extend(rest);
+        values.extend(rest.iter_mut().map(std::mem::take));
         Lent { first, values }
     }
 

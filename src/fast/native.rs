@@ -522,7 +522,9 @@ pub(crate) fn display_into(out: &mut impl std::fmt::Write, d: &Dynamic) -> Optio
     } else if let Ok(i) = d.as_int() {
         // Rhai shows an int as Rust does; itoa writes the same digits without `fmt`'s machinery.
         out.write_str(itoa::Buffer::new().format(i)).ok()?;
-    } else if d.is_float() || d.is_bool() || d.is_char() {
+    } else if let Ok(c) = d.as_char() {
+        out.write_char(c).ok()?;
+    } else if d.is_float() || d.is_bool() {
         write!(out, "{d}").ok()?;
     } else if !d.is_unit() {
         return None;
