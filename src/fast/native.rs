@@ -3,7 +3,7 @@
 //! Rhai's own gives. A receiver or argument of another type, and any case where Rhai would raise
 //! an error, answers `None`: the call then runs again in Rhai, which raises it.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, ops::ControlFlow, sync::Arc};
 
 use rhai::{Array, Dynamic, Identifier, ImmutableString, Map};
 
@@ -407,26 +407,91 @@ fn with_pattern<T>(d: &Dynamic, f: impl FnOnce(&str) -> T) -> Option<T> {
 }
 
 fn split(s: &ImmutableString, by: &Dynamic) -> Out {
-    let parts: Array = with_pattern(by, |by| match by.as_bytes() {
-        _ if s.is_empty() => vec![s.clone().into()],
-        // One byte is an ASCII character: found with memchr, and counted first so that the
-        // array is allocated once.
-        &[b] => {
-            let mut parts = Array::with_capacity(1 + s.bytes().filter(|&c| c == b).count());
-            // A byte loop: the pieces of a line are short, and `str::split`'s searcher costs
-            // more to set up at each piece than this takes to reach it.
-            let mut start = 0;
-            for (at, _) in s.bytes().enumerate().filter(|&(_, c)| c == b) {
-                parts.push(ImmutableString::from(&s[start..at]).into());
-                start = at + 1;
-            }
-            parts.push(ImmutableString::from(&s[start..]).into());
-            parts
+    let parts: Array = with_pattern(by, |by| {
+        if s.is_empty() || !by.is_empty() && !s.contains(by) {
+            return vec![s.clone().into()];
         }
-        _ if !by.is_empty() && !s.contains(by) => vec![s.clone().into()],
-        _ => s.split(by).map(Into::into).collect(),
+        // Counted first for one byte, so that the array is allocated once.
+        let mut parts = match by.as_bytes() {
+            &[b] => Array::with_capacity(1 + s.bytes().filter(|&c| c == b).count()),
+            _ => Array::new(),
+        };
+        let _ = each_piece::<()>(s, by, |piece| {
+            parts.push(ImmutableString::from(piece).into());
+            ControlFlow::Continue(())
+        });
+        parts
     })?;
     Some(parts.into())
+}
+
+/// `f` on each piece Rhai's `split` makes of `s` at `by`, in order, until `f` breaks.
+pub(crate) fn each_piece<B>(
+    s: &str,
+    by: &str,
+    mut f: impl FnMut(&str) -> ControlFlow<B>,
+) -> ControlFlow<B> {
+    match by.as_bytes() {
+        _ if s.is_empty() => f(s),
+        // A byte loop: the pieces of a line are short, and `str::split`'s searcher costs more to
+        // set up at each piece than this takes to reach it.
+        &[b] => {
+            let mut start = 0;
+            for (at, _) in s.bytes().enumerate().filter(|&(_, c)| c == b) {
+                f(&s[start..at])?;
+                start = at + 1;
+            }
+            f(&s[start..])
+        }
+        _ => s.split(by).try_for_each(f),
+    }
+}
+
+/// `this.split(by)` with `f` on each piece (see [`each_piece`]); `None` when `this` is not a
+/// string or `by` not a string or character, before any piece.
+pub(crate) fn for_pieces<B>(
+    this: &Dynamic,
+    by: &Dynamic,
+    f: impl FnMut(&str) -> ControlFlow<B>,
+) -> Option<ControlFlow<B>> {
+    let s = this.read_lock::<ImmutableString>()?;
+    with_pattern(by, |by| each_piece(&s, by, f))
+}
+
+/// `*dest = this.split(by)` reusing what `dest` holds: its array, and each of its strings that
+/// nothing else refers to, are written over (a line's fields split into the same variable on
+/// every line allocate nothing once the first line is done).
+pub(crate) fn split_into(dest: &mut Dynamic, this: &Dynamic, by: &Dynamic) -> Option<()> {
+    let reusable = !dest.is_shared() && dest.is_array();
+    if !reusable {
+        *dest = split(&*this.read_lock::<ImmutableString>()?, by)?;
+        return Some(());
+    }
+    let mut array = dest.write_lock::<Array>()?;
+    let mut n = 0;
+    let _ = for_pieces::<()>(this, by, |piece| {
+        match array.get_mut(n) {
+            Some(item) => overwrite_text(item, piece),
+            None => array.push(ImmutableString::from(piece).into()),
+        }
+        n += 1;
+        ControlFlow::Continue(())
+    })?;
+    array.truncate(n);
+    Some(())
+}
+
+/// `*d = text` in the string `d` already holds when nothing else refers to it.
+pub(crate) fn overwrite_text(d: &mut Dynamic, text: &str) {
+    if !d.is_shared()
+        && let Some(mut held) = d.write_lock::<ImmutableString>()
+        && let Some(held) = held.get_mut()
+    {
+        held.clear();
+        held.push_str(text);
+        return;
+    }
+    *d = ImmutableString::from(text).into();
 }
 
 fn contains(this: &Dynamic, what: &Dynamic) -> Out {

@@ -943,6 +943,13 @@ fn strings_arrays_and_maps_agree_with_rhai() {
         "fn f(s) { let t = s; t += 'c'; t += 3; t += (); t += 2.5; t += `${s}${()}`; t }",
         // Split pieces read in place (`fields[1].parse_int()`).
         "fn f(s) { let p = `${s},${s.len()},x`.split(\",\"); [p[1].parse_int(), p[0].len(), p[-1].to_upper(), p] }",
+        // Pieces written over the loop's string, or over the strings of the array split into,
+        // unless something kept them (a pushed piece, a map key, a second variable).
+        "fn f(s) { let kept = []; let n = 0; for (w, i) in s.split(' ') { kept.push(w); n += i; if w == \"a\" { break; } } [kept, n] }",
+        "fn f(s) { let t = \"\"; for w in `${s}|${s}|`.split(\"|\") { if w.len() > 2 { return [w]; } t += w; } [t] }",
+        "fn f(s) { let out = []; let key = \"\"; for line in [s, `${s} x`, \"\", s] { let p = line.split(\" \"); key = p[0]; out.push(p); out.push(key); } out }",
+        "fn f(s) { let p = [1]; let q = p; for i in 0..3 { p = `${s},${i}`.split(\",\"); } [p, q, s.split(\"\"), s.split(\"ab\")] }",
+        "fn f(s) { let m = #{}; for line in [s, s, `${s} ${s}`] { let p = line.split(\" \"); for w in p { m[w] = p; } } m }",
         // The key of an update read in place, unless the new value reads it too.
         "fn f(s) { let m = #{}; for w in s.split(\" \") { m[w] = (m[w] ?? \"\") + w; m[w] = (m[w] ?? \"\") + 1; } m }",
         // Maps built from `#{}` (hash tables until they are read as maps).

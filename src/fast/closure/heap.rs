@@ -2,6 +2,8 @@
 //! in heap slots beside the frame's unboxed ones. A native whose receiver is a heap slot works on
 //! the slot in place, as Rhai works on the variable.
 
+use std::ops::ControlFlow;
+
 use rhai::{Dynamic, ImmutableString, Map};
 
 use super::{
@@ -451,6 +453,26 @@ fn switch(
 /// Statements of the heap subset; `None` for the others.
 pub(super) fn statement(stmt: &Stmt) -> Option<St> {
     Some(match stmt {
+        Stmt::StoreHeap(
+            slot,
+            Expr::Native {
+                op: Native::Split,
+                args,
+                ..
+            },
+        ) => {
+            let (slot, this, by) = (*slot, dynamic(&args[0]), dynamic(&args[1]));
+            Box::new(move |fr| {
+                let split = this(fr).and_then(|this| {
+                    let by = by(fr)?;
+                    native::split_into(fr.heap_mut(slot), &this, &by).ok_or(Bail::Fallback)
+                });
+                match split {
+                    Ok(()) => Flow::Next,
+                    Err(e) => fr.stopped(e),
+                }
+            })
+        }
         Stmt::StoreHeap(slot, e) => {
             let (slot, value) = (*slot, dynamic(e));
             Box::new(move |fr| match value(fr) {
@@ -500,7 +522,22 @@ pub(super) fn statement(stmt: &Stmt) -> Option<St> {
             over,
             body,
             cost,
-        } => for_each(*var, *var_ty, *counter, over, block_statements(body), *cost),
+        } => {
+            let each = Each {
+                var: *var,
+                counter: *counter,
+                body: block_statements(body),
+                cost: *cost,
+            };
+            match over {
+                Expr::Native {
+                    op: Native::Split,
+                    args,
+                    ..
+                } if var_ty.is_heap() => for_each_piece(each, &args[0], &args[1]),
+                over => for_each(each, *var_ty, over),
+            }
+        }
         Stmt::Eval(e) | Stmt::Return(e) if e.ty().is_heap() => {
             let value = dynamic(e);
             let returns = matches!(stmt, Stmt::Return(_));
@@ -517,50 +554,52 @@ pub(super) fn statement(stmt: &Stmt) -> Option<St> {
     })
 }
 
-/// `for var in over`: an array's elements, or a string's characters.
-fn for_each(
+/// A `for` loop's variable, counter and body.
+struct Each {
     var: usize,
-    var_ty: Ty,
     counter: Option<usize>,
-    over: &Expr,
     body: Vec<St>,
     cost: u64,
-) -> St {
+}
+
+impl Each {
+    /// The `n`th iteration, its variable already set; `Some` when the loop ends here.
+    fn step(&self, fr: &mut Frame<'_>, n: i64) -> Option<Flow> {
+        if let Some(flow) = charged(fr, self.cost) {
+            return Some(flow);
+        }
+        if let Some(c) = self.counter {
+            fr.set(c, n);
+        }
+        after_body(run(&self.body, fr))
+    }
+}
+
+/// `for var in over`: an array's elements, or a string's characters.
+fn for_each(each: Each, var_ty: Ty, over: &Expr) -> St {
     let over = dynamic(over);
     Box::new(move |fr| {
         let value = match over(fr) {
             Ok(v) => v,
             Err(e) => return fr.stopped(e),
         };
-        let mut n = 0;
-        // One iteration, its variable already set.
-        let mut step = |fr: &mut Frame<'_>| -> Option<Flow> {
-            if let Some(flow) = charged(fr, cost) {
-                return Some(flow);
-            }
-            if let Some(c) = counter {
-                fr.set(c, n);
-            }
-            n += 1;
-            after_body(run(&body, fr))
-        };
         if value.is_array() {
             let Ok(items) = value.into_array() else {
                 return fr.stopped(Bail::Fallback);
             };
-            for item in items {
-                *fr.heap_mut(var) = item;
-                if let Some(flow) = step(fr) {
+            for (n, item) in (0..).zip(items) {
+                *fr.heap_mut(each.var) = item;
+                if let Some(flow) = each.step(fr, n) {
                     return flow;
                 }
             }
         } else if let Some(text) = value.read_lock::<ImmutableString>().map(|s| s.clone()) {
-            for c in text.chars() {
+            for (n, c) in (0..).zip(text.chars()) {
                 match var_ty {
-                    Ty::Char => fr.set(var, c as i64),
-                    _ => *fr.heap_mut(var) = c.into(),
+                    Ty::Char => fr.set(each.var, c as i64),
+                    _ => *fr.heap_mut(each.var) = c.into(),
                 }
-                if let Some(flow) = step(fr) {
+                if let Some(flow) = each.step(fr, n) {
                     return flow;
                 }
             }
@@ -568,6 +607,32 @@ fn for_each(
             return fr.stopped(Bail::Fallback);
         }
         Flow::Next
+    })
+}
+
+/// `for var in text.split(by)`: the pieces are written into the variable's string in turn, with
+/// no array made and no string allocated while the body keeps none of them.
+fn for_each_piece(each: Each, text: &Expr, by: &Expr) -> St {
+    let (text, by) = (dynamic(text), dynamic(by));
+    Box::new(move |fr| {
+        let (text, by) = match text(fr).and_then(|t| Ok((t, by(fr)?))) {
+            Ok(both) => both,
+            Err(e) => return fr.stopped(e),
+        };
+        let mut n = 0;
+        let ended = native::for_pieces(&text, &by, |piece| {
+            native::overwrite_text(fr.heap_mut(each.var), piece);
+            n += 1;
+            match each.step(fr, n - 1) {
+                Some(flow) => ControlFlow::Break(flow),
+                None => ControlFlow::Continue(()),
+            }
+        });
+        match ended {
+            Some(ControlFlow::Break(flow)) => flow,
+            Some(ControlFlow::Continue(())) => Flow::Next,
+            None => fr.stopped(Bail::Fallback),
+        }
     })
 }
 
