@@ -283,7 +283,7 @@ fn chunks(permissions: &Permissions, path: &str, n: INT, boundary: Boundary) -> 
             chunk.insert("path".into(), path.into());
             chunk.insert("start".into(), (start as INT).into());
             chunk.insert("end".into(), (end as INT).into());
-            chunk.into()
+            Dynamic::from_map(chunk)
         })
         .collect())
 }

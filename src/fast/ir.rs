@@ -384,6 +384,9 @@ pub(crate) enum Expr {
     Tally,
     /// A heap variable's value (`Load`) made Rhai's own first where it may hold a `Tally`.
     Settle(Box<Expr>),
+    /// A heap local's value (`Load`) taken out of its slot, where nothing reads the variable
+    /// afterwards (see `lower::last_use`).
+    Moved(Box<Expr>),
     /// `switch value { .. }`: the block of the case equal to the value (same type), else
     /// `default`.
     Switch {
@@ -511,7 +514,7 @@ impl Expr {
             Expr::Array(_) => Ty::Array,
             Expr::Item => Ty::Dyn,
             Expr::Map(_) | Expr::Tally => Ty::Map,
-            Expr::Settle(e) => e.ty(),
+            Expr::Settle(e) | Expr::Moved(e) => e.ty(),
             Expr::Native { ret, .. } | Expr::Direct { ret, .. } | Expr::Mixed { ret, .. } => *ret,
             Expr::Guard(_, ty) | Expr::Coalesce { ty, .. } => *ty,
             Expr::Switch { default, .. } => default.ty(),
@@ -552,7 +555,7 @@ impl Expr {
             | Expr::Interpolate(args)
             | Expr::Array(args) => args.iter().any(Expr::jumps),
             Expr::Map(items) => items.iter().any(|(_, e)| e.jumps()),
-            Expr::Guard(e, _) | Expr::Settle(e) => e.jumps(),
+            Expr::Guard(e, _) | Expr::Settle(e) | Expr::Moved(e) => e.jumps(),
             Expr::Coalesce { lhs, rhs, .. } | Expr::Mixed { lhs, rhs, .. } => {
                 lhs.jumps() || rhs.jumps()
             }
@@ -593,7 +596,7 @@ impl Expr {
             | Expr::Interpolate(args)
             | Expr::Array(args) => args.iter().map(Expr::size).sum(),
             Expr::Map(items) => items.iter().map(|(_, e)| e.size()).sum(),
-            Expr::Guard(e, _) | Expr::Settle(e) => e.size(),
+            Expr::Guard(e, _) | Expr::Settle(e) | Expr::Moved(e) => e.size(),
             Expr::Coalesce { lhs, rhs, .. } | Expr::Mixed { lhs, rhs, .. } => {
                 lhs.size() + rhs.size()
             }
@@ -722,7 +725,7 @@ impl Expr {
             | Expr::Interpolate(args)
             | Expr::Array(args) => args.iter_mut().for_each(|a| a.visit_mut(v)),
             Expr::Map(items) => items.iter_mut().for_each(|(_, e)| e.visit_mut(v)),
-            Expr::Guard(e, _) | Expr::Settle(e) => e.visit_mut(v),
+            Expr::Guard(e, _) | Expr::Settle(e) | Expr::Moved(e) => e.visit_mut(v),
             Expr::Coalesce { lhs, rhs, .. } | Expr::Mixed { lhs, rhs, .. } => {
                 lhs.visit_mut(v);
                 rhs.visit_mut(v);

@@ -67,7 +67,7 @@ pub(crate) fn settle(value: &mut Dynamic) {
             .into_iter()
             .collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        *value = Map::from_iter(entries).into();
+        *value = Dynamic::from_map(Map::from_iter(entries));
     }
 }
 
@@ -221,11 +221,11 @@ impl Native {
                 let keys = map
                     .keys()
                     .map(|k| Dynamic::from(ImmutableString::from(k.as_str())));
-                Some(keys.collect::<Array>().into())
+                Some(Dynamic::from_array(keys.collect()))
             }
             (Native::Values, []) => {
                 let map = this.as_map_ref().ok()?;
-                Some(map.values().cloned().collect::<Array>().into())
+                Some(Dynamic::from_array(map.values().cloned().collect()))
             }
             (Native::Extract, [start, len]) => {
                 extract(this, start.as_int().ok()?, len.as_int().ok()?)
@@ -422,7 +422,7 @@ fn split(s: &ImmutableString, by: &Dynamic) -> Out {
         });
         parts
     })?;
-    Some(parts.into())
+    Some(Dynamic::from_array(parts))
 }
 
 /// `f` on each piece Rhai's `split` makes of `s` at `by`, in order, until `f` breaks.
@@ -524,16 +524,16 @@ fn index_of(s: &str, what: &Dynamic) -> Out {
 fn extract(this: &Dynamic, start: i64, len: i64) -> Out {
     let array = this.as_array_ref().ok()?;
     if array.is_empty() || len <= 0 {
-        return Some(Array::new().into());
+        return Some(Dynamic::from_array(Array::new()));
     }
     let size = array.len();
     let start = match usize::try_from(start) {
-        Ok(start) if start >= size => return Some(Array::new().into()),
+        Ok(start) if start >= size => return Some(Dynamic::from_array(Array::new())),
         Ok(start) => start,
         Err(_) => size - usize::try_from(start.unsigned_abs()).map_or(size, |back| back.min(size)),
     };
     let len = usize::try_from(len).map_or(size - start, |len| len.min(size - start));
-    Some(array[start..start + len].to_vec().into())
+    Some(Dynamic::from_array(array[start..start + len].to_vec()))
 }
 
 /// Rhai's `sub_string(start, len)`, characters counted; `len` `i64::MAX` for "to the end".
@@ -674,8 +674,13 @@ fn floats(op: BinOp, x: f64, y: f64) -> Out {
 }
 
 fn compared(op: BinOp, ordering: std::cmp::Ordering) -> Out {
+    holds(op, ordering).map(Dynamic::from)
+}
+
+/// Whether comparison `op` holds of two values in this `ordering`; `None` for other operators.
+pub(crate) fn holds(op: BinOp, ordering: std::cmp::Ordering) -> Option<bool> {
     use std::cmp::Ordering::*;
-    let answer = match op {
+    Some(match op {
         BinOp::Eq => ordering == Equal,
         BinOp::Ne => ordering != Equal,
         BinOp::Lt => ordering == Less,
@@ -683,8 +688,7 @@ fn compared(op: BinOp, ordering: std::cmp::Ordering) -> Out {
         BinOp::Gt => ordering == Greater,
         BinOp::Ge => ordering != Less,
         _ => return None,
-    };
-    Some(answer.into())
+    })
 }
 
 /// `lhs + rhs` with a string or a character on one side at least: the other side's text joined.

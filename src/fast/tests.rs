@@ -950,6 +950,12 @@ fn strings_arrays_and_maps_agree_with_rhai() {
         "fn f(s) { let out = []; let key = \"\"; for line in [s, `${s} x`, \"\", s] { let p = line.split(\" \"); key = p[0]; out.push(p); out.push(key); } out }",
         "fn f(s) { let p = [1]; let q = p; for i in 0..3 { p = `${s},${i}`.split(\",\"); } [p, q, s.split(\"\"), s.split(\"ab\")] }",
         "fn f(s) { let m = #{}; for line in [s, s, `${s} ${s}`] { let p = line.split(\" \"); for w in p { m[w] = p; } } m }",
+        // A local's last use moves its value; an earlier one, or one beside another, copies.
+        "fn f(s) { let a = [s, #{k: s}, [s]]; let b = a; b.push(1); let k = b.filter(|x| x != 1); for x in k { x.len(); } k }",
+        "fn f(s) { let a = [s, 1, 2]; let k = a.filter(|x| x != 1); a.push(k); let m = a; [m, a, k] }",
+        "fn f(s) { let a = [3, s, 2]; let k = a.filter(|x| x > 1); k }",
+        "fn f(s) { let a = [s, s + s]; let n = a.len(); let k = a.filter(|x| x.len() < n + 3); [a, k] }",
+        "fn f(s) { let m = #{a: s}; let n = m; n[\"b\"] = 1; [n, n.a] }",
         // The key of an update read in place, unless the new value reads it too.
         "fn f(s) { let m = #{}; for w in s.split(\" \") { m[w] = (m[w] ?? \"\") + w; m[w] = (m[w] ?? \"\") + 1; } m }",
         // Maps built from `#{}` (hash tables until they are read as maps).

@@ -42,7 +42,7 @@ pub(super) fn each(
         let initial = initial.as_ref().map(|i| i(fr)).transpose()?;
         Ok(Before { captured, initial })
     };
-    on_array(&args[0], before, move |fr, array, before| {
+    on_array(&args[0], before, move |fr, array, owned, before| {
         let f = Callee {
             id: callee,
             index,
@@ -51,7 +51,7 @@ pub(super) fn each(
         };
         match op {
             EachOp::Map => f.map(fr, array),
-            EachOp::Filter => f.filter(fr, array),
+            EachOp::Filter => f.filter(fr, array, owned),
             EachOp::Reduce => f.reduce(fr, array, before.initial.unwrap_or(Dynamic::UNIT)),
             EachOp::Sort => f.sort(fr, array).map(|()| Dynamic::UNIT),
             EachOp::All => f.find(fr, array, false).map(|found| (!found).into()),
@@ -82,17 +82,18 @@ struct Captured {
 }
 
 /// Runs `f` on the array `receiver`: a variable's own array (taken out of its slot while `f`
-/// runs: the function cannot see the caller's variables) or the value of an expression.
+/// runs: the function cannot see the caller's variables) or the value of an expression, which
+/// `f` then owns (it may take the elements).
 /// `before` is evaluated first (it may read the array's variable), as Rhai evaluates a method's
 /// arguments before its target.
 fn on_array(
     receiver: &Expr,
     before: impl Fn(&mut Frame<'_>) -> R<Before> + Send + Sync + 'static,
-    f: impl Fn(&mut Frame<'_>, &mut Array, Before) -> R<Dynamic> + Send + Sync + 'static,
+    f: impl Fn(&mut Frame<'_>, &mut Array, bool, Before) -> R<Dynamic> + Send + Sync + 'static,
 ) -> Ev<Dynamic> {
-    let apply = move |fr: &mut Frame<'_>, value: &mut Dynamic, first: Before| {
+    let apply = move |fr: &mut Frame<'_>, value: &mut Dynamic, owned, first: Before| {
         let mut array = value.as_array_mut().map_err(|_| Bail::Fallback)?;
-        f(fr, &mut array, first)
+        f(fr, &mut array, owned, first)
     };
     match receiver {
         Expr::Load(slot, ty) if ty.is_heap() => {
@@ -100,7 +101,7 @@ fn on_array(
             Box::new(move |fr| {
                 let first = before(fr)?;
                 let mut value = std::mem::take(fr.heap_mut(slot));
-                let result = apply(fr, &mut value, first);
+                let result = apply(fr, &mut value, false, first);
                 *fr.heap_mut(slot) = value;
                 result
             })
@@ -110,7 +111,7 @@ fn on_array(
             Box::new(move |fr| {
                 let mut value = receiver(fr)?;
                 let first = before(fr)?;
-                apply(fr, &mut value, first)
+                apply(fr, &mut value, true, first)
             })
         }
     }
@@ -125,6 +126,14 @@ pub(super) struct Keyed {
 }
 
 impl Keyed {
+    /// The operands of the first and the second parameter's, in the comparer's order.
+    fn in_order<'k, T>(&self, first: &'k T, second: &'k T) -> (&'k T, &'k T) {
+        match self.swapped {
+            false => (first, second),
+            true => (second, first),
+        }
+    }
+
     pub(super) fn of(f: &Function) -> Option<Keyed> {
         let keyed = f.keyed_comparer()?;
         Some(Keyed {
@@ -156,6 +165,33 @@ fn sort_stopping(
         (Ok(()), None) => Ok(()),
         // The sort found the order inconsistent: Rhai's own run reports it.
         (Err(_), None) => Err(Bail::Fallback),
+    }
+}
+
+/// Sorts `array` by `sign` of the two elements' places, each element carrying its place in its
+/// tag meanwhile (so a comparison reads no element: the tag is in the array itself); the tags are
+/// put back afterwards. A sign of `None` orders by type, as Rhai does.
+fn sort_tagged(array: &mut Array, mut sign: impl FnMut(usize, usize) -> R<Option<i64>>) -> R<()> {
+    let tags: Vec<i32> = array.iter().map(Dynamic::tag).collect();
+    for (at, v) in array.iter_mut().enumerate() {
+        v.set_tag(at as i32);
+    }
+    let sorted = sort_stopping(array, |x, y| {
+        Ok(ordering(sign(x.tag() as usize, y.tag() as usize)?, x, y))
+    });
+    for v in array.iter_mut() {
+        let at = v.tag() as usize;
+        v.set_tag(tags[at]);
+    }
+    sorted
+}
+
+/// A comparer's sign on int operands, as [`sign`] reads `native::mixed`'s verdict but with no
+/// `Dynamic` made; `None` where Rhai raises an error (an overflow).
+fn int_sign(op: BinOp, x: i64, y: i64) -> Option<Option<i64>> {
+    match op {
+        BinOp::Sub => x.checked_sub(y).map(|d| Some(d.signum())),
+        op => native::holds(op, x.cmp(&y)).map(|b| Some(if b { -1 } else { 1 })),
     }
 }
 
@@ -192,18 +228,22 @@ impl Callee<'_> {
             let bits = self.on_element(fr, array, at, None)?;
             out.push(self.value(fr, bits));
         }
-        Ok(out.into())
+        Ok(Dynamic::from_array(out))
     }
 
-    fn filter(self, fr: &mut Frame<'_>, array: &mut Array) -> R<Dynamic> {
+    /// `owned`: the array is a value about to be dropped, whose elements may be moved.
+    fn filter(self, fr: &mut Frame<'_>, array: &mut Array, owned: bool) -> R<Dynamic> {
         let mut out = Array::new();
         for at in 0..array.len() {
             let bits = self.on_element(fr, array, at, None)?;
             if self.truth(fr, bits) {
-                out.push(array[at].clone());
+                out.push(match owned {
+                    true => std::mem::take(&mut array[at]),
+                    false => array[at].clone(),
+                });
             }
         }
-        Ok(out.into())
+        Ok(Dynamic::from_array(out))
     }
 
     /// Whether some element's result is `want` (`some`: true; `all`: false, so `all` is
@@ -259,8 +299,7 @@ impl Callee<'_> {
     }
 
     /// [`Callee::sort`] for a [`Keyed`] comparer: its operands are computed once per element,
-    /// and each element carries its place in its tag while it is sorted (so a comparison reads
-    /// no element: the tag is in the array itself). The tags are put back afterwards.
+    /// and compared as ints with no `Dynamic` made when they all are ints.
     fn sort_by_keys(self, fr: &mut Frame<'_>, array: &mut Array, keyed: &Keyed) -> R<()> {
         let mut keys = [
             Vec::with_capacity(array.len()),
@@ -271,27 +310,23 @@ impl Callee<'_> {
                 keys[param].push(self.key(fr, array, at, param, key)?);
             }
         }
-        let tags: Vec<i32> = array.iter().map(Dynamic::tag).collect();
-        for (at, v) in array.iter_mut().enumerate() {
-            v.set_tag(at as i32);
-        }
         let cost = fr.program[self.id].entry_cost;
-        let sorted = sort_stopping(array, |x, y| {
-            fr.tick(cost)?;
-            let (x_at, y_at) = (x.tag() as usize, y.tag() as usize);
-            let (first, second) = (&keys[0][x_at], &keys[1][y_at]);
-            let (lhs, rhs) = match keyed.swapped {
-                false => (first, second),
-                true => (second, first),
-            };
-            let verdict = native::mixed(keyed.op, lhs, rhs).ok_or(Bail::Fallback)?;
-            Ok(ordering(sign(&verdict), x, y))
-        });
-        for v in array.iter_mut() {
-            let at = v.tag() as usize;
-            v.set_tag(tags[at]);
+        let by_ints = keyed.op == BinOp::Sub || keyed.op.is_comparison();
+        if by_ints && keys.iter().flatten().all(Dynamic::is_int) {
+            let [first, second]: [Vec<i64>; 2] =
+                keys.map(|k| k.iter().map(|d| d.as_int().unwrap_or(0)).collect());
+            return sort_tagged(array, |x_at, y_at| {
+                fr.tick(cost)?;
+                let (lhs, rhs) = keyed.in_order(&first[x_at], &second[y_at]);
+                int_sign(keyed.op, *lhs, *rhs).ok_or(Bail::Fallback)
+            });
         }
-        sorted
+        sort_tagged(array, |x_at, y_at| {
+            fr.tick(cost)?;
+            let (lhs, rhs) = keyed.in_order(&keys[0][x_at], &keys[1][y_at]);
+            let verdict = native::mixed(keyed.op, lhs, rhs).ok_or(Bail::Fallback)?;
+            Ok(sign(&verdict))
+        })
     }
 
     /// The comparer's operand that reads parameter `param`, for element `at` (lent to it as

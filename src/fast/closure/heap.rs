@@ -84,11 +84,15 @@ pub(super) fn dynamic(e: &Expr) -> Ev<Dynamic> {
             let items: Vec<Ev<Dynamic>> = items.iter().map(dynamic).collect();
             Box::new(move |fr| {
                 let array = items.iter().map(|i| i(fr)).collect::<R<rhai::Array>>()?;
-                Ok(array.into())
+                Ok(Dynamic::from_array(array))
             })
         }
         Expr::Map(items) => map_literal(items),
         Expr::Tally => Box::new(|_| Ok(Dynamic::from(native::Tally::default()))),
+        Expr::Moved(load) => {
+            let slot = settled_slot(load);
+            Box::new(move |fr| Ok(std::mem::take(fr.heap_mut(slot))))
+        }
         Expr::Settle(load) => {
             let (slot, load) = (settled_slot(load), dynamic(load));
             Box::new(move |fr| {
@@ -129,7 +133,7 @@ fn map_literal(items: &[(ImmutableString, Expr)]) -> Ev<Dynamic> {
         for (slot, value) in map.values_mut().zip(&values) {
             *slot = value(fr)?;
         }
-        Ok(map.into())
+        Ok(Dynamic::from_map(map))
     })
 }
 
@@ -362,11 +366,12 @@ fn reading<A: 'static, T: 'static>(
     }
 }
 
-/// The heap slot a [`Expr::Settle`] reads (lowering wraps only heap variables).
+/// The heap slot a [`Expr::Settle`] or [`Expr::Moved`] reads (lowering wraps only heap
+/// variables).
 fn settled_slot(load: &Expr) -> usize {
     match load {
         Expr::Load(slot, ty) if ty.is_heap() => *slot,
-        other => unreachable!("only a heap variable is settled: {other:?}"),
+        other => unreachable!("only a heap variable is settled or moved: {other:?}"),
     }
 }
 

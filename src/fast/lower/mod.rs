@@ -3,6 +3,7 @@
 
 mod each;
 mod heap;
+mod last_use;
 mod tally;
 
 use std::collections::HashMap;
@@ -264,6 +265,7 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             entry_cost: self.cost[0],
         };
         tally::hash_built_maps(&mut function);
+        last_use::move_last_uses(&mut function);
         Ok(function)
     }
 
