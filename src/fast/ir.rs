@@ -216,6 +216,11 @@ impl VisitMut for ParamUses {
             Expr::Native { args, .. } => usize::from(self.is_param(&args[0])),
             // A data builtin makes its result anew from what it reads.
             Expr::Direct { args, .. } => args.iter().filter(|a| self.is_param(a)).count(),
+            // An array is unboxed: a copy of its numbers.
+            Expr::CallUnboxing { args, .. } => args
+                .iter()
+                .filter(|a| a.ty() == Ty::Array && self.is_param(a))
+                .count(),
             Expr::Guard(inner, ty) if !ty.is_heap() => usize::from(self.is_param(inner)),
             Expr::Mixed { op, lhs, rhs, .. } if *op != BinOp::Add => {
                 usize::from(self.is_param(lhs)) + usize::from(self.is_param(rhs))
@@ -332,6 +337,16 @@ pub(crate) enum Expr {
     /// A call of specialization `callee` (an index into the compiled program).
     Call {
         callee: usize,
+        args: Vec<Expr>,
+        ret: Ty,
+    },
+    /// A call passing arrays of any values (`args` of type `Array`) to a function that runs on
+    /// unboxed numbers: each such array is unboxed when the call runs, and the specialization
+    /// for the kinds it holds is called (`callees`: each lowered one's parameter types, the one
+    /// on arrays of any values last if it lowered, for arrays of other values; none fits, and
+    /// the call goes back to Rhai).
+    CallUnboxing {
+        callees: Vec<(Vec<Ty>, usize)>,
         args: Vec<Expr>,
         ret: Ty,
     },
@@ -529,7 +544,7 @@ impl Expr {
             },
             Expr::If { then, .. } => then.ty(),
             Expr::Block(block) => block.ty(),
-            Expr::Call { ret, .. } => *ret,
+            Expr::Call { ret, .. } | Expr::CallUnboxing { ret, .. } => *ret,
             Expr::Each { op, .. } => op.ret(),
             Expr::Inlined { body, .. } => body.ty(),
             Expr::Index { elem, .. } => *elem,
@@ -571,7 +586,9 @@ impl Expr {
             Expr::Unary { arg, .. } | Expr::Index { index: arg, .. } => arg.jumps(),
             Expr::If { cond, then, other } => cond.jumps() || then.jumps() || other.jumps(),
             Expr::Block(block) => block.jumps(),
-            Expr::Call { args, .. } | Expr::Each { args, .. } => args.iter().any(Expr::jumps),
+            Expr::Call { args, .. } | Expr::CallUnboxing { args, .. } | Expr::Each { args, .. } => {
+                args.iter().any(Expr::jumps)
+            }
             Expr::Inlined { params, body, .. } => {
                 params.iter().any(|(_, e)| e.jumps()) || body.jumps()
             }
@@ -612,7 +629,9 @@ impl Expr {
             Expr::Unary { arg, .. } | Expr::Index { index: arg, .. } => arg.size(),
             Expr::If { cond, then, other } => cond.size() + then.size() + other.size(),
             Expr::Block(block) => block.size(),
-            Expr::Call { args, .. } | Expr::Each { args, .. } => args.iter().map(Expr::size).sum(),
+            Expr::Call { args, .. } | Expr::CallUnboxing { args, .. } | Expr::Each { args, .. } => {
+                args.iter().map(Expr::size).sum()
+            }
             Expr::Inlined { params, body, .. } => {
                 params.iter().map(|(_, e)| e.size()).sum::<usize>() + body.size()
             }
@@ -751,7 +770,7 @@ impl Expr {
                 other.visit_mut(v);
             }
             Expr::Block(block) => block.visit_mut(v),
-            Expr::Call { args, .. } | Expr::Each { args, .. } => {
+            Expr::Call { args, .. } | Expr::CallUnboxing { args, .. } | Expr::Each { args, .. } => {
                 args.iter_mut().for_each(|a| a.visit_mut(v))
             }
             Expr::Inlined { params, body, .. } => {

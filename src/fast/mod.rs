@@ -432,7 +432,7 @@ fn scalar(d: &Dynamic) -> Option<Scalar> {
 
 /// An array whose elements are all ints, or all floats, unboxed (floats as their bits); an empty
 /// array counts as ints.
-fn numeric_array(d: &Dynamic) -> Option<(Ty, Vec<i64>)> {
+pub(crate) fn numeric_array(d: &Dynamic) -> Option<(Ty, Vec<i64>)> {
     let array = d.read_lock::<rhai::Array>()?;
     let ty = match array.first() {
         Some(first) if first.is_float() => Ty::FloatArray,

@@ -839,6 +839,11 @@ fn closures_and_calls_with_heap_values_agree_with_rhai() {
         "fn f(a) { [a.filter(|r| { r.score = 1; true }), a] }",
         "fn f(a) { let b = a; b.sort(|x, y| { x += 1; y - x }); [a, b] }",
         "fn f(a) { [a.map(|v| v), a.reduce(|r, v| v, 0), a] }",
+        // Arrays of any values passed to functions that run on unboxed numbers: unboxed at the
+        // call (floats, ints, one of each), or passed as they are when they hold other values.
+        "fn dot(x, y) { let s = 0.0; for i in 0..x.len() { s += x[i] * y[i]; } s } fn f(a) { let b = []; for v in a { b.push(v * 1.5); } [dot(b, b), dot(b, [2.0, 4.0, 1.0]), dot([0.5], a)] }",
+        "fn total(x) { let s = 0; for i in 0..x.len() { s += x[i]; } s } fn f(a) { let c = a; c.push(1); [total(a), total(c), total([]), total([2.5])] }",
+        "fn zero(x) { x[0] = 0; x[0] + x.len() } fn scaled(x, k, s) { let t = 0; for i in 0..x.len() { t += x[i] * k; } t + s.len() } fn f(a) { let b = a; b.push(2); [zero(b), b, scaled(b, 3, \"ab\"), scaled(a, 2, \"\")] }",
         // Closures that capture variables: scalars, strings, maps, the array itself.
         "fn f(a) { let k = 2; a.filter(|v| v > k) }",
         "fn f(a) { let k = 2; let t = \"x\"; a.map(|v| `${t}${v + k}`) }",

@@ -270,6 +270,7 @@ fn stands_apart(e: &Expr, slot: usize) -> bool {
                 | Expr::If { .. }
                 | Expr::Switch { .. }
                 | Expr::Call { .. }
+                | Expr::CallUnboxing { .. }
                 | Expr::Each { .. }
                 | Expr::Inlined { .. } => false,
                 _ => true,
@@ -410,6 +411,21 @@ fn update_item(target: usize, key: Key, value: Ev<Dynamic>) -> St {
 enum Key {
     Lent(usize),
     Made(Ev<Dynamic>),
+}
+
+/// An array of any values unboxed, read where it is: its kind (`FloatArray` or `IntArray`) and
+/// numbers (see [`crate::fast::numeric_array`]), or a copy of it when it holds other values.
+pub(super) fn unboxed(e: &Expr) -> Ev<super::Passed> {
+    reading(
+        e,
+        |_| Ok(()),
+        |array, ()| {
+            Ok(match crate::fast::numeric_array(array) {
+                Some((kind, numbers)) => super::Passed::Numbers(kind, numbers),
+                None => super::Passed::Heap(array.clone()),
+            })
+        },
+    )
 }
 
 /// `array[at]` with an int index, read where the array is (no `Dynamic` made for the index).

@@ -731,6 +731,10 @@ macro_rules! common {
                 let call = call(*callee, args);
                 return Box::new(move |fr| call(fr).map($from_bits));
             }
+            Expr::CallUnboxing { callees, args, .. } => {
+                let call = call_unboxing(callees, args);
+                return Box::new(move |fr| call(fr).map($from_bits));
+            }
             _ => {}
         }
     };
@@ -740,6 +744,7 @@ pub(super) fn int(e: &Expr) -> Ev<i64> {
     match e {
         Expr::Load(..) | Expr::Int(_) | Expr::Binary { .. } => return shape::wide(e, Boxed),
         Expr::Call { callee, args, .. } => return call(*callee, args), // no wrapper needed
+        Expr::CallUnboxing { callees, args, .. } => return call_unboxing(callees, args),
         Expr::Index { array, index, .. } => return shape::leafy(index, ElementOf(*array)),
         Expr::Len(array) => {
             let array = *array;
@@ -935,8 +940,7 @@ fn unrecorded_call(callee: usize, args: &[Expr]) -> Ev<i64> {
                 match arg {
                     Arg::Bits(arg) => {
                         let v = arg(fr)?;
-                        fr.write(fr.top, v);
-                        fr.top += 1;
+                        fr.push_bits(v);
                     }
                     Arg::Heap(arg) => {
                         let v = arg(fr)?;
@@ -947,6 +951,106 @@ fn unrecorded_call(callee: usize, args: &[Expr]) -> Ev<i64> {
             Ok(())
         })
     })
+}
+
+/// A call that unboxes its arrays of any values and runs the specialization for what they hold
+/// (see [`Expr::CallUnboxing`]); the unboxed arrays are the callee's while it runs.
+fn call_unboxing(callees: &[(Vec<Ty>, usize)], args: &[Expr]) -> Ev<i64> {
+    let callees: Vec<(Vec<Ty>, usize, Option<u32>)> = callees
+        .iter()
+        .map(|(params, callee)| {
+            let frame = RECORDED_FRAMES.with_borrow(|f| f.as_ref().map(|f| f[*callee]));
+            (params.clone(), *callee, frame)
+        })
+        .collect();
+    let types: Vec<Ty> = args.iter().map(Expr::ty).collect();
+    let args: Vec<Unboxing> = args
+        .iter()
+        .map(|a| match a.ty() {
+            Ty::Array => Unboxing::Array(heap::unboxed(a)),
+            ty if ty.is_heap() => Unboxing::Heap(heap::dynamic(a)),
+            _ => Unboxing::Bits(bits(a)),
+        })
+        .collect();
+    let generic = callees
+        .iter()
+        .position(|(params, ..)| params.contains(&Ty::Array));
+    Box::new(move |fr| {
+        let mut values = Vec::with_capacity(args.len());
+        for arg in &args {
+            values.push(match arg {
+                Unboxing::Bits(arg) => Passed::Bits(arg(fr)?),
+                Unboxing::Heap(arg) => Passed::Heap(arg(fr)?),
+                Unboxing::Array(arg) => arg(fr)?,
+            });
+        }
+        let kinds: Vec<Ty> = values.iter().zip(&types).map(|(v, t)| v.kind(*t)).collect();
+        let (params, callee, frame) = match callees.iter().find(|(params, ..)| *params == kinds) {
+            Some(found) => found,
+            None => &callees[generic.ok_or(Bail::Fallback)?],
+        };
+        if let (Some(frame), Some(record)) = (frame, &mut fr.record) {
+            record.enter(*frame);
+        }
+        let arrays = fr.arrays.len();
+        let result = enter(fr, *callee, |fr, _| {
+            for (value, ty) in values.into_iter().zip(params) {
+                match value {
+                    Passed::Heap(v) => fr.push_heap(v),
+                    Passed::Bits(bits) => fr.push_bits(bits),
+                    Passed::Numbers(kind, numbers) if *ty == Ty::Array => {
+                        fr.push_heap(boxed(kind, numbers))
+                    }
+                    Passed::Numbers(_, numbers) => {
+                        fr.arrays.push(numbers);
+                        fr.push_bits(fr.arrays.len() as i64 - 1);
+                    }
+                }
+            }
+            Ok(())
+        });
+        fr.arrays.truncate(arrays);
+        if let (Some(_), Some(record)) = (frame, &mut fr.record) {
+            record.exit(true);
+        }
+        result
+    })
+}
+
+/// Unboxed numbers as Rhai's array again (the same values: ints, or floats from their bits).
+fn boxed(kind: Ty, numbers: Vec<i64>) -> Dynamic {
+    let item = |bits: i64| match kind {
+        Ty::FloatArray => Dynamic::from(f64::from_bits(bits as u64)),
+        _ => Dynamic::from(bits),
+    };
+    Dynamic::from_array(numbers.into_iter().map(item).collect())
+}
+
+/// An argument of [`call_unboxing`], as it is compiled.
+enum Unboxing {
+    Bits(Ev<i64>),
+    Heap(Ev<Dynamic>),
+    /// An array: its numbers, or itself when it holds other values.
+    Array(Ev<Passed>),
+}
+
+/// An argument of [`call_unboxing`], evaluated.
+pub(super) enum Passed {
+    Bits(i64),
+    Heap(Dynamic),
+    /// An array's numbers and kind (`FloatArray` or `IntArray`).
+    Numbers(Ty, Vec<i64>),
+}
+
+impl Passed {
+    /// The parameter type this value takes: an unboxed array's kind, else `ty`, the type
+    /// lowering gave the argument.
+    fn kind(&self, ty: Ty) -> Ty {
+        match self {
+            Passed::Numbers(kind, _) => *kind,
+            _ => ty,
+        }
+    }
 }
 
 /// An argument of a call: the bits of a scalar, or a heap value.
@@ -1037,6 +1141,12 @@ impl Frame<'_> {
             self.heap.resize(self.heap_top, Dynamic::UNIT);
         }
         saved
+    }
+
+    /// Pushes a callee's scalar argument (its bits) after the slots in use.
+    fn push_bits(&mut self, bits: i64) {
+        self.write(self.top, bits);
+        self.top += 1;
     }
 
     /// Pushes a callee's heap argument after the heap slots in use.

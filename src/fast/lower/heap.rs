@@ -496,6 +496,7 @@ fn updated_item(target: Slot, key: &Expr, value: &Expr) -> Option<Expr> {
                 | Expr::If { .. }
                 | Expr::Switch { .. }
                 | Expr::Call { .. }
+                | Expr::CallUnboxing { .. }
                 | Expr::Each { .. }
                 | Expr::Inlined { .. } => self.other = true,
                 _ => {}

@@ -17,6 +17,9 @@ use super::{
     source::{FnSource, Source},
 };
 
+/// The most arrays of any values a compiled call unboxes (each doubles the specializations).
+const MAX_UNBOXED: usize = 2;
+
 /// A specialization: a function name and its argument types.
 pub(crate) type SpecKey = (String, Vec<Ty>);
 
@@ -737,9 +740,7 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             }
             let key: SpecKey = (name.to_string(), args.iter().map(Expr::ty).collect());
             if self.unboxed_is_better(&key)? {
-                return self.refuse(format!(
-                    "passes an array to `{name}`, which runs on unboxed numbers when Rhai calls it"
-                ));
+                return self.unboxing_call(key, args);
             }
             let (callee, ret) = self.session.spec(&key)?;
             return Ok(Expr::Call { callee, args, ret });
@@ -767,6 +768,58 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             }
         }
         Ok(false)
+    }
+
+    /// A call of `key` that unboxes its arrays of any values (see [`Expr::CallUnboxing`]): the
+    /// specializations for arrays of floats and of ints, in every combination that lowers, then
+    /// `key` itself if it lowers.
+    fn unboxing_call(&mut self, key: SpecKey, args: Vec<Expr>) -> R<Expr> {
+        let (name, types) = key;
+        let arrays = types.iter().filter(|&&t| t == Ty::Array).count();
+        if arrays > MAX_UNBOXED {
+            return self.refuse(format!("passes more than {MAX_UNBOXED} arrays to `{name}`"));
+        }
+        let (mut callees, mut ret) = (Vec::new(), None);
+        for kinds in 0..1u32 << arrays {
+            let mut nth = 0;
+            let params: Vec<Ty> = types
+                .iter()
+                .map(|&t| match t {
+                    Ty::Array => {
+                        nth += 1;
+                        [Ty::FloatArray, Ty::IntArray][(kinds >> (nth - 1) & 1) as usize]
+                    }
+                    t => t,
+                })
+                .collect();
+            let key = (name.clone(), params);
+            if !self.session.would_lower(&key)? {
+                continue;
+            }
+            let (callee, returns) = self.session.spec(&key)?;
+            if returns.is_heap() || ret.is_some_and(|r| r != returns) {
+                return self.refuse(format!(
+                    "passes arrays to `{name}`, whose result depends on what they hold"
+                ));
+            }
+            ret = Some(returns);
+            callees.push((key.1, callee));
+        }
+        let ret = ret.expect("unboxed_is_better found one that lowers");
+        // For arrays that hold other values, the specialization on arrays of any values.
+        let key = (name, types);
+        if self.session.would_lower(&key)? {
+            match self.session.spec(&key)? {
+                (callee, returns) if returns == ret => callees.push((key.1, callee)),
+                _ => {
+                    return self.refuse(format!(
+                        "passes arrays to `{}`, whose result depends on what they hold",
+                        key.0
+                    ));
+                }
+            }
+        }
+        Ok(Expr::CallUnboxing { callees, args, ret })
     }
 
     /// A call of the native `name`: one of the tier's natives for these types, else an
