@@ -27,7 +27,14 @@ pub(crate) struct Direct {
     /// The builtin on these arguments, checked against these grants; `None` where the registered
     /// function would raise an error (the call then runs in Rhai, which raises it).
     pub(crate) call: fn(&Permissions, &[Dynamic]) -> Option<Dynamic>,
+    /// For a builtin that makes an array of strings, a loop over them with none made: `f` on
+    /// each while it answers true (see [`Pieces`]).
+    pub(crate) pieces: Option<Pieces>,
 }
+
+/// `f` on each string of a result while `f` answers true: whether it saw them all, or `None`
+/// (before any) where the builtin would raise an error.
+pub(crate) type Pieces = fn(&[Dynamic], f: &mut dyn FnMut(&str) -> bool) -> Option<bool>;
 
 impl std::fmt::Debug for Direct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,12 +55,14 @@ pub(crate) const DIRECT: &[Direct] = &[
         params: &[Kind::Str],
         returns: Kind::Str,
         call: |p, args| done(files::read_text(p, &str(&args[0])?)),
+        pieces: None,
     },
     Direct {
         name: "read_lines",
         params: &[Kind::Str],
         returns: Kind::Array,
         call: |p, args| done(files::read_lines(p, &str(&args[0])?, Range::default())),
+        pieces: None,
     },
     Direct {
         name: "read_lines",
@@ -63,18 +72,21 @@ pub(crate) const DIRECT: &[Direct] = &[
             let range = Range::from_map(&*args[1].read_lock::<Map>()?).ok()?;
             done(files::read_lines(p, &str(&args[0])?, range))
         },
+        pieces: None,
     },
     Direct {
         name: "regex_find_all",
         params: &[Kind::Str, Kind::Str],
         returns: Kind::Array,
         call: |_, args| done(text::find_all(&str(&args[0])?, &str(&args[1])?)),
+        pieces: Some(|args, f| text::each_match(&str(&args[0])?, &str(&args[1])?, f).ok()),
     },
     Direct {
         name: "regex_is_match",
         params: &[Kind::Str, Kind::Str],
         returns: Kind::Bool,
         call: |_, args| done(text::is_match(&str(&args[0])?, &str(&args[1])?)),
+        pieces: None,
     },
 ];
 

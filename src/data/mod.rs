@@ -12,7 +12,7 @@ mod text;
 
 use std::sync::Arc;
 
-pub(crate) use direct::{DIRECT, Direct, Kind};
+pub(crate) use direct::{DIRECT, Direct, Kind, Pieces};
 
 use rhai::{Engine, EvalAltResult};
 

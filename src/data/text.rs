@@ -66,6 +66,20 @@ pub(super) fn find_all(text: &str, pattern: &str) -> Result<Array> {
     })
 }
 
+/// `f` on each match `find_all` would make, left to right, while it answers true; whether every
+/// match was seen.
+pub(super) fn each_match(
+    text: &str,
+    pattern: &str,
+    f: &mut dyn FnMut(&str) -> bool,
+) -> Result<bool> {
+    let pattern = regex(pattern)?;
+    Ok(match &pattern.run {
+        Some(run) => run.find_iter(text).all(f),
+        None => pattern.regex.find_iter(text).all(|m| f(m.as_str())),
+    })
+}
+
 fn strings<'a>(parts: impl Iterator<Item = &'a str>) -> Array {
     parts
         .map(|s| Dynamic::from(ImmutableString::from(s)))

@@ -1069,6 +1069,13 @@ fn data_builtins_are_called_directly_with_the_run_s_grants() {
         fn lines(path) { read_lines(path).len() }
         fn size(path) { read_file(path).len() }
         fn matching(path, pattern) { read_lines(path).filter(|l| regex_is_match(l, pattern)).len() }
+        fn kept(path, pattern) {
+            let out = [];
+            for line in read_lines(path) {
+                for (w, i) in regex_find_all(line, pattern) { if i > 1 { break; } out.push(w); }
+            }
+            out
+        }
     "#;
     let granted = |host: fn(&mut Engine)| {
         let read = [dir.path().to_str().unwrap()];
@@ -1090,7 +1097,8 @@ fn data_builtins_are_called_directly_with_the_run_s_grants() {
     assert!(check_on(&engine, script, "size", vec![path.clone()]));
     for pattern in [r"\w+", "^the", "t$", "[a-z]+h"] {
         let args = vec![path.clone(), pattern.into()];
-        assert!(check_on(&engine, script, "matching", args), "{pattern}");
+        assert!(check_on(&engine, script, "matching", args.clone()), "{pattern}");
+        assert!(check_on(&engine, script, "kept", args), "{pattern}");
     }
     // Errors Rhai raises: a bad range, a missing file, a bad pattern, a type it does not take.
     for (f, args) in [
@@ -1098,6 +1106,7 @@ fn data_builtins_are_called_directly_with_the_run_s_grants() {
         ("lines", vec![missing.clone()]),
         ("size", vec![missing]),
         ("matching", vec![path.clone(), "[".into()]),
+        ("kept", vec![path.clone(), "[".into()]),
         ("lines", vec![42.into()]),
     ] {
         assert!(!check_on(&engine, script, f, args.clone()), "{f}{args:?}");

@@ -10,9 +10,12 @@ use super::{
     Bail, Ev, Flow, Frame, R, St, after_body, bits, block_statements, block_value, boolean,
     charged, run,
 };
-use crate::fast::{
-    ir::{DirectCall, Expr, Stmt, SwitchKey, Ty, VisitMut},
-    native::{self, Native},
+use crate::{
+    data::Pieces,
+    fast::{
+        ir::{DirectCall, Expr, Stmt, SwitchKey, Ty, VisitMut},
+        native::{self, Native},
+    },
 };
 
 /// Any expression's value as a `Dynamic`.
@@ -555,7 +558,10 @@ pub(super) fn statement(stmt: &Stmt) -> Option<St> {
                     op: Native::Split,
                     args,
                     ..
-                } if var_ty.is_heap() => for_each_piece(each, &args[0], &args[1]),
+                } if var_ty.is_heap() => for_each_piece(each, args, split_pieces),
+                Expr::Direct { call, args, .. } if var_ty.is_heap() && call.f.pieces.is_some() => {
+                    for_each_piece(each, args, call.f.pieces.expect("checked"))
+                }
                 over => for_each(each, *var_ty, over),
             }
         }
@@ -631,30 +637,38 @@ fn for_each(each: Each, var_ty: Ty, over: &Expr) -> St {
     })
 }
 
-/// `for var in text.split(by)`: the pieces are written into the variable's string in turn, with
-/// no array made and no string allocated while the body keeps none of them.
-fn for_each_piece(each: Each, text: &Expr, by: &Expr) -> St {
-    let (text, by) = (dynamic(text), dynamic(by));
+/// `for var in pieces`: the strings a split or a data builtin makes of `args` (see
+/// [`Pieces`]) are written into the variable's string in turn, with no array made and no string
+/// allocated while the body keeps none of them.
+fn for_each_piece(each: Each, args: &[Expr], pieces: Pieces) -> St {
+    let args: Vec<Ev<Dynamic>> = args.iter().map(dynamic).collect();
     Box::new(move |fr| {
-        let (text, by) = match text(fr).and_then(|t| Ok((t, by(fr)?))) {
-            Ok(both) => both,
+        let values = match args.iter().map(|a| a(fr)).collect::<R<Vec<_>>>() {
+            Ok(values) => values,
             Err(e) => return fr.stopped(e),
         };
-        let mut n = 0;
-        let ended = native::for_pieces(&text, &by, |piece| {
+        let (mut n, mut ended) = (0, None);
+        let finished = pieces(&values, &mut |piece| {
             native::overwrite_text(fr.heap_mut(each.var), piece);
+            ended = each.step(fr, n);
             n += 1;
-            match each.step(fr, n - 1) {
-                Some(flow) => ControlFlow::Break(flow),
-                None => ControlFlow::Continue(()),
-            }
+            ended.is_none()
         });
-        match ended {
-            Some(ControlFlow::Break(flow)) => flow,
-            Some(ControlFlow::Continue(())) => Flow::Next,
-            None => fr.stopped(Bail::Fallback),
+        match (finished, ended) {
+            (_, Some(flow)) => flow,
+            (Some(_), None) => Flow::Next,
+            (None, None) => fr.stopped(Bail::Fallback),
         }
     })
+}
+
+/// `args[0].split(args[1])` as [`Pieces`].
+fn split_pieces(args: &[Dynamic], f: &mut dyn FnMut(&str) -> bool) -> Option<bool> {
+    let all = native::for_pieces(&args[0], &args[1], |piece| match f(piece) {
+        true => ControlFlow::Continue(()),
+        false => ControlFlow::Break(()),
+    })?;
+    Some(all.is_continue())
 }
 
 /// `text.contains(c)` (or `starts_with`, `ends_with`) on a character, answered as bits with
