@@ -96,6 +96,9 @@ pub(crate) struct KeyedComparer<'f> {
     pub(crate) keys: [&'f Expr; 2],
     /// Whether `left` is the operand that reads the second parameter.
     pub(crate) swapped: bool,
+    /// Whether both operands are the same expression of their parameter (`b.score - a.score`):
+    /// one key per element then serves both.
+    pub(crate) same: bool,
 }
 
 impl Function {
@@ -110,20 +113,35 @@ impl Function {
         if self.params.len() != 2 || !self.body.stmts.is_empty() {
             return None;
         }
-        match (only_param_read(lhs)?, only_param_read(rhs)?) {
-            (0, 1) => Some(KeyedComparer {
-                op: *op,
-                keys: [lhs, rhs],
-                swapped: false,
-            }),
-            (1, 0) => Some(KeyedComparer {
-                op: *op,
-                keys: [rhs, lhs],
-                swapped: true,
-            }),
-            _ => None,
+        let (keys, swapped) = match (only_param_read(lhs)?, only_param_read(rhs)?) {
+            (0, 1) => ([&**lhs, &**rhs], false),
+            (1, 0) => ([&**rhs, &**lhs], true),
+            _ => return None,
+        };
+        Some(KeyedComparer {
+            op: *op,
+            keys,
+            swapped,
+            same: format!("{:?}", keys[0]) == format!("{:?}", on_first_param(keys[1])),
+        })
+    }
+}
+
+/// `e`, an operand that reads the second parameter, reading the first instead.
+fn on_first_param(e: &Expr) -> Expr {
+    struct Rename;
+    impl VisitMut for Rename {
+        fn expr(&mut self, e: &mut Expr) {
+            if let Expr::Load(slot @ 1, ty) = e
+                && ty.is_heap()
+            {
+                *slot = 0;
+            }
         }
     }
+    let mut e = e.clone();
+    e.visit_mut(&mut Rename);
+    e
 }
 
 /// The one heap parameter (of two) that `e` reads, if it reads exactly one.

@@ -1097,7 +1097,10 @@ fn data_builtins_are_called_directly_with_the_run_s_grants() {
     assert!(check_on(&engine, script, "size", vec![path.clone()]));
     for pattern in [r"\w+", "^the", "t$", "[a-z]+h"] {
         let args = vec![path.clone(), pattern.into()];
-        assert!(check_on(&engine, script, "matching", args.clone()), "{pattern}");
+        assert!(
+            check_on(&engine, script, "matching", args.clone()),
+            "{pattern}"
+        );
         assert!(check_on(&engine, script, "kept", args), "{pattern}");
     }
     // Errors Rhai raises: a bad range, a missing file, a bad pattern, a type it does not take.

@@ -123,6 +123,8 @@ pub(super) struct Keyed {
     /// The operand that reads the first parameter, then the one that reads the second.
     keys: [Ev<Dynamic>; 2],
     swapped: bool,
+    /// One key per element serves both operands (see `KeyedComparer::same`).
+    same: bool,
 }
 
 impl Keyed {
@@ -140,6 +142,7 @@ impl Keyed {
             op: keyed.op,
             keys: keyed.keys.map(dynamic),
             swapped: keyed.swapped,
+            same: keyed.same,
         })
     }
 }
@@ -301,20 +304,21 @@ impl Callee<'_> {
     /// [`Callee::sort`] for a [`Keyed`] comparer: its operands are computed once per element,
     /// and compared as ints with no `Dynamic` made when they all are ints.
     fn sort_by_keys(self, fr: &mut Frame<'_>, array: &mut Array, keyed: &Keyed) -> R<()> {
-        let mut keys = [
-            Vec::with_capacity(array.len()),
-            Vec::with_capacity(array.len()),
-        ];
-        for at in 0..array.len() {
-            for (param, key) in keyed.keys.iter().enumerate() {
-                keys[param].push(self.key(fr, array, at, param, key)?);
-            }
-        }
+        let mut keys = |param: usize| -> R<Vec<Dynamic>> {
+            (0..array.len())
+                .map(|at| self.key(fr, array, at, param, &keyed.keys[param]))
+                .collect()
+        };
+        let first = keys(0)?;
+        let second = if keyed.same { None } else { Some(keys(1)?) };
+        let second = second.as_ref().unwrap_or(&first);
         let cost = fr.program[self.id].entry_cost;
         let by_ints = keyed.op == BinOp::Sub || keyed.op.is_comparison();
-        if by_ints && keys.iter().flatten().all(Dynamic::is_int) {
-            let [first, second]: [Vec<i64>; 2] =
-                keys.map(|k| k.iter().map(|d| d.as_int().unwrap_or(0)).collect());
+        if by_ints && first.iter().chain(second).all(Dynamic::is_int) {
+            let ints = |keys: &[Dynamic]| -> Vec<i64> {
+                keys.iter().map(|d| d.as_int().unwrap_or(0)).collect()
+            };
+            let (first, second) = (ints(&first), ints(second));
             return sort_tagged(array, |x_at, y_at| {
                 fr.tick(cost)?;
                 let (lhs, rhs) = keyed.in_order(&first[x_at], &second[y_at]);
@@ -323,7 +327,7 @@ impl Callee<'_> {
         }
         sort_tagged(array, |x_at, y_at| {
             fr.tick(cost)?;
-            let (lhs, rhs) = keyed.in_order(&keys[0][x_at], &keys[1][y_at]);
+            let (lhs, rhs) = keyed.in_order(&first[x_at], &second[y_at]);
             let verdict = native::mixed(keyed.op, lhs, rhs).ok_or(Bail::Fallback)?;
             Ok(sign(&verdict))
         })
