@@ -772,17 +772,17 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
 
     /// A call of `key` that unboxes its arrays of any values (see [`Expr::CallUnboxing`]): the
     /// specializations for arrays of floats and of ints, in every combination that lowers, then
-    /// `key` itself if it lowers.
+    /// `key` itself if it lowers (for arrays that hold other values).
     fn unboxing_call(&mut self, key: SpecKey, args: Vec<Expr>) -> R<Expr> {
         let (name, types) = key;
         let arrays = types.iter().filter(|&&t| t == Ty::Array).count();
         if arrays > MAX_UNBOXED {
             return self.refuse(format!("passes more than {MAX_UNBOXED} arrays to `{name}`"));
         }
-        let (mut callees, mut ret) = (Vec::new(), None);
-        for kinds in 0..1u32 << arrays {
+        // Bit `n` of `kinds`: whether the `n`th array holds ints rather than floats.
+        let unboxed = |kinds: u32| -> Vec<Ty> {
             let mut nth = 0;
-            let params: Vec<Ty> = types
+            types
                 .iter()
                 .map(|&t| match t {
                     Ty::Array => {
@@ -791,7 +791,12 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
                     }
                     t => t,
                 })
-                .collect();
+                .collect()
+        };
+        let mut candidates: Vec<Vec<Ty>> = (0..1u32 << arrays).map(unboxed).collect();
+        candidates.push(types);
+        let (mut callees, mut ret) = (Vec::new(), None);
+        for params in candidates {
             let key = (name.clone(), params);
             if !self.session.would_lower(&key)? {
                 continue;
@@ -806,19 +811,6 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             callees.push((key.1, callee));
         }
         let ret = ret.expect("unboxed_is_better found one that lowers");
-        // For arrays that hold other values, the specialization on arrays of any values.
-        let key = (name, types);
-        if self.session.would_lower(&key)? {
-            match self.session.spec(&key)? {
-                (callee, returns) if returns == ret => callees.push((key.1, callee)),
-                _ => {
-                    return self.refuse(format!(
-                        "passes arrays to `{}`, whose result depends on what they hold",
-                        key.0
-                    ));
-                }
-            }
-        }
         Ok(Expr::CallUnboxing { callees, args, ret })
     }
 
