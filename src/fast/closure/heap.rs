@@ -189,6 +189,7 @@ pub(super) fn scalar_bits(e: &Expr) -> Option<Ev<i64>> {
             Ty::Char => v.as_char().ok().map(|c| c as i64),
             _ => v.is_unit().then_some(0),
         };
+        native::discard(v);
         bits.ok_or(Bail::Fallback)
     }))
 }
@@ -394,14 +395,14 @@ fn update_item(target: usize, key: Key, value: Ev<Dynamic>) -> St {
         };
         let mut this = std::mem::take(fr.heap_mut(target));
         let updated = native::update_item(&mut this, &made_key, |item| {
-            fr.item = item;
+            native::put_back(&mut fr.item, item);
             let made = value(fr);
-            fr.item = Dynamic::UNIT;
+            native::discard(std::mem::take(&mut fr.item));
             made
         });
-        *fr.heap_mut(target) = this;
+        native::put_back(fr.heap_mut(target), this);
         if let Key::Lent(slot) = key {
-            *fr.heap_mut(slot) = made_key;
+            native::put_back(fr.heap_mut(slot), made_key);
         }
         match updated {
             Ok(()) => Flow::Next,
