@@ -745,6 +745,21 @@ impl Stmt {
 }
 
 impl Expr {
+    /// Whether this expression may run statements or other functions (a block, a branch, a
+    /// call, a closure over an array): what it reads then cannot be told from its loads alone.
+    pub(crate) fn may_run_code(&self) -> bool {
+        matches!(
+            self,
+            Expr::Block(_)
+                | Expr::If { .. }
+                | Expr::Switch { .. }
+                | Expr::Call { .. }
+                | Expr::CallUnboxing { .. }
+                | Expr::Each { .. }
+                | Expr::Inlined { .. }
+        )
+    }
+
     pub(crate) fn visit_mut(&mut self, v: &mut impl VisitMut) {
         match self {
             Expr::Int(_)

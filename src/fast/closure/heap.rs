@@ -270,14 +270,7 @@ fn stands_apart(e: &Expr, slot: usize) -> bool {
         fn expr(&mut self, e: &mut Expr) {
             self.1 &= match e {
                 Expr::Load(s, ty) => !(ty.is_heap() && *s == self.0),
-                Expr::Block(_)
-                | Expr::If { .. }
-                | Expr::Switch { .. }
-                | Expr::Call { .. }
-                | Expr::CallUnboxing { .. }
-                | Expr::Each { .. }
-                | Expr::Inlined { .. } => false,
-                _ => true,
+                e => !e.may_run_code(),
             };
         }
     }

@@ -492,13 +492,7 @@ fn updated_item(target: Slot, key: &Expr, value: &Expr) -> Option<Expr> {
                     *e = Expr::Item;
                     self.replaced += 1;
                 }
-                Expr::Block(_)
-                | Expr::If { .. }
-                | Expr::Switch { .. }
-                | Expr::Call { .. }
-                | Expr::CallUnboxing { .. }
-                | Expr::Each { .. }
-                | Expr::Inlined { .. } => self.other = true,
+                e if e.may_run_code() => self.other = true,
                 _ => {}
             }
         }
