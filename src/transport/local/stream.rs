@@ -3,7 +3,10 @@
 use crate::locks::lock;
 use std::{
     io::{self, Read, Write},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -46,6 +49,9 @@ pub(crate) struct Conn {
     stream: SharedStream,
     pending: Mutex<Vec<u8>>,
     posted: Condvar,
+    /// The flusher waits on `posted` (read and written under `pending`'s lock): only then is a
+    /// post's notify, a system call, needed.
+    flusher_waits: AtomicBool,
     peer: String,
 }
 
@@ -55,6 +61,7 @@ impl Conn {
             stream: SharedStream(Arc::new(stream)),
             pending: Mutex::new(Vec::new()),
             posted: Condvar::new(),
+            flusher_waits: AtomicBool::new(false),
             peer: peer.into(),
         }
     }
@@ -84,7 +91,7 @@ impl Conn {
         if pending.len() >= POST_BUFFER {
             return self.write_out(&mut pending);
         }
-        if was_empty {
+        if was_empty && self.flusher_waits.load(Ordering::Relaxed) {
             self.posted.notify_one();
         }
         Ok(())
@@ -116,7 +123,9 @@ impl Conn {
                 loop {
                     let mut pending = conn.lock();
                     while pending.is_empty() {
+                        conn.flusher_waits.store(true, Ordering::Relaxed);
                         pending = conn.posted.wait(pending).unwrap_or_else(|e| e.into_inner());
+                        conn.flusher_waits.store(false, Ordering::Relaxed);
                     }
                     drop(pending);
                     std::thread::sleep(POST_DELAY);
