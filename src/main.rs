@@ -4,10 +4,10 @@
 mod repl;
 
 // mimalloc: the fast tier's string, map and array code is mostly allocation (a record kernel
-// spent a quarter of its time in glibc's malloc and free; 15% fewer instructions and 10-15%
-// faster with mimalloc). It also keeps freed big buffers for the next message, which
-// `mpscript::reuse_freed_buffers` asks of glibc for embedders. +0.2 MB of code; without
-// transparent huge pages (`no_thp`), which made an idle worker 8 MiB bigger.
+// spent a quarter of its instructions in glibc's malloc and free; 15% fewer with mimalloc). It
+// also keeps freed big buffers for the next message, which `mpscript::reuse_freed_buffers` asks
+// of glibc for embedders. +0.2 MB of code; without transparent huge pages (`no_thp`), which made
+// an idle worker 8 MiB bigger.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
