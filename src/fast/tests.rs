@@ -872,6 +872,21 @@ fn closures_and_calls_with_heap_values_agree_with_rhai() {
         records(&[5.into(), 9.into(), 5.into(), 1.into()]),
         records(&[5.into(), Dynamic::UNIT, 9.into()]),
     ];
+    // Sort keys whose differences overflow (Rhai's error), and big ones whose differences do not.
+    let extremes = [
+        ints(&[i64::MAX, 0, i64::MIN, 5]),
+        records(&[
+            (1_i64 << 61).into(),
+            (-1_i64 << 61).into(),
+            (1_i64 << 61).into(),
+            3.into(),
+        ]),
+    ];
+    for script in cases.iter().filter(|c| c.contains(".sort(")) {
+        for input in &extremes {
+            check(script, "f", vec![input.clone()]);
+        }
+    }
     let mut ran_compiled = 0;
     for script in cases {
         for input in &inputs {

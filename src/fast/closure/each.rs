@@ -149,10 +149,7 @@ impl Keyed {
 
 /// Sorts with `compare` as `slice::sort_by` does; a comparison that stops aborts the sort, with
 /// its reason (Rhai would swallow an error there and order by type: the call runs again in Rhai).
-fn sort_stopping(
-    array: &mut Array,
-    mut compare: impl FnMut(&Dynamic, &Dynamic) -> R<Ordering>,
-) -> R<()> {
+fn sort_stopping<T>(array: &mut [T], mut compare: impl FnMut(&T, &T) -> R<Ordering>) -> R<()> {
     let mut stopped = None;
     let sorted = panic::catch_unwind(panic::AssertUnwindSafe(|| {
         array.sort_by(|x, y| match compare(x, y) {
@@ -187,6 +184,43 @@ fn sort_tagged(array: &mut Array, mut sign: impl FnMut(usize, usize) -> R<Option
         v.set_tag(tags[at]);
     }
     sorted
+}
+
+/// Whether no difference of two of `keys` overflows, so that a comparer subtracting them orders
+/// the elements by key, with ties where their keys are equal.
+fn no_difference_overflows(keys: &[i64]) -> bool {
+    let (Some(min), Some(max)) = (keys.iter().min(), keys.iter().max()) else {
+        return true;
+    };
+    max.checked_sub(*min).is_some() && min.checked_sub(*max).is_some()
+}
+
+/// Sorts `array` by int `keys` (one per element), descending when `swapped` (`b.k - a.k`): the
+/// order a comparer subtracting the keys gives, found by comparing pairs of key and place, with
+/// no comparer run and no element read. The stable sort keeps ties in their order, as Rhai's
+/// does.
+fn sort_by_int_keys(
+    fr: &mut Frame<'_>,
+    array: &mut Array,
+    keys: Vec<i64>,
+    swapped: bool,
+    cost: u64,
+) -> R<()> {
+    let mut order: Vec<(i64, usize)> = keys.into_iter().zip(0..).collect();
+    sort_stopping(&mut order, |x, y| {
+        fr.tick(cost)?;
+        Ok(match swapped {
+            false => x.0.cmp(&y.0),
+            true => y.0.cmp(&x.0),
+        })
+    })?;
+    let mut unsorted = std::mem::take(array);
+    array.extend(
+        order
+            .iter()
+            .map(|&(_, at)| std::mem::take(&mut unsorted[at])),
+    );
+    Ok(())
 }
 
 /// A comparer's sign on int operands, as [`sign`] reads `native::mixed`'s verdict but with no
@@ -319,6 +353,9 @@ impl Callee<'_> {
                 keys.iter().map(|d| d.as_int().unwrap_or(0)).collect()
             };
             let (first, second) = (ints(&first), ints(second));
+            if keyed.same && keyed.op == BinOp::Sub && no_difference_overflows(&first) {
+                return sort_by_int_keys(fr, array, first, keyed.swapped, cost);
+            }
             return sort_tagged(array, |x_at, y_at| {
                 fr.tick(cost)?;
                 let (lhs, rhs) = keyed.in_order(&first[x_at], &second[y_at]);
