@@ -9,7 +9,7 @@ use rhai::{Dynamic, EvalAltResult};
 use super::{
     inline,
     ir::{BinOp, Block, Expr, Function, Stmt, Ty, UnOp},
-    ops,
+    native, ops,
     shape::{self, Sink, Test, TestSink, Val},
 };
 use crate::{
@@ -1162,17 +1162,24 @@ impl Frame<'_> {
     #[cold]
     fn drop_heap_from(&mut self, start: usize) {
         if self.heap_top > start {
-            self.heap[start..self.heap_top].fill(Dynamic::UNIT);
+            free(&mut self.heap[start..self.heap_top]);
             self.heap_top = start;
         }
     }
 
     /// Empties the callee's heap slots (what they held is freed now) and returns to the caller's.
-    #[cold]
     fn leave_heap(&mut self, saved: usize) {
-        self.heap[self.heap_base..self.heap_top].fill(Dynamic::UNIT);
+        free(&mut self.heap[self.heap_base..self.heap_top]);
         self.heap_top = self.heap_base;
         self.heap_base = saved;
+    }
+}
+
+/// Leaves `()` in `slots`, freeing what they held (no drop call for a scalar or a `()`, which own
+/// nothing: most slots of a finished call).
+fn free(slots: &mut [Dynamic]) {
+    for slot in slots {
+        native::discard(std::mem::take(slot));
     }
 }
 
