@@ -276,11 +276,11 @@ impl Native {
 /// `map.key` (and `map["key"]`): the key's value, `()` when it is missing; `None` on anything but
 /// a map, where Rhai raises an error.
 pub(crate) fn property(this: &Dynamic, key: &str) -> Out {
-    if let Some(tally) = this.read_lock::<Tally>() {
-        return Some(tally.0.get(key).cloned().unwrap_or(Dynamic::UNIT));
-    }
-    let map = this.read_lock::<Map>()?;
-    Some(map.get(key).cloned().unwrap_or(Dynamic::UNIT))
+    let value = match this.is_map() {
+        true => this.read_lock::<Map>()?.get(key).cloned(),
+        false => this.read_lock::<Tally>()?.0.get(key).cloned(),
+    };
+    Some(value.unwrap_or(Dynamic::UNIT))
 }
 
 /// `this[at]` on an array (negative counts from the end); `None` on anything else, or out of
