@@ -17,8 +17,9 @@ const TRIM_THRESHOLD: libc::c_int = 64 << 20;
 
 /// Tunes this process's allocator for values that move between processes: big buffers that are
 /// freed are kept for reuse (up to 64 MiB) instead of being unmapped (glibc only; elsewhere the
-/// allocator's own policy stays). mpscript's workers and the `mpscript` command do it; a host
-/// application may call it first thing in its `main`, as it changes the whole process.
+/// allocator's own policy stays). mpscript's workers do it (the `mpscript` command allocates with
+/// mimalloc, which keeps them by itself); a host application on glibc's allocator may call it
+/// first thing in its `main`, as it changes the whole process.
 ///
 /// ```
 /// mpscript::reuse_freed_buffers();

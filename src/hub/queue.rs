@@ -160,18 +160,15 @@ impl Queue {
         interrupt: &Interrupt,
     ) -> Result<Option<Value>, Error> {
         let mut state = self.lock();
-        let mut polled = false;
+        if state.items.is_empty() {
+            drop(state);
+            self.poll_briefly(deadline);
+            state = self.lock();
+        }
         loop {
             if let Some(value) = state.items.pop_front() {
                 self.taken(state);
                 return Ok(Some(value));
-            }
-            if !polled {
-                polled = true;
-                drop(state);
-                self.poll_briefly(deadline);
-                state = self.lock();
-                continue;
             }
             state = match self.wait(
                 &self.not_empty,

@@ -345,23 +345,26 @@ impl Callee<'_> {
         };
         let first = keys(0)?;
         let second = if keyed.same { None } else { Some(keys(1)?) };
-        let second = second.as_ref().unwrap_or(&first);
         let cost = fr.program[self.id].entry_cost;
         let by_ints = keyed.op == BinOp::Sub || keyed.op.is_comparison();
-        if by_ints && first.iter().chain(second).all(Dynamic::is_int) {
+        let all_ints = |keys: &[Dynamic]| keys.iter().all(Dynamic::is_int);
+        if by_ints && all_ints(&first) && second.as_deref().is_none_or(all_ints) {
             let ints = |keys: &[Dynamic]| -> Vec<i64> {
                 keys.iter().map(|d| d.as_int().unwrap_or(0)).collect()
             };
-            let (first, second) = (ints(&first), ints(second));
+            let first = ints(&first);
             if keyed.same && keyed.op == BinOp::Sub && no_difference_overflows(&first) {
                 return sort_by_int_keys(fr, array, first, keyed.swapped, cost);
             }
+            let second = second.as_deref().map(ints);
+            let second = second.as_deref().unwrap_or(&first);
             return sort_tagged(array, |x_at, y_at| {
                 fr.tick(cost)?;
                 let (lhs, rhs) = keyed.in_order(&first[x_at], &second[y_at]);
                 int_sign(keyed.op, *lhs, *rhs).ok_or(Bail::Fallback)
             });
         }
+        let second = second.as_deref().unwrap_or(&first);
         sort_tagged(array, |x_at, y_at| {
             fr.tick(cost)?;
             let (lhs, rhs) = keyed.in_order(&first[x_at], &second[y_at]);
