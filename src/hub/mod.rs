@@ -417,7 +417,7 @@ impl Inner {
             Op::Whereis { name } => Ok(self.whereis(&name)),
             Op::Watch { process, link, on } => self.watch(caller, process, link, on),
             Op::TrapExits(on) => self.trap_exits(caller, on),
-            Op::NewSync { kind, size } => Ok(Reply::Id(self.new_sync(kind, size).0)),
+            Op::NewSync { kind, size } => Ok(Reply::Id(self.new_sync(kind, size))),
             Op::NewCondition { lock } => self.new_condition(lock),
             Op::Sync { id, action } => self.sync_action(caller, id, action),
             Op::Submit { f, args, at } => self.submit(caller, f, args, at),

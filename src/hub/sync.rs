@@ -608,9 +608,11 @@ impl Inner {
 
     /// `condition()` over a new re-entrant lock, or `condition(lock)`.
     pub(super) fn new_condition(&self, lock_id: Option<u64>) -> Result<Reply, Error> {
+        // A condition's own lock is reached only through the condition, so it gets no id: one
+        // kept under an id that no handle names was never freed (300 bytes per `condition()`).
         let under = match lock_id {
             Some(id) => self.sync_object(id)?,
-            None => self.new_sync(HandleKind::RLock, 1).1,
+            None => self.woken(Arc::new(SyncObject::new(HandleKind::RLock, 1))),
         };
         if !matches!(under.kind(), HandleKind::Lock | HandleKind::RLock) {
             return Err(Error::InvalidArgument(format!(
@@ -624,11 +626,11 @@ impl Inner {
         Ok(Reply::Id(id))
     }
 
-    pub(super) fn new_sync(&self, kind: HandleKind, size: u64) -> (u64, Arc<SyncObject>) {
+    pub(super) fn new_sync(&self, kind: HandleKind, size: u64) -> u64 {
         let id = self.id();
         let object = self.woken(Arc::new(SyncObject::new(kind, size)));
-        lock(&self.syncs).insert(id, object.clone());
-        (id, object)
+        lock(&self.syncs).insert(id, object);
+        id
     }
 
     /// Whether the holder of a permit is still there to release it.
