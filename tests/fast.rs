@@ -203,6 +203,34 @@ fn explain_says_what_was_compiled_and_why_not() {
 }
 
 #[test]
+fn top_level_loops_run_compiled_with_rhai_s_results_and_errors() {
+    let source = "let parts = pool_map(|n| #{a: n, b: n * 2}, [1, 2, 3]);\n\
+                  let total = #{};\n\
+                  for counts in parts {\n    \
+                      for word in counts.keys() { total[word] = (total[word] ?? 0) + counts[word]; }\n\
+                  }\n\
+                  print(total);\n\
+                  let n = 1;\n\
+                  for i in 0..100 { n *= 1000; }\n";
+    let out = same_both_ways(source);
+    out.assert_printed(&["#{\"a\": 6, \"b\": 12}"]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("Multiplication overflow") && out.stderr.contains(":8:"),
+        "{}",
+        out.stderr
+    );
+    let script = Script::new(source);
+    let out = common::mpscript(&["run", "--explain-fast", script.path.to_str().unwrap()]);
+    for said in [
+        "fast tier: loop at line 3 (on array, map) compiled",
+        "fast tier: loop at line 8 (on int) compiled",
+    ] {
+        assert!(out.stderr.contains(said), "{}", out.stderr);
+    }
+}
+
+#[test]
 fn limits_and_time_limits_stop_compiled_loops() {
     let script =
         Script::new("fn spin(n) { let i = 0; while i >= 0 { i += n - n; } i }\nprint(spin(1));\n");

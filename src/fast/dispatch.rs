@@ -8,10 +8,11 @@
 use std::sync::Arc;
 
 use rhai::{
-    AST, Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, Module, NativeCallContext, Shared,
+    AST, Dynamic, Engine, EvalAltResult, EvalContext, Expression, FnPtr, FuncRegistration, Module,
+    NativeCallContext, Shared, Stmt,
 };
 
-use super::{Budget, FastTier, Mode, Notices};
+use super::{Budget, FastTier, Loops, Mode, Notices, loops::LOOP_NODE, wrap_loops};
 use crate::{
     profile::{self, Frame},
     stop::StopCheck,
@@ -51,7 +52,9 @@ pub(crate) struct Accelerated {
     /// a function value only for script functions, so the engine that runs `running` must have
     /// these ([`Accelerated::install`]).
     names: Shared<Module>,
-    tier: Arc<FastTier>,
+    pub(super) tier: Arc<FastTier>,
+    /// Where the nodes standing for top-level loops lead, if `running` has any.
+    loops: Option<Arc<Loops>>,
     stop: StopCheck,
     profiled: bool,
 }
@@ -67,13 +70,24 @@ impl Accelerated {
         profiled: bool,
     ) -> Accelerated {
         let tier = FastTier::new(&written, engine, Mode::from_env(), profiled).telling(notices);
-        let tier = Arc::new(tier);
-        let (running, names) = accelerate(&written, &tier, &stop, profiled);
+        // A profiled run times calls, which a compiled loop makes without recording them.
+        let (statements, loops) = match tier.is_enabled() && !profiled {
+            true => wrap_loops(written.statements()),
+            false => (written.statements().to_vec(), Vec::new()),
+        };
+        let tier = Arc::new(tier.with_loops(&loops));
+        let (running, names) = accelerate(&written, statements, &tier, &stop, profiled);
+        let loops = (!loops.is_empty()).then(|| {
+            let sites = loops.into_iter().map(|l| (l.name, l.params)).collect();
+            let stop = stop.clone();
+            Arc::new(Loops { sites, stop })
+        });
         Accelerated {
             running,
             written,
             names: names.into(),
             tier,
+            loops,
             stop,
             profiled,
         }
@@ -109,6 +123,15 @@ impl Accelerated {
         if !self.names.is_empty() {
             engine.register_global_module(self.names.clone());
         }
+        if let Some(loops) = &self.loops {
+            let (loops, tier) = (loops.clone(), self.tier.clone());
+            let handler = move |ctx: &mut EvalContext, inputs: &[Expression], state: &Dynamic| {
+                loops.run(&tier, ctx, inputs, state)
+            };
+            engine
+                .register_custom_syntax_handler(LOOP_NODE, false, handler)
+                .expect("the engine evaluates ASTs (rhai's `no_ast` is off)");
+        }
     }
 
     /// Adds a chunk of program (a REPL input); compiled specializations start afresh.
@@ -120,9 +143,16 @@ impl Accelerated {
     }
 }
 
-/// `ast` with its compilable script functions (all of them, when `profiled`) routed through
-/// `tier`, and a function value for each by name; `stop` is checked inside compiled loops.
-fn accelerate(ast: &AST, tier: &Arc<FastTier>, stop: &StopCheck, profiled: bool) -> (AST, Module) {
+/// `ast` with `statements` and its compilable script functions (all of them, when `profiled`)
+/// routed through `tier`, and a function value for each by name; `stop` is checked inside
+/// compiled loops.
+fn accelerate(
+    ast: &AST,
+    statements: Vec<Stmt>,
+    tier: &Arc<FastTier>,
+    stop: &StopCheck,
+    profiled: bool,
+) -> (AST, Module) {
     let mut names = Module::new();
     if !tier.is_enabled() && !profiled {
         return (ast.clone(), names);
@@ -157,8 +187,8 @@ fn accelerate(ast: &AST, tier: &Arc<FastTier>, stop: &StopCheck, profiled: bool)
         }
     }
     let mut out = ast.clone();
-    out.clear_functions();
-    out += AST::new_from_module(lib);
+    out.clear_functions().clear_statements();
+    out += AST::new(statements, lib);
     (out, names)
 }
 

@@ -75,10 +75,8 @@ impl Function {
         let first = &self.params[..count.min(self.params.len())];
         let heap = first.iter().filter(|t| t.is_heap()).count();
         let mut uses = ParamUses {
-            heap,
-            scalars: first.len() - heap,
-            heap_changed: false,
-            scalar_stored: false,
+            heap_changed: vec![false; heap],
+            scalar_stored: vec![false; first.len() - heap],
             loads: 0,
             reads: 0,
         };
@@ -171,10 +169,10 @@ fn only_param_read(e: &Expr) -> Option<Slot> {
 /// one, and how many of those loads only read from it (a native's receiver that does not change
 /// it, a guarded scalar, an operand of an operator other than `+`).
 pub(crate) struct ParamUses {
-    heap: Slot,
-    scalars: Slot,
-    heap_changed: bool,
-    scalar_stored: bool,
+    /// By heap slot: whether the body changes that heap parameter.
+    heap_changed: Vec<bool>,
+    /// By slot: whether the body assigns that scalar parameter.
+    scalar_stored: Vec<bool>,
     loads: usize,
     reads: usize,
 }
@@ -183,22 +181,47 @@ impl ParamUses {
     /// Whether the body never changes a heap parameter: a caller may then lend it a value and
     /// take the value back after the call, instead of giving it a copy.
     pub(crate) fn keeps_heap(&self) -> bool {
-        !self.heap_changed
+        !self.heap_changed.contains(&true)
     }
 
     /// Whether the body only reads from its heap parameters, so that nothing of theirs but a
     /// copied part leaves the call: they may then be handles shared with the caller's values.
     pub(crate) fn only_reads_heap(&self) -> bool {
-        !self.heap_changed && self.loads == self.reads
+        self.keeps_heap() && self.loads == self.reads
     }
 
     /// Whether the body assigns to any of these parameters.
     pub(crate) fn changes_any(&self) -> bool {
-        self.heap_changed || self.scalar_stored
+        !self.keeps_heap() || self.scalar_stored.contains(&true)
+    }
+
+    /// For each of `params` (these parameters' types, in order), whether the body changes it.
+    pub(crate) fn changed(&self, params: &[Ty]) -> Vec<bool> {
+        let (mut heap, mut scalars) = (self.heap_changed.iter(), self.scalar_stored.iter());
+        let mut next = |ty: &Ty| match ty.is_heap() {
+            true => heap.next(),
+            false => scalars.next(),
+        };
+        params.iter().map(|t| next(t).is_some_and(|c| *c)).collect()
     }
 
     fn is_param(&self, e: &Expr) -> bool {
-        matches!(e, Expr::Load(slot, ty) if ty.is_heap() && *slot < self.heap)
+        self.param(e).is_some()
+    }
+
+    /// The heap parameter `e` loads, if it loads one.
+    fn param(&self, e: &Expr) -> Option<Slot> {
+        match e {
+            Expr::Load(slot, ty) if ty.is_heap() && *slot < self.heap_changed.len() => Some(*slot),
+            _ => None,
+        }
+    }
+
+    /// Marks the heap parameter `e` loads, if it loads one, as changed.
+    fn change(&mut self, e: &Expr) {
+        if let Some(slot) = self.param(e) {
+            self.heap_changed[slot] = true;
+        }
     }
 }
 
@@ -206,9 +229,15 @@ impl VisitMut for ParamUses {
     fn stmt(&mut self, s: &mut Stmt) {
         match s {
             Stmt::StoreHeap(slot, _) | Stmt::SetItem { target: slot, .. } => {
-                self.heap_changed |= *slot < self.heap
+                if let Some(changed) = self.heap_changed.get_mut(*slot) {
+                    *changed = true;
+                }
             }
-            Stmt::Store(slot, _) => self.scalar_stored |= *slot < self.scalars,
+            Stmt::Store(slot, _) => {
+                if let Some(stored) = self.scalar_stored.get_mut(*slot) {
+                    *stored = true;
+                }
+            }
             _ => {}
         }
     }
@@ -220,7 +249,7 @@ impl VisitMut for ParamUses {
                 0
             }
             Expr::Native { op, args, .. } if op.changes_receiver() => {
-                self.heap_changed |= self.is_param(&args[0]);
+                self.change(&args[0]);
                 0
             }
             Expr::Each {
@@ -228,7 +257,7 @@ impl VisitMut for ParamUses {
                 args,
                 ..
             } => {
-                self.heap_changed |= self.is_param(&args[0]);
+                self.change(&args[0]);
                 0
             }
             Expr::Native { args, .. } => usize::from(self.is_param(&args[0])),
@@ -309,6 +338,9 @@ pub(crate) enum Stmt {
         var_ty: Ty,
         counter: Option<Slot>,
         over: Expr,
+        /// For `for k in m.keys()`: the heap slot that holds `m[k]` in each iteration, where the
+        /// body's reads of `m[k]` were turned into reads of this slot.
+        value: Option<Slot>,
         body: Block,
         cost: u64,
     },

@@ -11,6 +11,7 @@ mod closure;
 mod dispatch;
 mod inline;
 mod ir;
+mod loops;
 mod lower;
 mod native;
 mod ops;
@@ -32,6 +33,8 @@ pub(crate) use closure::Budget;
 use closure::{Bail, Program, Scalar};
 pub(crate) use dispatch::Accelerated;
 use ir::Ty;
+use loops::LoopSource;
+pub(crate) use loops::{Loops, wrap_loops};
 use lower::{SpecKey, label};
 use source::Source;
 
@@ -195,6 +198,14 @@ impl FastTier {
         false
     }
 
+    /// The tier compiles `loops` of the top-level code too.
+    pub(crate) fn with_loops(mut self, loops: &[LoopSource]) -> FastTier {
+        if self.is_enabled() {
+            loops.iter().for_each(|l| self.source.add_loop(l));
+        }
+        self
+    }
+
     /// The tier says what it decides and what differs to `notices` (by default, to nobody).
     pub(crate) fn telling(mut self, notices: Notices) -> FastTier {
         self.notices = notices;
@@ -270,7 +281,7 @@ impl FastTier {
             });
             lent.push(arg.filter(|_| lend));
         }
-        let result = program.call(&scalars[..count], &mut heap, arrays, &limits);
+        let result = program.call(&mut scalars[..count], &mut heap, arrays, &limits);
         for (value, arg) in heap.into_iter().zip(lent) {
             if let Some(arg) = arg {
                 args[arg] = value;

@@ -8,7 +8,10 @@ use std::{
 
 use rhai::{AST, ASTNode, Array, Dynamic, Engine, Expr, FLOAT, INT, ImmutableString, Map, Stmt};
 
-use super::native::{DirectCall, Native};
+use super::{
+    loops::LoopSource,
+    native::{DirectCall, Native},
+};
 use crate::{data::DIRECT, permissions::Permissions};
 
 /// One script function.
@@ -22,6 +25,9 @@ pub(crate) struct FnSource {
     pub(crate) refusal: Option<String>,
     /// Whether it is a method (it uses `this`): a stand-in could not pass `this` on.
     pub(crate) is_method: bool,
+    /// Whether it is a loop of the top-level code (see [`LoopSource`]), where `return` ends the
+    /// script.
+    pub(crate) top_level: bool,
 }
 
 /// Every script function of a program, by name and arity.
@@ -64,6 +70,7 @@ impl Source {
                 arrays,
                 refusal,
                 is_method,
+                top_level: false,
             };
             fns.insert((name, arity), source);
         }
@@ -115,6 +122,22 @@ impl Source {
             no_heap,
             direct: direct_calls(engine),
         }
+    }
+
+    /// Adds a loop of the top-level code, as a function of the variables it uses.
+    pub(crate) fn add_loop(&mut self, source: &LoopSource) {
+        let params: Vec<String> = source.params.iter().map(ToString::to_string).collect();
+        let body = vec![source.stmt.clone()];
+        let function = FnSource {
+            arrays: arrays_among(&params, &body),
+            params,
+            body,
+            refusal: None,
+            is_method: false,
+            top_level: true,
+        };
+        self.fns
+            .insert((source.name.clone(), function.params.len()), function);
     }
 
     /// The data builtin `name` of `arity` parameters, if compiled code may call it.

@@ -5,7 +5,7 @@ use crate::locks::lock;
 use proptest::{prelude::*, sample::select};
 use rhai::{CallFnOptions, Dynamic, Engine, Scope};
 
-use super::{Budget, FastTier, Mode};
+use super::{Accelerated, Budget, Entry, FastTier, Mode};
 
 /// An engine set up as mpscript's are (explicit limits, so debug and release builds agree).
 fn engine() -> Engine {
@@ -476,6 +476,123 @@ fn a_stop_request_ends_a_compiled_loop() {
     );
 }
 
+/// Runs `script` as mpscript runs a script, its top-level loops compiled where they can be, and
+/// in plain Rhai: the result or error, and every variable after, must agree. Answers how many
+/// loops ran compiled.
+fn check_top_level(script: &str) -> usize {
+    let plain = engine();
+    let ast = plain
+        .compile(script)
+        .unwrap_or_else(|e| panic!("{script}\n{e}"));
+    let program = Accelerated::new(
+        ast.clone(),
+        &plain,
+        std::sync::Arc::new(|| None),
+        std::sync::Arc::new(|_| {}),
+        false,
+    );
+    let mut fast = engine();
+    program.install(&mut fast);
+    let run = |engine: &Engine, ast: &rhai::AST| {
+        let mut scope = Scope::new();
+        let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
+        let variables: Vec<_> = scope.iter().collect();
+        format!("{result:?}\n{variables:?}")
+    };
+    assert_eq!(run(&fast, &program.running), run(&plain, &ast), "{script}");
+    let specs = lock(&program.tier.specs);
+    let tried = specs.iter().filter(|(name, _)| name.starts_with("loop at"));
+    let entries = tried.flat_map(|(_, tried)| tried.iter().map(|(_, entry)| entry));
+    entries.filter(|e| matches!(e, Entry::Compiled(_))).count()
+}
+
+/// Whether `f(m)`, lowered for a map, reads `m[k]` in its loop over `m.keys()` from the entry.
+fn reads_entries(script: &str) -> bool {
+    use super::{ir::Stmt, lower, source::Source};
+    let engine = engine();
+    let ast = engine.compile(script).unwrap();
+    let key = ("f".to_string(), vec![super::Ty::Map]);
+    let lowered = lower::lower(&Source::new(&ast, &engine), &key).unwrap();
+    let body = &lowered.functions[lowered.entry].body;
+    body.stmts
+        .iter()
+        .any(|s| matches!(s, Stmt::ForEach { value: Some(_), .. }))
+}
+
+#[test]
+fn a_loop_over_a_map_s_keys_reads_each_value_from_its_entry() {
+    assert!(reads_entries(
+        "fn f(m) { let t = 0; for k in m.keys() { t += m[k] * m[k]; } t }"
+    ));
+    assert!(!reads_entries(
+        "fn f(m) { let t = 0; for k in m.keys() { m[k] = 1; t += m[k]; } t }"
+    ));
+    assert!(!reads_entries(
+        "fn f(m) { let t = 0; for k in m.keys() { k = \"a\"; t += m[k]; } t }"
+    ));
+    assert!(!reads_entries(
+        "fn f(m) { let t = 0; for k in m.keys() { t += k.len(); } t }"
+    ));
+}
+
+#[test]
+fn top_level_loops_run_compiled_and_leave_rhai_s_variables() {
+    let merged = check_top_level(
+        r#"
+        let parts = [#{a: 1, b: 2}, #{b: 5, c: 1}, #{}];
+        let total = #{};
+        for counts in parts {
+            for word in counts.keys() { total[word] = (total[word] ?? 0) + counts[word]; }
+        }
+        let n = 0; let text = "";
+        while n < 5 { n += 1; if n == 2 { continue; } text += `${n};`; }
+        do { n -= 2; } until n < 0;
+        if n < 0 { for i in 0..3 { n += i; } }
+        { let inner = 10; for i in 0..inner { if i > 3 { break; } inner += 1; } }
+        total
+        "#,
+    );
+    // Verify mode runs the outer loop in Rhai too, which then compiles the inner one.
+    assert!(merged >= 5, "{merged}");
+    // `sq` is compiled into the loop; `fixed` is a constant the loop only reads.
+    let calls = check_top_level(
+        "fn sq(x) { x * x }\nconst fixed = [1, 2, 3];\nlet t = 0;\nfor i in 0..10 { t += sq(i) + fixed.len(); }\nt",
+    );
+    assert_eq!(calls, 1);
+}
+
+#[test]
+fn a_top_level_loop_rhai_must_run_gives_rhai_s_values_and_errors() {
+    let cases = [
+        // Overflow midway: Rhai runs the loop again from the variables as they were.
+        (
+            "let m = #{}; let n = 0;\nfor i in 0..10 { m[`k${i}`] = i; n += i; if i == 5 { n += 9223372036854775807; } }",
+            1,
+        ),
+        (
+            "let m = #{}; let n = 0;\ntry { for i in 0..10 { m[`k${i}`] = i; n += i * 9223372036854775807; } } catch (e) { n = -1; }\nn",
+            1,
+        ),
+        ("const c = [5];\nfor i in 0..3 { c.push(i); }", 1),
+        (
+            "let total = 0; let f = || total;\nfor i in 0..5 { total += i; }\nf.call()",
+            0,
+        ),
+        ("for i in 0..10 { if i == 3 { return i; } }\n99", 0),
+        (
+            "let x = 1; let y = 0;\nfor i in 0..3 { let x = i * 2; y += x; }\nx + y",
+            1,
+        ),
+        ("for i in 0..3 { zz += 1; }", 0),
+        ("let x = 1;\nfor i in 0..3 { x = \"a\"; }\nx", 0),
+        ("let q = [1, 2];\nfor i in 0..3 { q.push(i); q[9] = 1; }", 1),
+    ];
+    // How many loops compiled: those that could not ran in Rhai from the start.
+    for (case, compiled) in cases {
+        assert_eq!(check_top_level(case), compiled, "{case}");
+    }
+}
+
 const INT_OPS: &[&str] = &["+", "-", "*", "/", "%", "**", "<<", ">>", "&", "|", "^"];
 const FLOAT_OPS: &[&str] = &["+", "-", "*", "/", "%", "**"];
 const COMPARISONS: &[&str] = &["==", "!=", "<", "<=", ">", ">="];
@@ -563,6 +680,17 @@ fn function() -> impl Strategy<Value = String> {
         format!(
             "fn g(a, b) {{ let t = {t}; t ^ {u} }}
              fn f(a, b) {{ let acc = 0; for i in 0..{n} {{ if {cond} {{ acc = acc ^ i; }} let b = {step}; }} (acc + {value}) ^ g({x}, {y}) }}"
+        )
+    })
+}
+
+/// Top-level code over variables `a` and `b`: a loop that changes an int, a string and a map.
+fn top_level_loop() -> impl Strategy<Value = String> {
+    (int_expr(2), int_expr(2), bool_expr(1), 0i64..6).prop_map(|(value, step, cond, n)| {
+        format!(
+            "let acc = 0; let m = #{{}}; let s = \"\";
+             for i in 0..{n} {{ if {cond} {{ acc = acc ^ i; s += `${{i}},`; }} let k = `k${{i % 3}}`; m[k] = (m[k] ?? 0) + {step}; let b = {value}; }}
+             acc"
         )
     })
 }
@@ -793,6 +921,12 @@ proptest! {
     }
 
     #[test]
+    fn random_top_level_loops_agree_with_rhai(code in top_level_loop(), a in arg(), b in arg()) {
+        let compiled = check_top_level(&format!("let a = {a}; let b = {b};\n{code}"));
+        count_coverage("top-level loops", compiled > 0);
+    }
+
+    #[test]
     fn random_array_functions_agree_with_rhai(
         f in array_function(),
         v in proptest::collection::vec(arg(), 0..6),
@@ -978,6 +1112,12 @@ fn strings_arrays_and_maps_agree_with_rhai() {
         "fn f(s) { let m = #{a: s}; let n = m; n[\"b\"] = 1; [n, n.a] }",
         // The key of an update read in place, unless the new value reads it too.
         "fn f(s) { let m = #{}; for w in s.split(\" \") { m[w] = (m[w] ?? \"\") + w; m[w] = (m[w] ?? \"\") + 1; } m }",
+        // `m[k]` in a loop over `m.keys()` read from the entry, unless `m` or `k` changes.
+        "fn f(s) { let m = #{}; for w in s.split(\" \") { m[w] = w.len(); } let t = 0; let u = []; for k in m.keys() { t += m[k]; u.push(`${k}=${m[k]}`); } [t, u] }",
+        "fn f(s) { let m = #{a: 1, b: s}; let t = []; for (k, i) in m.keys() { t.push(m[k]); m[k] = i; t.push(m[k]); } [t, m] }",
+        "fn f(s) { let m = #{a: 1, b: 2}; let t = []; for k in m.keys() { t.push(m[k]); k = \"b\"; t.push(m[k]); } t }",
+        "fn f(s) { let m = #{a: [1], b: s}; let t = []; for k in m.keys() { m.c = 0; t.push(m[k]); } [t, m] }",
+        "fn f(s) { let m = #{a: 2, b: s}; let t = 0; for k in m.keys() { t += m[k]; } t }",
         // Maps built from `#{}` (hash tables until they are read as maps).
         "fn f(s) { let m = #{}; for c in s { m[`${c}`] = c; } [m.len(), m.contains(\"a\"), m.a, m[\"b\"], m.keys(), m] }",
         "fn f(s) { let m = #{}; m[\"z\"] = 1; m[s] = s; let k = m.keys(); m[\"b\"] = k.len(); [k, m.values(), m] }",

@@ -538,6 +538,7 @@ pub(super) fn statement(stmt: &Stmt) -> Option<St> {
             var_ty,
             counter,
             over,
+            value,
             body,
             cost,
         } => {
@@ -548,6 +549,9 @@ pub(super) fn statement(stmt: &Stmt) -> Option<St> {
                 cost: *cost,
             };
             match over {
+                Expr::Native { args, .. } if value.is_some() => {
+                    for_each_entry(each, &args[0], value.expect("checked"))
+                }
                 Expr::Native {
                     op: Native::Split,
                     args,
@@ -626,6 +630,38 @@ fn for_each(each: Each, var_ty: Ty, over: &Expr) -> St {
             }
         } else {
             return fr.stopped(Bail::Fallback);
+        }
+        Flow::Next
+    })
+}
+
+/// `for k in map.keys()` whose body reads `map[k]` from slot `value` (see `lower`'s
+/// `entry_values`): the keys and values are taken from the map once, and written to the two
+/// slots in turn.
+fn for_each_entry(each: Each, map: &Expr, value: usize) -> St {
+    let entries = reading(
+        map,
+        |_| Ok(()),
+        |map, ()| {
+            let map = map.as_map_ref().map_err(|_| Bail::Fallback)?;
+            let key = |k: &rhai::Identifier| Dynamic::from(ImmutableString::from(k.as_str()));
+            Ok(map
+                .iter()
+                .map(|(k, v)| (key(k), v.clone()))
+                .collect::<Vec<_>>())
+        },
+    );
+    Box::new(move |fr| {
+        let entries = match entries(fr) {
+            Ok(entries) => entries,
+            Err(e) => return fr.stopped(e),
+        };
+        for (n, (key, item)) in (0..).zip(entries) {
+            *fr.heap_mut(each.var) = key;
+            *fr.heap_mut(value) = item;
+            if let Some(flow) = each.step(fr, n) {
+                return flow;
+            }
         }
         Flow::Next
     })

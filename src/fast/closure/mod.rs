@@ -264,6 +264,8 @@ pub(crate) struct Program {
     fns: Vec<FnCode>,
     entry: usize,
     params: Vec<Ty>,
+    /// For each parameter of the entry function, whether its body may change it.
+    changed: Vec<bool>,
     ret: Ty,
     profiled: bool,
 }
@@ -336,10 +338,12 @@ impl Program {
             })
             .collect();
         RECORDED_FRAMES.set(None);
+        let params = &functions[entry].params;
         Program {
             fns,
             entry,
-            params: functions[entry].params.clone(),
+            changed: functions[entry].param_uses(params.len()).changed(params),
+            params: params.clone(),
             ret: functions[entry].ret,
             profiled,
         }
@@ -351,12 +355,18 @@ impl Program {
         self.fns[self.entry].keeps_heap_params
     }
 
+    /// For each parameter, whether the entry function may change it.
+    pub(crate) fn changed_params(&self) -> &[bool] {
+        &self.changed
+    }
+
     /// Runs the entry function on `args` (whose types match its parameters; an array
     /// argument is given by its place in `arrays`, a heap value by its place in `heap`).
-    /// `heap` holds the heap parameters again when it returns, as the function left them.
+    /// `heap` holds the heap parameters again when it returns, as the function left them, and
+    /// `args` the other parameters.
     pub(crate) fn call(
         &self,
-        args: &[Scalar],
+        args: &mut [Scalar],
         heap: &mut Vec<Dynamic>,
         arrays: Vec<Vec<i64>>,
         limits: &Budget,
@@ -405,6 +415,13 @@ impl Program {
         let bits = frame
             .tick(entry.entry_cost)
             .and_then(|()| (entry.body)(&mut frame));
+        let scalars = args
+            .iter_mut()
+            .zip(&self.params)
+            .filter(|(_, t)| !t.is_heap());
+        for (i, (a, ty)) in scalars.enumerate() {
+            *a = Scalar::from_bits(*ty, frame.stack[i]);
+        }
         STACK.with(|s| *s.borrow_mut() = frame.stack);
         *heap = frame.heap;
         heap.truncate(heap_params);

@@ -7,7 +7,7 @@ use rhai::{Expr as RExpr, ImmutableString};
 use super::{FnLowerer, R, ty_name};
 use crate::{
     data::Kind,
-    fast::ir::{BinOp, Block, Expr, Native, Slot, Stmt, SwitchKey, Ty, VisitMut},
+    fast::ir::{BinOp, Block, EachOp, Expr, Native, Slot, Stmt, SwitchKey, Ty, VisitMut},
 };
 
 /// The tier's type for a data builtin's parameter or result.
@@ -300,18 +300,57 @@ impl FnLowerer<'_, '_> {
             ty => return self.refuse(format!("`for` over {}", ty_name(ty))),
         };
         let mut slots: (Slot, Option<Slot>) = (0, None);
-        let (body, cost) = self.loop_body(&flow.body, |this| {
+        let (mut body, cost) = self.loop_body(&flow.body, |this| {
             slots.0 = this.declare(var, var_ty, false);
             slots.1 = counter.map(|c| this.declare(&c.name, Ty::Int, false));
             Ok(())
         })?;
+        let value = self.entry_values(&over, slots.0, &mut body);
         Ok(Stmt::ForEach {
             var: slots.0,
             var_ty,
             counter: slots.1,
             over,
+            value,
             body,
             cost,
+        })
+    }
+
+    /// `for k in m.keys()` whose body reads `m[k]` and changes neither `m` nor `k`: the loop
+    /// walks the map's entries, and each `m[k]` reads the entry's value from a slot of its own
+    /// instead of searching the map for the key it has just given (a `BTreeMap` search of
+    /// string keys cost about 1,300 instructions in a map of 5,000).
+    fn entry_values(&mut self, over: &Expr, key: Slot, body: &mut Block) -> Option<Slot> {
+        let Expr::Native {
+            op: Native::Keys,
+            args,
+            ..
+        } = over
+        else {
+            return None;
+        };
+        let Expr::Load(map, _) = args[0] else {
+            return None;
+        };
+        let mut writes = Writes {
+            slots: [map, key],
+            found: false,
+        };
+        body.visit_mut(&mut writes);
+        if writes.found {
+            return None;
+        }
+        let mut reads = EntryReads {
+            map,
+            key,
+            value: self.heap_slots,
+            replaced: 0,
+        };
+        body.visit_mut(&mut reads);
+        (reads.replaced > 0).then(|| {
+            self.heap_slots += 1;
+            reads.value
         })
     }
 
@@ -517,5 +556,67 @@ fn same_key(a: &Expr, b: &Expr) -> bool {
         (Expr::Str(x), Expr::Str(y)) => x == y,
         (Expr::Int(x), Expr::Int(y)) => x == y,
         _ => false,
+    }
+}
+
+/// Whether a block may change the heap locals in `slots`.
+struct Writes {
+    slots: [Slot; 2],
+    found: bool,
+}
+
+impl Writes {
+    fn loads(&self, e: &Expr) -> bool {
+        matches!(e, Expr::Load(slot, ty) if ty.is_heap() && self.slots.contains(slot))
+    }
+}
+
+impl VisitMut for Writes {
+    fn stmt(&mut self, s: &mut Stmt) {
+        let written = match s {
+            Stmt::StoreHeap(slot, _) | Stmt::SetItem { target: slot, .. } => Some(slot),
+            Stmt::ForEach { var, var_ty, .. } if var_ty.is_heap() => Some(var),
+            _ => None,
+        };
+        self.found |= written.is_some_and(|slot| self.slots.contains(slot));
+    }
+
+    fn expr(&mut self, e: &mut Expr) {
+        self.found |= match e {
+            Expr::Native { op, args, .. } if op.changes_receiver() => self.loads(&args[0]),
+            Expr::Each {
+                op: EachOp::Sort,
+                args,
+                ..
+            } => self.loads(&args[0]),
+            Expr::Moved(load) => self.loads(load),
+            _ => false,
+        };
+    }
+}
+
+/// Turns each `map[key]` into a read of slot `value`.
+struct EntryReads {
+    map: Slot,
+    key: Slot,
+    value: Slot,
+    replaced: usize,
+}
+
+impl VisitMut for EntryReads {
+    fn expr(&mut self, e: &mut Expr) {
+        if let Expr::Native {
+            op: Native::Index,
+            args,
+            ..
+        } = e
+            && let [Expr::Load(map, map_ty), Expr::Load(key, key_ty)] = args.as_slice()
+            && (*map, *key) == (self.map, self.key)
+            && map_ty.is_heap()
+            && key_ty.is_heap()
+        {
+            *e = Expr::Load(self.value, Ty::Dyn);
+            self.replaced += 1;
+        }
     }
 }

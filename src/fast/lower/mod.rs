@@ -95,12 +95,14 @@ fn no<T>(why: impl Into<String>) -> R<T> {
 
 pub(crate) fn label((name, args): &SpecKey) -> String {
     let args: Vec<&str> = args.iter().map(|t| ty_name(*t)).collect();
-    let name = if name.starts_with("anon$") {
-        "closure"
+    let args = args.join(", ");
+    if name.starts_with("anon$") {
+        format!("closure({args})")
+    } else if name.starts_with("loop at ") && !args.is_empty() {
+        format!("{name} (on {args})")
     } else {
-        name
-    };
-    format!("{name}({})", args.join(", "))
+        format!("{name}({args})")
+    }
 }
 
 pub(crate) fn ty_name(ty: Ty) -> &'static str {
@@ -206,6 +208,8 @@ struct FnLowerer<'s, 'a> {
     /// Nodes counted so far in the innermost loop body (or the function body outside loops).
     cost: Vec<u64>,
     loops: usize,
+    /// Lowering a loop of the top-level code (see [`FnSource::top_level`]).
+    top_level: bool,
 }
 
 impl<'s, 'a> FnLowerer<'s, 'a> {
@@ -221,6 +225,7 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             returns: Vec::new(),
             cost: vec![1],
             loops: 0,
+            top_level: false,
         }
     }
 
@@ -241,6 +246,7 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
     }
 
     fn function(mut self, def: &FnSource) -> R<Function> {
+        self.top_level = def.top_level;
         for (name, ty) in def.params.iter().zip(self.params.clone()) {
             self.declare(name, ty, false);
         }
@@ -381,6 +387,9 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             RStmt::Return(value, flags, _) => {
                 if flags.contains(ASTFlags::BREAK) {
                     return self.refuse("`throw`");
+                }
+                if self.top_level {
+                    return self.refuse("`return` (which ends the script here)");
                 }
                 let value = match value {
                     Some(e) => self.expr(e)?,

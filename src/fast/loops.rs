@@ -1,0 +1,278 @@
+//! Loops of the top-level code run compiled too: each is lowered as a function of the variables it
+//! uses from outside it, reads them from the script's scope and writes back those it changes. In
+//! the program that runs, each loop is wrapped in a node that tries that and else evaluates the
+//! loop as written (the node's only input), so Rhai stays the fallback, and the oracle.
+
+use std::collections::HashSet;
+
+use rhai::{
+    ASTNode, CustomExpr, Dynamic, EvalAltResult, EvalContext, Expr, Expression, FlowControl, INT,
+    ImmutableString, Position, Scope, Stmt, StmtBlock,
+};
+
+use super::{Bail, Budget, FastTier, closure::Scalar, dynamic, heap_ty, scalar, scalar_ty};
+use crate::stop::StopCheck;
+
+/// The node kind standing for a loop (the engine's handler for it is
+/// registered by `Accelerated::install`).
+pub(super) const LOOP_NODE: &str = "__mpscript_loop";
+
+/// One loop of the top-level code, as the tier lowers it.
+pub(crate) struct LoopSource {
+    /// What explain mode calls it, unique in the program (`loop at line 12`).
+    pub(crate) name: String,
+    /// The variables it uses and does not declare, in the order it first mentions them.
+    pub(crate) params: Vec<ImmutableString>,
+    pub(crate) stmt: Stmt,
+}
+
+/// `stmts` with each loop (at the top level, or in blocks, branches, `try` and loops there)
+/// wrapped in a node that runs it compiled when it can, and the loops, in the order of their
+/// nodes' numbers.
+pub(crate) fn wrap_loops(stmts: &[Stmt]) -> (Vec<Stmt>, Vec<LoopSource>) {
+    let mut wrapper = Wrapper::default();
+    let stmts = stmts.iter().map(|s| wrapper.wrap(s)).collect();
+    (stmts, wrapper.loops)
+}
+
+#[derive(Default)]
+struct Wrapper {
+    loops: Vec<LoopSource>,
+    /// The variables declared before the statement being wrapped, and still in scope there.
+    visible: Vec<ImmutableString>,
+}
+
+impl Wrapper {
+    fn wrap(&mut self, stmt: &Stmt) -> Stmt {
+        match stmt {
+            Stmt::Block(block) => Stmt::Block(Box::new(self.block(block, &[]))),
+            Stmt::If(flow, pos) => Stmt::If(self.branches(flow), *pos),
+            Stmt::TryCatch(flow, pos) => Stmt::TryCatch(self.branches(flow), *pos),
+            Stmt::Var(var, ..) => {
+                self.visible.push(var.0.name.clone());
+                stmt.clone()
+            }
+            Stmt::While(flow, pos) => {
+                let mut flow = flow.clone();
+                flow.body = self.block(&flow.body, &[]);
+                self.node(stmt, Stmt::While(flow, *pos))
+            }
+            Stmt::Do(flow, flags, pos) => {
+                let mut flow = flow.clone();
+                flow.body = self.block(&flow.body, &[]);
+                self.node(stmt, Stmt::Do(flow, *flags, *pos))
+            }
+            Stmt::For(f, pos) => {
+                let mut f = f.clone();
+                let vars: Vec<_> = [Some(&f.0), f.1.as_ref()].into_iter().flatten().collect();
+                let vars: Vec<_> = vars.into_iter().map(|v| v.name.clone()).collect();
+                f.2.body = self.block(&f.2.body, &vars);
+                self.node(stmt, Stmt::For(f, *pos))
+            }
+            other => other.clone(),
+        }
+    }
+
+    fn branches(&mut self, flow: &FlowControl) -> Box<FlowControl> {
+        let mut flow = Box::new(flow.clone());
+        flow.body = self.block(&flow.body, &[]);
+        flow.branch = self.block(&flow.branch, &[]);
+        flow
+    }
+
+    /// `block` wrapped, in a scope of its own that starts with `vars`.
+    fn block(&mut self, block: &StmtBlock, vars: &[ImmutableString]) -> StmtBlock {
+        let mark = self.visible.len();
+        self.visible.extend_from_slice(vars);
+        let stmts: Vec<Stmt> = block.statements().iter().map(|s| self.wrap(s)).collect();
+        self.visible.truncate(mark);
+        StmtBlock::new_with_span(stmts, block.span())
+    }
+
+    /// The node standing for loop `written`, which runs as `running` (its inner loops wrapped)
+    /// in Rhai.
+    fn node(&mut self, written: &Stmt, running: Stmt) -> Stmt {
+        let pos = written.position();
+        let number = self.loops.len() as INT;
+        self.loops.push(LoopSource {
+            name: unique_name(pos, &self.loops),
+            params: free_variables(written, &self.visible),
+            stmt: written.clone(),
+        });
+        let written = StmtBlock::new([running], pos, pos);
+        let custom = CustomExpr {
+            inputs: [Expr::Stmt(Box::new(written))].into_iter().collect(),
+            tokens: [ImmutableString::from(LOOP_NODE)].into_iter().collect(),
+            state: Dynamic::from(number),
+            scope_may_be_changed: false,
+            self_terminated: true,
+        };
+        Stmt::Expr(Box::new(Expr::Custom(Box::new(custom), pos)))
+    }
+}
+
+fn unique_name(pos: Position, loops: &[LoopSource]) -> String {
+    let line = pos.line().unwrap_or_default();
+    let taken = |name: &str| loops.iter().any(|l| l.name == name);
+    let name = format!("loop at line {line}");
+    match taken(&name) {
+        false => name,
+        true => format!(
+            "loop at line {line}, column {}",
+            pos.position().unwrap_or_default()
+        ),
+    }
+}
+
+/// The unqualified variables `stmt` reads or assigns, in order: those it does not declare, and
+/// those it declares that are `visible` before it too (its declaration may come after a use,
+/// as in `let b = b * 2`; if every use is of its own, the tier shadows the one passed in).
+fn free_variables(stmt: &Stmt, visible: &[ImmutableString]) -> Vec<ImmutableString> {
+    let (mut used, mut declared) = (Vec::<ImmutableString>::new(), HashSet::new());
+    stmt.walk(&mut Vec::new(), &mut |path: &[ASTNode]| {
+        match path.last() {
+            Some(ASTNode::Expr(Expr::Variable(var, ..)))
+                if var.2.is_empty() && !used.contains(&var.1) =>
+            {
+                used.push(var.1.clone());
+            }
+            Some(ASTNode::Stmt(Stmt::Var(var, ..))) => {
+                declared.insert(var.0.name.clone());
+            }
+            Some(ASTNode::Stmt(Stmt::For(f, _))) => {
+                declared.insert(f.0.name.clone());
+                declared.extend(f.1.as_ref().map(|counter| counter.name.clone()));
+            }
+            _ => {}
+        }
+        true
+    });
+    used.retain(|name| !declared.contains(name) || visible.contains(name));
+    used
+}
+
+/// Where the engine's loop nodes lead: each loop's name and parameters, by node number, and the
+/// run's stop check.
+pub(crate) struct Loops {
+    pub(crate) sites: Vec<(String, Vec<ImmutableString>)>,
+    pub(crate) stop: StopCheck,
+}
+
+impl Loops {
+    /// Runs the loop of node `state` (whose input is the loop as written) compiled if it can,
+    /// else in Rhai; in verify mode, both, and compares the variables the loop changed.
+    pub(crate) fn run(
+        &self,
+        tier: &FastTier,
+        ctx: &mut EvalContext,
+        inputs: &[Expression],
+        state: &Dynamic,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        let site = state.as_int().ok().and_then(|n| self.sites.get(n as usize));
+        let (Some((name, params)), Some(written)) = (site, inputs.first()) else {
+            let reserved = format!("`{LOOP_NODE}` is reserved by mpscript");
+            return Err(EvalAltResult::ErrorRuntime(reserved.into(), Position::NONE).into());
+        };
+        let limits = Budget::of(ctx.engine(), Some(self.stop.clone()), ctx.call_level());
+        let verify = tier.mode().verify;
+        let compiled = tier.run_loop(name, params, ctx.scope_mut(), &limits, !verify);
+        match compiled {
+            None => ctx.eval_expression_tree(written),
+            Some(Err(stopped)) => Err(stopped),
+            Some(Ok(changed)) if !verify => {
+                let scope = ctx.scope_mut();
+                for (at, value) in changed {
+                    if let Some(variable) = scope.get_mut(&params[at]) {
+                        *variable = value;
+                    }
+                }
+                Ok(Dynamic::UNIT)
+            }
+            Some(Ok(changed)) => {
+                let values = changed.iter().map(|(_, v)| v.clone()).collect();
+                FastTier::verify(name, Ok(Dynamic::from_array(values)), || {
+                    let _ = ctx.eval_expression_tree(written)?;
+                    let scope = ctx.scope_mut();
+                    let value = |at: usize| scope.get(&params[at]).cloned().unwrap_or_default();
+                    Ok(Dynamic::from_array(
+                        changed.iter().map(|(at, _)| value(*at)).collect(),
+                    ))
+                })
+                .map(|_| Dynamic::UNIT)
+            }
+        }
+    }
+}
+
+/// The variables a loop changed, by place among its parameters, with their new values.
+type Changed = Vec<(usize, Dynamic)>;
+
+impl FastTier {
+    /// Runs loop `name` compiled on the variables `params` of `scope`, if it can; `None` means:
+    /// run it in Rhai. Answers the variables it changed (by place in `params`) with their new
+    /// values, leaving `scope` as it was. `lend`: a variable the loop only reads is lent to it
+    /// (and put back), not copied.
+    fn run_loop(
+        &self,
+        name: &str,
+        params: &[ImmutableString],
+        scope: &mut Scope,
+        limits: &Budget,
+        lend: bool,
+    ) -> Option<Result<Changed, Box<EvalAltResult>>> {
+        if !self.is_enabled() || limits.max_depth == 0 {
+            return None;
+        }
+        let mut scalars = Vec::with_capacity(params.len());
+        let mut types = Vec::with_capacity(params.len());
+        for param in params {
+            // A variable a closure captured is shared with it: the closure must see each change.
+            let value = scope.get(param).filter(|v| !v.is_shared())?;
+            let (s, ty) = match scalar(value) {
+                Some(s) => (s, scalar_ty(&s)),
+                None => (Scalar::Unit, heap_ty(value)?),
+            };
+            scalars.push(s);
+            types.push(ty);
+        }
+        let program = self.program(name, &types)?;
+        let changed = program.changed_params();
+        let constant = |p: &ImmutableString| scope.is_constant(p) == Some(true);
+        if params.iter().zip(changed).any(|(p, c)| *c && constant(p)) {
+            return None; // Rhai raises the error
+        }
+        // The loop changes a copy of its variable: if it hands the run back to Rhai midway, Rhai
+        // runs it on the variable as it was.
+        let mut heap = Vec::new();
+        let mut lent = Vec::new();
+        for (at, _) in types.iter().enumerate().filter(|(_, t)| t.is_heap()) {
+            let borrow = lend && !changed[at];
+            let taken = scope
+                .get_mut(&params[at])
+                .filter(|_| borrow)
+                .map(std::mem::take);
+            lent.push(taken.is_some());
+            heap.push(taken.unwrap_or_else(|| scope.get(&params[at]).cloned().unwrap_or_default()));
+        }
+        let result = program.call(&mut scalars, &mut heap, Vec::new(), limits);
+        let mut outputs = Vec::new();
+        let mut heap = heap.into_iter().zip(lent);
+        for (at, ty) in types.iter().enumerate() {
+            if ty.is_heap() {
+                let (value, lent) = heap.next().unwrap_or_default();
+                match scope.get_mut(&params[at]) {
+                    Some(variable) if lent => *variable = value,
+                    _ if changed[at] => outputs.push((at, value)),
+                    _ => {}
+                }
+            } else if changed[at] {
+                outputs.push((at, dynamic(scalars[at])));
+            }
+        }
+        match result {
+            Ok(_) => Some(Ok(outputs)),
+            Err(Bail::Stop(error)) => Some(Err(error)),
+            Err(Bail::Fallback | Bail::Escape(_)) => None,
+        }
+    }
+}
