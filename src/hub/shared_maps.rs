@@ -40,7 +40,9 @@ impl Inner {
             )),
             MapAction::Len => Reply::Len(map.len() as u64),
             MapAction::ToMap => Reply::Value(Value::Map(
-                map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                map.iter()
+                    .map(|(k, v)| (k.as_str().into(), v.clone()))
+                    .collect(),
             )),
             MapAction::Add(key, delta) => {
                 let sum = add(map.get(&key).unwrap_or(&Value::Int(0)), &delta, &key)?;

@@ -31,7 +31,14 @@ fn value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(6, 128, 8, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-            proptest::collection::vec((".{0,12}", inner.clone()), 0..8).prop_map(Value::Map),
+            proptest::collection::vec((".{0,12}", inner.clone()), 0..8).prop_map(|entries| {
+                Value::Map(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k.as_str().into(), v))
+                        .collect(),
+                )
+            }),
             ("[a-z_$0-9]{1,16}", proptest::collection::vec(inner, 0..4))
                 .prop_map(|(name, curry)| Value::Fn(Box::new(FnValue { name, curry }))),
         ]
