@@ -12,7 +12,10 @@ use rhai::{
     NativeCallContext, Shared, Stmt,
 };
 
-use super::{Budget, FastTier, Loops, Mode, Notices, loops::LOOP_NODE, wrap_loops};
+use super::{
+    Budget, FastTier, Mode, Notices,
+    loops::{LOOP_NODE, LoopSite, Loops, wrap_loops},
+};
 use crate::{
     profile::{self, Frame},
     stop::StopCheck,
@@ -72,13 +75,15 @@ impl Accelerated {
         let tier = FastTier::new(&written, engine, Mode::from_env(), profiled).telling(notices);
         // A profiled run times calls, which a compiled loop makes without recording them.
         let (statements, loops) = match tier.is_enabled() && !profiled {
-            true => wrap_loops(written.statements()),
+            true => wrap_loops(written.statements(), &|name, arity| {
+                tier.compiles_call(name, arity)
+            }),
             false => (written.statements().to_vec(), Vec::new()),
         };
         let tier = Arc::new(tier.with_loops(&loops));
         let (running, names) = accelerate(&written, statements, &tier, &stop, profiled);
         let loops = (!loops.is_empty()).then(|| {
-            let sites = loops.into_iter().map(|l| (l.name, l.params)).collect();
+            let sites = loops.into_iter().map(LoopSite::from).collect();
             let stop = stop.clone();
             Arc::new(Loops { sites, stop })
         });

@@ -7,15 +7,20 @@ use std::collections::HashSet;
 
 use rhai::{
     ASTNode, CustomExpr, Dynamic, EvalAltResult, EvalContext, Expr, Expression, FlowControl, INT,
-    ImmutableString, Position, Scope, Stmt, StmtBlock,
+    ImmutableString, Namespace, Position, Scope, Stmt, StmtBlock,
 };
 
-use super::{Bail, Budget, FastTier, closure::Scalar, dynamic, heap_ty, scalar, scalar_ty};
+use super::{
+    Bail, Budget, FastTier, closure::Scalar, dynamic, heap_ty, lower::is_range, scalar, scalar_ty,
+};
 use crate::stop::StopCheck;
 
 /// The node kind standing for a loop (the engine's handler for it is
 /// registered by `Accelerated::install`).
 pub(super) const LOOP_NODE: &str = "__mpscript_loop";
+
+/// The name under which a `for` loop whose header Rhai evaluates is given the header's value.
+const ITERATED: &str = "for$in";
 
 /// One loop of the top-level code, as the tier lowers it.
 pub(crate) struct LoopSource {
@@ -24,25 +29,37 @@ pub(crate) struct LoopSource {
     /// The variables it uses and does not declare, in the order it first mentions them.
     pub(crate) params: Vec<ImmutableString>,
     pub(crate) stmt: Stmt,
+    /// Whether it is a `for` loop whose header calls what the tier does not compile
+    /// (`for r in pool_map(f, xs)`): Rhai evaluates the header, once, and the loop is lowered
+    /// over [`ITERATED`], the value it gave.
+    pub(crate) iterated: bool,
 }
 
 /// `stmts` with each loop (at the top level, or in blocks, branches, `try` and loops there)
 /// wrapped in a node that runs it compiled when it can, and the loops, in the order of their
 /// nodes' numbers.
-pub(crate) fn wrap_loops(stmts: &[Stmt]) -> (Vec<Stmt>, Vec<LoopSource>) {
-    let mut wrapper = Wrapper::default();
+/// `compiles(name, arity)`: whether the tier compiles a call of `name`.
+pub(crate) fn wrap_loops(
+    stmts: &[Stmt],
+    compiles: &dyn Fn(&str, usize) -> bool,
+) -> (Vec<Stmt>, Vec<LoopSource>) {
+    let mut wrapper = Wrapper {
+        loops: Vec::new(),
+        visible: Vec::new(),
+        compiles,
+    };
     let stmts = stmts.iter().map(|s| wrapper.wrap(s)).collect();
     (stmts, wrapper.loops)
 }
 
-#[derive(Default)]
-struct Wrapper {
+struct Wrapper<'c> {
     loops: Vec<LoopSource>,
     /// The variables declared before the statement being wrapped, and still in scope there.
     visible: Vec<ImmutableString>,
+    compiles: &'c dyn Fn(&str, usize) -> bool,
 }
 
-impl Wrapper {
+impl Wrapper<'_> {
     fn wrap(&mut self, stmt: &Stmt) -> Stmt {
         match stmt {
             Stmt::Block(block) => Stmt::Block(Box::new(self.block(block, &[]))),
@@ -90,24 +107,60 @@ impl Wrapper {
     }
 
     /// The node standing for loop `written`, which runs as `running` (its inner loops wrapped)
-    /// in Rhai.
+    /// in Rhai. Its inputs: the loop as it runs, after the header Rhai evaluates, if it does.
     fn node(&mut self, written: &Stmt, running: Stmt) -> Stmt {
         let pos = written.position();
         let number = self.loops.len() as INT;
+        let header = match written {
+            Stmt::For(f, _) if !is_range(&f.2.expr) && self.calls_rhai(&f.2.expr) => {
+                Some(f.2.expr.clone())
+            }
+            _ => None,
+        };
+        let lowered = match (written, &header) {
+            (Stmt::For(f, pos), Some(_)) => {
+                let mut f = f.clone();
+                let var = (None, ImmutableString::from(ITERATED), Namespace::NONE, 0);
+                f.2.expr = Expr::Variable(Box::new(var), None, *pos);
+                Stmt::For(f, *pos)
+            }
+            _ => written.clone(),
+        };
         self.loops.push(LoopSource {
             name: unique_name(pos, &self.loops),
-            params: free_variables(written, &self.visible),
-            stmt: written.clone(),
+            params: free_variables(&lowered, &self.visible),
+            stmt: lowered,
+            iterated: header.is_some(),
         });
-        let written = StmtBlock::new([running], pos, pos);
+        let running = StmtBlock::new([running], pos, pos);
+        let inputs = header.into_iter().chain([Expr::Stmt(Box::new(running))]);
         let custom = CustomExpr {
-            inputs: [Expr::Stmt(Box::new(written))].into_iter().collect(),
+            inputs: inputs.collect(),
             tokens: [ImmutableString::from(LOOP_NODE)].into_iter().collect(),
             state: Dynamic::from(number),
             scope_may_be_changed: false,
             self_terminated: true,
         };
         Stmt::Expr(Box::new(Expr::Custom(Box::new(custom), pos)))
+    }
+}
+
+impl Wrapper<'_> {
+    /// Whether `e` calls a function the tier does not compile.
+    fn calls_rhai(&self, e: &Expr) -> bool {
+        let mut found = false;
+        e.walk(&mut Vec::new(), &mut |path: &[ASTNode]| {
+            let call = match path.last() {
+                Some(ASTNode::Expr(Expr::FnCall(call, _) | Expr::MethodCall(call, _))) => call,
+                _ => return true,
+            };
+            // A method's receiver is not among its arguments.
+            let method = matches!(path.last(), Some(ASTNode::Expr(Expr::MethodCall(..))));
+            let arity = call.args.len() + usize::from(method);
+            found |= call.op_token.is_none() && !(self.compiles)(&call.name, arity);
+            !found
+        });
+        found
     }
 }
 
@@ -154,13 +207,32 @@ fn free_variables(stmt: &Stmt, visible: &[ImmutableString]) -> Vec<ImmutableStri
 /// Where the engine's loop nodes lead: each loop's name and parameters, by node number, and the
 /// run's stop check.
 pub(crate) struct Loops {
-    pub(crate) sites: Vec<(String, Vec<ImmutableString>)>,
+    pub(crate) sites: Vec<LoopSite>,
     pub(crate) stop: StopCheck,
 }
 
+/// A loop as its node finds it: its name, its parameters, and whether Rhai evaluates its header
+/// (see [`LoopSource`]).
+pub(crate) struct LoopSite {
+    name: String,
+    params: Vec<ImmutableString>,
+    iterated: bool,
+}
+
+impl From<LoopSource> for LoopSite {
+    fn from(source: LoopSource) -> LoopSite {
+        LoopSite {
+            name: source.name,
+            params: source.params,
+            iterated: source.iterated,
+        }
+    }
+}
+
 impl Loops {
-    /// Runs the loop of node `state` (whose input is the loop as written) compiled if it can,
-    /// else in Rhai; in verify mode, both, and compares the variables the loop changed.
+    /// Runs the loop of node `state` (whose inputs are the header Rhai evaluates, if it does,
+    /// and the loop as written) compiled if it can, else in Rhai; in verify mode, both, and
+    /// compares the variables the loop changed.
     pub(crate) fn run(
         &self,
         tier: &FastTier,
@@ -169,15 +241,26 @@ impl Loops {
         state: &Dynamic,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         let site = state.as_int().ok().and_then(|n| self.sites.get(n as usize));
-        let (Some((name, params)), Some(written)) = (site, inputs.first()) else {
+        let Some(site) = site.filter(|s| inputs.len() == 1 + usize::from(s.iterated)) else {
             let reserved = format!("`{LOOP_NODE}` is reserved by mpscript");
             return Err(EvalAltResult::ErrorRuntime(reserved.into(), Position::NONE).into());
         };
+        let (name, params) = (&site.name, &site.params);
+        let iterated = match site.iterated {
+            true => Some(ctx.eval_expression_tree(&inputs[0])?),
+            false => None,
+        };
+        let mut written = Written {
+            stmt: inputs[inputs.len() - 1].as_ref(),
+            iterated,
+        };
         let limits = Budget::of(ctx.engine(), Some(self.stop.clone()), ctx.call_level());
         let verify = tier.mode().verify;
-        let compiled = tier.run_loop(name, params, ctx.scope_mut(), &limits, !verify);
+        let compiled = written.with_iterated(ctx.scope_mut(), |scope| {
+            tier.run_loop(name, params, scope, &limits, !verify)
+        });
         match compiled {
-            None => ctx.eval_expression_tree(written),
+            None => written.eval(ctx),
             Some(Err(stopped)) => Err(stopped),
             Some(Ok(changed)) if !verify => {
                 let scope = ctx.scope_mut();
@@ -191,7 +274,7 @@ impl Loops {
             Some(Ok(changed)) => {
                 let values = changed.iter().map(|(_, v)| v.clone()).collect();
                 FastTier::verify(name, Ok(Dynamic::from_array(values)), || {
-                    let _ = ctx.eval_expression_tree(written)?;
+                    let _ = written.eval(ctx)?;
                     let scope = ctx.scope_mut();
                     let value = |at: usize| scope.get(&params[at]).cloned().unwrap_or_default();
                     Ok(Dynamic::from_array(
@@ -201,6 +284,41 @@ impl Loops {
                 .map(|_| Dynamic::UNIT)
             }
         }
+    }
+}
+
+/// A loop as written, for Rhai to run, and the value of its header if Rhai evaluated it.
+struct Written<'a> {
+    stmt: &'a Expr,
+    iterated: Option<Dynamic>,
+}
+
+impl Written<'_> {
+    /// `run` with the header's value in `scope` as [`ITERATED`], if there is one; it is taken
+    /// out again after.
+    fn with_iterated<T>(&mut self, scope: &mut Scope, run: impl FnOnce(&mut Scope) -> T) -> T {
+        let Some(value) = self.iterated.take() else {
+            return run(scope);
+        };
+        scope.push_dynamic(ITERATED, value);
+        let result = run(scope);
+        self.iterated = scope.get_mut(ITERATED).map(std::mem::take);
+        scope.pop();
+        result
+    }
+
+    /// Runs the loop in Rhai, over the header's value if Rhai evaluated it already (the header
+    /// is not evaluated twice: it may have done anything, `pool_map` say).
+    fn eval(&mut self, ctx: &mut EvalContext) -> Result<Dynamic, Box<EvalAltResult>> {
+        let (Some(value), Expr::Stmt(block)) = (self.iterated.take(), self.stmt) else {
+            return ctx.eval_expression_tree(&self.stmt.into());
+        };
+        let mut block = block.clone();
+        if let Some(Stmt::For(f, pos)) = block.statements_mut().first_mut() {
+            f.2.expr = Expr::DynamicConstant(Box::new(value), *pos);
+        }
+        let stmt = Expr::Stmt(block);
+        ctx.eval_expression_tree(&(&stmt).into())
     }
 }
 

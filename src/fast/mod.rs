@@ -34,7 +34,6 @@ use closure::{Bail, Program, Scalar};
 pub(crate) use dispatch::Accelerated;
 use ir::Ty;
 use loops::LoopSource;
-pub(crate) use loops::{Loops, wrap_loops};
 use lower::{SpecKey, label};
 use source::Source;
 
@@ -196,6 +195,15 @@ impl FastTier {
             self.explain(&format!("not compiled: {why_not}"));
         }
         false
+    }
+
+    /// Whether compiled code can make a call of `name` with `arity` arguments (a script
+    /// function, a native the tier knows, a data builtin it calls directly).
+    fn compiles_call(&self, name: &str, arity: usize) -> bool {
+        self.source.get(name, arity).is_some()
+            || native::Native::is_named(name)
+            || source::INTRINSICS.contains(&name)
+            || self.source.direct(name, arity).is_some()
     }
 
     /// The tier compiles `loops` of the top-level code too.

@@ -586,6 +586,20 @@ fn a_top_level_loop_rhai_must_run_gives_rhai_s_values_and_errors() {
         ("for i in 0..3 { zz += 1; }", 0),
         ("let x = 1;\nfor i in 0..3 { x = \"a\"; }\nx", 0),
         ("let q = [1, 2];\nfor i in 0..3 { q.push(i); q[9] = 1; }", 1),
+        // A header the tier does not compile (`drain`) is evaluated once, by Rhai, whether the
+        // loop then runs compiled or not.
+        (
+            "let q = [1, 2, 3, 4]; let t = 0;\nfor x in q.drain(0, 2) { t += x; }\n[q, t]",
+            1,
+        ),
+        (
+            "let q = [1, 2, 3]; let t = 0;\nfor x in q.drain(0, 2) { t += x * 9223372036854775807; }",
+            1,
+        ),
+        (
+            "let q = [1, 2, 3]; let t = [];\nfor x in q.drain(0, 2) { t.push(x); print(x); }\n[q, t]",
+            0,
+        ),
     ];
     // How many loops compiled: those that could not ran in Rhai from the start.
     for (case, compiled) in cases {

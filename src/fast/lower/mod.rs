@@ -1060,7 +1060,7 @@ fn expr_has_break(e: &Expr) -> bool {
 }
 
 /// Whether a `for` goes over a range of integers (else over an array or a string).
-fn is_range(e: &RExpr) -> bool {
+pub(super) fn is_range(e: &RExpr) -> bool {
     match e {
         RExpr::FnCall(call, _) => matches!(
             call.op_token,
