@@ -228,6 +228,16 @@ fn top_level_loops_run_compiled_with_rhai_s_results_and_errors() {
     ] {
         assert!(out.stderr.contains(said), "{}", out.stderr);
     }
+    // A variable of a type the tier does not take keeps the loop in Rhai, and explain says so.
+    let script = Script::new("let q = queue();\nfor i in 0..2 { q.put(i); }\nprint(q.get());\n");
+    let out = common::mpscript(&["run", "--explain-fast", script.path.to_str().unwrap()]);
+    out.assert_printed(&["0"]);
+    assert!(
+        out.stderr
+            .contains("fast tier: not compiled: loop at line 2: uses `q`, a "),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -85,7 +85,11 @@ impl Accelerated {
         let loops = (!loops.is_empty()).then(|| {
             let sites = loops.into_iter().map(LoopSite::from).collect();
             let stop = stop.clone();
-            Arc::new(Loops { sites, stop })
+            Arc::new(Loops {
+                sites,
+                stop,
+                explained: Default::default(),
+            })
         });
         Accelerated {
             running,

@@ -3,17 +3,18 @@
 //! the program that runs, each loop is wrapped in a node that tries that and else evaluates the
 //! loop as written (the node's only input), so Rhai stays the fallback, and the oracle.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Mutex};
 
 use rhai::{
-    ASTNode, CustomExpr, Dynamic, EvalAltResult, EvalContext, Expr, Expression, FlowControl, INT,
-    ImmutableString, Namespace, Position, Scope, Stmt, StmtBlock,
+    ASTNode, CustomExpr, Dynamic, Engine, EvalAltResult, EvalContext, Expr, Expression,
+    FlowControl, INT, ImmutableString, Namespace, Position, Scope, Stmt, StmtBlock,
 };
 
 use super::{
-    Bail, Budget, FastTier, closure::Scalar, dynamic, heap_ty, lower::is_range, scalar, scalar_ty,
+    Bail, Budget, FastTier, closure::Scalar, dynamic, heap_ty, ir::Ty, lower::is_range, scalar,
+    scalar_ty,
 };
-use crate::stop::StopCheck;
+use crate::{locks::lock, stop::StopCheck};
 
 /// The node kind standing for a loop (the engine's handler for it is
 /// registered by `Accelerated::install`).
@@ -209,6 +210,8 @@ fn free_variables(stmt: &Stmt, visible: &[ImmutableString]) -> Vec<ImmutableStri
 pub(crate) struct Loops {
     pub(crate) sites: Vec<LoopSite>,
     pub(crate) stop: StopCheck,
+    /// The loops explain mode has said a variable keeps in Rhai (said once each).
+    pub(crate) explained: Mutex<HashSet<String>>,
 }
 
 /// A loop as its node finds it: its name, its parameters, and whether Rhai evaluates its header
@@ -256,9 +259,23 @@ impl Loops {
         };
         let limits = Budget::of(ctx.engine(), Some(self.stop.clone()), ctx.call_level());
         let verify = tier.mode().verify;
+        let engine = ctx.engine();
         let compiled = written.with_iterated(ctx.scope_mut(), |scope| {
-            tier.run_loop(name, params, scope, &limits, !verify)
+            let types = params.iter().map(|p| param_type(p, scope, engine));
+            match types.collect::<Result<Vec<_>, String>>() {
+                Ok(types) => tier.run_loop(name, params, &types, scope, &limits, !verify),
+                Err(why) => Err(why),
+            }
         });
+        let compiled = match compiled {
+            Err(why) => {
+                if lock(&self.explained).insert(name.clone()) {
+                    tier.explain(&format!("not compiled: {name}: {why}"));
+                }
+                None
+            }
+            Ok(compiled) => compiled,
+        };
         match compiled {
             None => written.eval(ctx),
             Some(Err(stopped)) => Err(stopped),
@@ -327,37 +344,29 @@ type Changed = Vec<(usize, Dynamic)>;
 
 impl FastTier {
     /// Runs loop `name` compiled on the variables `params` of `scope`, if it can; `None` means:
-    /// run it in Rhai. Answers the variables it changed (by place in `params`) with their new
-    /// values, leaving `scope` as it was. `lend`: a variable the loop only reads is lent to it
-    /// (and put back), not copied.
+    /// run it in Rhai, and `Err` says why a variable keeps it there. Answers the variables it
+    /// changed (by place in `params`) with their new values, leaving `scope` as it was. `lend`:
+    /// a variable the loop only reads is lent to it (and put back), not copied.
     fn run_loop(
         &self,
         name: &str,
         params: &[ImmutableString],
+        typed: &[(Scalar, Ty)],
         scope: &mut Scope,
         limits: &Budget,
         lend: bool,
-    ) -> Option<Result<Changed, Box<EvalAltResult>>> {
+    ) -> Result<Option<Result<Changed, Box<EvalAltResult>>>, String> {
         if !self.is_enabled() || limits.max_depth == 0 {
-            return None;
+            return Ok(None);
         }
-        let mut scalars = Vec::with_capacity(params.len());
-        let mut types = Vec::with_capacity(params.len());
-        for param in params {
-            // A variable a closure captured is shared with it: the closure must see each change.
-            let value = scope.get(param).filter(|v| !v.is_shared())?;
-            let (s, ty) = match scalar(value) {
-                Some(s) => (s, scalar_ty(&s)),
-                None => (Scalar::Unit, heap_ty(value)?),
-            };
-            scalars.push(s);
-            types.push(ty);
-        }
-        let program = self.program(name, &types)?;
+        let (mut scalars, types): (Vec<Scalar>, Vec<Ty>) = typed.iter().copied().unzip();
+        let Some(program) = self.program(name, &types) else {
+            return Ok(None);
+        };
         let changed = program.changed_params();
         let constant = |p: &ImmutableString| scope.is_constant(p) == Some(true);
-        if params.iter().zip(changed).any(|(p, c)| *c && constant(p)) {
-            return None; // Rhai raises the error
+        if let Some((p, _)) = params.iter().zip(changed).find(|(p, c)| **c && constant(p)) {
+            return Err(format!("changes the constant `{p}`")); // Rhai raises the error
         }
         // The loop changes a copy of its variable: if it hands the run back to Rhai midway, Rhai
         // runs it on the variable as it was.
@@ -387,10 +396,38 @@ impl FastTier {
                 outputs.push((at, dynamic(scalars[at])));
             }
         }
-        match result {
+        Ok(match result {
             Ok(_) => Some(Ok(outputs)),
             Err(Bail::Stop(error)) => Some(Err(error)),
             Err(Bail::Fallback | Bail::Escape(_)) => None,
-        }
+        })
+    }
+}
+
+/// The value of variable `name` of `scope` as a compiled loop takes it, and its type; else why
+/// not.
+fn param_type(name: &str, scope: &Scope, engine: &Engine) -> Result<(Scalar, Ty), String> {
+    let what = match name {
+        ITERATED => "what the header gives".to_string(),
+        _ => format!("`{name}`"),
+    };
+    let Some(value) = scope.get(name) else {
+        return Err(format!(
+            "uses {what}, which is not a variable of the script"
+        ));
+    };
+    // A variable a closure captured is shared with it: the closure must see each change.
+    if value.is_shared() {
+        return Err(format!("uses {what}, which a closure captured"));
+    }
+    match scalar(value) {
+        Some(s) => Ok((s, scalar_ty(&s))),
+        None => match heap_ty(value) {
+            Some(ty) => Ok((Scalar::Unit, ty)),
+            None => Err(format!(
+                "uses {what}, a {}",
+                engine.map_type_name(value.type_name())
+            )),
+        },
     }
 }
