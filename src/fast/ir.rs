@@ -445,8 +445,10 @@ pub(crate) enum Expr {
     Item,
     /// `#{a: x, b: y}`.
     Map(Vec<(rhai::ImmutableString, Expr)>),
-    /// `#{}` made as a hash table (see `native::Tally`), for a map the function builds by key.
-    Tally,
+    /// `#{}` made as a hash table (see `native::Tally`), for a map the function builds by key;
+    /// with a heap slot, the map in that slot (a parameter a top-level loop changes by key),
+    /// taken and made one.
+    Tally(Option<Slot>),
     /// A heap variable's value (`Load`) made Rhai's own first where it may hold a `Tally`.
     Settle(Box<Expr>),
     /// A heap local's value (`Load`) taken out of its slot, where nothing reads the variable
@@ -578,7 +580,7 @@ impl Expr {
             Expr::Str(_) | Expr::Interpolate(_) => Ty::Str,
             Expr::Array(_) => Ty::Array,
             Expr::Item => Ty::Dyn,
-            Expr::Map(_) | Expr::Tally => Ty::Map,
+            Expr::Map(_) | Expr::Tally(_) => Ty::Map,
             Expr::Settle(e) | Expr::Moved(e) => e.ty(),
             Expr::Native { ret, .. } | Expr::Direct { ret, .. } | Expr::Mixed { ret, .. } => *ret,
             Expr::Guard(_, ty) | Expr::Coalesce { ty, .. } => *ty,
@@ -612,7 +614,7 @@ impl Expr {
             | Expr::Char(_)
             | Expr::Str(_)
             | Expr::Item
-            | Expr::Tally
+            | Expr::Tally(_)
             | Expr::Load(..)
             | Expr::Len(_) => false,
             Expr::Native { args, .. }
@@ -655,7 +657,7 @@ impl Expr {
             | Expr::Char(_)
             | Expr::Str(_)
             | Expr::Item
-            | Expr::Tally
+            | Expr::Tally(_)
             | Expr::Load(..)
             | Expr::Len(_) => 0,
             Expr::Native { args, .. }
@@ -801,7 +803,7 @@ impl Expr {
             | Expr::Char(_)
             | Expr::Str(_)
             | Expr::Item
-            | Expr::Tally
+            | Expr::Tally(_)
             | Expr::Load(..)
             | Expr::Len(_) => {}
             Expr::Native { args, .. }

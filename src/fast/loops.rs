@@ -389,7 +389,7 @@ impl FastTier {
                 let (value, lent) = heap.next().unwrap_or_default();
                 match scope.get_mut(&params[at]) {
                     Some(variable) if lent => *variable = value,
-                    _ if changed[at] => outputs.push((at, value)),
+                    _ if changed[at] => outputs.push((at, settled(value))),
                     _ => {}
                 }
             } else if changed[at] {
@@ -402,6 +402,12 @@ impl FastTier {
             Err(Bail::Fallback | Bail::Escape(_)) => None,
         })
     }
+}
+
+/// `value` as Rhai's own (a map a loop made a hash table is Rhai's map again).
+fn settled(mut value: Dynamic) -> Dynamic {
+    super::native::settle(&mut value);
+    value
 }
 
 /// The value of variable `name` of `scope` as a compiled loop takes it, and its type; else why

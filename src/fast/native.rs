@@ -58,6 +58,14 @@ impl SwitchKey {
 #[derive(Clone, Default)]
 pub(crate) struct Tally(HashMap<Identifier, Dynamic, ahash::RandomState>);
 
+/// `value` made a [`Tally`] if it is Rhai's map (any other value is left as it is).
+pub(crate) fn hashed(value: Dynamic) -> Dynamic {
+    match value.try_cast_result::<Map>() {
+        Ok(map) => Dynamic::from(Tally(map.into_iter().collect())),
+        Err(value) => value,
+    }
+}
+
 /// Makes a [`Tally`] in `value` Rhai's own map, in place; any other value is left as it is.
 pub(crate) fn settle(value: &mut Dynamic) {
     if value.is::<Tally>() {

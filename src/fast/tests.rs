@@ -549,11 +549,13 @@ fn top_level_loops_run_compiled_and_leave_rhai_s_variables() {
         do { n -= 2; } until n < 0;
         if n < 0 { for i in 0..3 { n += i; } }
         { let inner = 10; for i in 0..inner { if i > 3 { break; } inner += 1; } }
+        let m = #{z: 0}; let copy = #{}; let seen = [];
+        for i in 0..6 { m[`k${i % 3}`] = i; m["z"] = m.z + (m[`k${i % 2}`] ?? 10); seen.push(m.keys()); copy = m; }
         total
         "#,
     );
     // Verify mode runs the outer loop in Rhai too, which then compiles the inner one.
-    assert!(merged >= 5, "{merged}");
+    assert!(merged >= 6, "{merged}");
     // `sq` is compiled into the loop; `fixed` is a constant the loop only reads.
     let calls = check_top_level(
         "fn sq(x) { x * x }\nconst fixed = [1, 2, 3];\nlet t = 0;\nfor i in 0..10 { t += sq(i) + fixed.len(); }\nt",

@@ -91,7 +91,11 @@ pub(super) fn dynamic(e: &Expr) -> Ev<Dynamic> {
             })
         }
         Expr::Map(items) => map_literal(items),
-        Expr::Tally => Box::new(|_| Ok(Dynamic::from(native::Tally::default()))),
+        Expr::Tally(None) => Box::new(|_| Ok(Dynamic::from(native::Tally::default()))),
+        Expr::Tally(Some(slot)) => {
+            let slot = *slot;
+            Box::new(move |fr| Ok(native::hashed(std::mem::take(fr.heap_mut(slot)))))
+        }
         Expr::Moved(load) => {
             let slot = settled_slot(load);
             Box::new(move |fr| Ok(std::mem::take(fr.heap_mut(slot))))

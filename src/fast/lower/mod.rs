@@ -273,7 +273,7 @@ impl<'s, 'a> FnLowerer<'s, 'a> {
             body,
             entry_cost: self.cost[0],
         };
-        tally::hash_built_maps(&mut function);
+        tally::hash_built_maps(&mut function, self.top_level);
         last_use::move_last_uses(&mut function);
         Ok(function)
     }
