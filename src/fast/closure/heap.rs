@@ -13,7 +13,7 @@ use super::{
 use crate::{
     data::Pieces,
     fast::{
-        ir::{DirectCall, Expr, Stmt, SwitchKey, Ty, VisitMut},
+        ir::{BinOp, DirectCall, Expr, Stmt, SwitchKey, Ty, VisitMut},
         native::{self, Native},
     },
 };
@@ -380,7 +380,72 @@ fn settled_slot(load: &Expr) -> usize {
 /// `target[key] = value` where `value` reads the element it replaces ([`Expr::Item`]): the
 /// element is found once, taken out for `value` and replaced. The target is out of its slot
 /// meanwhile (lowering made sure `value` does not read it).
-fn update_item(target: usize, key: Key, value: Ev<Dynamic>) -> St {
+fn update_item(target: usize, key: Key, value: &Expr) -> St {
+    let Some((base, by)) = counting(value) else {
+        let value = dynamic(value);
+        return updating(target, key, move |fr, item| {
+            native::put_back(&mut fr.item, item);
+            let made = value(fr);
+            native::discard(std::mem::take(&mut fr.item));
+            made
+        });
+    };
+    // A count: the element's int is added to with no `Dynamic` made for the parts of the sum.
+    let by = super::int(by);
+    updating(target, key, move |fr, item| {
+        let old = match item.is_unit() {
+            true => base,
+            false => item.as_int().map_err(|_| Bail::Fallback)?,
+        };
+        native::discard(item);
+        let sum = old.checked_add(by(fr)?).ok_or(Bail::Fallback)?;
+        Ok(Dynamic::from(sum))
+    })
+}
+
+/// The parts of `(item ?? base) + by`, an int `by` that does not read the item: how a count is
+/// written (`m[k] = (m[k] ?? 0) + 1`).
+fn counting(value: &Expr) -> Option<(i64, &Expr)> {
+    let Expr::Binary {
+        op: BinOp::Add,
+        operand: Ty::Int,
+        lhs,
+        rhs,
+    } = value
+    else {
+        return None;
+    };
+    let Expr::Guard(coalesce, Ty::Int) = &**lhs else {
+        return None;
+    };
+    let Expr::Coalesce {
+        lhs: item,
+        rhs: base,
+        ..
+    } = &**coalesce
+    else {
+        return None;
+    };
+    let (Expr::Item, Expr::Int(base)) = (&**item, &**base) else {
+        return None;
+    };
+    struct Reads(bool);
+    impl VisitMut for Reads {
+        fn expr(&mut self, e: &mut Expr) {
+            self.0 |= matches!(e, Expr::Item);
+        }
+    }
+    let mut reads = Reads(false);
+    rhs.clone().visit_mut(&mut reads);
+    (!reads.0).then_some((*base, &**rhs))
+}
+
+/// [`update_item`] with `make` giving the element's new value from its old one.
+fn updating(
+    target: usize,
+    key: Key,
+    make: impl Fn(&mut Frame<'_>, Dynamic) -> R<Dynamic> + Send + Sync + 'static,
+) -> St {
     Box::new(move |fr| {
         let made = match &key {
             Key::Lent(slot) => Ok(std::mem::take(fr.heap_mut(*slot))),
@@ -391,12 +456,7 @@ fn update_item(target: usize, key: Key, value: Ev<Dynamic>) -> St {
             Err(e) => return fr.stopped(e),
         };
         let mut this = std::mem::take(fr.heap_mut(target));
-        let updated = native::update_item(&mut this, &made_key, |item| {
-            native::put_back(&mut fr.item, item);
-            let made = value(fr);
-            native::discard(std::mem::take(&mut fr.item));
-            made
-        });
+        let updated = native::update_item(&mut this, &made_key, |item| make(fr, item));
         native::put_back(fr.heap_mut(target), this);
         if let Key::Lent(slot) = key {
             native::put_back(fr.heap_mut(slot), made_key);
@@ -520,7 +580,7 @@ pub(super) fn statement(stmt: &Stmt) -> Option<St> {
                 }
                 key => Key::Made(dynamic(key)),
             };
-            update_item(*target, key, dynamic(value))
+            update_item(*target, key, value)
         }
         Stmt::SetItem {
             target, key, value, ..
