@@ -86,6 +86,19 @@ spawn(|| add(40, 2)).join()
 }
 
 #[test]
+fn loops_typed_in_the_repl_run_compiled_over_the_session_s_variables() {
+    let (code, stdout, stderr) = session(
+        b"let t = 0;\nfor i in 0..10 { t += i; }\nt\n\
+          let m = #{};\nfor w in pool_map(|x| `w${x % 2}`, [1, 2, 3]) { m[w] = (m[w] ?? 0) + 1; }\nm\n\
+          for i in 0..3 { t *= 9223372036854775807; }\nt\n",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, ["=> 45", r#"=> #{"w0": 1, "w1": 2}"#, "=> 45"], "{stderr}");
+    assert!(stderr.contains("Multiplication overflow"), "{stderr}");
+}
+
+#[test]
 fn ctrl_c_stops_a_running_evaluation_and_its_workers_but_not_the_repl() {
     let mut child = repl();
     let stdin = child.stdin.as_mut().unwrap();
