@@ -94,7 +94,11 @@ fn loops_typed_in_the_repl_run_compiled_over_the_session_s_variables() {
     );
     assert_eq!(code, Some(0), "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines, ["=> 45", r#"=> #{"w0": 1, "w1": 2}"#, "=> 45"], "{stderr}");
+    assert_eq!(
+        lines,
+        ["=> 45", r#"=> #{"w0": 1, "w1": 2}"#, "=> 45"],
+        "{stderr}"
+    );
     assert!(stderr.contains("Multiplication overflow"), "{stderr}");
 }
 

@@ -1,7 +1,7 @@
 //! Loops of the top-level code run compiled too: each is lowered as a function of the variables it
 //! uses from outside it, reads them from the script's scope and writes back those it changes. In
 //! the program that runs, each loop is wrapped in a node that tries that and else evaluates the
-//! loop as written (the node's only input), so Rhai stays the fallback, and the oracle.
+//! loop as written (the node's last input), so Rhai stays the fallback, and the oracle.
 
 use std::{collections::HashSet, sync::Mutex};
 
@@ -38,8 +38,7 @@ pub(crate) struct LoopSource {
 
 /// `stmts` with each loop (at the top level, or in blocks, branches, `try` and loops there)
 /// wrapped in a node that runs it compiled when it can, and the loops, in the order of their
-/// nodes' numbers.
-/// `compiles(name, arity)`: whether the tier compiles a call of `name`.
+/// nodes' numbers. `compiles(name, arity)`: whether the tier compiles a call of `name`.
 pub(crate) fn wrap_loops(
     stmts: &[Stmt],
     compiles: &dyn Fn(&str, usize) -> bool,
@@ -144,9 +143,7 @@ impl Wrapper<'_> {
         };
         Stmt::Expr(Box::new(Expr::Custom(Box::new(custom), pos)))
     }
-}
 
-impl Wrapper<'_> {
     /// Whether `e` calls a function the tier does not compile.
     fn calls_rhai(&self, e: &Expr) -> bool {
         let mut found = false;
