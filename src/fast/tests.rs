@@ -1132,6 +1132,8 @@ fn strings_arrays_and_maps_agree_with_rhai() {
         "fn f(s) { let m = #{b: 7}; for w in [\"a\", \"b\", \"a\"] { m[w] = (m[w] ?? 5) + s.len(); } m }",
         "fn f(s) { let m = #{a: \"x\"}; m[\"a\"] = (m[\"a\"] ?? 0) + 1; m }",
         "fn f(s) { let m = #{a: 9223372036854775807}; m[\"a\"] = (m[\"a\"] ?? 0) + 1; m }",
+        "fn f(s) { let m = #{a: 1, b: \"x\", c: 2.5}; let add = [1, s, 2.5, ()]; for v in add { for k in [\"a\", \"b\", \"c\", \"d\"] { m[k] = (m[k] ?? 0) + v; } } m }",
+        "fn f(s) { let m = #{a: 9223372036854775800}; let add = [3, 5]; for v in add { m[\"a\"] = (m[\"a\"] ?? 0) + v; } m }",
         // `m[k]` in a loop over `m.keys()` read from the entry, unless `m` or `k` changes.
         "fn f(s) { let m = #{}; for w in s.split(\" \") { m[w] = w.len(); } let t = 0; let u = []; for k in m.keys() { t += m[k]; u.push(`${k}=${m[k]}`); } [t, u] }",
         "fn f(s) { let m = #{a: 1, b: s}; let t = []; for (k, i) in m.keys() { t.push(m[k]); m[k] = i; t.push(m[k]); } [t, m] }",

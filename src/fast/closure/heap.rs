@@ -391,38 +391,60 @@ fn update_item(target: usize, key: Key, value: &Expr) -> St {
         });
     };
     // A count: the element's int is added to with no `Dynamic` made for the parts of the sum.
-    let by = super::int(by);
+    if by.ty() == Ty::Int {
+        let by = super::int(by);
+        return updating(target, key, move |fr, item| {
+            let old = match item.is_unit() {
+                true => base,
+                false => item.as_int().map_err(|_| Bail::Fallback)?,
+            };
+            native::discard(item);
+            let sum = old.checked_add(by(fr)?).ok_or(Bail::Fallback)?;
+            Ok(Dynamic::from(sum))
+        });
+    }
+    // A sum whose types are known only when it runs (`(m[k] ?? 0) + counts[k]`): two ints are
+    // added as above, anything else as `+` adds it.
+    let by = dynamic(by);
     updating(target, key, move |fr, item| {
         let old = match item.is_unit() {
-            true => base,
-            false => item.as_int().map_err(|_| Bail::Fallback)?,
+            true => Dynamic::from(base),
+            false => item,
         };
-        native::discard(item);
-        let sum = old.checked_add(by(fr)?).ok_or(Bail::Fallback)?;
-        Ok(Dynamic::from(sum))
+        let by = by(fr)?;
+        match (old.as_int(), by.as_int()) {
+            (Ok(a), Ok(b)) => a.checked_add(b).map(Dynamic::from).ok_or(Bail::Fallback),
+            _ => native::mixed(BinOp::Add, &old, &by).ok_or(Bail::Fallback),
+        }
     })
 }
 
-/// The parts of `(item ?? base) + by`, an int `by` that does not read the item: how a count is
-/// written (`m[k] = (m[k] ?? 0) + 1`).
+/// The parts of `(item ?? base) + by`, where `by` does not read the item: how a count is written
+/// (`m[k] = (m[k] ?? 0) + 1`).
 fn counting(value: &Expr) -> Option<(i64, &Expr)> {
-    let Expr::Binary {
-        op: BinOp::Add,
-        operand: Ty::Int,
-        lhs,
-        rhs,
-    } = value
-    else {
-        return None;
-    };
-    let Expr::Guard(coalesce, Ty::Int) = &**lhs else {
-        return None;
+    let (coalesce, rhs) = match value {
+        Expr::Binary {
+            op: BinOp::Add,
+            operand: Ty::Int,
+            lhs,
+            rhs,
+        } => match &**lhs {
+            Expr::Guard(coalesce, Ty::Int) => (&**coalesce, rhs),
+            _ => return None,
+        },
+        Expr::Mixed {
+            op: BinOp::Add,
+            lhs,
+            rhs,
+            ..
+        } => (&**lhs, rhs),
+        _ => return None,
     };
     let Expr::Coalesce {
         lhs: item,
         rhs: base,
         ..
-    } = &**coalesce
+    } = coalesce
     else {
         return None;
     };
