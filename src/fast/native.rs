@@ -580,20 +580,25 @@ fn extract(this: &Dynamic, start: i64, len: i64) -> Out {
 
 /// Rhai's `sub_string(start, len)`, characters counted; `len` `i64::MAX` for "to the end".
 fn sub_string(s: &str, start: i64, len: i64) -> Out {
-    let empty = || Some(ImmutableString::new().into());
+    sub_str(s, start, len).map(|piece| ImmutableString::from(piece).into())
+}
+
+/// The piece of `s` that Rhai's `s.sub_string(start, len)` makes (characters, not bytes; a
+/// negative `start` counts from the end).
+pub(crate) fn sub_str(s: &str, start: i64, len: i64) -> Option<&str> {
     if s.is_empty() || len <= 0 {
-        return empty();
+        return Some("");
     }
     let count = s.chars().count();
     let offset = if start < 0 {
         let Ok(back) = usize::try_from(start.unsigned_abs()) else {
-            return empty();
+            return Some("");
         };
         count.saturating_sub(back)
     } else {
         let start = usize::try_from(start).ok()?;
         if start >= count {
-            return empty();
+            return Some("");
         }
         start
     };
@@ -606,7 +611,7 @@ fn sub_string(s: &str, start: i64, len: i64) -> Out {
         true => at,
         false => s.char_indices().nth(at).map_or(s.len(), |(b, _)| b),
     };
-    Some(ImmutableString::from(&s[byte(offset)..byte(offset + len)]).into())
+    Some(&s[byte(offset)..byte(offset + len)])
 }
 
 /// What `to_string` (and so interpolation and `string + value`) makes of a value the tier

@@ -1128,6 +1128,9 @@ fn strings_arrays_and_maps_agree_with_rhai() {
         "fn f(s) { let m = #{a: s}; let n = m; n[\"b\"] = 1; [n, n.a] }",
         // The key of an update read in place, unless the new value reads it too.
         "fn f(s) { let m = #{}; for w in s.split(\" \") { m[w] = (m[w] ?? \"\") + w; m[w] = (m[w] ?? \"\") + 1; } m }",
+        // `sub_string(..).parse_int()` parsed where the piece is.
+        "fn f(s) { let t = `日x 12:34 ${s}`; let h = t.sub_string(3, 2).parse_int(); [h, t.sub_string(-7, 3).parse_int(), t.sub_string(6, 99).parse_int()] }",
+        "fn f(s) { let n = s.sub_string(0, s.len() - 1).parse_int(); n + s.sub_string(-1).len() }",
         // Counts: `(m[k] ?? base) + n` on an int, a missing key, another type, an overflow.
         "fn f(s) { let m = #{b: 7}; for w in [\"a\", \"b\", \"a\"] { m[w] = (m[w] ?? 5) + s.len(); } m }",
         "fn f(s) { let m = #{a: \"x\"}; m[\"a\"] = (m[\"a\"] ?? 0) + 1; m }",

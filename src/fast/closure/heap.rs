@@ -178,6 +178,9 @@ pub(super) fn scalar_bits(e: &Expr) -> Option<Ev<i64>> {
     if let Some(test) = char_test(e) {
         return Some(test);
     }
+    if let Some(parse) = parsed_piece(e) {
+        return Some(parse);
+    }
     let ty = e.ty();
     // The conversion below checks a guard's type itself.
     let value = match e {
@@ -809,6 +812,42 @@ fn char_test(e: &Expr) -> Option<Ev<i64>> {
         let s = s.read_lock::<ImmutableString>().ok_or(Bail::Fallback)?;
         let c = char::from_u32(code as u32).ok_or(Bail::Fallback)?;
         Ok(i64::from(test(&s, c)))
+    }))
+}
+
+/// `s.sub_string(start, len).parse_int()`: the int parsed from the piece where it is in `s`,
+/// with no string made for the piece (a log line's hour, a duration's digits).
+fn parsed_piece(e: &Expr) -> Option<Ev<i64>> {
+    let Expr::Native {
+        op: Native::ParseInt,
+        args,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let [
+        Expr::Native {
+            op: Native::SubString,
+            args: piece,
+            ..
+        },
+    ] = args.as_slice()
+    else {
+        return None;
+    };
+    let [text, start, len] = piece.as_slice() else {
+        return None;
+    };
+    if start.ty() != Ty::Int || len.ty() != Ty::Int {
+        return None;
+    }
+    let (start, len) = (super::int(start), super::int(len));
+    let bounds = move |fr: &mut Frame<'_>| Ok((start(fr)?, len(fr)?));
+    Some(reading(text, bounds, |text, (start, len)| {
+        let text = text.read_lock::<ImmutableString>().ok_or(Bail::Fallback)?;
+        let piece = native::sub_str(&text, start, len).ok_or(Bail::Fallback)?;
+        piece.trim().parse::<i64>().map_err(|_| Bail::Fallback)
     }))
 }
 
