@@ -14,7 +14,7 @@ use rhai::{
 
 use super::{
     Budget, FastTier, Mode, Notices,
-    loops::{LOOP_NODE, LoopSite, Loops, wrap_loops},
+    loops::{LOOP_NODE, Loops, wrap_loops},
 };
 use crate::{
     profile::{self, Frame},
@@ -75,19 +75,19 @@ impl Accelerated {
         let tier = FastTier::new(&written, engine, Mode::from_env(), profiled).telling(notices);
         // A profiled run times calls, which a compiled loop makes without recording them.
         let (statements, loops) = match tier.is_enabled() && !profiled {
-            true => wrap_loops(written.statements(), &|name, arity| {
-                tier.compiles_call(name, arity)
-            }),
-            false => (written.statements().to_vec(), Vec::new()),
+            true => {
+                let compiles = |name: &str, arity| tier.compiles_call(name, arity);
+                let (statements, loops) = wrap_loops(written.statements(), &compiles);
+                (Some(statements), loops)
+            }
+            false => (None, Vec::new()),
         };
         let tier = Arc::new(tier.with_loops(&loops));
         let (running, names) = accelerate(&written, statements, &tier, &stop, profiled);
         let loops = (!loops.is_empty()).then(|| {
-            let sites = loops.into_iter().map(LoopSite::from).collect();
-            let stop = stop.clone();
             Arc::new(Loops {
-                sites,
-                stop,
+                sites: loops,
+                stop: stop.clone(),
                 explained: Default::default(),
             })
         });
@@ -152,12 +152,12 @@ impl Accelerated {
     }
 }
 
-/// `ast` with `statements` and its compilable script functions (all of them, when `profiled`)
-/// routed through `tier`, and a function value for each by name; `stop` is checked inside
-/// compiled loops.
+/// `ast` with its compilable script functions (all of them, when `profiled`) routed through
+/// `tier`, and its statements replaced by `statements` if given, and a function value for each
+/// routed function by name; `stop` is checked inside compiled loops.
 fn accelerate(
     ast: &AST,
-    statements: Vec<Stmt>,
+    statements: Option<Vec<Stmt>>,
     tier: &Arc<FastTier>,
     stop: &StopCheck,
     profiled: bool,
@@ -196,8 +196,12 @@ fn accelerate(
         }
     }
     let mut out = ast.clone();
-    out.clear_functions().clear_statements();
-    out += AST::new(statements, lib);
+    out.clear_functions();
+    if let Some(statements) = statements {
+        out.clear_statements();
+        out += AST::new(statements, Module::new());
+    }
+    out += AST::new_from_module(lib);
     (out, names)
 }
 

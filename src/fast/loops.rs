@@ -202,31 +202,13 @@ fn free_variables(stmt: &Stmt, visible: &[ImmutableString]) -> Vec<ImmutableStri
     used
 }
 
-/// Where the engine's loop nodes lead: each loop's name and parameters, by node number, and the
-/// run's stop check.
+/// Where the engine's loop nodes lead: the program's loops, by node number, and the run's stop
+/// check.
 pub(crate) struct Loops {
-    pub(crate) sites: Vec<LoopSite>,
+    pub(crate) sites: Vec<LoopSource>,
     pub(crate) stop: StopCheck,
-    /// The loops explain mode has said a variable keeps in Rhai (said once each).
-    pub(crate) explained: Mutex<HashSet<String>>,
-}
-
-/// A loop as its node finds it: its name, its parameters, and whether Rhai evaluates its header
-/// (see [`LoopSource`]).
-pub(crate) struct LoopSite {
-    name: String,
-    params: Vec<ImmutableString>,
-    iterated: bool,
-}
-
-impl From<LoopSource> for LoopSite {
-    fn from(source: LoopSource) -> LoopSite {
-        LoopSite {
-            name: source.name,
-            params: source.params,
-            iterated: source.iterated,
-        }
-    }
+    /// The loops (by node number) explain mode has said a variable keeps in Rhai: said once each.
+    pub(crate) explained: Mutex<HashSet<usize>>,
 }
 
 impl Loops {
@@ -240,7 +222,8 @@ impl Loops {
         inputs: &[Expression],
         state: &Dynamic,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let site = state.as_int().ok().and_then(|n| self.sites.get(n as usize));
+        let number = state.as_int().map_or(usize::MAX, |n| n as usize);
+        let site = self.sites.get(number);
         let Some(site) = site.filter(|s| inputs.len() == 1 + usize::from(s.iterated)) else {
             let reserved = format!("`{LOOP_NODE}` is reserved by mpscript");
             return Err(EvalAltResult::ErrorRuntime(reserved.into(), Position::NONE).into());
@@ -266,7 +249,7 @@ impl Loops {
         });
         let compiled = match compiled {
             Err(why) => {
-                if lock(&self.explained).insert(name.clone()) {
+                if tier.mode().explain && lock(&self.explained).insert(number) {
                     tier.explain(&format!("not compiled: {name}: {why}"));
                 }
                 None
