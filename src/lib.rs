@@ -132,11 +132,15 @@ pub(crate) use value::Value;
 /// ```
 pub const FAST_TIER_ENV: &str = fast::MODE_ENV;
 
-/// The number of CPUs this process may use (the default worker count).
+/// The number of CPUs this process may use (the default worker count), as it was when first
+/// asked.
 ///
 /// ```
 /// assert!(mpscript::cpu_count() >= 1);
 /// ```
 pub fn cpu_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // Read once: the standard library reads the cgroup's quota files on every call, a dozen
+    // system calls, and every queue `get` that finds its queue empty asks.
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
