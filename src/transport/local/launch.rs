@@ -166,7 +166,8 @@ impl Launcher {
         }
     }
 
-    fn finish_start(&self, pending: Pending, program: &Program) -> Result<LocalLink, Error> {
+    /// Connects a started worker and sends it the program to compile.
+    fn connect(&self, pending: Pending, program: &Program) -> Result<LocalLink, Error> {
         let Pending {
             id,
             mut child,
@@ -186,13 +187,9 @@ impl Launcher {
         };
         let conn = Conn::new(stream, format!("worker {}", child.id()));
         let link = LocalLink::new(conn, child, board);
-        match handshake(&link, program) {
+        match link.send(&ToWorker::Program(Box::new(program.clone()))) {
             Ok(()) => Ok(link),
-            Err(e) => {
-                link.kill();
-                link.reap(Duration::ZERO);
-                Err(e)
-            }
+            Err(e) => Err(ended(link, e)),
         }
     }
 
@@ -254,8 +251,22 @@ fn wait_for_connection(child: &mut Child, arrival: &Receiver<Stream>) -> Result<
 }
 
 /// Has the worker compile the program.
-fn handshake(link: &LocalLink, program: &Program) -> Result<(), Error> {
-    link.send(&ToWorker::Program(Box::new(program.clone())))?;
+/// Ends a worker that could not be started, giving back why.
+fn ended(link: LocalLink, error: Error) -> Error {
+    link.kill();
+    link.reap(Duration::ZERO);
+    error
+}
+
+/// Waits for a connected worker to have compiled the program.
+fn compiled(link: LocalLink) -> Result<LocalLink, Error> {
+    match ready(&link) {
+        Ok(()) => Ok(link),
+        Err(e) => Err(ended(link, e)),
+    }
+}
+
+fn ready(link: &LocalLink) -> Result<(), Error> {
     match link.recv()? {
         FromWorker::Ready => Ok(()),
         FromWorker::CompileFailed(message) => Err(Error::WorkerStart(format!(
@@ -276,10 +287,14 @@ impl Transport for Launcher {
         let pending = (0..count)
             .map(|_| self.spawn_one())
             .collect::<Result<Vec<_>, _>>()?;
+        // Each gets the program as it connects, so they all compile at once, not in turn.
+        let connected: Vec<_> = (pending.into_iter())
+            .map(|p| self.connect(p, program))
+            .collect();
         let mut started = Vec::with_capacity(count);
         let mut first_error = None;
-        for p in pending {
-            match self.finish_start(p, program) {
+        for link in connected {
+            match link.and_then(compiled) {
                 Ok(link) => started.push(Box::new(link) as Box<dyn WorkerLink>),
                 Err(e) => {
                     first_error.get_or_insert(e);
