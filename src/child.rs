@@ -455,6 +455,7 @@ impl Calls {
             Items::Range { start, end } => Box::new((start..end).map(Dynamic::from)),
             Items::Values(Value::IntArray(v)) => Box::new(v.into_iter().map(Dynamic::from)),
             Items::Values(Value::FloatArray(v)) => Box::new(v.into_iter().map(Dynamic::from)),
+            Items::Values(Value::BoolArray(v)) => Box::new(v.into_iter().map(Dynamic::from)),
             Items::Values(Value::Array(v)) => {
                 Box::new(v.into_iter().map(|x| x.into_dynamic(&self.fns)))
             }
@@ -528,40 +529,45 @@ fn arguments(item: Dynamic, spread: bool) -> Result<Vec<Dynamic>, String> {
 
 /// Collects a chunk's results, staying a compact int array while every result is an int.
 struct Results {
-    kept: Kept,
+    /// An array value: a compact one (ints, floats, booleans) while every result fits it.
+    kept: Value,
     /// About how many bytes they take on the wire.
     bytes: usize,
-}
-
-enum Kept {
-    Ints(Vec<i64>),
-    Values(Vec<Value>),
+    /// Room to make for the results of a chunk.
+    capacity: usize,
 }
 
 impl Results {
-    fn with_capacity(n: usize) -> Results {
+    fn with_capacity(capacity: usize) -> Results {
         Results {
-            kept: Kept::Ints(Vec::with_capacity(n)),
+            kept: Value::Array(Vec::new()),
             bytes: 0,
+            capacity,
         }
     }
 
     /// Adds one result; one that cannot be sent (nested too deep, over a frame) fails its item.
     fn push(&mut self, value: &Dynamic) -> Result<(), Error> {
-        if let (Kept::Ints(ints), Ok(i)) = (&mut self.kept, value.as_int()) {
-            ints.push(i);
+        if self.kept.array_len() == Some(0) {
+            self.kept = compact_for(value, self.capacity);
+        }
+        let compact = match &mut self.kept {
+            Value::IntArray(v) => value.as_int().map(|x| v.push(x)).is_ok(),
+            Value::FloatArray(v) => value.as_float().map(|x| v.push(x)).is_ok(),
+            Value::BoolArray(v) => value.as_bool().map(|x| v.push(x)).is_ok(),
+            _ => false,
+        };
+        if compact {
             self.bytes += 8;
             return Ok(());
         }
         let value = Value::from_dynamic(value)?;
         self.bytes += value.frame_size()?;
-        match &mut self.kept {
-            Kept::Ints(ints) => {
-                let mut values: Vec<Value> = ints.drain(..).map(Value::Int).collect();
-                values.push(value);
-                self.kept = Kept::Values(values);
-            }
-            Kept::Values(values) => values.push(value),
+        if !matches!(self.kept, Value::Array(_)) {
+            self.kept = Value::Array(std::mem::replace(&mut self.kept, Value::Unit).into_items());
+        }
+        if let Value::Array(values) = &mut self.kept {
+            values.push(value);
         }
         Ok(())
     }
@@ -569,10 +575,20 @@ impl Results {
     /// The results so far; collecting starts again, empty.
     fn take(&mut self) -> Value {
         self.bytes = 0;
-        match std::mem::replace(&mut self.kept, Kept::Ints(Vec::new())) {
-            Kept::Ints(ints) => Value::IntArray(ints),
-            Kept::Values(values) => Value::Array(values),
-        }
+        std::mem::replace(&mut self.kept, Value::Array(Vec::new()))
+    }
+}
+
+/// An empty array value of the compact kind `first` fits, if any.
+fn compact_for(first: &Dynamic, capacity: usize) -> Value {
+    if first.is_int() {
+        Value::IntArray(Vec::with_capacity(capacity))
+    } else if first.is_float() {
+        Value::FloatArray(Vec::with_capacity(capacity))
+    } else if first.is_bool() {
+        Value::BoolArray(Vec::with_capacity(capacity))
+    } else {
+        Value::Array(Vec::with_capacity(capacity))
     }
 }
 

@@ -43,6 +43,9 @@ pub(crate) enum Value {
     IntArray(Vec<i64>),
     /// An array whose items are all floats (a compact fast path).
     FloatArray(Vec<f64>),
+    /// An array whose items are all booleans (a compact fast path: a predicate's map results),
+    /// one byte each on the wire.
+    BoolArray(#[serde(serialize_with = "bools_ser", deserialize_with = "bools_de")] Vec<bool>),
     /// Any other array.
     Array(#[serde(serialize_with = "nested_ser", deserialize_with = "nested_de")] Vec<Value>),
     /// An object map, keys in order.
@@ -370,6 +373,24 @@ fn str_de<'de, D: Deserializer<'de>>(d: D) -> Result<ImmutableString, D::Error> 
     String::deserialize(d).map(ImmutableString::from)
 }
 
+fn bools_ser<S: Serializer>(bools: &[bool], serializer: S) -> Result<S::Ok, S::Error> {
+    let bytes: Vec<u8> = bools.iter().map(|&b| u8::from(b)).collect();
+    serializer.serialize_bytes(&bytes)
+}
+
+/// Booleans sent as bytes: decoded as one slice, not a visit per element.
+fn bools_de<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<bool>, D::Error> {
+    let bytes = serde_bytes::ByteBuf::deserialize(d)?;
+    bytes
+        .iter()
+        .map(|&b| match b {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(serde::de::Error::custom(format!("{b} is not a boolean"))),
+        })
+        .collect()
+}
+
 fn nested_ser<T: Serialize, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
     let _guard = DepthGuard::enter().ok_or_else(|| {
         serde::ser::Error::custom(format!("value nested deeper than {MAX_DEPTH} levels"))
@@ -390,8 +411,20 @@ impl Value {
         match self {
             Value::IntArray(v) => Some(v.len()),
             Value::FloatArray(v) => Some(v.len()),
+            Value::BoolArray(v) => Some(v.len()),
             Value::Array(v) => Some(v.len()),
             _ => None,
+        }
+    }
+
+    /// The elements of an array value, whichever form it has; any other value alone.
+    pub(crate) fn into_items(self) -> Vec<Value> {
+        match self {
+            Value::IntArray(v) => v.into_iter().map(Value::Int).collect(),
+            Value::FloatArray(v) => v.into_iter().map(Value::Float).collect(),
+            Value::BoolArray(v) => v.into_iter().map(Value::Bool).collect(),
+            Value::Array(v) => v,
+            other => vec![other],
         }
     }
 
@@ -402,6 +435,7 @@ impl Value {
             Value::Blob(b) => b.len() + 2,
             Value::IntArray(v) => v.len() * 8,
             Value::FloatArray(v) => v.len() * 8,
+            Value::BoolArray(v) => v.len(),
             Value::Array(v) => v.iter().map(Value::wire_size).sum(),
             Value::Map(v) => v.iter().map(|(k, v)| k.len() + v.wire_size()).sum(),
             Value::Fn(f) => f.name.len() + f.curry.iter().map(Value::wire_size).sum::<usize>(),
@@ -414,6 +448,7 @@ impl Value {
         match self {
             Value::IntArray(v) => Value::IntArray(v[start..end].to_vec()),
             Value::FloatArray(v) => Value::FloatArray(v[start..end].to_vec()),
+            Value::BoolArray(v) => Value::BoolArray(v[start..end].to_vec()),
             Value::Array(v) => Value::Array(v[start..end].to_vec()),
             other => other.clone(),
         }
@@ -457,6 +492,7 @@ impl Value {
             Value::Blob(b) => Dynamic::from_blob(b),
             Value::IntArray(v) => Dynamic::from_array(v.into_iter().map(Dynamic::from).collect()),
             Value::FloatArray(v) => Dynamic::from_array(v.into_iter().map(Dynamic::from).collect()),
+            Value::BoolArray(v) => Dynamic::from_array(v.into_iter().map(Dynamic::from).collect()),
             Value::Array(v) => {
                 Dynamic::from_array(v.into_iter().map(|x| x.into_dynamic(fns)).collect())
             }
@@ -652,6 +688,14 @@ fn array_value(items: &[Dynamic], depth: usize) -> Result<Value, Error> {
                 .collect(),
         ));
     }
+    if !items.is_empty() && items.iter().all(|d| d.is_bool()) {
+        return Ok(Value::BoolArray(
+            items
+                .iter()
+                .map(|d| d.as_bool().unwrap_or_default())
+                .collect(),
+        ));
+    }
     items
         .iter()
         .map(|d| to_value(d, depth))
@@ -735,6 +779,7 @@ mod tests {
             Value::Blob(vec![0, 255, 7]),
             Value::IntArray(vec![1, 2]),
             Value::FloatArray(vec![f64::INFINITY]),
+            Value::BoolArray(vec![true, false]),
             Value::Map(vec![("k".into(), Value::Int(1))]),
             Value::Fn(Box::new(FnValue {
                 name: "anon$1".into(),
@@ -755,11 +800,28 @@ mod tests {
     }
 
     #[test]
+    fn a_boolean_array_is_one_byte_an_item_and_refuses_other_bytes() {
+        let bools = Value::BoolArray(vec![true, false, true]);
+        let bytes = postcard::to_stdvec(&bools).unwrap();
+        assert_eq!(round_trip(&bools), bools);
+        let mut bad = bytes.clone();
+        *bad.last_mut().unwrap() = 2;
+        assert!(postcard::from_bytes::<Value>(&bad).is_err());
+        let many = postcard::to_stdvec(&Value::BoolArray(vec![true; 1000])).unwrap();
+        assert!(many.len() < 1010, "{} bytes", many.len());
+    }
+
+    #[test]
     fn dynamic_arrays_take_the_fast_paths() {
         let ints: Dynamic = Dynamic::from_array(vec![1.into(), 2.into()]);
         assert_eq!(
             Value::from_dynamic(&ints).unwrap(),
             Value::IntArray(vec![1, 2])
+        );
+        let bools: Dynamic = Dynamic::from_array(vec![true.into(), false.into()]);
+        assert_eq!(
+            Value::from_dynamic(&bools).unwrap(),
+            Value::BoolArray(vec![true, false])
         );
         let mixed: Dynamic = Dynamic::from_array(vec![1.into(), 2.5.into()]);
         assert!(matches!(
@@ -783,10 +845,11 @@ mod tests {
 
     #[test]
     fn decoding_refuses_hostile_nesting_without_overflowing_the_stack() {
-        // Tag 9 is `Array`; a length of 1 followed by another array, 100,000 deep.
+        // An array of length 1 holding another array, 100,000 deep.
+        let array = postcard::to_stdvec(&Value::Array(Vec::new())).unwrap()[0];
         let mut bytes = Vec::new();
         for _ in 0..100_000 {
-            bytes.extend_from_slice(&[9, 1]);
+            bytes.extend_from_slice(&[array, 1]);
         }
         bytes.push(0);
         assert!(postcard::from_bytes::<Value>(&bytes).is_err());

@@ -202,12 +202,42 @@ fn queues_work_between_workers_and_in_pool_map() {
 }
 
 #[test]
+fn pool_map_results_keep_their_types_whether_a_chunk_holds_one_kind_or_several() {
+    // Chunks of 50: ints, floats, booleans, a chunk that turns from booleans to ints halfway,
+    // one from ints to strings, then every kind mixed; compared with the same map in one process.
+    let out = run(r#"
+        fn f(x) {
+            switch x / 50 {
+                0 => x, 1 => x * 0.5, 2 => x % 3 == 0,
+                3 => if x % 50 < 25 { x % 2 == 0 } else { x },
+                4 => if x % 50 < 25 { x } else { `s${x}` },
+                _ => [x, x * 0.5, x % 2 == 0, (), `${x}`][x % 5],
+            }
+        }
+        let items = [];
+        for i in 0..400 { items.push(i); }
+        let here = items.map(f);
+        let there = pool_map(f, items, #{ workers: 2, chunk_size: 50 });
+        let same = there.len() == here.len();
+        for i in 0..here.len() {
+            if type_of(here[i]) != type_of(there[i]) || here[i] != there[i] {
+                print(`item ${i}: ${here[i].to_debug()} came back as ${there[i].to_debug()}`);
+                same = false;
+            }
+        }
+        print(`same: ${same}`);
+        print(pool_map(|x| x > 1, [1, 2, 3]));
+    "#);
+    out.assert_printed(&["same: true", "[false, true, true]"]);
+}
+
+#[test]
 fn every_sendable_type_round_trips_unchanged() {
     let out = run(r#"
         let values = [
             (), true, false, 0, -1, 9223372036854775807, -9223372036854775808,
             0.1, -2.5e300, 1e-300, 'x', 'ß', '😀', "", "héllo wörld ✓ 日本語 😀",
-            [], [1, 2, 3], [1.5, 2.5], [1, "two", 3.0, [4, [5]]],
+            [], [1, 2, 3], [1.5, 2.5], [true, false], [1, "two", 3.0, [4, [5]]],
             #{}, #{ a: 1, "key with space": #{ nested: [#{ deep: "yes" }] }, f: 0.5 },
             blob(4, 0xAB), blob(0),
         ];
@@ -228,7 +258,7 @@ fn every_sendable_type_round_trips_unchanged() {
         let f = spawn(|| |x| x + 1).join();
         print(`${type_of(f)} ${spawn(|g| g.call(41), f).join()}`);
     "#);
-    out.assert_printed(&["same: true, 23 values", "Queue Process true", "Fn 42"]);
+    out.assert_printed(&["same: true, 24 values", "Queue Process true", "Fn 42"]);
 }
 
 #[test]

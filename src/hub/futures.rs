@@ -9,9 +9,7 @@ use std::{
     time::Instant,
 };
 
-use super::{
-    Caller, Inner, deadline, parked, pool, process::ProcSlot, profiling, timed_out, wait::wait,
-};
+use super::{Caller, Inner, deadline, parked, process::ProcSlot, profiling, timed_out, wait::wait};
 use crate::{
     Error, Interrupt, RemoteError, Value,
     profile::Frame,
@@ -389,7 +387,7 @@ impl Inner {
                 match ran {
                     Ok(values) => {
                         // One item, in whichever array form the map gives.
-                        let value = pool::array_items(values).pop().unwrap_or(Value::Unit);
+                        let value = values.into_items().pop().unwrap_or(Value::Unit);
                         slot.finish(Outcome::Returned(value), || {})
                     }
                     Err(e) => match *unwrap_item(e) {

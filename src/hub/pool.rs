@@ -524,31 +524,34 @@ impl<'a> MapRun<'a> {
     }
 }
 
-/// Joins chunk results in order, keeping the compact int array when every part is one.
+/// Joins chunk results in order, keeping a compact array when every part is one of its kind.
 fn concat(parts: impl Iterator<Item = Value>) -> Value {
-    let parts: Vec<Value> = parts.collect();
-    if parts.iter().all(|v| matches!(v, Value::IntArray(_))) {
-        return Value::IntArray(
-            parts
-                .into_iter()
-                .flat_map(|v| match v {
-                    Value::IntArray(v) => v,
-                    _ => Vec::new(),
-                })
-                .collect(),
-        );
+    let mut parts = parts.filter(|p| p.array_len() != Some(0));
+    let Some(mut joined) = parts.next() else {
+        return Value::IntArray(Vec::new());
+    };
+    for part in parts {
+        joined = match (joined, part) {
+            (Value::IntArray(mut all), Value::IntArray(more)) => {
+                all.extend(more);
+                Value::IntArray(all)
+            }
+            (Value::FloatArray(mut all), Value::FloatArray(more)) => {
+                all.extend(more);
+                Value::FloatArray(all)
+            }
+            (Value::BoolArray(mut all), Value::BoolArray(more)) => {
+                all.extend(more);
+                Value::BoolArray(all)
+            }
+            (all, more) => {
+                let mut all = all.into_items();
+                all.extend(more.into_items());
+                Value::Array(all)
+            }
+        };
     }
-    Value::Array(parts.into_iter().flat_map(array_items).collect())
-}
-
-/// The elements of a map's result, whichever array form it has.
-pub(super) fn array_items(v: Value) -> Vec<Value> {
-    match v {
-        Value::IntArray(v) => v.into_iter().map(Value::Int).collect(),
-        Value::FloatArray(v) => v.into_iter().map(Value::Float).collect(),
-        Value::Array(v) => v,
-        other => vec![other],
-    }
+    joined
 }
 
 /// A map from inside a map's function would wait on the pool it runs in.

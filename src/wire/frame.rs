@@ -228,9 +228,10 @@ mod tests {
 
     #[test]
     fn hostile_nesting_is_reported_as_such() {
+        let array = postcard::to_stdvec(&Value::Array(Vec::new())).unwrap()[0];
         let mut payload = Vec::new();
         for _ in 0..10_000 {
-            payload.extend_from_slice(&[9, 1]);
+            payload.extend_from_slice(&[array, 1]);
         }
         payload.push(0);
         let mut bytes = (payload.len() as u32).to_le_bytes().to_vec();

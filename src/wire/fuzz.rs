@@ -23,6 +23,7 @@ fn value() -> impl Strategy<Value = Value> {
         proptest::collection::vec(any::<u8>(), 0..64).prop_map(Value::Blob),
         proptest::collection::vec(any::<i64>(), 0..32).prop_map(Value::IntArray),
         proptest::collection::vec(any::<f64>(), 0..32).prop_map(Value::FloatArray),
+        proptest::collection::vec(any::<bool>(), 0..32).prop_map(Value::BoolArray),
         (any::<u64>(), any::<bool>()).prop_map(|(id, bounded)| Value::Queue { id, bounded }),
         (any::<u64>(), any::<u32>()).prop_map(|(id, pid)| Value::Process { id, pid }),
         (any::<u64>(), any::<u32>()).prop_map(|(id, pid)| Value::Supervisor { id, pid }),
