@@ -672,35 +672,28 @@ fn handle_value(value: &Dynamic) -> Option<Value> {
 
 /// An array whose elements are at `depth`.
 fn array_value(items: &[Dynamic], depth: usize) -> Result<Value, Error> {
-    if !items.is_empty() && items.iter().all(|d| d.is_int()) {
-        return Ok(Value::IntArray(
-            items
-                .iter()
-                .map(|d| d.as_int().unwrap_or_default())
-                .collect(),
-        ));
+    if let Some(ints) = every(items, Dynamic::as_int) {
+        return Ok(Value::IntArray(ints));
     }
-    if !items.is_empty() && items.iter().all(|d| d.is_float()) {
-        return Ok(Value::FloatArray(
-            items
-                .iter()
-                .map(|d| d.as_float().unwrap_or_default())
-                .collect(),
-        ));
+    if let Some(floats) = every(items, Dynamic::as_float) {
+        return Ok(Value::FloatArray(floats));
     }
-    if !items.is_empty() && items.iter().all(|d| d.is_bool()) {
-        return Ok(Value::BoolArray(
-            items
-                .iter()
-                .map(|d| d.as_bool().unwrap_or_default())
-                .collect(),
-        ));
+    if let Some(bools) = every(items, Dynamic::as_bool) {
+        return Ok(Value::BoolArray(bools));
     }
     items
         .iter()
         .map(|d| to_value(d, depth))
         .collect::<Result<_, _>>()
         .map(Value::Array)
+}
+
+/// The elements as `T`, if there are some and every one is a `T`.
+fn every<T>(items: &[Dynamic], get: fn(&Dynamic) -> Result<T, &'static str>) -> Option<Vec<T>> {
+    if items.is_empty() {
+        return None;
+    }
+    items.iter().map(|d| get(d).ok()).collect()
 }
 
 /// The name a script would see from `type_of`, for error messages.
