@@ -527,9 +527,9 @@ fn arguments(item: Dynamic, spread: bool) -> Result<Vec<Dynamic>, String> {
     })
 }
 
-/// Collects a chunk's results, staying a compact int array while every result is an int.
+/// Collects a chunk's results as an array value, a compact one (ints, floats or booleans) while
+/// every result is of its kind.
 struct Results {
-    /// An array value: a compact one (ints, floats, booleans) while every result fits it.
     kept: Value,
     /// About how many bytes they take on the wire.
     bytes: usize,

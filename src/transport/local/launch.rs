@@ -250,7 +250,6 @@ fn wait_for_connection(child: &mut Child, arrival: &Receiver<Stream>) -> Result<
     }
 }
 
-/// Has the worker compile the program.
 /// Ends a worker that could not be started, giving back why.
 fn ended(link: LocalLink, error: Error) -> Error {
     link.kill();
