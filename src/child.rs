@@ -533,7 +533,7 @@ struct Results {
     kept: Value,
     /// About how many bytes they take on the wire.
     bytes: usize,
-    /// Room to make for the results of a chunk.
+    /// Room to make for the results, before the first part is taken.
     capacity: usize,
 }
 
@@ -549,21 +549,15 @@ impl Results {
     /// Adds one result; one that cannot be sent (nested too deep, over a frame) fails its item.
     fn push(&mut self, value: &Dynamic) -> Result<(), Error> {
         if self.kept.array_len() == Some(0) {
-            self.kept = compact_for(value, self.capacity);
+            self.kept = Value::array_for(value, self.capacity);
         }
-        let compact = match &mut self.kept {
-            Value::IntArray(v) => value.as_int().map(|x| v.push(x)).is_ok(),
-            Value::FloatArray(v) => value.as_float().map(|x| v.push(x)).is_ok(),
-            Value::BoolArray(v) => value.as_bool().map(|x| v.push(x)).is_ok(),
-            _ => false,
-        };
-        if compact {
+        if self.kept.push_compact(value) {
             self.bytes += 8;
             return Ok(());
         }
         let value = Value::from_dynamic(value)?;
         self.bytes += value.frame_size()?;
-        if !matches!(self.kept, Value::Array(_)) {
+        if self.kept.is_compact() {
             self.kept = Value::Array(std::mem::replace(&mut self.kept, Value::Unit).into_items());
         }
         if let Value::Array(values) = &mut self.kept {
@@ -575,20 +569,8 @@ impl Results {
     /// The results so far; collecting starts again, empty.
     fn take(&mut self) -> Value {
         self.bytes = 0;
+        self.capacity = 0;
         std::mem::replace(&mut self.kept, Value::Array(Vec::new()))
-    }
-}
-
-/// An empty array value of the compact kind `first` fits, if any.
-fn compact_for(first: &Dynamic, capacity: usize) -> Value {
-    if first.is_int() {
-        Value::IntArray(Vec::with_capacity(capacity))
-    } else if first.is_float() {
-        Value::FloatArray(Vec::with_capacity(capacity))
-    } else if first.is_bool() {
-        Value::BoolArray(Vec::with_capacity(capacity))
-    } else {
-        Value::Array(Vec::with_capacity(capacity))
     }
 }
 

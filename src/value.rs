@@ -417,6 +417,39 @@ impl Value {
         }
     }
 
+    /// An empty array value of the compact kind (ints, floats, booleans) `first` is of, with room
+    /// for `capacity` items, else an empty plain one.
+    pub(crate) fn array_for(first: &Dynamic, capacity: usize) -> Value {
+        if first.is_int() {
+            Value::IntArray(Vec::with_capacity(capacity))
+        } else if first.is_float() {
+            Value::FloatArray(Vec::with_capacity(capacity))
+        } else if first.is_bool() {
+            Value::BoolArray(Vec::with_capacity(capacity))
+        } else {
+            Value::Array(Vec::new())
+        }
+    }
+
+    /// Whether this is a compact array value (of ints, floats or booleans).
+    pub(crate) fn is_compact(&self) -> bool {
+        matches!(
+            self,
+            Value::IntArray(_) | Value::FloatArray(_) | Value::BoolArray(_)
+        )
+    }
+
+    /// Appends `item` to a compact array value of its kind; `false`, and nothing done, if it is
+    /// of another kind or this is not a compact array.
+    pub(crate) fn push_compact(&mut self, item: &Dynamic) -> bool {
+        match self {
+            Value::IntArray(v) => item.as_int().map(|x| v.push(x)).is_ok(),
+            Value::FloatArray(v) => item.as_float().map(|x| v.push(x)).is_ok(),
+            Value::BoolArray(v) => item.as_bool().map(|x| v.push(x)).is_ok(),
+            _ => false,
+        }
+    }
+
     /// The elements of an array value, whichever form it has; any other value alone.
     pub(crate) fn into_items(self) -> Vec<Value> {
         match self {
@@ -670,30 +703,19 @@ fn handle_value(value: &Dynamic) -> Option<Value> {
         .or_else(|| of::<SharedMap>(value))
 }
 
-/// An array whose elements are at `depth`.
+/// An array whose elements are at `depth`: a compact one when every element is of its kind.
 fn array_value(items: &[Dynamic], depth: usize) -> Result<Value, Error> {
-    if let Some(ints) = every(items, Dynamic::as_int) {
-        return Ok(Value::IntArray(ints));
-    }
-    if let Some(floats) = every(items, Dynamic::as_float) {
-        return Ok(Value::FloatArray(floats));
-    }
-    if let Some(bools) = every(items, Dynamic::as_bool) {
-        return Ok(Value::BoolArray(bools));
+    if let Some(first) = items.first() {
+        let mut compact = Value::array_for(first, items.len());
+        if compact.is_compact() && items.iter().all(|d| compact.push_compact(d)) {
+            return Ok(compact);
+        }
     }
     items
         .iter()
         .map(|d| to_value(d, depth))
         .collect::<Result<_, _>>()
         .map(Value::Array)
-}
-
-/// The elements as `T`, if there are some and every one is a `T`.
-fn every<T>(items: &[Dynamic], get: fn(&Dynamic) -> Result<T, &'static str>) -> Option<Vec<T>> {
-    if items.is_empty() {
-        return None;
-    }
-    items.iter().map(|d| get(d).ok()).collect()
 }
 
 /// The name a script would see from `type_of`, for error messages.
